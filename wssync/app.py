@@ -1,0 +1,185 @@
+"""The application: HTTP routes (method + path) and WebSocket routes.
+
+``App`` only maps paths to user callables; it neither parses bytes nor runs
+anything itself.  Path segments written ``<name>`` match one segment and land
+in ``request.path_params``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Pattern,
+    Tuple,
+    Union,
+)
+
+from .request import Request
+from .response import Response
+
+if TYPE_CHECKING:
+    from .server import Server
+    from .websocket import WebSocket
+
+Handler = Callable[[Request], Any]
+OnConnect = Callable[["WebSocket"], Any]
+OnMessage = Callable[["WebSocket", Union[str, bytes]], Any]
+OnClose = Callable[["WebSocket", int, str], Any]
+OriginCheck = Union[Iterable[str], Callable[[Optional[str]], bool]]
+
+_PARAM = re.compile(r"<([A-Za-z_][A-Za-z0-9_]*)>")
+
+
+def _compile(path: str) -> Optional[Pattern[str]]:
+    """A regex for a path with ``<name>`` segments, or None for a literal path."""
+    if not path.startswith("/"):
+        raise ValueError(f"route path must start with '/': {path!r}")
+    if "<" not in path:
+        return None
+    pattern, pos = "", 0
+    for match in _PARAM.finditer(path):
+        pattern += re.escape(path[pos:match.start()]) + f"(?P<{match.group(1)}>[^/]+)"
+        pos = match.end()
+    return re.compile(pattern + re.escape(path[pos:]) + r"\Z")
+
+
+class WebSocketRoute:
+    """A WebSocket endpoint: its callbacks, subprotocols and allowed origins."""
+
+    __slots__ = ("on_close", "on_connect", "on_message", "origins", "path", "subprotocols")
+
+    def __init__(self, path: str, on_message: Optional[OnMessage], on_connect: Optional[OnConnect],
+                 on_close: Optional[OnClose], subprotocols: Iterable[str],
+                 origins: Optional[OriginCheck]) -> None:
+        self.path = path
+        self.on_message = on_message
+        self.on_connect = on_connect
+        self.on_close = on_close
+        self.subprotocols = list(subprotocols)
+        if origins is not None and not callable(origins):
+            origins = frozenset(origins)
+        self.origins = origins
+
+    def origin_allowed(self, origin: Optional[str]) -> bool:
+        origins = self.origins
+        if origins is None:
+            return True
+        if callable(origins):
+            return bool(origins(origin))
+        return origin in origins
+
+    def select_subprotocol(self, offered: List[str]) -> Optional[str]:
+        """The client's most preferred subprotocol that this route supports."""
+        for name in offered:
+            if name in self.subprotocols:
+                return name
+        return None
+
+
+class App:
+    """Routes for HTTP handlers and WebSocket endpoints.
+
+    ``server`` is the :class:`~wssync.Server` currently serving the app (set
+    when a server is created), so handlers can ``app.server.broadcast(...)``.
+    """
+
+    def __init__(self) -> None:
+        self.server: Optional[Server] = None
+        self._static: Dict[str, Dict[str, Handler]] = {}
+        self._dynamic: List[Tuple[Pattern[str], Dict[str, Handler]]] = []
+        self._ws_static: Dict[str, WebSocketRoute] = {}
+        self._ws_dynamic: List[Tuple[Pattern[str], WebSocketRoute]] = []
+
+    def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler], Handler]:
+        """Decorator: ``handler(request)`` answers ``methods`` on ``path``.
+
+        The handler returns a :class:`Response`, ``str``, ``bytes``, or a
+        ``dict``/``list`` (sent as JSON).  GET routes answer HEAD too.
+        """
+        methods = [m.upper() for m in methods]
+
+        def register(handler: Handler) -> Handler:
+            table = self._table(path)
+            for method in methods:
+                table[method] = handler
+            if "GET" in methods and "HEAD" not in table:
+                table["HEAD"] = handler
+            return handler
+
+        return register
+
+    def _table(self, path: str) -> Dict[str, Handler]:
+        regex = _compile(path)
+        if regex is None:
+            return self._static.setdefault(path, {})
+        for existing, table in self._dynamic:
+            if existing.pattern == regex.pattern:
+                return table
+        table = {}
+        self._dynamic.append((regex, table))
+        return table
+
+    def websocket(self, path: str, *, on_connect: Optional[OnConnect] = None,
+                  on_close: Optional[OnClose] = None, subprotocols: Iterable[str] = (),
+                  origins: Optional[OriginCheck] = None) -> Callable[[OnMessage], OnMessage]:
+        """Decorator: ``on_message(ws, message)`` serves WebSocket messages on ``path``.
+
+        ``on_connect(ws)`` runs after the handshake, ``on_close(ws, code,
+        reason)`` once the connection is gone.  ``subprotocols`` lists what the
+        endpoint speaks (the client's first match is chosen); ``origins`` is a
+        set of allowed ``Origin`` values or a predicate (others get 403).
+        """
+
+        def register(on_message: OnMessage) -> OnMessage:
+            route = WebSocketRoute(path, on_message, on_connect, on_close, subprotocols, origins)
+            regex = _compile(path)
+            if regex is None:
+                self._ws_static[path] = route
+            else:
+                self._ws_dynamic.append((regex, route))
+            return on_message
+
+        return register
+
+    # -- look-ups (used by the server) ----------------------------------------------
+
+    def match_http(self, request: Request) -> Union[Handler, Response]:
+        """The handler for ``request``, or the 404/405/426 response to send instead."""
+        path = request.path
+        table = self._static.get(path)
+        if table is None:
+            for regex, candidate in self._dynamic:
+                match = regex.match(path)
+                if match is not None:
+                    table = candidate
+                    request.path_params = match.groupdict()
+                    break
+        if table is not None:
+            handler = table.get(request.method)
+            if handler is not None:
+                return handler
+            allow = ", ".join(sorted(table))
+            return Response("405 Method Not Allowed\n", 405, [("Allow", allow)])
+        if self.match_websocket(request) is not None:
+            return Response("426 Upgrade Required: this is a WebSocket endpoint\n", 426,
+                            [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")])
+        return Response("404 Not Found\n", 404)
+
+    def match_websocket(self, request: Request) -> Optional[WebSocketRoute]:
+        path = request.path
+        route = self._ws_static.get(path)
+        if route is not None:
+            return route
+        for regex, candidate in self._ws_dynamic:
+            match = regex.match(path)
+            if match is not None:
+                request.path_params = match.groupdict()
+                return candidate
+        return None

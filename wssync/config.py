@@ -1,0 +1,73 @@
+"""Server settings: every limit and timeout with its documented default.
+
+Only data and validation live here; nothing reads these values but the layers
+that enforce them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from .http_parser import ParserLimits
+
+_DEFAULTS: Dict[str, Any] = {
+    # HTTP
+    "max_request_line": 8190,  # bytes; longer gets 414
+    "max_header_size": 65536,  # bytes of request head; larger gets 431
+    "max_headers": 100,  # header fields; more gets 431
+    "max_body_size": 10 * 1024 * 1024,  # bytes; larger gets 413
+    "keepalive_timeout": 5.0,  # seconds an idle keep-alive connection is kept
+    "header_timeout": 10.0,  # seconds to receive a whole request head
+    "body_timeout": 30.0,  # seconds to receive a whole request body
+    # WebSocket
+    "max_message_size": 16 * 1024 * 1024,  # bytes of one message; larger gets 1009
+    "ping_interval": 20.0,  # seconds between keepalive pings; 0 disables them
+    "ping_timeout": 20.0,  # seconds to wait for the pong; then close 1011
+    "close_timeout": 5.0,  # seconds to wait for the peer's close frame
+    # Transport
+    "write_high_water": 256 * 1024,  # bytes buffered before we stop reading the peer
+    "max_write_buffer": 64 * 1024 * 1024,  # bytes buffered before a peer is dropped
+    "max_connections": 0,  # 0: as many as file descriptors allow
+    "backlog": 1024,
+    "shutdown_grace": 10.0,  # seconds stop() waits for in-flight work
+}
+
+
+class Config:
+    """All tunables of a server; unknown names are a ``TypeError``."""
+
+    max_request_line: int
+    max_header_size: int
+    max_headers: int
+    max_body_size: int
+    keepalive_timeout: float
+    header_timeout: float
+    body_timeout: float
+    max_message_size: int
+    ping_interval: float
+    ping_timeout: float
+    close_timeout: float
+    write_high_water: int
+    max_write_buffer: int
+    max_connections: int
+    backlog: int
+    shutdown_grace: float
+
+    def __init__(self, **settings: Any) -> None:
+        unknown = set(settings) - set(_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        for name, default in _DEFAULTS.items():
+            value = settings.get(name, default)
+            if value is None:
+                value = default
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number, not {value!r}")
+            setattr(self, name, type(default)(value))
+        self.parser_limits = ParserLimits(
+            self.max_request_line, self.max_header_size, self.max_headers, self.max_body_size
+        )
+
+    @staticmethod
+    def defaults() -> Dict[str, Any]:
+        return dict(_DEFAULTS)

@@ -1,0 +1,381 @@
+"""``HttpConnection``: the protocol object every accepted connection starts with.
+
+It feeds bytes to the Sans-I/O request parser, hands complete requests to the
+application layer one at a time (pipelined requests are answered in order),
+writes responses (fixed-length or streamed), enforces the HTTP timeouts, and
+on a valid WebSocket handshake answers ``101`` and installs a
+:class:`~wssync.websocket_connection.WebSocketConnection` on the same
+transport, passing along the bytes that followed the request head.
+It runs on the reactor thread and never touches the selector.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Protocol, Tuple, Union
+
+from . import handshake
+from .http_parser import HttpError, RequestParser
+from .reactor import Timer
+from .request import Request
+from .response import Response, reason_phrase, render_head
+from .websocket_connection import WebSocketConnection, WebSocketSession
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .transport import Connection
+
+log = logging.getLogger("wssync.http")
+access_log = logging.getLogger("wssync.access")
+
+_NO_BODY_STATUSES = frozenset((204, 304))
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class WebSocketAccept:
+    """The application's yes to a handshake: the session and chosen subprotocol."""
+
+    __slots__ = ("headers", "session", "subprotocol")
+
+    def __init__(self, session: WebSocketSession, subprotocol: Optional[str] = None,
+                 headers: Optional[List[Tuple[str, str]]] = None) -> None:
+        self.session = session
+        self.subprotocol = subprotocol
+        self.headers = headers or []
+
+
+ChunkCallback = Callable[[Optional[bytes], Optional[BaseException]], None]
+
+
+class HttpApplication(Protocol):
+    """What the application layer offers an HTTP connection."""
+
+    def handle_request(self, conn: HttpConnection, request: Request) -> None:
+        """Answer ``request``: call ``conn.send_response`` on the reactor thread, once."""
+
+    def accept_websocket(self, conn: HttpConnection,
+                         request: Request) -> Union[Response, WebSocketAccept]:
+        """A valid handshake arrived: accept it or answer with a response."""
+
+    def next_chunk(self, conn: HttpConnection, body: Iterator[bytes],
+                   callback: ChunkCallback) -> None:
+        """Take the next chunk of a streamed body (None at its end) and call back
+        on the reactor thread; a handler's iterator may block, so the application
+        layer decides where it runs."""
+
+
+class HttpConnection:
+    """HTTP/1.1 server side of one connection."""
+
+    name = "http"
+
+    def __init__(self, config: Config, app: HttpApplication) -> None:
+        self.config = config
+        self.app = app
+        self.transport: Optional[Connection] = None
+        self.parser: Optional[RequestParser] = None
+        self.app_state: Any = None  # the application layer's own per-connection data
+        self._current: Optional[Request] = None  # being handled or answered
+        self._processing = False  # re-entrancy guard for _process
+        self._continue_sent = False
+        self._eof = False
+        self._stopping = False
+        self._stream: Optional[Iterator[bytes]] = None
+        self._stream_chunked = False
+        self._stream_waiting = False  # a chunk was asked for and has not come
+        self._paused = False  # the transport asked us to stop writing
+        self._deadline = 0.0
+        self._deadline_status = 0  # 0: close quietly, else answer this status
+        self._timer: Optional[Timer] = None
+
+    # -- transport callbacks -----------------------------------------------------
+
+    def connection_made(self, transport: Connection) -> None:
+        self.transport = transport
+        self.parser = RequestParser(self.config.parser_limits, transport.peername)
+        self._arm_deadline(self.config.keepalive_timeout, 0)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        assert parser is not None and self.transport is not None
+        parser.feed(data)
+        if self._current is None:
+            self._process()
+        elif parser.buffered > self.config.max_header_size:
+            # Pipelined requests pile up while one is handled: stop reading.
+            self.transport.pause_reading()
+
+    def eof_received(self) -> None:
+        self._eof = True
+        assert self.transport is not None
+        if self._current is None:
+            # Requests complete before the half-close are still answered.
+            self._process()
+            if self._current is None:
+                self.transport.close()
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._cancel_timer()
+        self._close_stream()
+        self._current = None
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._stream is not None and not self._stream_waiting:
+            self._pull()
+
+    def shutdown(self) -> None:
+        """Server is stopping: finish the request in flight, then close."""
+        self._stopping = True
+        if self._current is None and self.transport is not None:
+            self.transport.close()
+
+    # -- request processing ----------------------------------------------------------
+
+    def _process(self) -> None:
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            transport = self.transport
+            parser = self.parser
+            assert transport is not None and parser is not None
+            while self._current is None and not transport.is_closing() \
+                    and transport.protocol is self:
+                try:
+                    request = parser.next_request()
+                except HttpError as exc:
+                    self._cancel_timer()
+                    self._send_error(exc.status, exc.message)
+                    return
+                if request is None:
+                    self._waiting(parser)
+                    return
+                # The deadline timer stays armed: it ignores a connection with a
+                # request in flight, which saves a heap push per request.
+                self._current = request
+                self._continue_sent = False
+                if not request.keep_alive or self._stopping:
+                    request.keep_alive = False
+                if handshake.is_handshake(request):
+                    self._upgrade(request)
+                else:
+                    self.app.handle_request(self, request)
+        finally:
+            self._processing = False
+
+    def _waiting(self, parser: RequestParser) -> None:
+        """No complete request yet: send 100-continue if asked, arm the right timeout."""
+        assert self.transport is not None
+        if self._eof:
+            self.transport.close()
+            return
+        if self._stopping and not parser.buffered:
+            self.transport.close()
+            return
+        self.transport.resume_reading()
+        if parser.waiting_for_body:
+            if parser.expect_continue and not self._continue_sent:
+                self._continue_sent = True
+                self.transport.write(_CONTINUE)
+            self._arm_deadline(self.config.body_timeout, 408)
+        elif parser.buffered:
+            self._arm_deadline(self.config.header_timeout, 408)
+        else:
+            self._arm_deadline(self.config.keepalive_timeout, 0)
+
+    def _upgrade(self, request: Request) -> None:
+        transport = self.transport
+        parser = self.parser
+        assert transport is not None and parser is not None
+        try:
+            key = handshake.validate_request(request)
+        except handshake.HandshakeError as exc:
+            self.send_response(Response(exc.message + "\n", exc.status, exc.headers), close=True)
+            return
+        decision = self.app.accept_websocket(self, request)
+        if isinstance(decision, Response):
+            self.send_response(decision, close=True)
+            return
+        headers = handshake.response_headers(key, decision.subprotocol) + decision.headers
+        transport.write(render_head("HTTP/1.1", 101, headers))
+        self._log_access(request, 101, 0)
+        self._cancel_timer()
+        ws = WebSocketConnection(self.config, decision.session, decision.subprotocol)
+        self._current = None
+        # The client may have sent its first frames in the same packet as the
+        # handshake: they belong to the new protocol.
+        transport.set_protocol(ws, parser.take_buffer())
+        transport.resume_reading()
+
+    # -- responses -------------------------------------------------------------------
+
+    def send_response(self, response: Response, close: bool = False) -> None:
+        """Write ``response`` to the request being handled (reactor thread)."""
+        request = self._current
+        transport = self.transport
+        if request is None or transport is None or transport.closed:
+            return
+        if close:
+            request.keep_alive = False
+        status = response.status
+        body = response.body
+        headers = response.headers
+        version = request.version
+        head_only = request.method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
+        # Echo keep-alive for HTTP/1.0 clients that asked for it; say close when closing.
+        extra: List[Tuple[str, str]] = []
+        if not request.keep_alive:
+            extra.append(("Connection", "close"))
+        elif version == "HTTP/1.0":
+            extra.append(("Connection", "keep-alive"))
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            if status not in _NO_BODY_STATUSES and status >= 200:
+                extra.append(("Content-Length", str(len(body))))
+            try:
+                head = render_head(version, status, headers + extra)
+            except ValueError:
+                log.exception("invalid response header")
+                self._current = None
+                self._send_error(500, "invalid response header")
+                return
+            transport.write(head if head_only else head + bytes(body))
+            self._log_access(request, status, 0 if head_only else len(body))
+            self._finish_response()
+            return
+        # An iterable body: stream it.
+        stream = iter(body)
+        if head_only:
+            close_method = getattr(stream, "close", None)
+            if close_method is not None:
+                close_method()
+            stream = iter(())
+        elif version == "HTTP/1.1":
+            extra.append(("Transfer-Encoding", "chunked"))
+            self._stream_chunked = True
+        else:
+            # HTTP/1.0 has no chunking: the end of the body is the end of the connection.
+            request.keep_alive = False
+            extra = [("Connection", "close")]
+            self._stream_chunked = False
+        try:
+            head = render_head(version, status, headers + extra)
+        except ValueError:
+            log.exception("invalid response header")
+            self._current = None
+            self._send_error(500, "invalid response header")
+            return
+        transport.write(head)
+        self._log_access(request, status, -1)
+        self._stream = stream
+        self._pull()
+
+    def _pull(self) -> None:
+        """Ask for the next chunk while the peer keeps up."""
+        if self._stream is None or self._paused or self._stream_waiting:
+            return
+        self._stream_waiting = True
+        self.app.next_chunk(self, self._stream, self._on_chunk)
+
+    def _on_chunk(self, chunk: Optional[bytes], exc: Optional[BaseException]) -> None:
+        self._stream_waiting = False
+        transport = self.transport
+        if self._stream is None or transport is None or transport.closed:
+            return
+        if exc is not None:
+            # Headers are gone already: the only honest signal is to cut the connection.
+            log.error("error while streaming a response body", exc_info=exc)
+            self._close_stream()
+            transport.abort()
+            return
+        if chunk is None:
+            self._close_stream()
+            if self._stream_chunked:
+                transport.write(b"0\r\n\r\n")
+            self._finish_response()
+            return
+        if chunk:
+            if isinstance(chunk, str):
+                chunk = chunk.encode("utf-8")
+            if self._stream_chunked:
+                transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            else:
+                transport.write(chunk)
+        self._pull()
+
+    def _close_stream(self) -> None:
+        stream = self._stream
+        self._stream = None
+        if stream is not None:
+            close_method = getattr(stream, "close", None)
+            if close_method is not None:
+                try:
+                    close_method()
+                except Exception:
+                    log.exception("error closing a response body")
+
+    def _finish_response(self) -> None:
+        request = self._current
+        transport = self.transport
+        self._current = None
+        assert transport is not None
+        if request is None or not request.keep_alive or self._stopping:
+            transport.close()
+            return
+        self._process()
+
+    def _send_error(self, status: int, message: str) -> None:
+        """Answer a request we could not parse, then close the connection."""
+        transport = self.transport
+        assert transport is not None
+        body = f"{status} {reason_phrase(status)}: {message}\n".encode()
+        head = render_head("HTTP/1.1", status, [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ])
+        transport.write(head + body)
+        transport.close()
+        log.info("%s: %d %s", transport.peername, status, message)
+
+    def _log_access(self, request: Request, status: int, size: int) -> None:
+        if access_log.isEnabledFor(logging.INFO):
+            peer = request.remote_addr
+            host = peer[0] if isinstance(peer, tuple) else str(peer)
+            access_log.info('%s "%s %s %s" %d %s', host, request.method, request.target,
+                            request.version, status, size if size >= 0 else "-")
+
+    # -- timeouts --------------------------------------------------------------------
+
+    def _arm_deadline(self, timeout: float, status: int) -> None:
+        """One lazily re-armed timer per connection: cheap to move on every request."""
+        if not timeout or self.transport is None:
+            self._cancel_timer()
+            return
+        self._deadline = time.monotonic() + timeout
+        self._deadline_status = status
+        if self._timer is None:
+            self._timer = self.transport.reactor.call_at(self._deadline, self._on_deadline)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        transport = self.transport
+        if transport is None or transport.closed or self._current is not None:
+            return
+        now = time.monotonic()
+        if now < self._deadline:
+            self._timer = transport.reactor.call_at(self._deadline, self._on_deadline)
+            return
+        if self._deadline_status:
+            self._send_error(self._deadline_status, "request not received in time")
+        else:
+            transport.close()

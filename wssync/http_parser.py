@@ -1,0 +1,359 @@
+"""Incremental, strict HTTP/1.1 request parser working on plain bytes (Sans-I/O).
+
+Feed it bytes with :meth:`RequestParser.feed` and take complete requests with
+:meth:`RequestParser.next_request`; malformed input raises :class:`HttpError`
+carrying the status to answer with.  It never touches a socket and knows
+nothing of routing or responses.  Rules are ASCII-only and reject rather than
+repair: anything ambiguous about where a message ends is an error, because a
+lenient parser behind a strict proxy is how requests get smuggled.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Tuple
+
+from .request import Headers, Request
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\Z")
+_HTTP_VERSION_ANY = re.compile(rb"[^ ]+ [^ ]+ HTTP/[0-9]+\.[0-9]+\Z")
+_FIELD_NAME = re.compile(_TOKEN + rb"\Z")
+# Field values: visible ASCII, SP, HTAB and obs-text; no other control bytes.
+_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_DIGITS = re.compile(rb"[0-9]{1,18}\Z")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(;[^\r\n]*)?\Z")
+_ABSOLUTE_FORM = re.compile(r"https?://[^/?#]*", re.IGNORECASE)
+
+# Parser states.
+_HEAD = 0
+_BODY_LENGTH = 1
+_CHUNK_SIZE_LINE = 2
+_CHUNK_DATA = 3
+_CHUNK_CRLF = 4
+_TRAILERS = 5
+_FAILED = 6
+
+
+class HttpError(Exception):
+    """A request the server must refuse with ``status``; the connection then closes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.message = message
+
+
+class ParserLimits:
+    """Size limits for one request; every one has a documented default."""
+
+    __slots__ = ("max_body_size", "max_header_size", "max_headers", "max_request_line")
+
+    def __init__(
+        self,
+        max_request_line: int = 8190,
+        max_header_size: int = 65536,
+        max_headers: int = 100,
+        max_body_size: int = 10 * 1024 * 1024,
+    ) -> None:
+        self.max_request_line = max_request_line
+        self.max_header_size = max_header_size
+        self.max_headers = max_headers
+        self.max_body_size = max_body_size
+
+
+class RequestParser:
+    """Turns a byte stream into :class:`Request` objects, one at a time."""
+
+    def __init__(self, limits: Optional[ParserLimits] = None, remote_addr: object = None) -> None:
+        self.limits = limits or ParserLimits()
+        self.remote_addr = remote_addr
+        self._buf = bytearray()
+        self._pos = 0  # start of unconsumed bytes in _buf
+        self._scan = 0  # where to resume looking for the end of the head
+        self._state = _HEAD
+        self._request: Optional[Request] = None
+        self._remaining = 0
+        self._body_parts: List[bytes] = []
+        self._body_size = 0
+        self._trailer_size = 0
+        self.expect_continue = False  # the pending request asked for 100-continue
+
+    # -- input ---------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        buf = self._buf
+        if self._pos and self._pos >= len(buf) // 2:
+            del buf[: self._pos]
+            self._scan -= self._pos
+            self._pos = 0
+        buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet consumed by a returned request."""
+        return len(self._buf) - self._pos
+
+    @property
+    def waiting_for_body(self) -> bool:
+        return self._request is not None
+
+    def take_buffer(self) -> bytes:
+        """Remove and return unconsumed bytes (what follows an Upgrade request)."""
+        data = bytes(self._buf[self._pos:])
+        self._buf = bytearray()
+        self._pos = self._scan = 0
+        return data
+
+    # -- output --------------------------------------------------------------
+
+    def next_request(self) -> Optional[Request]:
+        """The next complete request, or None until more bytes arrive."""
+        if self._state == _FAILED:
+            raise HttpError(400, "connection already failed")
+        try:
+            if self._state == _HEAD and not self._parse_head():
+                return None
+            if self._state == _BODY_LENGTH:
+                return self._read_fixed_body()
+            return self._read_chunked_body()
+        except HttpError:
+            self._state = _FAILED
+            raise
+
+    # -- head ----------------------------------------------------------------
+
+    def _parse_head(self) -> bool:
+        buf = self._buf
+        pos = self._pos
+        limits = self.limits
+        # Skip empty lines before a request (RFC 9112 2.2 allows them).
+        while buf.startswith(b"\r\n", pos):
+            pos += 2
+        self._pos = pos
+        if self._scan < pos:
+            self._scan = pos
+        end = buf.find(b"\r\n\r\n", self._scan)
+        if end < 0:
+            available = len(buf) - pos
+            line_end = buf.find(b"\r\n", pos, pos + limits.max_request_line + 2)
+            if line_end < 0 and available > limits.max_request_line:
+                raise HttpError(414, "request line too long")
+            if available > limits.max_header_size:
+                raise HttpError(431, "request header fields too large")
+            # A bare LF can never end a head we accept: refuse it now rather
+            # than wait for a CRLF that a lenient client will never send.
+            start = max(pos, self._scan - 1)
+            if buf.count(b"\n", start) != buf.count(b"\r\n", start):
+                raise HttpError(400, "bare LF in request head")
+            self._scan = max(pos, len(buf) - 3)
+            return False
+        head = bytes(buf[pos:end])
+        if len(head) > limits.max_header_size:
+            raise HttpError(431, "request header fields too large")
+        self._pos = end + 4
+        self._scan = self._pos
+        self._start_request(head)
+        return True
+
+    def _start_request(self, head: bytes) -> None:
+        limits = self.limits
+        lines = head.split(b"\r\n")
+        line = lines[0]
+        if len(line) > limits.max_request_line:
+            raise HttpError(414, "request line too long")
+        crlf = head.count(b"\r\n")
+        if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+            raise HttpError(400, "bare CR or LF in request head")
+        match = _REQUEST_LINE.match(line)
+        if match is None:
+            if _HTTP_VERSION_ANY.match(line) and line.count(b" ") == 2:
+                raise HttpError(505, "HTTP version not supported")
+            raise HttpError(400, "malformed request line")
+        major, minor = match.group(3), match.group(4)
+        if major != b"1" or minor not in (b"0", b"1"):
+            raise HttpError(505, "HTTP version not supported")
+        version = "HTTP/1.1" if minor == b"1" else "HTTP/1.0"
+        method = match.group(1).decode("ascii")
+        target = match.group(2).decode("ascii")
+        if target[0] != "/":
+            target = self._origin_form(method, target)
+
+        if len(lines) - 1 > limits.max_headers:
+            raise HttpError(431, "too many header fields")
+        items: List[Tuple[str, str]] = []
+        for raw in lines[1:]:
+            colon = raw.find(b":")
+            if colon <= 0:
+                if raw[:1] in (b" ", b"\t"):
+                    raise HttpError(400, "obsolete line folding")
+                raise HttpError(400, "malformed header field")
+            name = raw[:colon]
+            if _FIELD_NAME.match(name) is None:
+                raise HttpError(400, "invalid header field name")
+            value = raw[colon + 1:].strip(b" \t")
+            if _BAD_VALUE_BYTE.search(value) is not None:
+                raise HttpError(400, "invalid header field value")
+            items.append((name.decode("ascii"), value.decode("latin-1")))
+        headers = Headers(items)
+        self._frame(method, target, version, headers)
+
+    @staticmethod
+    def _origin_form(method: str, target: str) -> str:
+        if target == "*" and method == "OPTIONS":
+            return target
+        match = _ABSOLUTE_FORM.match(target)
+        if match is None:
+            raise HttpError(400, "malformed request target")
+        rest = target[match.end():]
+        return rest if rest.startswith("/") else "/" + rest
+
+    def _frame(self, method: str, target: str, version: str, headers: Headers) -> None:
+        """Decide where the body ends, or refuse a request whose end is ambiguous."""
+        hosts = headers.get_all("host")
+        if len(hosts) > 1:
+            raise HttpError(400, "more than one Host header")
+        if not hosts and version == "HTTP/1.1":
+            raise HttpError(400, "missing Host header")
+
+        connection = headers.tokens("connection")
+        if version == "HTTP/1.1":
+            keep_alive = "close" not in connection
+        else:
+            keep_alive = "keep-alive" in connection
+
+        request = Request(method, target, version, headers, b"", keep_alive, self.remote_addr)
+        transfer_encoding = headers.get_all("transfer-encoding")
+        content_length = headers.get_all("content-length")
+        self._body_parts = []
+        self._body_size = 0
+        expect = headers.get("expect")
+        self.expect_continue = False
+        if expect is not None and expect.lower() != "100-continue":
+            raise HttpError(417, "unsupported expectation")
+
+        if transfer_encoding:
+            if content_length:
+                raise HttpError(400, "both Content-Length and Transfer-Encoding")
+            if version != "HTTP/1.1":
+                raise HttpError(400, "Transfer-Encoding in HTTP/1.0")
+            codings = [c.strip(" \t").lower() for v in transfer_encoding for c in v.split(",")]
+            for coding in codings:
+                if _FIELD_NAME.match(coding.encode("latin-1")) is None:
+                    raise HttpError(400, "malformed Transfer-Encoding")
+            if codings.count("chunked") > 1 or codings[-1] != "chunked":
+                raise HttpError(400, "chunked must be the last coding, once")
+            if len(codings) > 1:
+                raise HttpError(501, "unsupported transfer coding")
+            self._request = request
+            self._trailer_size = 0
+            self._state = _CHUNK_SIZE_LINE
+            self.expect_continue = expect is not None and version == "HTTP/1.1"
+            return
+
+        length = 0
+        if content_length:
+            values = {v.strip(" \t") for field in content_length for v in field.split(",")}
+            if len(values) != 1:
+                raise HttpError(400, "conflicting Content-Length values")
+            value = values.pop()
+            if _DIGITS.match(value.encode("latin-1")) is None:
+                raise HttpError(400, "malformed Content-Length")
+            length = int(value)
+            if length > self.limits.max_body_size:
+                raise HttpError(413, "request body too large")
+        self._request = request
+        self._remaining = length
+        self._state = _BODY_LENGTH
+        self.expect_continue = expect is not None and version == "HTTP/1.1" and length > 0
+
+    # -- bodies ----------------------------------------------------------------
+
+    def _finish(self, body: bytes) -> Request:
+        request = self._request
+        assert request is not None
+        request.body = body
+        self._request = None
+        self._body_parts = []
+        self._state = _HEAD
+        self.expect_continue = False
+        return request
+
+    def _read_fixed_body(self) -> Optional[Request]:
+        need = self._remaining
+        if need == 0:
+            return self._finish(b"")
+        pos = self._pos
+        if len(self._buf) - pos < need:
+            return None
+        body = bytes(self._buf[pos:pos + need])
+        self._pos = self._scan = pos + need
+        return self._finish(body)
+
+    def _read_chunked_body(self) -> Optional[Request]:
+        buf = self._buf
+        limits = self.limits
+        while True:
+            pos = self._pos
+            state = self._state
+            if state == _CHUNK_SIZE_LINE:
+                end = buf.find(b"\r\n", pos, pos + 1026)
+                if end < 0:
+                    if len(buf) - pos > 1024:
+                        raise HttpError(400, "chunk size line too long")
+                    if b"\n" in buf[pos:] or b"\r" in buf[pos:-1]:
+                        raise HttpError(400, "bare CR or LF in chunk size line")
+                    return None
+                line = bytes(buf[pos:end])
+                match = _CHUNK_SIZE.match(line)
+                if match is None or b"\r" in line or b"\n" in line:
+                    raise HttpError(400, "malformed chunk size")
+                size = int(match.group(1), 16)
+                self._pos = end + 2
+                if size == 0:
+                    self._state = _TRAILERS
+                    continue
+                self._body_size += size
+                if self._body_size > limits.max_body_size:
+                    raise HttpError(413, "request body too large")
+                self._remaining = size
+                self._state = _CHUNK_DATA
+            elif state == _CHUNK_DATA:
+                take = min(self._remaining, len(buf) - pos)
+                if take == 0:
+                    return None
+                self._body_parts.append(bytes(buf[pos:pos + take]))
+                self._pos = pos + take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = _CHUNK_CRLF
+            elif state == _CHUNK_CRLF:
+                if len(buf) - pos < 2:
+                    if len(buf) - pos == 1 and buf[pos] != 13:
+                        raise HttpError(400, "chunk data not followed by CRLF")
+                    return None
+                if buf[pos:pos + 2] != b"\r\n":
+                    raise HttpError(400, "chunk data not followed by CRLF")
+                self._pos = pos + 2
+                self._state = _CHUNK_SIZE_LINE
+            else:  # _TRAILERS: header-like lines up to an empty line, then discarded
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    if len(buf) - pos + self._trailer_size > limits.max_header_size:
+                        raise HttpError(431, "trailer section too large")
+                    if b"\n" in buf[pos:]:
+                        raise HttpError(400, "bare LF in trailer section")
+                    return None
+                line = bytes(buf[pos:end])
+                self._pos = end + 2
+                if not line:
+                    self._scan = self._pos
+                    return self._finish(b"".join(self._body_parts))
+                self._trailer_size += len(line) + 2
+                if self._trailer_size > limits.max_header_size:
+                    raise HttpError(431, "trailer section too large")
+                colon = line.find(b":")
+                if (colon <= 0 or _FIELD_NAME.match(line[:colon]) is None
+                        or b"\r" in line or b"\n" in line
+                        or _BAD_VALUE_BYTE.search(line[colon + 1:].strip(b" \t"))):
+                    raise HttpError(400, "malformed trailer field")

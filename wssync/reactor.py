@@ -1,0 +1,189 @@
+"""The event loop: one selector, timers, and a wake-up channel for other threads.
+
+The reactor owns the selector and runs callbacks; it knows nothing of HTTP or
+WebSocket and nothing of what a socket carries.  Only the thread running
+:meth:`Reactor.run` may touch the selector; every other thread hands work over
+with :meth:`Reactor.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import logging
+import selectors
+import socket
+import threading
+import time
+from typing import Any, Callable, Deque, List, Optional, Tuple
+
+log = logging.getLogger("wssync.reactor")
+
+Callback = Callable[..., Any]
+
+
+class Timer:
+    """A callback scheduled at a monotonic time; :meth:`cancel` is idempotent."""
+
+    __slots__ = ("_args", "_callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callback, args: Tuple[Any, ...]) -> None:
+        self.when = when
+        self._callback = callback
+        self._args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        # Drop references early: a cancelled timer may sit in the heap a while.
+        self._callback = _noop
+        self._args = ()
+
+    def _run(self) -> None:
+        self._callback(*self._args)
+
+    def __lt__(self, other: Timer) -> bool:
+        return self.when < other.when
+
+
+def _noop(*_args: Any) -> None:
+    return None
+
+
+class Reactor:
+    """A single-threaded selector loop with timers and a thread-safe call queue."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self._ready: Deque[Tuple[Callback, Tuple[Any, ...]]] = collections.deque()
+        # Filled by other threads (and signal handlers): deque.append and popleft
+        # are atomic, so no lock is needed, and a signal handler cannot deadlock
+        # on one.
+        self._foreign: Deque[Tuple[Callback, Tuple[Any, ...]]] = collections.deque()
+        self._timers: List[Timer] = []
+        self._cancelled_timers = 0
+        self._stopping = False
+        self._poked = False
+        self._thread_id: Optional[int] = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
+
+    # -- scheduling ---------------------------------------------------------
+
+    def in_reactor_thread(self) -> bool:
+        return threading.get_ident() == self._thread_id
+
+    def call_soon(self, callback: Callback, *args: Any) -> None:
+        """Run ``callback(*args)`` on the next loop iteration (reactor thread only)."""
+        self._ready.append((callback, args))
+
+    def call_soon_threadsafe(self, callback: Callback, *args: Any) -> None:
+        """Run ``callback(*args)`` on the reactor thread; callable from any thread."""
+        self._foreign.append((callback, args))
+        # Coalesce pokes: one byte wakes the loop however many calls are queued.
+        # The reactor clears the flag *before* draining, so nothing is missed.
+        if not self._poked:
+            self._poked = True
+            try:
+                self._wake_w.send(b"\0")
+            except (BlockingIOError, InterruptedError):
+                pass  # the pipe is full, so the loop is awake anyway
+            except OSError:
+                pass  # closed during shutdown
+
+    def call_later(self, delay: float, callback: Callback, *args: Any) -> Timer:
+        """Run ``callback(*args)`` after ``delay`` seconds (reactor thread only)."""
+        timer = Timer(time.monotonic() + delay, callback, args)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_at(self, when: float, callback: Callback, *args: Any) -> Timer:
+        timer = Timer(when, callback, args)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    # -- the loop -----------------------------------------------------------
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the current iteration; any thread."""
+        self.call_soon_threadsafe(self._set_stopping)
+
+    def _set_stopping(self) -> None:
+        self._stopping = True
+
+    def run(self) -> None:
+        """Run until :meth:`stop`; the calling thread becomes the reactor thread."""
+        self._thread_id = threading.get_ident()
+        self._stopping = False
+        select = self.selector.select
+        ready = self._ready
+        foreign = self._foreign
+        timers = self._timers
+        monotonic = time.monotonic
+        try:
+            while not self._stopping:
+                if ready or foreign:
+                    timeout: Optional[float] = 0.0
+                elif timers:
+                    timeout = max(0.0, timers[0].when - monotonic())
+                else:
+                    timeout = None
+                for key, mask in select(timeout):
+                    try:
+                        key.data(mask)
+                    except Exception:
+                        log.exception("unhandled error in I/O callback")
+                if timers:
+                    self._run_timers(monotonic())
+                if foreign:
+                    self._poked = False
+                    while foreign:
+                        ready.append(foreign.popleft())
+                # Run only what is queued now: callbacks queued by callbacks wait
+                # for the next iteration, so I/O is never starved.
+                for _ in range(len(ready)):
+                    callback, args = ready.popleft()
+                    try:
+                        callback(*args)
+                    except Exception:
+                        log.exception("unhandled error in callback %r", callback)
+        finally:
+            self._thread_id = None
+
+    def _run_timers(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0].when <= now:
+            timer = heapq.heappop(timers)
+            if timer.cancelled:
+                continue
+            timer.cancelled = True
+            try:
+                timer._run()
+            except Exception:
+                log.exception("unhandled error in timer callback")
+        # Cancelled timers are skipped lazily; compact the heap when most of it
+        # is dead so idle connections re-arming timers cannot grow it forever.
+        if len(timers) > 1024:
+            live = [t for t in timers if not t.cancelled]
+            if len(live) < len(timers) // 2:
+                heapq.heapify(live)
+                timers[:] = live
+
+    def _on_wakeup(self, _mask: int) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def close(self) -> None:
+        """Release the selector and the wake-up pair (after :meth:`run` returned)."""
+        try:
+            self.selector.unregister(self._wake_r)
+        except (KeyError, ValueError):
+            pass
+        self._wake_r.close()
+        self._wake_w.close()
+        self.selector.close()

@@ -1,0 +1,147 @@
+"""The HTTP request as applications see it: ``Headers`` and ``Request``.
+
+Plain data holders built by the HTTP parser; they do no I/O and know nothing of
+sockets or of how the request arrived.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+from urllib.parse import parse_qs, unquote
+
+
+class Headers:
+    """Case-insensitive, ordered, multi-valued header fields.
+
+    Names keep the case they arrived in for :meth:`items`; look-ups ignore
+    case.  ``headers["x"]`` and :meth:`get` give the first value,
+    :meth:`get_all` every value of a repeated field.
+    """
+
+    __slots__ = ("_index", "_items")
+
+    def __init__(self, items: Optional[List[Tuple[str, str]]] = None) -> None:
+        self._items: List[Tuple[str, str]] = items if items is not None else []
+        self._index: Dict[str, List[str]] = {}
+        for name, value in self._items:
+            self._index.setdefault(name.lower(), []).append(value)
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+        self._index.setdefault(name.lower(), []).append(value)
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        values = self._index.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> List[str]:
+        return list(self._index.get(name.lower(), ()))
+
+    def tokens(self, name: str) -> List[str]:
+        """The comma-separated tokens of every ``name`` field, lower-cased."""
+        out = []
+        for value in self._index.get(name.lower(), ()):
+            for token in value.split(","):
+                token = token.strip()
+                if token:
+                    out.append(token.lower())
+        return out
+
+    def __getitem__(self, name: str) -> str:
+        values = self._index.get(name.lower())
+        if not values:
+            raise KeyError(name)
+        return values[0]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> List[Tuple[str, str]]:
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+class Request:
+    """One HTTP request: method, target, headers, body and who sent it."""
+
+    __slots__ = (
+        "_path",
+        "_query",
+        "_query_string",
+        "body",
+        "headers",
+        "keep_alive",
+        "method",
+        "path_params",
+        "remote_addr",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        headers: Headers,
+        body: bytes = b"",
+        keep_alive: bool = True,
+        remote_addr: Any = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.remote_addr = remote_addr
+        self.path_params: Dict[str, str] = {}
+        raw_path, _, query = target.partition("?")
+        self._path = raw_path
+        self._query_string = query
+        self._query: Optional[Dict[str, List[str]]] = None
+
+    @property
+    def path(self) -> str:
+        """The percent-decoded path, without the query string."""
+        raw = self._path
+        return unquote(raw, "latin-1") if "%" in raw else raw
+
+    @property
+    def raw_path(self) -> str:
+        return self._path
+
+    @property
+    def query_string(self) -> str:
+        return self._query_string
+
+    @property
+    def query(self) -> Dict[str, List[str]]:
+        """Query parameters, each name mapped to the list of its values."""
+        if self._query is None:
+            self._query = parse_qs(self._query_string, keep_blank_values=True)
+        return self._query
+
+    def arg(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """The first value of query parameter ``name``."""
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.target} {self.version}>"

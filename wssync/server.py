@@ -1,0 +1,249 @@
+"""``Server``: binds the port and runs the reactor with an ``App``.
+
+Owns the life cycle (bind, serve, start on a thread, graceful stop), the
+registry of open connections and WebSockets, and ``broadcast``.  Protocol
+details live in the protocol objects; running user code lives in
+:mod:`wssync.handlers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any, Dict, List, Optional, Union
+
+from .app import App
+from .config import Config
+from .dispatch import ThreadPool
+from .handlers import HttpBridge
+from .http_connection import HttpConnection
+from .reactor import Reactor
+from .response import render_head
+from .transport import Connection, Listener, create_listening_socket
+from .websocket import WebSocket
+from .websocket_connection import WebSocketConnection
+from .websocket_frames import OP_BINARY, OP_TEXT, encode_frame
+
+log = logging.getLogger("wssync.server")
+
+
+class Server:
+    """Serves ``app`` over HTTP/1.1 and WebSocket on one port.
+
+    ``threads=0`` runs handlers on the reactor thread (they must not block);
+    ``threads=N`` runs them on N worker threads.  Settings (limits and
+    timeouts) are keyword arguments; see :class:`~wssync.config.Config`.
+    """
+
+    def __init__(self, app: App, host: str = "0.0.0.0", port: int = 80, threads: int = 0,
+                 **settings: Any) -> None:
+        if threads < 0:
+            raise ValueError("threads must be 0 (reactor mode) or more")
+        self.app = app
+        self.host = host
+        self.port = port
+        self.threads = threads
+        self.config = Config(**settings)
+        app.server = self
+        self._sock: Optional[socket.socket] = None
+        self._reactor: Optional[Reactor] = None
+        self._listener: Optional[Listener] = None
+        self._pool: Optional[ThreadPool] = None
+        self._connections: Dict[int, Connection] = {}
+        self._websockets: Dict[WebSocketConnection, WebSocket] = {}
+        self._thread: Optional[threading.Thread] = None
+        self._running = threading.Event()
+        self._stopped = threading.Event()
+        self._stopping = False
+        self._refused_logged = 0.0
+
+    # -- life cycle -----------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Open the listening socket now (errors such as ``PermissionError`` raise here)."""
+        if self._sock is None:
+            self._sock = create_listening_socket(self.host, self.port, self.config.backlog)
+            self.port = self._sock.getsockname()[1]
+
+    @property
+    def address(self) -> Any:
+        """The bound ``(host, port, ...)``; the port is real even after ``port=0``."""
+        self.bind()
+        assert self._sock is not None
+        return self._sock.getsockname()
+
+    def serve_forever(self) -> None:
+        """Serve on the calling thread until :meth:`stop`."""
+        self.bind()
+        assert self._sock is not None
+        reactor = self._reactor = Reactor()
+        if self.threads:
+            self._pool = ThreadPool(self.threads)
+        bridge = HttpBridge(self.app, reactor, self._pool, self._websockets)
+        config = self.config
+        self._listener = Listener(
+            reactor, self._sock, lambda: HttpConnection(config, bridge), self._connections,
+            config.write_high_water, config.max_write_buffer, config.max_connections,
+            self._refuse,
+        )
+        self._stopped.clear()
+        reactor.call_soon(self._running.set)
+        log.info("serving on %s (%s mode)", self._display_address(),
+                 f"thread-pool, {self.threads} threads" if self.threads else "reactor")
+        try:
+            reactor.run()
+        finally:
+            self._cleanup()
+
+    def start(self) -> Server:
+        """Serve on a background thread; returns once the port is listening."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        self.bind()
+        self._thread = threading.Thread(target=self.serve_forever, name="wssync-reactor",
+                                        daemon=True)
+        self._thread.start()
+        self._running.wait()
+        return self
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop gracefully; safe from any thread and from a signal handler.
+
+        Stops accepting, closes WebSockets with 1001, lets in-flight HTTP
+        responses finish within ``shutdown_grace`` seconds, then closes
+        everything.  Waits for that unless called on the reactor thread.
+        """
+        reactor = self._reactor
+        if reactor is None or self._stopped.is_set():
+            return
+        reactor.call_soon_threadsafe(self._begin_shutdown)
+        # On the reactor thread (a handler, or a signal handler interrupting
+        # serve_forever) waiting would deadlock: the loop finishes the stop.
+        if reactor.in_reactor_thread():
+            return
+        self._stopped.wait(timeout if timeout is not None else self.config.shutdown_grace + 5)
+        if self._thread is not None:
+            self._thread.join(1.0)
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def _begin_shutdown(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        reactor = self._reactor
+        assert reactor is not None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+            self._sock = None
+        for conn in list(self._connections.values()):
+            try:
+                conn.protocol.shutdown()
+            except Exception:
+                log.exception("error shutting down a connection")
+        deadline = time.monotonic() + self.config.shutdown_grace
+        self._wait_for_connections(deadline)
+
+    def _wait_for_connections(self, deadline: float) -> None:
+        reactor = self._reactor
+        assert reactor is not None
+        if not self._connections or time.monotonic() >= deadline:
+            for conn in list(self._connections.values()):
+                conn.abort()
+            reactor.stop()
+            return
+        reactor.call_later(0.02, self._wait_for_connections, deadline)
+
+    def _cleanup(self) -> None:
+        for conn in list(self._connections.values()):
+            conn.abort()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        elif self._sock is not None:
+            self._sock.close()
+        self._sock = None
+        if self._pool is not None:
+            self._pool.shutdown(timeout=2.0)
+            self._pool = None
+        if self._reactor is not None:
+            self._reactor.close()
+        self._running.clear()
+        self._stopped.set()
+        log.info("server stopped")
+
+    def _refuse(self, sock: socket.socket) -> None:
+        """Over ``max_connections``: a best-effort 503, then close."""
+        now = time.monotonic()
+        if now - self._refused_logged > 10:
+            self._refused_logged = now
+            log.warning("max_connections (%d) reached; refusing new connections",
+                        self.config.max_connections)
+        body = b"503 Service Unavailable: too many connections\n"
+        head = render_head("HTTP/1.1", 503, [("Content-Length", str(len(body))),
+                                             ("Connection", "close"), ("Retry-After", "1")])
+        try:
+            sock.send(head + body)
+        except OSError:
+            pass
+        sock.close()
+
+    def _display_address(self) -> str:
+        host, port = self.address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # -- application services ---------------------------------------------------------
+
+    def broadcast(self, message: Union[str, bytes], path: Optional[str] = None) -> None:
+        """Send ``message`` to every open WebSocket (on ``path`` only, if given).
+
+        Encoded once for all receivers.  Safe from any thread.  A receiver
+        that does not read is dropped once its buffer passes ``max_write_buffer``.
+        """
+        if isinstance(message, str):
+            frame = encode_frame(OP_TEXT, message.encode("utf-8"))
+        else:
+            frame = encode_frame(OP_BINARY, bytes(message))
+        reactor = self._reactor
+        if reactor is None:
+            return
+        if reactor.in_reactor_thread():
+            self._broadcast(frame, path)
+        else:
+            reactor.call_soon_threadsafe(self._broadcast, frame, path)
+
+    def _broadcast(self, frame: bytes, path: Optional[str]) -> None:
+        for conn, handle in list(self._websockets.items()):
+            if path is None or handle.path == path:
+                conn.send_frame_bytes(frame)
+
+    @property
+    def websockets(self) -> List[WebSocket]:
+        """The open WebSocket connections (a snapshot)."""
+        return list(self._websockets.values())
+
+    def connections(self) -> List[Dict[str, Any]]:
+        """Every open connection: its TCP 5-tuple and current protocol (a snapshot)."""
+        out = []
+        for conn in list(self._connections.values()):
+            client, server = conn.peername, conn.sockname
+            info: Dict[str, Any] = {
+                "transport": "tcp",
+                "client_addr": client[0] if isinstance(client, tuple) else str(client),
+                "client_port": client[1] if isinstance(client, tuple) else None,
+                "server_addr": server[0] if isinstance(server, tuple) else str(server),
+                "server_port": server[1] if isinstance(server, tuple) else None,
+                "protocol": conn.protocol.name,
+            }
+            handle = self._websockets.get(conn.protocol)  # type: ignore[call-overload]
+            if handle is not None:
+                info["path"] = handle.path
+            out.append(info)
+        return out

@@ -1,0 +1,381 @@
+"""Sockets on the reactor: the listener and one ``Connection`` per accepted socket.
+
+A ``Connection`` owns its socket, output buffer and back-pressure state, and
+holds the current protocol object, which it can swap (HTTP to WebSocket) on
+the same TCP connection.  It moves bytes only: it must not parse them.
+Every method here runs on the reactor thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import socket
+from typing import Any, Callable, Dict, List, Optional, Protocol
+
+from .reactor import Reactor, Timer
+
+log = logging.getLogger("wssync.transport")
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+_RECV_SIZE = 65536
+# Errors that mean "the peer is gone", not a bug worth a traceback.
+_GONE = (ConnectionError, TimeoutError)
+# accept() errors that mean "out of resources": pause the listener, do not spin.
+_ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class BaseProtocol(Protocol):
+    """What a protocol object offers its transport (the asyncio shape)."""
+
+    name: str
+
+    def connection_made(self, transport: Connection) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> None: ...
+    def connection_lost(self, exc: Optional[BaseException]) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+class Connection:
+    """One accepted TCP connection: socket, buffers, back-pressure, protocol."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: socket.socket,
+        peername: Any,
+        protocol: BaseProtocol,
+        registry: Dict[int, Connection],
+        high_water: int,
+        max_buffer: int,
+    ) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self.fileno = sock.fileno()
+        self.peername = peername
+        self.sockname = sock.getsockname()
+        self.protocol = protocol
+        self._registry = registry
+        self._high_water = high_water
+        self._low_water = high_water // 4
+        self._max_buffer = max_buffer
+        self._out: List[bytes] = []
+        self._out_size = 0
+        self._events = 0
+        self._reading_paused = False  # by the protocol
+        self._writing_paused = False  # we told the protocol to stop writing
+        self._closing = False
+        self._closed = False
+        self._eof = False
+        registry[self.fileno] = self
+        self._set_events(EVENT_READ)
+
+    # -- info ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def is_closing(self) -> bool:
+        return self._closing or self._closed
+
+    def get_write_buffer_size(self) -> int:
+        return self._out_size
+
+    # -- protocol swap --------------------------------------------------------
+
+    def set_protocol(self, protocol: BaseProtocol, leftover: bytes = b"") -> None:
+        """Install ``protocol`` and hand it bytes already read past the old one's end."""
+        self.protocol = protocol
+        protocol.connection_made(self)
+        if self._writing_paused:
+            protocol.pause_writing()
+        if leftover and not self._closed:
+            protocol.data_received(leftover)
+
+    # -- reading ---------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            self._update_events()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            self._update_events()
+
+    def _on_event(self, mask: int) -> None:
+        if mask & EVENT_WRITE:
+            self._flush()
+        if mask & EVENT_READ and not self._closed:
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._force_close(exc)
+            return
+        if data:
+            self.protocol.data_received(data)
+            return
+        # The peer half-closed.  Stop reading; the protocol decides whether to
+        # finish writing (HTTP response in flight) or to close now.
+        self._eof = True
+        self._update_events()
+        self.protocol.eof_received()
+
+    # -- writing ---------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self._closing or self._closed or not data:
+            return
+        if not self._out:
+            # Write first, buffer second: most writes go out whole right away.
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._force_close(exc)
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+            self._out.append(data)
+            self._out_size = len(data)
+            self._update_events()
+        else:
+            self._out.append(data)
+            self._out_size += len(data)
+        self._check_high_water()
+
+    def _check_high_water(self) -> None:
+        if self._out_size > self._max_buffer:
+            # A peer that does not read must not grow our memory without bound.
+            log.warning("dropping %s: output buffer over %d bytes", self.peername, self._max_buffer)
+            self.abort()
+            return
+        if not self._writing_paused and self._out_size > self._high_water:
+            self._writing_paused = True
+            self._update_events()  # stop reading from a peer that does not read
+            try:
+                self.protocol.pause_writing()
+            except Exception:
+                log.exception("pause_writing failed")
+
+    def _flush(self) -> None:
+        if not self._out:
+            self._update_events()
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._force_close(exc)
+            return
+        if sent == len(data):
+            self._out = []
+            self._out_size = 0
+        else:
+            rest = memoryview(data)[sent:] if sent else data
+            self._out = [rest]  # type: ignore[list-item]
+            self._out_size = len(rest)
+        if self._writing_paused and self._out_size <= self._low_water:
+            self._writing_paused = False
+            self._update_events()
+            try:
+                self.protocol.resume_writing()
+            except Exception:
+                log.exception("resume_writing failed")
+        if not self._out and self._closing:
+            self._force_close(None)
+            return
+        self._update_events()
+
+    # -- closing ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close once everything buffered has been sent."""
+        if self._closing or self._closed:
+            return
+        self._closing = True
+        if not self._out:
+            self._force_close(None)
+        else:
+            self._update_events()
+
+    def abort(self) -> None:
+        """Close now, discarding anything unsent."""
+        self._out = []
+        self._out_size = 0
+        self._force_close(None)
+
+    def _force_close(self, exc: Optional[BaseException]) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._closing = True
+        if self._events:
+            try:
+                self.reactor.selector.unregister(self.sock)
+            except (KeyError, ValueError):
+                pass
+            self._events = 0
+        self._registry.pop(self.fileno, None)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if exc is not None and not isinstance(exc, _GONE):
+            log.debug("connection %s closed on error: %r", self.peername, exc)
+        try:
+            self.protocol.connection_lost(exc)
+        except Exception:
+            log.exception("connection_lost failed")
+
+    # -- selector registration ---------------------------------------------------
+
+    def _update_events(self) -> None:
+        if self._closed:
+            return
+        events = 0
+        if not (self._reading_paused or self._writing_paused or self._eof or self._closing):
+            events |= EVENT_READ
+        if self._out:
+            events |= EVENT_WRITE
+        self._set_events(events)
+
+    def _set_events(self, events: int) -> None:
+        if events == self._events:
+            return
+        selector = self.reactor.selector
+        if not self._events:
+            selector.register(self.sock, events, self._on_event)
+        elif not events:
+            selector.unregister(self.sock)
+        else:
+            selector.modify(self.sock, events, self._on_event)
+        self._events = events
+
+
+ProtocolFactory = Callable[[], BaseProtocol]
+
+
+class Listener:
+    """The listening socket: accepts in batches and wraps each socket in a Connection."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: socket.socket,
+        protocol_factory: ProtocolFactory,
+        registry: Dict[int, Connection],
+        high_water: int,
+        max_buffer: int,
+        max_connections: int,
+        on_refused: Callable[[socket.socket], None],
+    ) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self._factory = protocol_factory
+        self._registry = registry
+        self._high_water = high_water
+        self._max_buffer = max_buffer
+        self._max_connections = max_connections
+        self._on_refused = on_refused
+        self._resume_timer: Optional[Timer] = None
+        self._closed = False
+        sock.setblocking(False)
+        reactor.selector.register(sock, EVENT_READ, self._on_readable)
+
+    def _on_readable(self, _mask: int) -> None:
+        # Accept a batch: one selector round per connection is too slow under a
+        # connection storm, an unbounded loop would starve everyone else.
+        for _ in range(64):
+            try:
+                sock, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_EXHAUSTED:
+                    log.warning("accept failed (%s); pausing the listener for 0.5 s", exc)
+                    self._pause(0.5)
+                elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
+                    log.warning("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._max_connections and len(self._registry) >= self._max_connections:
+                self._on_refused(sock)
+                continue
+            try:
+                protocol = self._factory()
+                conn = Connection(
+                    self.reactor, sock, peer, protocol, self._registry,
+                    self._high_water, self._max_buffer,
+                )
+            except OSError:
+                sock.close()  # the peer reset before we could register it
+                continue
+            protocol.connection_made(conn)
+
+    def _pause(self, delay: float) -> None:
+        if self._resume_timer is None:
+            self.reactor.selector.unregister(self.sock)
+            self._resume_timer = self.reactor.call_later(delay, self._resume)
+
+    def _resume(self) -> None:
+        self._resume_timer = None
+        if not self._closed:
+            self.reactor.selector.register(self.sock, EVENT_READ, self._on_readable)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+        else:
+            try:
+                self.reactor.selector.unregister(self.sock)
+            except (KeyError, ValueError):
+                pass
+        self.sock.close()
+
+
+def create_listening_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """Bind a listening socket for ``host`` (IPv4 or IPv6 literal or name)."""
+    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                               0, socket.AI_PASSIVE)
+    last_exc: Optional[OSError] = None
+    for family, socktype, proto, _canon, addr in infos:
+        sock = socket.socket(family, socktype, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and host in ("::", ""):
+                # "::" means every address, IPv4-mapped ones included.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(addr)
+            sock.listen(backlog)
+        except OSError as exc:
+            sock.close()
+            last_exc = exc
+            continue
+        return sock
+    assert last_exc is not None
+    raise last_exc
+

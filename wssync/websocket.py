@@ -1,0 +1,79 @@
+"""``WebSocket``: the application's handle on one WebSocket connection.
+
+Every method is safe from any thread: calls from outside the reactor thread
+are handed to it, and sends from one thread keep their order.  The handle
+never writes to a socket itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, Optional, Union
+
+from .request import Headers, Request
+
+if TYPE_CHECKING:
+    from .reactor import Reactor
+    from .websocket_connection import WebSocketConnection
+
+
+class WebSocket:
+    """One open (or closed) WebSocket connection, as handlers see it."""
+
+    def __init__(self, reactor: Reactor, request: Request, subprotocol: Optional[str]) -> None:
+        self._reactor = reactor
+        self._conn: Optional[WebSocketConnection] = None
+        self.request = request
+        self.subprotocol = subprotocol
+        self.close_code: Optional[int] = None  # set once closed; 1006 if no close frame came
+        self.close_reason = ""
+        self.data: Dict[str, Any] = {}  # free for the application's per-connection state
+
+    @property
+    def path(self) -> str:
+        return self.request.path
+
+    @property
+    def headers(self) -> Headers:
+        """The handshake request's headers."""
+        return self.request.headers
+
+    @property
+    def remote_address(self) -> Any:
+        return self.request.remote_addr
+
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None
+
+    def send(self, message: Union[str, bytes]) -> None:
+        """Send a text (``str``) or binary (bytes-like) message; dropped once closed."""
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"WebSocket messages are str or bytes, not {type(message).__name__}")
+        self._call("send", message)
+
+    def ping(self, payload: bytes = b"") -> None:
+        if len(payload) > 125:
+            raise ValueError("ping payload over 125 bytes")
+        self._call("ping", bytes(payload))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the close handshake with ``code`` and ``reason`` (at most 123 bytes)."""
+        from .websocket_frames import encode_close_payload, is_valid_close_code
+
+        if not is_valid_close_code(code):
+            raise ValueError(f"invalid close code {code}")
+        encode_close_payload(code, reason)  # raises on a reason that does not fit
+        self._call("close", code, reason)
+
+    def _call(self, method: str, *args: Any) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        if self._reactor.in_reactor_thread():
+            getattr(conn, method)(*args)
+        else:
+            self._reactor.call_soon_threadsafe(getattr(conn, method), *args)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<WebSocket {self.path} {self.remote_address} {state}>"

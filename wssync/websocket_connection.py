@@ -1,0 +1,207 @@
+"""``WebSocketConnection``: the protocol object a connection holds after ``101``.
+
+It binds the Sans-I/O :class:`~wssync.websocket_protocol.WebSocketProtocol`
+to a transport and the reactor's timers: keepalive pings, pong and close
+timeouts, and the close handshake.  Application events go to a *session*
+object (the application layer), which decides on which thread they run.
+Runs on the reactor thread only; it never registers or reads a socket itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from functools import partial
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
+
+from .reactor import Timer
+from .websocket_protocol import (
+    CLOSED,
+    OPEN,
+    CloseReceived,
+    Data,
+    Failure,
+    Message,
+    Pong,
+    WebSocketProtocol,
+)
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .transport import Connection
+
+log = logging.getLogger("wssync.websocket")
+
+
+class WebSocketSession(Protocol):
+    """What the application layer offers a WebSocket connection."""
+
+    def opened(self, conn: WebSocketConnection) -> None: ...
+    def message(self, data: Data) -> None: ...
+    def closed(self, code: int, reason: str) -> None: ...
+    def after_pending(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the reactor once every event delivered so far is handled."""
+
+
+class WebSocketConnection:
+    """RFC 6455 over one transport, with keepalive and close timeouts."""
+
+    name = "websocket"
+
+    def __init__(self, config: Config, session: WebSocketSession,
+                 subprotocol: Optional[str] = None) -> None:
+        self.config = config
+        self.session = session
+        self.subprotocol = subprotocol
+        self.proto = WebSocketProtocol(client=False, max_message_size=config.max_message_size)
+        self.transport: Optional[Connection] = None
+        self.close_code = 1006
+        self.close_reason = ""
+        self._ping_timer: Optional[Timer] = None
+        self._pong_timer: Optional[Timer] = None
+        self._close_timer: Optional[Timer] = None
+        self._ping_count = 0
+        self._draining = False  # failed: discard input until the peer closes
+        self._lost = False
+
+    # -- transport callbacks -----------------------------------------------------
+
+    def connection_made(self, transport: Connection) -> None:
+        self.transport = transport
+        if self.config.ping_interval:
+            self._ping_timer = transport.reactor.call_later(self.config.ping_interval, self._ping)
+        self.session.opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._draining:
+            return
+        transport = self.transport
+        assert transport is not None
+        events = self.proto.receive_data(data)
+        pong = self.proto.data_to_send()
+        if pong:
+            transport.write(pong)
+        for event in events:
+            if type(event) is Message:
+                self.session.message(event.data)
+            elif type(event) is Pong:
+                # Any pong proves the peer alive; RFC 6455 allows unsolicited ones.
+                if self._pong_timer is not None:
+                    self._pong_timer.cancel()
+                    self._pong_timer = None
+            elif type(event) is CloseReceived:
+                self.close_code, self.close_reason = event.code, event.reason
+                self.session.after_pending(self._answer_close)
+            elif type(event) is Failure:
+                log.info("closing %s: %d %s", transport.peername, event.code, event.reason)
+                self._draining = True
+                self.session.after_pending(partial(self._fail, event.code, event.reason))
+
+    def eof_received(self) -> None:
+        assert self.transport is not None
+        # The peer will send nothing more; what we still owe it goes out first.
+        self.transport.close()
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        for timer in (self._ping_timer, self._pong_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self.proto.state = CLOSED
+        self.session.closed(self.close_code, self.close_reason)
+
+    def pause_writing(self) -> None:
+        pass  # the transport already stops reading this peer
+
+    def resume_writing(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        """Server is stopping: start the close handshake with 1001."""
+        self.close(1001, "server shutting down")
+
+    # -- actions (reactor thread) --------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.proto.state == OPEN and not self._lost
+
+    def send(self, data: Data) -> None:
+        if self.transport is not None and not self._lost:
+            self.transport.write(self.proto.send_message(data))
+
+    def send_frame_bytes(self, frame: bytes) -> None:
+        """Write an already encoded server frame (one encoding, many receivers)."""
+        if self.transport is not None and self.is_open:
+            self.transport.write(frame)
+
+    def ping(self, payload: bytes = b"") -> None:
+        if self.transport is not None and not self._lost:
+            self.transport.write(self.proto.send_ping(payload))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the close handshake; the TCP connection ends when the peer answers."""
+        transport = self.transport
+        if transport is None or self._lost or self.proto.close_sent:
+            return
+        transport.write(self.proto.send_close(code, reason))
+        if self.proto.close_received:
+            transport.close()
+        else:
+            self._start_close_timer()
+
+    def _answer_close(self) -> None:
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        code = self.close_code
+        # Echo the peer's code (RFC 6455 5.5.1); a code-less close gets a code-less answer.
+        transport.write(self.proto.send_close(None if code == 1005 else code))
+        # The server closes TCP first, so the TIME_WAIT state lands on our side.
+        transport.close()
+
+    def _fail(self, code: int, reason: str) -> None:
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        self.close_code, self.close_reason = code, reason
+        transport.write(self.proto.send_close(code, reason))
+        # Wait briefly for the peer's close so our close frame is not lost to
+        # a reset caused by unread data, then drop the connection.
+        self._start_close_timer()
+
+    def _start_close_timer(self) -> None:
+        assert self.transport is not None
+        if self._close_timer is None:
+            self._close_timer = self.transport.reactor.call_later(
+                self.config.close_timeout, self._close_timeout)
+
+    def _close_timeout(self) -> None:
+        self._close_timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- keepalive ---------------------------------------------------------------
+
+    def _ping(self) -> None:
+        transport = self.transport
+        if transport is None or not self.is_open:
+            self._ping_timer = None
+            return
+        config = self.config
+        self._ping_count += 1
+        transport.write(self.proto.send_ping(struct.pack("!I", self._ping_count & 0xFFFFFFFF)))
+        if self._pong_timer is None:
+            self._pong_timer = transport.reactor.call_later(config.ping_timeout, self._pong_missing)
+        self._ping_timer = transport.reactor.call_later(config.ping_interval, self._ping)
+
+    def _pong_missing(self) -> None:
+        self._pong_timer = None
+        if self.transport is not None and not self._lost:
+            log.info("closing %s: no pong within %.1f s", self.transport.peername,
+                     self.config.ping_timeout)
+            self.close_code, self.close_reason = 1011, "keepalive ping timeout"
+            self.transport.write(self.proto.send_close(1011, "keepalive ping timeout"))
+            self.transport.close()

@@ -1,0 +1,243 @@
+"""The RFC 6455 connection state machine on plain bytes (Sans-I/O).
+
+Bytes in (:meth:`WebSocketProtocol.receive_data`) give events out: whole
+messages, pings, pongs, the peer's close, or a protocol failure.  Methods
+named ``send_*`` return the bytes to write.  Used by the server's
+``WebSocketConnection`` and by any client; it never touches a socket, a
+timer or a thread.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from typing import List, Optional, Union
+
+from .websocket_frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    ProtocolError,
+    decode_close_payload,
+    encode_close_payload,
+    encode_frame,
+    is_valid_close_code,
+)
+
+Data = Union[str, bytes]
+
+OPEN = "OPEN"
+CLOSING = "CLOSING"  # we sent a close frame and wait for the peer's
+CLOSED = "CLOSED"  # both close frames exchanged, or the connection failed
+
+
+class Message:
+    """A complete text (``str``) or binary (``bytes``) message."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: Data) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Message({self.data!r:.60})"
+
+
+class Ping:
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
+class Pong:
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
+class CloseReceived:
+    """The peer sent a close frame; 1005 means it carried no code."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+class Failure:
+    """The peer broke the protocol; close with ``code``.  No event follows."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+Event = Union[Message, Ping, Pong, CloseReceived, Failure]
+
+
+class WebSocketProtocol:
+    """One side of a WebSocket connection after the handshake.
+
+    ``client=False`` (a server) requires masked incoming frames and sends
+    unmasked ones; ``client=True`` the reverse.  Pings are answered
+    automatically: the pong bytes are queued for :meth:`data_to_send`.
+    """
+
+    def __init__(self, client: bool = False, max_message_size: int = 16 * 1024 * 1024) -> None:
+        self.client = client
+        self.max_message_size = max_message_size
+        self.state = OPEN
+        self.close_sent = False
+        self.close_received = False
+        self._parser = FrameParser(expect_masked=not client, max_size=max_message_size)
+        self._outgoing: List[bytes] = []
+        self._fragments: List[bytes] = []
+        self._fragment_opcode = 0
+        self._fragment_size = 0
+        self._decoder: Optional[codecs.IncrementalDecoder] = None
+        self._text_parts: List[str] = []
+
+    # -- receiving --------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> List[Event]:
+        """Events for ``data``; after a :class:`Failure` nothing more is parsed."""
+        if self.state == CLOSED or self.close_received:
+            return []
+        parser = self._parser
+        parser.feed(data)
+        events: List[Event] = []
+        try:
+            while True:
+                frame = parser.next_frame()
+                if frame is None:
+                    return events
+                opcode = frame.opcode
+                if opcode in (OP_TEXT, OP_BINARY):
+                    if self._fragment_opcode:
+                        raise ProtocolError(1002, "new message inside a fragmented one")
+                    if frame.fin:
+                        if opcode == OP_TEXT:
+                            try:
+                                events.append(Message(frame.payload.decode("utf-8")))
+                            except UnicodeDecodeError:
+                                raise ProtocolError(1007, "invalid UTF-8 in text message") from None
+                        else:
+                            events.append(Message(frame.payload))
+                    else:
+                        self._start_fragmented(opcode, frame.payload)
+                elif opcode == OP_CONTINUATION:
+                    if not self._fragment_opcode:
+                        raise ProtocolError(1002, "continuation frame without a message")
+                    message = self._continue_fragmented(frame.payload, frame.fin)
+                    if message is not None:
+                        events.append(message)
+                elif opcode == OP_PING:
+                    if not self.close_sent:
+                        self._outgoing.append(self._frame(OP_PONG, frame.payload))
+                    events.append(Ping(frame.payload))
+                elif opcode == OP_PONG:
+                    events.append(Pong(frame.payload))
+                else:  # OP_CLOSE
+                    code, reason = decode_close_payload(frame.payload)
+                    self.close_received = True
+                    if self.close_sent:
+                        self.state = CLOSED
+                    events.append(CloseReceived(code, reason))
+                    return events
+        except ProtocolError as exc:
+            self.state = CLOSED
+            self._fragments = []
+            self._text_parts = []
+            events.append(Failure(exc.code, exc.reason))
+            return events
+
+    def _start_fragmented(self, opcode: int, payload: bytes) -> None:
+        self._fragment_opcode = opcode
+        self._fragment_size = len(payload)
+        if opcode == OP_TEXT:
+            self._decoder = codecs.getincrementaldecoder("utf-8")()
+            self._text_parts = [self._decode(payload, False)]
+        else:
+            self._fragments = [payload]
+
+    def _continue_fragmented(self, payload: bytes, fin: bool) -> Optional[Message]:
+        self._fragment_size += len(payload)
+        if self._fragment_size > self.max_message_size:
+            raise ProtocolError(1009, "message too large")
+        if self._fragment_opcode == OP_TEXT:
+            # Decode each fragment as it comes: invalid UTF-8 fails at once,
+            # not after the whole message has been buffered.
+            self._text_parts.append(self._decode(payload, fin))
+        else:
+            self._fragments.append(payload)
+        if not fin:
+            return None
+        self._fragment_opcode = 0
+        if self._decoder is not None:
+            text = "".join(self._text_parts)
+            self._text_parts = []
+            self._decoder = None
+            return Message(text)
+        data = b"".join(self._fragments)
+        self._fragments = []
+        return Message(data)
+
+    def _decode(self, payload: bytes, final: bool) -> str:
+        assert self._decoder is not None
+        try:
+            return self._decoder.decode(payload, final)
+        except UnicodeDecodeError:
+            raise ProtocolError(1007, "invalid UTF-8 in text message") from None
+
+    # -- sending ----------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Bytes the protocol queued on its own (pongs)."""
+        if not self._outgoing:
+            return b""
+        out = b"".join(self._outgoing)
+        self._outgoing = []
+        return out
+
+    def _frame(self, opcode: int, payload: bytes, fin: bool = True) -> bytes:
+        mask = os.urandom(4) if self.client else None
+        return encode_frame(opcode, payload, fin, False, mask)
+
+    def send_message(self, data: Data) -> bytes:
+        """A text message for ``str``, binary for bytes-like; ``b""`` once closing."""
+        if self.close_sent or self.state == CLOSED:
+            return b""
+        if isinstance(data, str):
+            return self._frame(OP_TEXT, data.encode("utf-8"))
+        return self._frame(OP_BINARY, bytes(data))
+
+    def send_ping(self, payload: bytes = b"") -> bytes:
+        if len(payload) > 125:
+            raise ValueError("ping payload over 125 bytes")
+        if self.close_sent or self.state == CLOSED:
+            return b""
+        return self._frame(OP_PING, payload)
+
+    def send_close(self, code: Optional[int] = 1000, reason: str = "") -> bytes:
+        """Our close frame (once); 1005 or ``None`` sends an empty close payload."""
+        if self.close_sent:
+            return b""
+        if code == 1005:
+            code = None
+        if code is not None and not is_valid_close_code(code):
+            raise ValueError(f"invalid close code {code}")
+        self.close_sent = True
+        if self.close_received:
+            self.state = CLOSED
+        elif self.state == OPEN:
+            self.state = CLOSING
+        return self._frame(OP_CLOSE, encode_close_payload(code, reason))
