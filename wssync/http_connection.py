@@ -358,6 +358,8 @@ class HttpConnection:
             return
         self._deadline = time.monotonic() + timeout
         self._deadline_status = status
+        if self._timer is not None and self._timer.when > self._deadline:
+            self._cancel_timer()  # a later timer would fire too late; a sooner one re-arms
         if self._timer is None:
             self._timer = self.transport.reactor.call_at(self._deadline, self._on_deadline)
 
