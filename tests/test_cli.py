@@ -1,0 +1,158 @@
+"""``python -m wssync`` as a user runs it: real processes, real ports, real signals."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+import requests
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_server(args: List[str], cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "wssync", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.communicate()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("server did not start listening")
+
+
+@pytest.mark.parametrize("threads", ["0", "2"])
+def test_demo_app_serves_page_echo_and_stats(threads: str) -> None:
+    port = free_port()
+    proc = run_server(["--host", "127.0.0.1", "--port", str(port), "--threads", threads])
+    try:
+        wait_listening(port, proc)
+        base = f"http://127.0.0.1:{port}"
+        page = requests.get(base + "/", timeout=5)
+        assert page.status_code == 200
+        assert "new WebSocket(" in page.text and '"/ws"' in page.text
+        assert requests.get(base + "/health", timeout=5).status_code == 200
+        with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5) as ws:
+            ws.send("hello")
+            assert ws.recv(timeout=5) == "hello"
+            ws.send(b"\x00\xff")
+            assert ws.recv(timeout=5) == b"\x00\xff"
+            with requests.Session() as session:
+                stats = session.get(base + "/stats", timeout=5).json()
+        protocols = {c["protocol"] for c in stats["connections"]}
+        assert protocols == {"http", "websocket"}
+        assert {c["server_port"] for c in stats["connections"]} == {port}
+        assert stats["websocket"] == 1
+        ws_entry = next(c for c in stats["connections"] if c["protocol"] == "websocket")
+        assert ws_entry["path"] == "/ws" and ws_entry["transport"] == "tcp"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "GET /health" in err  # access log
+
+
+def test_sigint_closes_websockets_with_1001() -> None:
+    port = free_port()
+    proc = run_server(["--host", "127.0.0.1", "--port", str(port)])
+    try:
+        wait_listening(port, proc)
+        with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5) as ws:
+            proc.send_signal(signal.SIGINT)
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=5)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    finally:
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0
+
+
+def test_privileged_port_gives_one_line_error() -> None:
+    command = [sys.executable, "-m", "wssync", "--port", "80", "--host", "127.0.0.1"]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root and no setpriv to drop privileges")
+        command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
+    if proc.returncode != 2 and "Permission denied" in proc.stderr and "wssync" not in proc.stderr:
+        pytest.skip("the unprivileged user cannot run this interpreter")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "--port 8080" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_port_in_use_gives_one_line_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "wssync", "--host", "127.0.0.1",
+                               "--port", str(port)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "already in use" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nosuchmodule:app", "cannot import"),
+    ("json:nosuchattr", "has no attribute"),
+    ("json:dumps", "not a wssync.App"),
+    ("justamodule", "MODULE:ATTRIBUTE"),
+])
+def test_bad_app_gives_readable_error(spec: str, message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "wssync", "--app", spec, "--port", "0"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_user_app_module(tmp_path: Path) -> None:
+    (tmp_path / "myapp.py").write_text(
+        "from wssync import App\n"
+        "app = App()\n"
+        "@app.route('/hi')\n"
+        "def hi(request):\n"
+        "    return {'hi': request.arg('name')}\n"
+        "@app.websocket('/shout')\n"
+        "def shout(ws, message):\n"
+        "    ws.send(message.upper())\n"
+    )
+    port = free_port()
+    proc = run_server(["--app", "myapp:app", "--host", "127.0.0.1", "--port", str(port),
+                       "--no-access-log"], cwd=tmp_path)
+    try:
+        wait_listening(port, proc)
+        assert requests.get(f"http://127.0.0.1:{port}/hi?name=x", timeout=5).json() == {"hi": "x"}
+        with connect(f"ws://127.0.0.1:{port}/shout", open_timeout=5) as ws:
+            ws.send("hey")
+            assert ws.recv(timeout=5) == "HEY"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert "GET /hi" not in err

@@ -1,0 +1,154 @@
+"""Start, stop and embedding: graceful shutdown, leaks, and the server as a context manager."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from typing import Union
+
+import pytest
+import requests
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from wssync import App, Request, Server, WebSocket
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def make_app() -> App:
+    app = App()
+
+    @app.route("/hello")
+    def hello(request: Request) -> str:
+        return "hello"
+
+    @app.route("/slow")
+    def slow(request: Request) -> str:
+        time.sleep(1.0)
+        return "finished"
+
+    @app.websocket("/ws")
+    def echo(ws: WebSocket, message: Union[str, bytes]) -> None:
+        ws.send(message)
+
+    return app
+
+
+def test_context_manager_serves_and_stops() -> None:
+    fds = open_fds()
+    with Server(make_app(), "127.0.0.1", 0) as server:
+        port = server.address[1]
+        assert requests.get(f"http://127.0.0.1:{port}/hello", timeout=5).text == "hello"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)
+    assert open_fds() <= fds
+
+
+@pytest.mark.parametrize("threads", [0, 4])
+def test_stop_closes_websockets_with_1001(threads: int) -> None:
+    server = Server(make_app(), "127.0.0.1", 0, threads=threads).start()
+    port = server.address[1]
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5))
+                   for _ in range(10)]
+        for client in clients:
+            client.send("ping")
+            assert client.recv(timeout=5) == "ping"
+        server.stop()
+        for client in clients:
+            with pytest.raises(ConnectionClosed) as info:
+                client.recv(timeout=5)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+
+
+def test_stop_lets_in_flight_response_finish() -> None:
+    server = Server(make_app(), "127.0.0.1", 0, threads=2).start()
+    port = server.address[1]
+    result = {}
+
+    def fetch() -> None:
+        result["text"] = requests.get(f"http://127.0.0.1:{port}/slow", timeout=10).text
+
+    thread = threading.Thread(target=fetch)
+    thread.start()
+    time.sleep(0.3)  # the handler is running
+    server.stop()
+    thread.join(10)
+    assert result.get("text") == "finished"
+
+
+def test_stop_after_grace_period_closes_everything() -> None:
+    app = App()
+    release = threading.Event()
+
+    @app.route("/stuck")
+    def stuck(request: Request) -> str:
+        release.wait(10)
+        return "late"
+
+    server = Server(app, "127.0.0.1", 0, threads=1, shutdown_grace=0.5).start()
+    port = server.address[1]
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.2)
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 3
+    assert sock.recv(4096) == b""  # connection closed, no response
+    sock.close()
+    release.set()
+
+
+def test_no_fd_or_thread_leak_after_churn() -> None:
+    server = Server(make_app(), "127.0.0.1", 0, threads=2).start()
+    port = server.address[1]
+    # Warm up, then count.
+    requests.get(f"http://127.0.0.1:{port}/hello", timeout=5)
+    time.sleep(0.1)
+    fds, threads = open_fds(), threading.active_count()
+    for i in range(200):
+        if i % 2:
+            with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5) as ws:
+                ws.send("x")
+                assert ws.recv(timeout=5) == "x"
+        else:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                while sock.recv(4096):
+                    pass
+        if i % 50 == 0:
+            # A client that resets mid-request.
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(b"GET /hel")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+    deadline = time.monotonic() + 5
+    while server.connections() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.connections() == []
+    assert open_fds() <= fds
+    assert threading.active_count() <= threads
+    server.stop()
+
+
+def test_handler_can_stop_the_server() -> None:
+    app = App()
+    stopped = threading.Event()
+
+    @app.route("/quit")
+    def quit_(request: Request) -> str:
+        assert app.server is not None
+        app.server.stop()  # on the reactor thread: must not deadlock
+        stopped.set()
+        return "bye"
+
+    server = Server(app, "127.0.0.1", 0).start()
+    port = server.address[1]
+    assert requests.get(f"http://127.0.0.1:{port}/quit", timeout=5).text == "bye"
+    assert stopped.wait(5)
+    assert server._stopped.wait(5)
