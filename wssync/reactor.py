@@ -25,19 +25,26 @@ Callback = Callable[..., Any]
 class Timer:
     """A callback scheduled at a monotonic time; :meth:`cancel` is idempotent."""
 
-    __slots__ = ("_args", "_callback", "cancelled", "when")
+    __slots__ = ("_args", "_callback", "_reactor", "cancelled", "when")
 
-    def __init__(self, when: float, callback: Callback, args: Tuple[Any, ...]) -> None:
+    def __init__(self, when: float, callback: Callback, args: Tuple[Any, ...],
+                 reactor: Reactor) -> None:
         self.when = when
         self._callback = callback
         self._args = args
         self.cancelled = False
+        self._reactor: Optional[Reactor] = reactor
 
     def cancel(self) -> None:
+        if self.cancelled:
+            return
         self.cancelled = True
         # Drop references early: a cancelled timer may sit in the heap a while.
         self._callback = _noop
         self._args = ()
+        if self._reactor is not None:
+            self._reactor._cancelled_timers += 1
+            self._reactor = None
 
     def _run(self) -> None:
         self._callback(*self._args)
@@ -95,12 +102,11 @@ class Reactor:
 
     def call_later(self, delay: float, callback: Callback, *args: Any) -> Timer:
         """Run ``callback(*args)`` after ``delay`` seconds (reactor thread only)."""
-        timer = Timer(time.monotonic() + delay, callback, args)
-        heapq.heappush(self._timers, timer)
-        return timer
+        return self.call_at(time.monotonic() + delay, callback, *args)
 
     def call_at(self, when: float, callback: Callback, *args: Any) -> Timer:
-        timer = Timer(when, callback, args)
+        """Run ``callback(*args)`` at monotonic time ``when`` (reactor thread only)."""
+        timer = Timer(when, callback, args, self)
         heapq.heappush(self._timers, timer)
         return timer
 
@@ -157,19 +163,21 @@ class Reactor:
         while timers and timers[0].when <= now:
             timer = heapq.heappop(timers)
             if timer.cancelled:
+                self._cancelled_timers -= 1
                 continue
             timer.cancelled = True
+            timer._reactor = None
             try:
                 timer._run()
             except Exception:
                 log.exception("unhandled error in timer callback")
         # Cancelled timers are skipped lazily; compact the heap when most of it
-        # is dead so idle connections re-arming timers cannot grow it forever.
-        if len(timers) > 1024:
+        # is dead so connections re-arming timers cannot grow it forever.
+        if self._cancelled_timers > 512 and self._cancelled_timers * 2 > len(timers):
             live = [t for t in timers if not t.cancelled]
-            if len(live) < len(timers) // 2:
-                heapq.heapify(live)
-                timers[:] = live
+            heapq.heapify(live)
+            timers[:] = live
+            self._cancelled_timers = 0
 
     def _on_wakeup(self, _mask: int) -> None:
         try:

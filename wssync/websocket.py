@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from .request import Headers, Request
+from .websocket_frames import encode_close_payload, is_valid_close_code
 
 if TYPE_CHECKING:
     from .reactor import Reactor
@@ -58,8 +59,6 @@ class WebSocket:
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the close handshake with ``code`` and ``reason`` (at most 123 bytes)."""
-        from .websocket_frames import encode_close_payload, is_valid_close_code
-
         if not is_valid_close_code(code):
             raise ValueError(f"invalid close code {code}")
         encode_close_payload(code, reason)  # raises on a reason that does not fit

@@ -1,0 +1,60 @@
+"""Lanes and the thread pool: per-lane order, parallel lanes."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Dict, List
+
+from wssync.dispatch import Lane, ThreadPool
+
+
+def test_inline_lane_runs_at_once() -> None:
+    out: List[int] = []
+    lane = Lane(None)
+    lane.submit(out.append, 1)
+    assert out == [1]
+    assert not lane.threaded
+
+
+def test_pool_keeps_each_lane_in_order() -> None:
+    pool = ThreadPool(4)
+    results: Dict[int, List[int]] = {n: [] for n in range(8)}
+    lanes = [pool.lane() for _ in range(8)]
+    done = threading.Semaphore(0)
+
+    def task(n: int, i: int) -> None:
+        time.sleep(random.random() / 2000)
+        results[n].append(i)
+        done.release()
+
+    for i in range(100):
+        for n, lane in enumerate(lanes):
+            lane.submit(task, n, i)
+    for _ in range(800):
+        assert done.acquire(timeout=10)
+    pool.shutdown()
+    for n in range(8):
+        assert results[n] == list(range(100))
+
+
+def test_a_blocked_lane_does_not_block_others() -> None:
+    pool = ThreadPool(2)
+    release = threading.Event()
+    ran = threading.Event()
+    pool.lane().submit(release.wait, 5)
+    pool.lane().submit(ran.set)
+    assert ran.wait(2)
+    release.set()
+    pool.shutdown()
+
+
+def test_a_failing_task_does_not_kill_the_worker() -> None:
+    pool = ThreadPool(1)
+    lane = pool.lane()
+    ran = threading.Event()
+    lane.submit(lambda: 1 / 0)
+    lane.submit(ran.set)
+    assert ran.wait(2)
+    pool.shutdown()

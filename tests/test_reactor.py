@@ -1,0 +1,100 @@
+"""The reactor on its own: timers, cross-thread hand-off, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import List
+
+from wssync.reactor import Reactor
+
+
+def run_in_thread(reactor: Reactor) -> threading.Thread:
+    thread = threading.Thread(target=reactor.run, name="wssync-test-reactor")
+    thread.start()
+    return thread
+
+
+def test_timers_fire_in_order_and_cancel() -> None:
+    reactor = Reactor()
+    fired: List[str] = []
+    reactor.call_later(0.05, fired.append, "b")
+    reactor.call_later(0.01, fired.append, "a")
+    cancelled = reactor.call_later(0.02, fired.append, "never")
+    cancelled.cancel()
+    cancelled.cancel()  # idempotent
+    reactor.call_later(0.08, reactor.stop)
+    reactor.run()
+    reactor.close()
+    assert fired == ["a", "b"]
+
+
+def test_cancelled_timers_do_not_pile_up() -> None:
+    reactor = Reactor()
+    for _ in range(5000):
+        reactor.call_later(3600, lambda: None).cancel()
+    reactor.call_later(0.0, reactor.stop)
+    reactor.run()
+    assert len(reactor._timers) < 1000
+    reactor.close()
+
+
+def test_call_soon_threadsafe_from_many_threads_keeps_per_thread_order() -> None:
+    reactor = Reactor()
+    thread = run_in_thread(reactor)
+    seen: List[tuple] = []
+    done = threading.Event()
+    expected = 4 * 2000
+
+    def record(item: tuple) -> None:
+        assert reactor.in_reactor_thread()
+        seen.append(item)
+        if len(seen) == expected:
+            done.set()
+
+    def producer(n: int) -> None:
+        for i in range(2000):
+            reactor.call_soon_threadsafe(record, (n, i))
+
+    producers = [threading.Thread(target=producer, args=(n,)) for n in range(4)]
+    for p in producers:
+        p.start()
+    for p in producers:
+        p.join()
+    assert done.wait(5)
+    reactor.stop()
+    thread.join(5)
+    reactor.close()
+    for n in range(4):
+        assert [i for m, i in seen if m == n] == list(range(2000))
+
+
+def test_wakeup_interrupts_a_long_select() -> None:
+    reactor = Reactor()
+    thread = run_in_thread(reactor)
+    time.sleep(0.1)  # the loop now sleeps in select() with no timeout
+    ran = threading.Event()
+    started = time.monotonic()
+    reactor.call_soon_threadsafe(ran.set)
+    assert ran.wait(2)
+    assert time.monotonic() - started < 1
+    reactor.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    reactor.close()
+
+
+def test_a_failing_callback_does_not_stop_the_loop() -> None:
+    reactor = Reactor()
+    ran: List[int] = []
+
+    def boom() -> None:
+        raise RuntimeError("callback failure")
+
+    reactor.call_soon(boom)
+    reactor.call_later(0.01, boom)
+    reactor.call_later(0.02, ran.append, 1)
+    reactor.call_later(0.03, reactor.stop)
+    reactor.run()
+    reactor.close()
+    assert ran == [1]
