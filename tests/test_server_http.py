@@ -342,3 +342,23 @@ def test_max_connections_gets_503(start_server) -> None:
     finally:
         for sock in held:
             sock.close()
+
+
+def test_peer_that_stops_reading_is_dropped_after_send_timeout(start_server, threads: int) -> None:
+    app = make_app()
+
+    @app.route("/big")
+    def big(request: Request) -> bytes:
+        return b"x" * (32 * 1024 * 1024)
+
+    server = start_server(app, threads=threads, send_timeout=0.5)
+    port = server.address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 5
+        while server.connections() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.connections() == []  # dropped, though the client never closed
+        # Meanwhile and afterwards the server answers others.
+        assert requests.get(f"http://127.0.0.1:{port}/hello", timeout=5).text == "hello"

@@ -27,6 +27,7 @@ _DEFAULTS: Dict[str, Any] = {
     # Transport
     "write_high_water": 256 * 1024,  # bytes buffered before we stop reading the peer
     "max_write_buffer": 64 * 1024 * 1024,  # bytes buffered before a peer is dropped
+    "send_timeout": 60.0,  # seconds a peer may take no bytes while we have some for it
     "max_connections": 0,  # 0: as many as file descriptors allow
     "backlog": 1024,
     "shutdown_grace": 10.0,  # seconds stop() waits for in-flight work
@@ -49,6 +50,7 @@ class Config:
     close_timeout: float
     write_high_water: int
     max_write_buffer: int
+    send_timeout: float
     max_connections: int
     backlog: int
     shutdown_grace: float

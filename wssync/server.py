@@ -21,7 +21,7 @@ from .handlers import HttpBridge
 from .http_connection import HttpConnection
 from .reactor import Reactor
 from .response import render_head
-from .transport import Connection, Listener, create_listening_socket
+from .transport import Connection, Listener, WriteLimits, create_listening_socket
 from .websocket import WebSocket
 from .websocket_connection import WebSocketConnection
 from .websocket_frames import OP_BINARY, OP_TEXT, encode_frame
@@ -85,8 +85,8 @@ class Server:
         config = self.config
         self._listener = Listener(
             reactor, self._sock, lambda: HttpConnection(config, bridge), self._connections,
-            config.write_high_water, config.max_write_buffer, config.max_connections,
-            self._refuse,
+            WriteLimits(config.write_high_water, config.max_write_buffer, config.send_timeout),
+            config.max_connections, self._refuse,
         )
         self._stopped.clear()
         reactor.call_soon(self._running.set)

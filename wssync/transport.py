@@ -12,7 +12,8 @@ import errno
 import logging
 import selectors
 import socket
-from typing import Any, Callable, Dict, List, Optional, Protocol
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol
 
 from .reactor import Reactor, Timer
 
@@ -26,6 +27,14 @@ _RECV_SIZE = 65536
 _GONE = (ConnectionError, TimeoutError)
 # accept() errors that mean "out of resources": pause the listener, do not spin.
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class WriteLimits(NamedTuple):
+    """Output-buffer policy of every connection."""
+
+    high_water: int  # above this, stop reading the peer and pause the protocol
+    max_buffer: int  # above this, drop the peer: it cannot grow our memory
+    send_timeout: float  # seconds without any progress while output waits; 0: none
 
 
 class BaseProtocol(Protocol):
@@ -52,8 +61,7 @@ class Connection:
         peername: Any,
         protocol: BaseProtocol,
         registry: Dict[int, Connection],
-        high_water: int,
-        max_buffer: int,
+        limits: WriteLimits,
     ) -> None:
         self.reactor = reactor
         self.sock = sock
@@ -62,9 +70,12 @@ class Connection:
         self.sockname = sock.getsockname()
         self.protocol = protocol
         self._registry = registry
-        self._high_water = high_water
-        self._low_water = high_water // 4
-        self._max_buffer = max_buffer
+        self._high_water = limits.high_water
+        self._low_water = limits.high_water // 4
+        self._max_buffer = limits.max_buffer
+        self._send_timeout = limits.send_timeout
+        self._send_timer: Optional[Timer] = None
+        self._progress = 0.0  # when the peer last took bytes from a non-empty buffer
         self._out: List[bytes] = []
         self._out_size = 0
         self._events = 0
@@ -154,6 +165,7 @@ class Connection:
             self._out.append(data)
             self._out_size = len(data)
             self._update_events()
+            self._watch_send()
         else:
             self._out.append(data)
             self._out_size += len(data)
@@ -185,6 +197,8 @@ class Connection:
         except OSError as exc:
             self._force_close(exc)
             return
+        if sent:
+            self._progress = time.monotonic()
         if sent == len(data):
             self._out = []
             self._out_size = 0
@@ -203,6 +217,23 @@ class Connection:
             self._force_close(None)
             return
         self._update_events()
+
+    def _watch_send(self) -> None:
+        """Output is waiting: make sure a peer that never reads is dropped in time."""
+        if self._send_timeout and self._send_timer is None:
+            self._progress = time.monotonic()
+            self._send_timer = self.reactor.call_later(self._send_timeout, self._check_send)
+
+    def _check_send(self) -> None:
+        self._send_timer = None
+        if self._closed or not self._out:
+            return
+        idle = time.monotonic() - self._progress
+        if idle >= self._send_timeout:
+            log.info("dropping %s: no bytes taken for %.0f s", self.peername, idle)
+            self.abort()
+            return
+        self._send_timer = self.reactor.call_later(self._send_timeout - idle, self._check_send)
 
     # -- closing ---------------------------------------------------------------
 
@@ -227,6 +258,9 @@ class Connection:
             return
         self._closed = True
         self._closing = True
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._events:
             try:
                 self.reactor.selector.unregister(self.sock)
@@ -282,8 +316,7 @@ class Listener:
         sock: socket.socket,
         protocol_factory: ProtocolFactory,
         registry: Dict[int, Connection],
-        high_water: int,
-        max_buffer: int,
+        limits: WriteLimits,
         max_connections: int,
         on_refused: Callable[[socket.socket], None],
     ) -> None:
@@ -291,8 +324,7 @@ class Listener:
         self.sock = sock
         self._factory = protocol_factory
         self._registry = registry
-        self._high_water = high_water
-        self._max_buffer = max_buffer
+        self._limits = limits
         self._max_connections = max_connections
         self._on_refused = on_refused
         self._resume_timer: Optional[Timer] = None
@@ -323,10 +355,8 @@ class Listener:
                 continue
             try:
                 protocol = self._factory()
-                conn = Connection(
-                    self.reactor, sock, peer, protocol, self._registry,
-                    self._high_water, self._max_buffer,
-                )
+                conn = Connection(self.reactor, sock, peer, protocol, self._registry,
+                                  self._limits)
             except OSError:
                 sock.close()  # the peer reset before we could register it
                 continue
