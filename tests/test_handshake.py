@@ -38,7 +38,9 @@ def make_request(
     return Request(method, "/chat", version, Headers(items))
 
 
-def request_with(headers: List[Tuple[str, str]], method: str = "GET", version: str = "HTTP/1.1") -> Request:
+def request_with(
+    headers: List[Tuple[str, str]], method: str = "GET", version: str = "HTTP/1.1"
+) -> Request:
     return Request(method, "/chat", version, Headers(list(headers)))
 
 
@@ -83,7 +85,15 @@ def test_is_handshake_basic() -> None:
 
 @pytest.mark.parametrize(
     "connection",
-    ["Upgrade", "upgrade", "UPGRADE", "keep-alive, Upgrade", "Upgrade, keep-alive", "keep-alive,upgrade", " upgrade "],
+    [
+        "Upgrade",
+        "upgrade",
+        "UPGRADE",
+        "keep-alive, Upgrade",
+        "Upgrade, keep-alive",
+        "keep-alive,upgrade",
+        " upgrade ",
+    ],
 )
 def test_is_handshake_connection_token_list_case_insensitive(connection: str) -> None:
     assert is_handshake(replace_header("Connection", [connection]))
@@ -103,7 +113,9 @@ def test_is_handshake_header_names_case_insensitive() -> None:
     assert is_handshake(req)
 
 
-@pytest.mark.parametrize("connection", ["keep-alive", "close", "upgraded", "Upgrade-Insecure", "no-upgrade"])
+@pytest.mark.parametrize(
+    "connection", ["keep-alive", "close", "upgraded", "Upgrade-Insecure", "no-upgrade"]
+)
 def test_is_handshake_requires_upgrade_token_in_connection(connection: str) -> None:
     assert not is_handshake(replace_header("Connection", [connection]))
 
@@ -216,11 +228,13 @@ def test_offered_subprotocols_single_list_keeps_order() -> None:
 
 
 def test_offered_subprotocols_across_repeated_headers() -> None:
-    headers = Headers([
-        ("Sec-WebSocket-Protocol", "v2.json, v1.json"),
-        ("Host", "x"),
-        ("sec-websocket-protocol", " mqtt ,, wamp "),
-    ])
+    headers = Headers(
+        [
+            ("Sec-WebSocket-Protocol", "v2.json, v1.json"),
+            ("Host", "x"),
+            ("sec-websocket-protocol", " mqtt ,, wamp "),
+        ]
+    )
     assert offered_subprotocols(headers) == ["v2.json", "v1.json", "mqtt", "wamp"]
 
 

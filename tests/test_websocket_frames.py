@@ -1,4 +1,4 @@
-"""Unit tests for the Sans-I/O frame codec in ``wssync.websocket_frames`` (plain bytes, no sockets)."""
+"""Unit tests for the Sans-I/O frame codec (plain bytes, no sockets)."""
 
 from __future__ import annotations
 
@@ -115,7 +115,9 @@ def test_apply_mask_with_zero_mask_is_identity() -> None:
         (70000, 127, 10),
     ],
 )
-def test_encode_frame_length_encoding_unmasked(size: int, length_byte: int, header_len: int) -> None:
+def test_encode_frame_length_encoding_unmasked(
+    size: int, length_byte: int, header_len: int
+) -> None:
     payload = os.urandom(size)
     data = encode_frame(OP_BINARY, payload)
     assert data[0] == 0x80 | OP_BINARY
@@ -134,8 +136,8 @@ def test_encode_frame_masked_layout(size: int) -> None:
     data = encode_frame(OP_BINARY, payload, mask=MASK)
     header_len = 2 if size < 126 else 4 if size < 65536 else 10
     assert data[1] & 0x80
-    assert data[header_len:header_len + 4] == MASK
-    assert data[header_len + 4:] == naive_mask(payload, MASK)
+    assert data[header_len : header_len + 4] == MASK
+    assert data[header_len + 4 :] == naive_mask(payload, MASK)
 
 
 def test_encode_frame_flags() -> None:
@@ -183,7 +185,9 @@ def test_round_trip_preserves_opcode_and_fin() -> None:
 
 
 def test_rsv1_allowed_when_extension_enabled() -> None:
-    frames = parse_all(server_parser(allow_rsv1=True), encode_frame(OP_TEXT, b"z", rsv1=True, mask=MASK))
+    frames = parse_all(
+        server_parser(allow_rsv1=True), encode_frame(OP_TEXT, b"z", rsv1=True, mask=MASK)
+    )
     assert frames[0].rsv1 is True
     assert frames[0].payload == b"z"
 
@@ -197,7 +201,9 @@ def test_partial_input_returns_none_until_complete(size: int) -> None:
     data = encode_frame(OP_BINARY, payload, mask=MASK)
     parser = server_parser()
     # Feed everything but the last byte in a few chunks: never a frame.
-    cut_points = sorted({0, 1, min(2, len(data) - 1), min(5, len(data) - 1), len(data) // 2, len(data) - 1})
+    cut_points = sorted(
+        {0, 1, min(2, len(data) - 1), min(5, len(data) - 1), len(data) // 2, len(data) - 1}
+    )
     previous = 0
     for cut in cut_points:
         parser.feed(data[previous:cut])
@@ -240,7 +246,7 @@ def test_byte_at_a_time_feeding_gives_same_frames() -> None:
     parser = server_parser()
     got: List[Frame] = []
     for i in range(len(data)):
-        parser.feed(data[i:i + 1])
+        parser.feed(data[i : i + 1])
         while True:
             frame = parser.next_frame()
             if frame is None:
@@ -257,7 +263,7 @@ def test_chunked_feeding_gives_same_frames(chunk: int) -> None:
     parser = server_parser()
     got: List[Frame] = []
     for i in range(0, len(data), chunk):
-        got.extend(parse_all(parser, data[i:i + chunk]))
+        got.extend(parse_all(parser, data[i : i + chunk]))
     assert frame_tuples(got) == expected
 
 

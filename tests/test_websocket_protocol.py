@@ -97,7 +97,10 @@ def test_binary_message() -> None:
 
 def test_empty_text_and_binary_messages() -> None:
     ws = server()
-    assert describe(ws.receive_data(cf(OP_TEXT) + cf(OP_BINARY))) == [("message", ""), ("message", b"")]
+    assert describe(ws.receive_data(cf(OP_TEXT) + cf(OP_BINARY))) == [
+        ("message", ""),
+        ("message", b""),
+    ]
 
 
 def test_large_message_with_64bit_length() -> None:
@@ -110,7 +113,10 @@ def test_several_messages_in_one_chunk_keep_order() -> None:
     ws = server()
     data = cf(OP_TEXT, b"one") + cf(OP_BINARY, b"two") + cf(OP_PONG, b"p") + cf(OP_TEXT, b"three")
     assert describe(ws.receive_data(data)) == [
-        ("message", "one"), ("message", b"two"), ("pong", b"p"), ("message", "three"),
+        ("message", "one"),
+        ("message", b"two"),
+        ("pong", b"p"),
+        ("message", "three"),
     ]
 
 
@@ -123,7 +129,11 @@ def test_fragmented_text_message() -> None:
 
 def test_fragmented_binary_message() -> None:
     ws = server()
-    data = cf(OP_BINARY, b"\x00\x01", fin=False) + cf(OP_CONTINUATION, b"", fin=False) + cf(OP_CONTINUATION, b"\x02")
+    data = (
+        cf(OP_BINARY, b"\x00\x01", fin=False)
+        + cf(OP_CONTINUATION, b"", fin=False)
+        + cf(OP_CONTINUATION, b"\x02")
+    )
     events = ws.receive_data(data)
     assert describe(events) == [("message", b"\x00\x01\x02")]
     assert isinstance(events[0].data, bytes)
@@ -132,11 +142,18 @@ def test_fragmented_binary_message() -> None:
 def test_text_after_fragmented_binary_and_vice_versa() -> None:
     ws = server()
     data = (
-        cf(OP_BINARY, b"ab", fin=False) + cf(OP_CONTINUATION, b"c")
-        + cf(OP_TEXT, b"de", fin=False) + cf(OP_CONTINUATION, b"f")
-        + cf(OP_BINARY, b"gh", fin=False) + cf(OP_CONTINUATION, b"i")
+        cf(OP_BINARY, b"ab", fin=False)
+        + cf(OP_CONTINUATION, b"c")
+        + cf(OP_TEXT, b"de", fin=False)
+        + cf(OP_CONTINUATION, b"f")
+        + cf(OP_BINARY, b"gh", fin=False)
+        + cf(OP_CONTINUATION, b"i")
     )
-    assert describe(ws.receive_data(data)) == [("message", b"abc"), ("message", "def"), ("message", b"ghi")]
+    assert describe(ws.receive_data(data)) == [
+        ("message", b"abc"),
+        ("message", "def"),
+        ("message", b"ghi"),
+    ]
 
 
 def test_ping_inside_fragmented_message_is_answered_and_message_assembled() -> None:
@@ -145,7 +162,9 @@ def test_ping_inside_fragmented_message_is_answered_and_message_assembled() -> N
     assert describe(events) == [("ping", b"are you there")]
     assert parse_server_frames(ws.data_to_send()) == [(OP_PONG, True, b"are you there")]
     assert ws.data_to_send() == b""
-    events = ws.receive_data(cf(OP_CONTINUATION, b"ment", fin=False) + cf(OP_PONG, b"x") + cf(OP_CONTINUATION, b"ed"))
+    events = ws.receive_data(
+        cf(OP_CONTINUATION, b"ment", fin=False) + cf(OP_PONG, b"x") + cf(OP_CONTINUATION, b"ed")
+    )
     assert describe(events) == [("pong", b"x"), ("message", "fragmented")]
 
 
@@ -153,7 +172,9 @@ def test_each_ping_gets_its_own_pong_in_order() -> None:
     ws = server()
     ws.receive_data(cf(OP_PING, b"1") + cf(OP_PING, b"") + cf(OP_PING, b"3"))
     assert parse_server_frames(ws.data_to_send()) == [
-        (OP_PONG, True, b"1"), (OP_PONG, True, b""), (OP_PONG, True, b"3"),
+        (OP_PONG, True, b"1"),
+        (OP_PONG, True, b""),
+        (OP_PONG, True, b"3"),
     ]
 
 
@@ -187,7 +208,9 @@ def test_continuation_without_start_is_1002() -> None:
 
 def test_continuation_after_finished_message_is_1002() -> None:
     ws = server()
-    events = ws.receive_data(cf(OP_TEXT, b"a", fin=False) + cf(OP_CONTINUATION, b"b") + cf(OP_CONTINUATION, b"c"))
+    events = ws.receive_data(
+        cf(OP_TEXT, b"a", fin=False) + cf(OP_CONTINUATION, b"b") + cf(OP_CONTINUATION, b"c")
+    )
     assert describe(events) == [("message", "ab"), ("failure", 1002)]
 
 
@@ -200,7 +223,9 @@ def test_new_data_frame_inside_fragmented_message_is_1002(first: int, second: in
     assert ws.state == CLOSED
 
 
-@pytest.mark.parametrize("payload", [b"\xff", b"abc\xc0\xaf", b"\xe2\x82", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"])
+@pytest.mark.parametrize(
+    "payload", [b"\xff", b"abc\xc0\xaf", b"\xe2\x82", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"]
+)
 def test_invalid_utf8_in_unfragmented_text_is_1007(payload: bytes) -> None:
     ws = server()
     assert describe(ws.receive_data(cf(OP_TEXT, payload))) == [("failure", 1007)]
@@ -212,7 +237,10 @@ def test_invalid_utf8_in_binary_is_fine() -> None:
     assert describe(ws.receive_data(cf(OP_BINARY, b"\xff\xfe"))) == [("message", b"\xff\xfe")]
 
 
-@pytest.mark.parametrize("payload", [b"ok\xff", b"\xc0\xaf", b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80"])
+@pytest.mark.parametrize(
+    "payload",
+    [b"ok\xff", b"\xc0\xaf", b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80"],
+)
 def test_invalid_utf8_in_first_fragment_fails_fast(payload: bytes) -> None:
     ws = server()
     # The final fragment has not arrived, yet the message can never be valid.
@@ -264,21 +292,35 @@ def test_fragmented_message_over_max_size_is_1009(opcode: int) -> None:
 
 def test_fragmented_message_of_exactly_max_size_is_accepted() -> None:
     ws = server(max_message_size=10)
-    data = cf(OP_BINARY, b"x" * 4, fin=False) + cf(OP_CONTINUATION, b"y" * 4, fin=False) + cf(OP_CONTINUATION, b"zz")
+    data = (
+        cf(OP_BINARY, b"x" * 4, fin=False)
+        + cf(OP_CONTINUATION, b"y" * 4, fin=False)
+        + cf(OP_CONTINUATION, b"zz")
+    )
     assert describe(ws.receive_data(data)) == [("message", b"xxxxyyyyzz")]
 
 
 def test_message_size_limit_resets_between_messages() -> None:
     ws = server(max_message_size=10)
-    data = b"".join(cf(OP_BINARY, b"x" * 5, fin=False) + cf(OP_CONTINUATION, b"y" * 5) for _ in range(3))
+    data = b"".join(
+        cf(OP_BINARY, b"x" * 5, fin=False) + cf(OP_CONTINUATION, b"y" * 5) for _ in range(3)
+    )
     assert describe(ws.receive_data(data)) == [("message", b"x" * 5 + b"y" * 5)] * 3
 
 
 def test_events_before_protocol_error_come_first() -> None:
     ws = server()
-    data = cf(OP_TEXT, b"first") + cf(OP_PING, b"p") + cf(OP_BINARY, b"second") + sf(OP_TEXT, b"unmasked")
+    data = (
+        cf(OP_TEXT, b"first")
+        + cf(OP_PING, b"p")
+        + cf(OP_BINARY, b"second")
+        + sf(OP_TEXT, b"unmasked")
+    )
     assert describe(ws.receive_data(data)) == [
-        ("message", "first"), ("ping", b"p"), ("message", b"second"), ("failure", 1002),
+        ("message", "first"),
+        ("ping", b"p"),
+        ("message", b"second"),
+        ("failure", 1002),
     ]
 
 
@@ -402,7 +444,10 @@ def test_server_sends_unmasked_frames() -> None:
     text = ws.send_message("hé")
     binary = ws.send_message(b"\x00\x01")
     assert not text[1] & 0x80
-    assert parse_server_frames(text + binary) == [(OP_TEXT, True, "hé".encode()), (OP_BINARY, True, b"\x00\x01")]
+    assert parse_server_frames(text + binary) == [
+        (OP_TEXT, True, "hé".encode()),
+        (OP_BINARY, True, b"\x00\x01"),
+    ]
 
 
 def test_send_message_accepts_bytearray_and_memoryview() -> None:
@@ -426,7 +471,11 @@ def test_client_text_ping_and_close_are_readable_by_server() -> None:
     client = WebSocketProtocol(client=True)
     out = client.send_message("héllo") + client.send_ping(b"pp") + client.send_close(4000, "done")
     srv = server()  # would fail with 1002 if any frame were unmasked
-    assert describe(srv.receive_data(out)) == [("message", "héllo"), ("ping", b"pp"), ("close", 4000, "done")]
+    assert describe(srv.receive_data(out)) == [
+        ("message", "héllo"),
+        ("ping", b"pp"),
+        ("close", 4000, "done"),
+    ]
     assert client.state == CLOSING
 
 
@@ -475,7 +524,7 @@ def client_stream(draw) -> Tuple[bytes, List[Tuple]]:
             value = raw = draw(st.binary(max_size=300))
             opcode = OP_BINARY
         cuts = sorted(draw(st.lists(st.integers(0, len(raw)), max_size=4)))
-        pieces = [raw[a:b] for a, b in zip([0] + cuts, cuts + [len(raw)])]
+        pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
         for i, piece in enumerate(pieces):
             data += cf(opcode if i == 0 else OP_CONTINUATION, piece, fin=i == len(pieces) - 1)
             if i < len(pieces) - 1 and draw(st.booleans()):
@@ -495,7 +544,7 @@ def test_arbitrary_splits_give_same_events(stream, data) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=12)))
     split = server()
     got = []
-    for a, b in zip([0] + cuts, cuts + [len(raw)]):
+    for a, b in zip([0, *cuts], [*cuts, len(raw)]):
         got.extend(split.receive_data(raw[a:b]))
     assert describe(got) == expected
     assert split.data_to_send() == whole.data_to_send()
@@ -545,5 +594,5 @@ def test_arbitrary_bytes_never_raise(raw: bytes, client: bool) -> None:
 @given(raw=frame_soup(), client=st.booleans(), data=st.data())
 def test_arbitrary_frames_never_raise(raw: bytes, client: bool, data) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=5)))
-    chunks = [raw[a:b] for a, b in zip([0] + cuts, cuts + [len(raw)])]
+    chunks = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
     check_robust(WebSocketProtocol(client=client, max_message_size=100), chunks)
