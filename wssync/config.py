@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from .http_parser import ParserLimits
+from .permessage_deflate import DeflateSettings
 
 _DEFAULTS: Dict[str, Any] = {
     # HTTP
@@ -24,6 +25,11 @@ _DEFAULTS: Dict[str, Any] = {
     "ping_interval": 20.0,  # seconds between keepalive pings; 0 disables them
     "ping_timeout": 20.0,  # seconds to wait for the pong; then close 1011
     "close_timeout": 5.0,  # seconds to wait for the peer's close frame
+    "compression": True,  # accept permessage-deflate offers (RFC 7692)
+    "compression_level": 6,  # zlib level for outgoing messages, 0 sends them uncompressed
+    "compression_mem_level": 8,  # zlib memLevel 1-9: memory per connection vs. speed
+    "compression_window_bits": 15,  # our deflate window 9-15 (2**bits bytes)
+    "compression_client_window_bits": 15,  # window 8-15 we ask clients to keep within
     # Transport
     "write_high_water": 256 * 1024,  # bytes buffered before we stop reading the peer
     "max_write_buffer": 64 * 1024 * 1024,  # bytes buffered before a peer is dropped
@@ -48,6 +54,11 @@ class Config:
     ping_interval: float
     ping_timeout: float
     close_timeout: float
+    compression: bool
+    compression_level: int
+    compression_mem_level: int
+    compression_window_bits: int
+    compression_client_window_bits: int
     write_high_water: int
     max_write_buffer: int
     send_timeout: float
@@ -63,11 +74,18 @@ class Config:
             value = settings.get(name, default)
             if value is None:
                 value = default
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"{name} must be True or False, not {value!r}")
+            elif not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, not {value!r}")
             setattr(self, name, type(default)(value))
         self.parser_limits = ParserLimits(
             self.max_request_line, self.max_header_size, self.max_headers, self.max_body_size
+        )
+        self.deflate = DeflateSettings(
+            self.compression, self.compression_window_bits, self.compression_client_window_bits,
+            self.compression_level, self.compression_mem_level,
         )
 
     @staticmethod

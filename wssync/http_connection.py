@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Proto
 
 from . import handshake
 from .http_parser import HttpError, RequestParser
+from .permessage_deflate import negotiate as negotiate_deflate
 from .reactor import Timer
 from .request import Request
 from .response import Response, reason_phrase, render_head
@@ -202,10 +203,14 @@ class HttpConnection:
             self.send_response(decision, close=True)
             return
         headers = handshake.response_headers(key, decision.subprotocol) + decision.headers
+        deflate = negotiate_deflate(request.headers.get_all("sec-websocket-extensions"),
+                                    self.config.deflate)
+        if deflate is not None:
+            headers.append(("Sec-WebSocket-Extensions", deflate.response_value()))
         transport.write(render_head("HTTP/1.1", 101, headers))
         self._log_access(request, 101, 0)
         self._cancel_timer()
-        ws = WebSocketConnection(self.config, decision.session, decision.subprotocol)
+        ws = WebSocketConnection(self.config, decision.session, decision.subprotocol, deflate)
         self._current = None
         # The client may have sent its first frames in the same packet as the
         # handshake: they belong to the new protocol.

@@ -215,14 +215,14 @@ class Server:
         if reactor is None:
             return
         if reactor.in_reactor_thread():
-            self._broadcast(frame, path)
+            self._broadcast(message, frame, path)
         else:
-            reactor.call_soon_threadsafe(self._broadcast, frame, path)
+            reactor.call_soon_threadsafe(self._broadcast, message, frame, path)
 
-    def _broadcast(self, frame: bytes, path: Optional[str]) -> None:
+    def _broadcast(self, message: Union[str, bytes], frame: bytes, path: Optional[str]) -> None:
         for conn, handle in list(self._websockets.items()):
             if path is None or handle.path == path:
-                conn.send_frame_bytes(frame)
+                conn.broadcast(message, frame)
 
     @property
     def websockets(self) -> List[WebSocket]:

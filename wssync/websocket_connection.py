@@ -14,6 +14,7 @@ import struct
 from functools import partial
 from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
+from .permessage_deflate import PerMessageDeflate
 from .reactor import Timer
 from .websocket_protocol import (
     CLOSED,
@@ -49,11 +50,13 @@ class WebSocketConnection:
     name = "websocket"
 
     def __init__(self, config: Config, session: WebSocketSession,
-                 subprotocol: Optional[str] = None) -> None:
+                 subprotocol: Optional[str] = None,
+                 deflate: Optional[PerMessageDeflate] = None) -> None:
         self.config = config
         self.session = session
         self.subprotocol = subprotocol
-        self.proto = WebSocketProtocol(client=False, max_message_size=config.max_message_size)
+        self.proto = WebSocketProtocol(client=False, max_message_size=config.max_message_size,
+                                       deflate=deflate)
         self.transport: Optional[Connection] = None
         self.close_code = 1006
         self.close_reason = ""
@@ -132,10 +135,11 @@ class WebSocketConnection:
         if self.transport is not None and not self._lost:
             self.transport.write(self.proto.send_message(data))
 
-    def send_frame_bytes(self, frame: bytes) -> None:
-        """Write an already encoded server frame (one encoding, many receivers)."""
+    def broadcast(self, data: Data, frame: bytes) -> None:
+        """Send ``data``, using ``frame`` (its plain encoding, shared by many
+        receivers) unless this connection compresses its messages."""
         if self.transport is not None and self.is_open:
-            self.transport.write(frame)
+            self.transport.write(self.proto.send_message(data) if self.proto.compressed else frame)
 
     def ping(self, payload: bytes = b"") -> None:
         if self.transport is not None and not self._lost:

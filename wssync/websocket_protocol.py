@@ -13,6 +13,7 @@ import codecs
 import os
 from typing import List, Optional, Union
 
+from .permessage_deflate import PerMessageDeflate
 from .websocket_frames import (
     OP_BINARY,
     OP_CLOSE,
@@ -92,13 +93,17 @@ class WebSocketProtocol:
     automatically: the pong bytes are queued for :meth:`data_to_send`.
     """
 
-    def __init__(self, client: bool = False, max_message_size: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, client: bool = False, max_message_size: int = 16 * 1024 * 1024,
+                 deflate: Optional[PerMessageDeflate] = None) -> None:
         self.client = client
         self.max_message_size = max_message_size
+        self._deflate = deflate
+        self._compressed = False
         self.state = OPEN
         self.close_sent = False
         self.close_received = False
-        self._parser = FrameParser(expect_masked=not client, max_size=max_message_size)
+        self._parser = FrameParser(expect_masked=not client, max_size=max_message_size,
+                                   allow_rsv1=deflate is not None)
         self._outgoing: List[bytes] = []
         self._fragments: List[bytes] = []
         self._fragment_opcode = 0
@@ -124,19 +129,26 @@ class WebSocketProtocol:
                 if opcode in (OP_TEXT, OP_BINARY):
                     if self._fragment_opcode:
                         raise ProtocolError(1002, "new message inside a fragmented one")
+                    payload = frame.payload
+                    if frame.rsv1:
+                        assert self._deflate is not None  # the parser allows RSV1 only then
+                        payload = self._deflate.decompress(payload, frame.fin,
+                                                           self.max_message_size)
                     if frame.fin:
                         if opcode == OP_TEXT:
                             try:
-                                events.append(Message(frame.payload.decode("utf-8")))
+                                events.append(Message(payload.decode("utf-8")))
                             except UnicodeDecodeError:
                                 raise ProtocolError(1007, "invalid UTF-8 in text message") from None
                         else:
-                            events.append(Message(frame.payload))
+                            events.append(Message(payload))
                     else:
-                        self._start_fragmented(opcode, frame.payload)
+                        self._start_fragmented(opcode, payload, frame.rsv1)
                 elif opcode == OP_CONTINUATION:
                     if not self._fragment_opcode:
                         raise ProtocolError(1002, "continuation frame without a message")
+                    if frame.rsv1:
+                        raise ProtocolError(1002, "RSV1 set on a continuation frame")
                     message = self._continue_fragmented(frame.payload, frame.fin)
                     if message is not None:
                         events.append(message)
@@ -160,9 +172,10 @@ class WebSocketProtocol:
             events.append(Failure(exc.code, exc.reason))
             return events
 
-    def _start_fragmented(self, opcode: int, payload: bytes) -> None:
+    def _start_fragmented(self, opcode: int, payload: bytes, compressed: bool) -> None:
         self._fragment_opcode = opcode
         self._fragment_size = len(payload)
+        self._compressed = compressed
         if opcode == OP_TEXT:
             self._decoder = codecs.getincrementaldecoder("utf-8")()
             self._text_parts = [self._decode(payload, False)]
@@ -170,6 +183,10 @@ class WebSocketProtocol:
             self._fragments = [payload]
 
     def _continue_fragmented(self, payload: bytes, fin: bool) -> Optional[Message]:
+        if self._compressed:
+            assert self._deflate is not None
+            payload = self._deflate.decompress(
+                payload, fin, self.max_message_size - self._fragment_size)
         self._fragment_size += len(payload)
         if self._fragment_size > self.max_message_size:
             raise ProtocolError(1009, "message too large")
@@ -194,9 +211,15 @@ class WebSocketProtocol:
     def _decode(self, payload: bytes, final: bool) -> str:
         assert self._decoder is not None
         try:
-            return self._decoder.decode(payload, final)
+            text = self._decoder.decode(payload, final)
         except UnicodeDecodeError:
             raise ProtocolError(1007, "invalid UTF-8 in text message") from None
+        # Python's decoder waits for a third byte before refusing ED A0..BF
+        # (a UTF-16 surrogate); refuse it now so a bad fragment fails fast.
+        pending = self._decoder.getstate()[0]
+        if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
+            raise ProtocolError(1007, "invalid UTF-8 in text message")
+        return text
 
     # -- sending ----------------------------------------------------------------
 
@@ -208,17 +231,27 @@ class WebSocketProtocol:
         self._outgoing = []
         return out
 
-    def _frame(self, opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    def _frame(self, opcode: int, payload: bytes, rsv1: bool = False) -> bytes:
         mask = os.urandom(4) if self.client else None
-        return encode_frame(opcode, payload, fin, False, mask)
+        return encode_frame(opcode, payload, True, rsv1, mask)
 
     def send_message(self, data: Data) -> bytes:
         """A text message for ``str``, binary for bytes-like; ``b""`` once closing."""
         if self.close_sent or self.state == CLOSED:
             return b""
         if isinstance(data, str):
-            return self._frame(OP_TEXT, data.encode("utf-8"))
-        return self._frame(OP_BINARY, bytes(data))
+            opcode, payload = OP_TEXT, data.encode("utf-8")
+        else:
+            opcode, payload = OP_BINARY, bytes(data)
+        deflate = self._deflate
+        if deflate is not None and deflate.compress_outgoing:
+            return self._frame(opcode, deflate.compress(payload), True)
+        return self._frame(opcode, payload)
+
+    @property
+    def compressed(self) -> bool:
+        """Whether outgoing messages are compressed (so frames cannot be shared)."""
+        return self._deflate is not None and self._deflate.compress_outgoing
 
     def send_ping(self, payload: bytes = b"") -> bytes:
         if len(payload) > 125:
