@@ -95,3 +95,71 @@ def response_headers(key: str, subprotocol: Optional[str]) -> List[Tuple[str, st
     if subprotocol:
         headers.append(("Sec-WebSocket-Protocol", subprotocol))
     return headers
+
+
+# -- the client side ------------------------------------------------------------------
+
+
+def client_request(host: str, target: str, key: str, subprotocols: Optional[List[str]] = None,
+                   headers: Optional[List[Tuple[str, str]]] = None) -> bytes:
+    """The bytes of a handshake request for ``target`` on ``host`` (``host[:port]``)."""
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        f"Sec-WebSocket-Version: {SUPPORTED_VERSION}",
+    ]
+    if subprotocols:
+        lines.append("Sec-WebSocket-Protocol: " + ", ".join(subprotocols))
+    for name, value in headers or []:
+        if any(c in name + value for c in "\r\n"):
+            raise ValueError(f"header {name!r} contains a line break")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class HandshakeRefused(Exception):
+    """The server did not switch protocols, or answered the handshake wrongly."""
+
+    def __init__(self, message: str, status: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_response_head(head: bytes) -> Tuple[int, Headers]:
+    """Status and headers of a response head (the bytes before the blank line)."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise HandshakeRefused(f"malformed status line {lines[0][:80]!r}")
+    headers = Headers()
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            raise HandshakeRefused(f"malformed header line {line[:80]!r}")
+        headers.add(name.decode("latin-1"), value.strip(b" \t").decode("latin-1"))
+    return int(parts[1]), headers
+
+
+def check_response(status: int, headers: Headers, key: str,
+                   subprotocols: Optional[List[str]] = None) -> Optional[str]:
+    """Validate the server's answer; return the subprotocol it chose, if any."""
+    if status != 101:
+        raise HandshakeRefused(f"server answered {status} instead of 101", status)
+    if "websocket" not in headers.tokens("upgrade"):
+        raise HandshakeRefused("response has no 'Upgrade: websocket'", status)
+    if "upgrade" not in headers.tokens("connection"):
+        raise HandshakeRefused("response has no 'Connection: upgrade'", status)
+    if headers.get_all("sec-websocket-accept") != [accept_key(key)]:
+        raise HandshakeRefused("wrong Sec-WebSocket-Accept", status)
+    if headers.get_all("sec-websocket-extensions"):
+        raise HandshakeRefused("server chose an extension that was not offered", status)
+    chosen = headers.get_all("sec-websocket-protocol")
+    if not chosen:
+        return None
+    if len(chosen) > 1 or chosen[0] not in (subprotocols or []):
+        raise HandshakeRefused(f"server chose a subprotocol that was not offered: {chosen}",
+                               status)
+    return chosen[0]

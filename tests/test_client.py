@@ -1,0 +1,170 @@
+"""The blocking client against our server and an independent one (the websockets library)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterator, Union
+
+import pytest
+from websockets.sync.server import ServerConnection, serve
+
+from wssync import App, WebSocket
+from wssync.client import ConnectionClosed, HandshakeRefused, connect
+
+
+def echo_app() -> App:
+    app = App()
+
+    @app.websocket("/echo", subprotocols=["chat.v2"])
+    def echo(ws: WebSocket, message: Union[str, bytes]) -> None:
+        if message == "close-me":
+            ws.close(4000, "as asked")
+        elif message == "ping-me":
+            ws.ping(b"srv")
+            ws.send("pinged")
+        else:
+            ws.send(message)
+
+    @app.websocket("/query")
+    def query(ws: WebSocket, message: Union[str, bytes]) -> None:
+        ws.send(ws.request.query_string + "|" + (ws.headers.get("X-Token") or ""))
+
+    return app
+
+
+@pytest.fixture
+def wssync_url(start_server) -> str:
+    server = start_server(echo_app(), ping_interval=0)
+    return f"ws://127.0.0.1:{server.address[1]}"
+
+
+@pytest.fixture
+def websockets_url() -> Iterator[str]:
+    """An independent server: the websockets library's threaded echo server."""
+
+    def handler(conn: ServerConnection) -> None:
+        for message in conn:
+            conn.send(message)
+
+    with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("which", ["wssync", "websockets"])
+def test_echo_round_trips(which: str, request: pytest.FixtureRequest) -> None:
+    base = request.getfixturevalue(f"{which}_url")
+    path = "/echo" if which == "wssync" else "/"
+    with connect(base + path, timeout=5) as ws:
+        for message in ["hello", "", "ü" * 1000, b"\x00\xff" * 40000, b""]:
+            ws.send(message)
+            assert ws.recv(timeout=5) == message
+        ws.ping(b"abc")
+        ws.send("after ping")
+        assert ws.recv(timeout=5) == "after ping"
+        assert ws.pongs == 1
+    assert ws.closed and ws.close_code == 1000
+
+
+def test_subprotocol_query_and_headers(wssync_url: str) -> None:
+    with connect(wssync_url + "/echo", subprotocols=["chat.v1", "chat.v2"]) as ws:
+        assert ws.subprotocol == "chat.v2"
+    with connect(wssync_url + "/query?a=1&b=2", headers=[("X-Token", "secret")]) as ws:
+        ws.send("?")
+        assert ws.recv(timeout=5) == "a=1&b=2|secret"
+
+
+def test_server_close_and_ping_are_handled(wssync_url: str) -> None:
+    with connect(wssync_url + "/echo") as ws:
+        ws.send("ping-me")
+        assert ws.recv(timeout=5) == "pinged"  # the server's ping was answered on the way
+        ws.send("close-me")
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=5)
+        assert info.value.code == 4000 and info.value.reason == "as asked"
+        with pytest.raises(ConnectionClosed):
+            ws.send("too late")
+
+
+def test_iteration_ends_on_normal_close(wssync_url: str) -> None:
+    ws = connect(wssync_url + "/echo")
+    ws.send("a")
+    ws.send("b")
+    ws.send("close-me")
+    with pytest.raises(ConnectionClosed):
+        list(ws)  # 4000 is not a normal close: iteration raises
+    ws2 = connect(wssync_url + "/echo")
+    for m in ("x", "y"):
+        ws2.send(m)
+    received = []
+    for message in ws2:
+        received.append(message)
+        if len(received) == 2:
+            ws2.close()
+    assert received == ["x", "y"]
+
+
+def test_recv_timeout(wssync_url: str) -> None:
+    with connect(wssync_url + "/echo") as ws, pytest.raises(TimeoutError):
+        ws.recv(timeout=0.2)
+
+
+def test_refused_handshakes(wssync_url: str) -> None:
+    with pytest.raises(HandshakeRefused) as info:
+        connect(wssync_url + "/nowhere")
+    assert info.value.status == 404
+    with pytest.raises(ValueError):
+        connect("http://127.0.0.1:1/")
+    with pytest.raises(OSError):
+        connect("ws://127.0.0.1:1/", timeout=2)
+
+
+def test_send_from_several_threads(wssync_url: str) -> None:
+    with connect(wssync_url + "/echo") as ws:
+        def sender(n: int) -> None:
+            for i in range(200):
+                ws.send(f"{n}:{i}")
+
+        threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        received = [ws.recv(timeout=5) for _ in range(800)]
+        for n in range(4):
+            assert [m for m in received if str(m).startswith(f"{n}:")] == \
+                [f"{n}:{i}" for i in range(200)]
+
+
+def run_gevent(code: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_works_under_gevent_monkey_patching(wssync_url: str) -> None:
+    pytest.importorskip("gevent")
+    proc = run_gevent(
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import gevent\n"
+        "from wssync.client import connect\n"
+        "def one(i):\n"
+        f"    with connect('{wssync_url}/echo') as ws:\n"
+        "        for j in range(20):\n"
+        "            ws.send(f'{i}-{j}')\n"
+        "            assert ws.recv(timeout=5) == f'{i}-{j}'\n"
+        "    return i\n"
+        "jobs = [gevent.spawn(one, i) for i in range(20)]\n"
+        "gevent.joinall(jobs, timeout=30)\n"
+        "print(sorted(j.value for j in jobs))\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(list(range(20)))
+
+
+
