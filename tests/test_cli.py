@@ -124,7 +124,7 @@ def test_port_in_use_gives_one_line_error() -> None:
 @pytest.mark.parametrize("spec, message", [
     ("nosuchmodule:app", "cannot import"),
     ("json:nosuchattr", "has no attribute"),
-    ("json:dumps", "not a wssync.App"),
+    ("json:decoder", "not a wssync.App"),
     ("justamodule", "MODULE:ATTRIBUTE"),
 ])
 def test_bad_app_gives_readable_error(spec: str, message: str) -> None:

@@ -23,6 +23,7 @@ from typing import (
 
 from .request import Request
 from .response import Response
+from .wsgi import WsgiApp, WsgiHandler
 
 if TYPE_CHECKING:
     from .server import Server
@@ -96,6 +97,13 @@ class App:
         self._dynamic: List[Tuple[Pattern[str], Dict[str, Handler]]] = []
         self._ws_static: Dict[str, WebSocketRoute] = {}
         self._ws_dynamic: List[Tuple[Pattern[str], WebSocketRoute]] = []
+        self.wsgi: Optional[WsgiHandler] = None
+
+    def mount_wsgi(self, wsgi_app: WsgiApp) -> None:
+        """Serve every HTTP request no route matches with ``wsgi_app`` (Flask,
+        Django, any PEP 3333 callable).  It runs on worker threads even in
+        reactor mode, since WSGI applications block."""
+        self.wsgi = WsgiHandler(wsgi_app)
 
     def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler], Handler]:
         """Decorator: ``handler(request)`` answers ``methods`` on ``path``.
@@ -167,6 +175,8 @@ class App:
                 return handler
             allow = ", ".join(sorted(table))
             return Response("405 Method Not Allowed\n", 405, [("Allow", allow)])
+        if self.wsgi is not None:
+            return self.wsgi
         if self.match_websocket(request) is not None:
             return Response("426 Upgrade Required: this is a WebSocket endpoint\n", 426,
                             [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")])

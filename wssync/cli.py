@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker threads for handlers; 0 runs them on the reactor "
                              "thread, so they must not block (default: 0)")
     parser.add_argument("--app", metavar="MODULE:ATTRIBUTE",
-                        help="the wssync.App to serve (default: the built-in demo)")
+                        help="the wssync.App or WSGI application to serve "
+                             "(default: the built-in demo)")
     parser.add_argument("--max-message-size", type=int, default=_DEFAULTS["max_message_size"],
                         help="largest WebSocket message in bytes; larger closes with 1009 "
                              "(default: %(default)s)")
@@ -72,9 +73,13 @@ def load_app(spec: str) -> App:
         app: Any = getattr(module, attribute)
     except AttributeError:
         raise CliError(f"module {module_name!r} has no attribute {attribute!r}") from None
-    if not isinstance(app, App):
-        raise CliError(f"{spec} is a {type(app).__name__}, not a wssync.App")
-    return app
+    if isinstance(app, App):
+        return app
+    if callable(app):  # a WSGI application (Flask, Django, ...): serve it beside ours
+        wrapper = App()
+        wrapper.mount_wsgi(app)
+        return wrapper
+    raise CliError(f"{spec} is a {type(app).__name__}, not a wssync.App or WSGI callable")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

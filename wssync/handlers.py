@@ -10,7 +10,7 @@ the protocol objects on the reactor thread.  No bytes are parsed here.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Union
 
 from .app import App, WebSocketRoute
 from .dispatch import Lane, ThreadPool
@@ -49,18 +49,24 @@ class HttpBridge:
     """The application side of every ``HttpConnection`` of one server."""
 
     def __init__(self, app: App, reactor: Reactor, pool: Optional[ThreadPool],
-                 registry: dict[WebSocketConnection, WebSocket]) -> None:
+                 registry: Dict[WebSocketConnection, WebSocket],
+                 blocking_pool: Optional[ThreadPool] = None) -> None:
         self.app = app
         self.reactor = reactor
         self.pool = pool
+        self.blocking_pool = blocking_pool
         self.websockets = registry
 
-    def _lane(self, conn: HttpConnection) -> Lane:
-        if self.pool is None:
-            return _INLINE
+    def _lane(self, conn: HttpConnection, blocking: bool = False) -> Lane:
+        """The connection's lane; handlers marked ``blocking`` never run inline."""
+        pool = self.pool
+        if pool is None:
+            if not blocking or self.blocking_pool is None:
+                return _INLINE
+            pool = self.blocking_pool
         lane: Optional[Lane] = conn.app_state
         if lane is None:
-            lane = conn.app_state = self.pool.lane()
+            lane = conn.app_state = pool.lane()
         return lane
 
     # -- HttpApplication ---------------------------------------------------------------
@@ -70,7 +76,7 @@ class HttpBridge:
         if isinstance(target, Response):
             conn.send_response(target)
             return
-        lane = self._lane(conn)
+        lane = self._lane(conn, getattr(target, "blocking", False))
         lane.submit(self._run_handler, conn, target, request, lane.threaded)
 
     def _run_handler(self, conn: HttpConnection, handler: Callable[[Request], Any],
@@ -87,7 +93,8 @@ class HttpBridge:
 
     def next_chunk(self, conn: HttpConnection, body: Iterator[bytes],
                    callback: ChunkCallback) -> None:
-        lane = self._lane(conn)
+        # A body from a blocking handler (WSGI) may block too: keep it on its lane.
+        lane = conn.app_state if conn.app_state is not None else _INLINE
         lane.submit(self._run_next_chunk, body, callback, lane.threaded)
 
     def _run_next_chunk(self, body: Iterator[bytes], callback: ChunkCallback,

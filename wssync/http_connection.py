@@ -159,6 +159,7 @@ class HttpConnection:
                 # The deadline timer stays armed: it ignores a connection with a
                 # request in flight, which saves a heap push per request.
                 self._current = request
+                request.local_addr = transport.sockname
                 self._continue_sent = False
                 if not request.keep_alive or self._stopping:
                     request.keep_alive = False
@@ -259,6 +260,8 @@ class HttpConnection:
             if close_method is not None:
                 close_method()
             stream = iter(())
+        elif any(name.lower() == "content-length" for name, _ in headers):
+            self._stream_chunked = False  # the application knows the length: send as is
         elif version == "HTTP/1.1":
             extra.append(("Transfer-Encoding", "chunked"))
             self._stream_chunked = True

@@ -80,6 +80,7 @@ class Request:
         "body",
         "headers",
         "keep_alive",
+        "local_addr",
         "method",
         "path_params",
         "remote_addr",
@@ -104,6 +105,7 @@ class Request:
         self.body = body
         self.keep_alive = keep_alive
         self.remote_addr = remote_addr
+        self.local_addr: Any = None  # the server's end of the connection
         self.path_params: Dict[str, str] = {}
         raw_path, _, query = target.partition("?")
         self._path = raw_path

@@ -28,6 +28,8 @@ from .websocket_frames import OP_BINARY, OP_TEXT, encode_frame
 
 log = logging.getLogger("wssync.server")
 
+WSGI_THREADS = 8  # workers for a mounted WSGI application in reactor mode
+
 
 class Server:
     """Serves ``app`` over HTTP/1.1 and WebSocket on one port.
@@ -51,6 +53,7 @@ class Server:
         self._reactor: Optional[Reactor] = None
         self._listener: Optional[Listener] = None
         self._pool: Optional[ThreadPool] = None
+        self._blocking_pool: Optional[ThreadPool] = None
         self._connections: Dict[int, Connection] = {}
         self._websockets: Dict[WebSocketConnection, WebSocket] = {}
         self._thread: Optional[threading.Thread] = None
@@ -81,7 +84,11 @@ class Server:
         reactor = self._reactor = Reactor()
         if self.threads:
             self._pool = ThreadPool(self.threads)
-        bridge = HttpBridge(self.app, reactor, self._pool, self._websockets)
+        elif self.app.wsgi is not None:
+            # WSGI applications block: even in reactor mode they get workers.
+            self._blocking_pool = ThreadPool(WSGI_THREADS, name="wssync-wsgi")
+        bridge = HttpBridge(self.app, reactor, self._pool, self._websockets,
+                            self._blocking_pool)
         config = self.config
         self._listener = Listener(
             reactor, self._sock, lambda: HttpConnection(config, bridge), self._connections,
@@ -170,9 +177,10 @@ class Server:
         elif self._sock is not None:
             self._sock.close()
         self._sock = None
-        if self._pool is not None:
-            self._pool.shutdown(timeout=2.0)
-            self._pool = None
+        for pool in (self._pool, self._blocking_pool):
+            if pool is not None:
+                pool.shutdown(timeout=2.0)
+        self._pool = self._blocking_pool = None
         if self._reactor is not None:
             self._reactor.close()
         self._running.clear()

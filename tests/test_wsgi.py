@@ -1,0 +1,253 @@
+"""WSGI (PEP 3333) applications on the same port as WebSocket routes."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Union
+
+import pytest
+import requests
+from flask import Flask, abort, jsonify
+from flask import Response as FlaskResponse
+from flask import request as flask_request
+
+from wssync import App, WebSocket
+from wssync.client import connect
+
+Environ = Dict[str, Any]
+StartResponse = Callable[..., Any]
+
+
+def flask_app() -> Flask:
+    app = Flask(__name__)
+
+    @app.route("/")
+    def index() -> str:
+        return "flask index"
+
+    @app.route("/api/items", methods=["POST"])
+    def create() -> Any:
+        return jsonify(received=flask_request.get_json(), method=flask_request.method), 201
+
+    @app.route("/stream")
+    def stream() -> FlaskResponse:
+        def generate() -> Iterator[str]:
+            for i in range(3):
+                yield f"row{i}\n"
+        return FlaskResponse(generate(), mimetype="text/plain")
+
+    @app.route("/missing")
+    def missing() -> None:
+        abort(404)
+
+    @app.route("/crash")
+    def crash() -> None:
+        raise RuntimeError("view failure")
+
+    @app.route("/slow")
+    def slow() -> str:
+        time.sleep(1.0)
+        return "slow"
+
+    return app
+
+
+def combined_app(wsgi: Any) -> App:
+    app = App()
+    app.mount_wsgi(wsgi)
+
+    @app.websocket("/ws")
+    def echo(ws: WebSocket, message: Union[str, bytes]) -> None:
+        ws.send(message)
+
+    @app.route("/native")
+    def native(request: Any) -> str:
+        return "native route"
+
+    return app
+
+
+@pytest.fixture
+def flask_port(start_server, threads: int) -> int:
+    return start_server(combined_app(flask_app()), threads=threads).address[1]
+
+
+def test_flask_and_websocket_on_one_port(flask_port: int) -> None:
+    base = f"http://127.0.0.1:{flask_port}"
+    assert requests.get(base + "/", timeout=5).text == "flask index"
+    response = requests.post(base + "/api/items", json={"a": 1}, timeout=5)
+    assert response.status_code == 201
+    assert response.json() == {"received": {"a": 1}, "method": "POST"}
+    assert requests.get(base + "/native", timeout=5).text == "native route"
+    with connect(f"ws://127.0.0.1:{flask_port}/ws") as ws:
+        ws.send("over websocket")
+        assert ws.recv(timeout=5) == "over websocket"
+        assert requests.get(base + "/", timeout=5).text == "flask index"
+
+
+def test_flask_streaming_errors_and_404(flask_port: int) -> None:
+    base = f"http://127.0.0.1:{flask_port}"
+    response = requests.get(base + "/stream", timeout=5)
+    assert response.text == "row0\nrow1\nrow2\n"
+    assert response.headers.get("Transfer-Encoding") == "chunked"
+    assert requests.get(base + "/missing", timeout=5).status_code == 404
+    assert requests.get(base + "/crash", timeout=5).status_code == 500
+    assert requests.get(base + "/", timeout=5).text == "flask index"  # still serving
+
+
+def test_wsgi_runs_on_workers_even_in_reactor_mode(start_server) -> None:
+    server = start_server(combined_app(flask_app()), threads=0)
+    port = server.address[1]
+    done: List[str] = []
+    thread = threading.Thread(
+        target=lambda: done.append(requests.get(f"http://127.0.0.1:{port}/slow", timeout=5).text))
+    thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        ws.send("x")
+        assert ws.recv(timeout=5) == "x"
+    assert requests.get(f"http://127.0.0.1:{port}/native", timeout=5).text == "native route"
+    assert time.monotonic() - started < 0.8  # the blocking view did not stall the reactor
+    thread.join()
+    assert done == ["slow"]
+
+
+def test_environ(start_server) -> None:
+    seen: Dict[str, Any] = {}
+
+    def app(environ: Environ, start_response: StartResponse) -> List[bytes]:
+        seen.update(environ)
+        seen["body"] = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = start_server(combined_app(app), threads=2)
+    port = server.address[1]
+    response = requests.post(f"http://127.0.0.1:{port}/some%20path/x?q=1&r=2",
+                             data=(b"part%d" % i for i in range(3)),
+                             headers={"X-Custom": "v", "Content-Type": "application/x-test",
+                                      "X_Spoofed": "no"}, timeout=5)
+    assert response.text == "ok"
+    assert seen["REQUEST_METHOD"] == "POST"
+    assert seen["PATH_INFO"] == "/some path/x"
+    assert seen["SCRIPT_NAME"] == ""
+    assert seen["QUERY_STRING"] == "q=1&r=2"
+    assert seen["SERVER_NAME"] == "127.0.0.1"
+    assert seen["SERVER_PORT"] == str(port)
+    assert seen["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert seen["REMOTE_ADDR"] == "127.0.0.1"
+    assert seen["wsgi.url_scheme"] == "http"
+    assert seen["wsgi.version"] == (1, 0)
+    assert seen["wsgi.multithread"] is True
+    assert seen["HTTP_X_CUSTOM"] == "v"
+    assert seen["CONTENT_TYPE"] == "application/x-test"
+    assert seen["CONTENT_LENGTH"] == "15"  # the body came chunked
+    assert seen["body"] == b"part0part1part2"
+    assert "HTTP_X_SPOOFED" not in seen and "HTTP_X_Spoofed" not in seen
+
+
+def test_write_callable_and_close(start_server) -> None:
+    closed = threading.Event()
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b""
+            yield b"-body1"
+            yield b"-body2"
+
+        def close(self) -> None:
+            closed.set()
+
+    def app(environ: Environ, start_response: StartResponse) -> Body:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written")
+        return Body()
+
+    port = start_server(combined_app(app), threads=2).address[1]
+    assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).text == "written-body1-body2"
+    assert closed.wait(2)
+
+
+def test_exc_info_replaces_headers_before_body(start_server) -> None:
+    def app(environ: Environ, start_response: StartResponse) -> List[bytes]:
+        start_response("200 OK", [("X-First", "1")])
+        try:
+            raise ValueError("late failure")
+        except ValueError:
+            start_response("500 Internal Server Error", [("X-Second", "2")], sys.exc_info())
+        return [b"error page"]
+
+    port = start_server(combined_app(app), threads=2).address[1]
+    response = requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+    assert response.status_code == 500
+    assert response.headers.get("X-Second") == "2" and "X-First" not in response.headers
+    assert response.text == "error page"
+
+
+def test_application_errors_give_500(start_server) -> None:
+    def raises(environ: Environ, start_response: StartResponse) -> List[bytes]:
+        raise RuntimeError("app failure")
+
+    def no_start(environ: Environ, start_response: StartResponse) -> List[bytes]:
+        return [b"forgot start_response"]
+
+    for app in (raises, no_start):
+        port = start_server(combined_app(app), threads=2).address[1]
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 500
+
+
+def test_app_content_length_streams_without_chunking(start_server) -> None:
+    def app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Length", "10")])
+        yield b"01234"
+        yield b"56789"
+
+    port = start_server(combined_app(app), threads=2).address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"Content-Length: 10" in head and b"Transfer-Encoding" not in head
+    assert body == b"0123456789"
+
+
+def test_cli_detects_a_wsgi_app(tmp_path: Path) -> None:
+    (tmp_path / "legacy.py").write_text(
+        "from flask import Flask\n"
+        "app = Flask(__name__)\n"
+        "@app.route('/')\n"
+        "def index():\n"
+        "    return 'legacy flask'\n"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "wssync", "--app", "legacy:app",
+                             "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/", timeout=1).text
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert text == "legacy flask"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0

@@ -1,0 +1,170 @@
+"""Serving a WSGI application (PEP 3333) for HTTP beside wssync's own routes.
+
+``WsgiHandler`` turns a ``Request`` into a WSGI environ, runs the application,
+and gives back a ``Response`` whose body streams the application's iterable
+(closed when done, as PEP 3333 requires).  The server always runs it on a
+worker thread, since WSGI applications block.  Nothing here touches sockets.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from .request import Request
+from .response import Response
+
+log = logging.getLogger("wssync.wsgi")
+
+Environ = Dict[str, Any]
+WsgiApp = Callable[[Environ, Callable[..., Any]], Iterable[bytes]]
+
+# Hop-by-hop headers belong to the connection, which the server manages.
+_HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate",
+                         "proxy-authorization", "te", "trailers", "transfer-encoding",
+                         "upgrade"))
+
+
+class _StartResponse:
+    """The ``start_response`` callable of one request, and what it was told."""
+
+    __slots__ = ("headers", "headers_sent", "status", "written")
+
+    def __init__(self) -> None:
+        self.status: Optional[int] = None
+        self.headers: List[Tuple[str, str]] = []
+        self.headers_sent = False
+        self.written: List[bytes] = []
+
+    def __call__(self, status: str, headers: List[Tuple[str, str]],
+                 exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # break the reference cycle, as PEP 3333 asks
+        elif self.status is not None:
+            raise AssertionError("start_response called twice without exc_info")
+        code = status.split(" ", 1)[0]
+        if len(code) != 3 or not code.isdigit():
+            raise ValueError(f"invalid WSGI status {status!r}")
+        for name, value in headers:
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError("WSGI header names and values must be str")
+            if name.lower() in _HOP_BY_HOP:
+                raise ValueError(f"hop-by-hop header {name!r} not allowed from WSGI")
+        self.status = int(code)
+        self.headers = list(headers)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The legacy ``write`` callable: data is kept and sent before the iterable."""
+        if self.status is None:
+            raise AssertionError("write() before start_response()")
+        self.written.append(bytes(data))
+
+
+def build_environ(request: Request, server_name: str, server_port: str) -> Environ:
+    environ: Environ = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": request.path,
+        "QUERY_STRING": request.query_string,
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "SERVER_PROTOCOL": request.version,
+        "SERVER_SOFTWARE": "wssync",
+        "REMOTE_ADDR": "",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(request.body),
+        "wsgi.input_terminated": True,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    peer = request.remote_addr
+    if isinstance(peer, tuple):
+        environ["REMOTE_ADDR"] = peer[0]
+        environ["REMOTE_PORT"] = str(peer[1])
+    for name, value in request.headers.items():
+        key = name.upper()
+        if "_" in key:
+            # CGI turns "-" into "_": a header already using "_" could pose as
+            # another (X_Forwarded_For vs X-Forwarded-For). Drop it, as others do.
+            continue
+        key = key.replace("-", "_")
+        if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+            environ[key] = value
+            continue
+        key = "HTTP_" + key
+        environ[key] = environ[key] + "," + value if key in environ else value
+    if request.body and "CONTENT_LENGTH" not in environ:
+        environ["CONTENT_LENGTH"] = str(len(request.body))  # the body came chunked
+    return environ
+
+
+class WsgiHandler:
+    """An HTTP handler that runs a WSGI application; it blocks, so it runs on a worker."""
+
+    blocking = True
+
+    def __init__(self, wsgi_app: WsgiApp) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, request: Request) -> Response:
+        host = request.headers.get("host") or ""
+        local = request.local_addr
+        name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+        if not name:
+            name = local[0] if isinstance(local, tuple) else "localhost"
+        if not port:
+            port = str(local[1]) if isinstance(local, tuple) else "80"
+        environ = build_environ(request, name, port)
+        start = _StartResponse()
+        result = self.wsgi_app(environ, start)
+        try:
+            chunks = iter(result)
+            first = b""
+            done = True
+            # Headers go out with the first non-empty chunk (PEP 3333), so an
+            # application may still change them with exc_info until then.
+            for chunk in chunks:
+                if chunk:
+                    first, done = chunk, False
+                    break
+            if start.status is None:
+                raise AssertionError("WSGI application did not call start_response")
+            start.headers_sent = True
+            prefix = b"".join(start.written) + first
+            if done or isinstance(result, (list, tuple)):
+                body = prefix if done else prefix + b"".join(chunks)
+                _close(result)
+                # We count the length ourselves: drop the application's copy.
+                headers = [(k, v) for k, v in start.headers if k.lower() != "content-length"]
+                return Response(body, start.status, headers)
+            return Response(_stream(prefix, chunks, result), start.status, start.headers)
+        except BaseException:
+            _close(result)
+            raise
+
+
+def _stream(prefix: bytes, chunks: Iterator[bytes], result: Iterable[bytes]) -> Iterator[bytes]:
+    try:
+        if prefix:
+            yield prefix
+        for chunk in chunks:
+            if chunk:
+                yield chunk
+    finally:
+        _close(result)
+
+
+def _close(result: Iterable[bytes]) -> None:
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
