@@ -17,7 +17,7 @@ from .request import Headers, Request
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\Z")
-_HTTP_VERSION_ANY = re.compile(rb"[^ ]+ [^ ]+ HTTP/[0-9]+\.[0-9]+\Z")
+_HTTP_VERSION_ANY = re.compile(rb"(" + _TOKEN + rb") [\x21-\x7e]+ HTTP/[0-9]+\.[0-9]+\Z")
 _FIELD_NAME = re.compile(_TOKEN + rb"\Z")
 # Field values: visible ASCII, SP, HTAB and obs-text; no other control bytes.
 _BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
@@ -70,7 +70,8 @@ class RequestParser:
         self.remote_addr = remote_addr
         self._buf = bytearray()
         self._pos = 0  # start of unconsumed bytes in _buf
-        self._scan = 0  # where to resume looking for the end of the head
+        self._scan = 0  # where to resume looking for the end of the head (or a trailer line)
+        self._line_seen = False  # the request line's CRLF has arrived
         self._state = _HEAD
         self._request: Optional[Request] = None
         self._remaining = 0
@@ -135,16 +136,19 @@ class RequestParser:
             self._scan = pos
         end = buf.find(b"\r\n\r\n", self._scan)
         if end < 0:
+            # Only bytes not examined before are scanned, so a head trickling
+            # in one byte at a time costs linear time, not quadratic.
             available = len(buf) - pos
-            line_end = buf.find(b"\r\n", pos, pos + limits.max_request_line + 2)
-            if line_end < 0 and available > limits.max_request_line:
-                raise HttpError(414, "request line too long")
+            start = max(pos, self._scan - 1)
+            if not self._line_seen:
+                self._line_seen = buf.find(b"\r\n", start) >= 0
+                if not self._line_seen and available > limits.max_request_line:
+                    raise HttpError(414, "request line too long")
             if available > limits.max_header_size:
                 raise HttpError(431, "request header fields too large")
             # A bare LF can never end a head we accept: refuse it now rather
             # than wait for a CRLF that a lenient client will never send.
-            start = max(pos, self._scan - 1)
-            if buf.count(b"\n", start) != buf.count(b"\r\n", start):
+            if buf.count(b"\n", start) != buf.count(b"\r\n", max(pos, start - 1)):
                 raise HttpError(400, "bare LF in request head")
             self._scan = max(pos, len(buf) - 3)
             return False
@@ -153,6 +157,7 @@ class RequestParser:
             raise HttpError(431, "request header fields too large")
         self._pos = end + 4
         self._scan = self._pos
+        self._line_seen = False
         self._start_request(head)
         return True
 
@@ -167,7 +172,7 @@ class RequestParser:
             raise HttpError(400, "bare CR or LF in request head")
         match = _REQUEST_LINE.match(line)
         if match is None:
-            if _HTTP_VERSION_ANY.match(line) and line.count(b" ") == 2:
+            if _HTTP_VERSION_ANY.match(line):
                 raise HttpError(505, "HTTP version not supported")
             raise HttpError(400, "malformed request line")
         major, minor = match.group(3), match.group(4)
@@ -337,12 +342,14 @@ class RequestParser:
                 self._pos = pos + 2
                 self._state = _CHUNK_SIZE_LINE
             else:  # _TRAILERS: header-like lines up to an empty line, then discarded
-                end = buf.find(b"\r\n", pos)
+                start = max(pos, self._scan - 1)  # resume where the last look ended
+                end = buf.find(b"\r\n", start)
                 if end < 0:
                     if len(buf) - pos + self._trailer_size > limits.max_header_size:
                         raise HttpError(431, "trailer section too large")
-                    if b"\n" in buf[pos:]:
+                    if buf.find(b"\n", start) >= 0:
                         raise HttpError(400, "bare LF in trailer section")
+                    self._scan = len(buf)
                     return None
                 line = bytes(buf[pos:end])
                 self._pos = end + 2
