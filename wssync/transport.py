@@ -82,6 +82,7 @@ class Connection:
         self._reading_paused = False  # by the protocol
         self._writing_paused = False  # we told the protocol to stop writing
         self._closing = False
+        self._write_eof = False  # close_write() asked: send FIN once the buffer drains
         self._closed = False
         self._eof = False
         registry[self.fileno] = self
@@ -148,7 +149,7 @@ class Connection:
     # -- writing ---------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self._closing or self._closed or not data:
+        if self._closing or self._closed or self._write_eof or not data:
             return
         if not self._out:
             # Write first, buffer second: most writes go out whole right away.
@@ -213,9 +214,12 @@ class Connection:
                 self.protocol.resume_writing()
             except Exception:
                 log.exception("resume_writing failed")
-        if not self._out and self._closing:
-            self._force_close(None)
-            return
+        if not self._out:
+            if self._closing:
+                self._force_close(None)
+                return
+            if self._write_eof:
+                self._shutdown_write()
         self._update_events()
 
     def _watch_send(self) -> None:
@@ -246,6 +250,25 @@ class Connection:
             self._force_close(None)
         else:
             self._update_events()
+
+    def close_write(self) -> None:
+        """Half-close: send FIN after what is buffered, and keep reading.
+
+        For a peer that may still be sending: closing outright with unread
+        input makes the kernel answer with a reset, which can destroy the
+        last bytes we sent before the peer reads them.
+        """
+        if self._write_eof or self._closing or self._closed:
+            return
+        self._write_eof = True
+        if not self._out:
+            self._shutdown_write()
+
+    def _shutdown_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def abort(self) -> None:
         """Close now, discarding anything unsent."""

@@ -172,8 +172,10 @@ class WebSocketConnection:
             return
         self.close_code, self.close_reason = code, reason
         transport.write(self.proto.send_close(code, reason))
-        # Wait briefly for the peer's close so our close frame is not lost to
-        # a reset caused by unread data, then drop the connection.
+        # Input after the error cannot be parsed, so the peer's close reply
+        # cannot be recognised: send FIN, discard input until the peer closes
+        # too (eof_received), and drop it if it never does.
+        transport.close_write()
         self._start_close_timer()
 
     def _start_close_timer(self) -> None:
@@ -209,3 +211,4 @@ class WebSocketConnection:
             self.close_code, self.close_reason = 1011, "keepalive ping timeout"
             self.transport.write(self.proto.send_close(1011, "keepalive ping timeout"))
             self.transport.close()
+            self._start_close_timer()  # a peer that reads nothing never drains the buffer
