@@ -31,6 +31,8 @@ log = logging.getLogger("wssync.http")
 access_log = logging.getLogger("wssync.access")
 
 _NO_BODY_STATUSES = frozenset((204, 304))
+# Deadline phases: between requests, receiving a head, receiving a body.
+_NO_PHASE, _IDLE, _HEAD, _BODY = 0, 1, 2, 3
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -87,7 +89,7 @@ class HttpConnection:
         self._stream_waiting = False  # a chunk was asked for and has not come
         self._paused = False  # the transport asked us to stop writing
         self._deadline = 0.0
-        self._deadline_status = 0  # 0: close quietly, else answer this status
+        self._phase = _NO_PHASE  # what the deadline is for
         self._timer: Optional[Timer] = None
 
     # -- transport callbacks -----------------------------------------------------
@@ -95,7 +97,7 @@ class HttpConnection:
     def connection_made(self, transport: Connection) -> None:
         self.transport = transport
         self.parser = RequestParser(self.config.parser_limits, transport.peername)
-        self._arm_deadline(self.config.keepalive_timeout, 0)
+        self._arm_deadline(_IDLE)
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
@@ -158,6 +160,7 @@ class HttpConnection:
                     return
                 # The deadline timer stays armed: it ignores a connection with a
                 # request in flight, which saves a heap push per request.
+                self._phase = _NO_PHASE
                 self._current = request
                 request.local_addr = transport.sockname
                 self._continue_sent = False
@@ -184,11 +187,11 @@ class HttpConnection:
             if parser.expect_continue and not self._continue_sent:
                 self._continue_sent = True
                 self.transport.write(_CONTINUE)
-            self._arm_deadline(self.config.body_timeout, 408)
+            self._arm_deadline(_BODY)
         elif parser.buffered:
-            self._arm_deadline(self.config.header_timeout, 408)
+            self._arm_deadline(_HEAD)
         else:
-            self._arm_deadline(self.config.keepalive_timeout, 0)
+            self._arm_deadline(_IDLE)
 
     def _upgrade(self, request: Request) -> None:
         transport = self.transport
@@ -359,13 +362,23 @@ class HttpConnection:
 
     # -- timeouts --------------------------------------------------------------------
 
-    def _arm_deadline(self, timeout: float, status: int) -> None:
-        """One lazily re-armed timer per connection: cheap to move on every request."""
-        if not timeout or self.transport is None:
+    def _arm_deadline(self, phase: int) -> None:
+        """Start the deadline of ``phase``, unless it is already running.
+
+        A phase's deadline counts from its start: bytes trickling in do not
+        extend it (that is what makes a slowloris client time out).  One lazily
+        re-armed timer per connection keeps this cheap on every request.
+        """
+        if phase == self._phase or self.transport is None:
+            return
+        self._phase = phase
+        config = self.config
+        timeout = (config.keepalive_timeout if phase == _IDLE
+                   else config.header_timeout if phase == _HEAD else config.body_timeout)
+        if not timeout:
             self._cancel_timer()
             return
         self._deadline = time.monotonic() + timeout
-        self._deadline_status = status
         if self._timer is not None and self._timer.when > self._deadline:
             self._cancel_timer()  # a later timer would fire too late; a sooner one re-arms
         if self._timer is None:
@@ -385,7 +398,7 @@ class HttpConnection:
         if now < self._deadline:
             self._timer = transport.reactor.call_at(self._deadline, self._on_deadline)
             return
-        if self._deadline_status:
-            self._send_error(self._deadline_status, "request not received in time")
+        if self._phase != _IDLE:
+            self._send_error(408, "request not received in time")
         else:
             transport.close()

@@ -1,0 +1,274 @@
+"""Faults survived: resets at every stage, slow and stuck clients, fd exhaustion, churn."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import List, Union
+
+import pytest
+import requests
+
+from wssync import App, Request, Server, WebSocket
+from wssync.client import ConnectionClosed, connect
+
+LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER 0: close() sends a reset
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def make_app(closed: List[int]) -> App:
+    app = App()
+
+    @app.route("/hello")
+    def hello(request: Request) -> str:
+        return "hello"
+
+    @app.route("/upload", methods=["POST"])
+    def upload(request: Request) -> str:
+        return str(len(request.body))
+
+    @app.route("/big")
+    def big(request: Request) -> bytes:
+        return b"x" * (8 * 1024 * 1024)
+
+    @app.websocket("/ws", on_close=lambda ws, code, reason: closed.append(code))
+    def echo(ws: WebSocket, message: Union[str, bytes]) -> None:
+        ws.send(message)
+
+    return app
+
+
+def handshake_bytes(path: str = "/ws") -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+def reset(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
+    sock.close()
+
+
+def read_until(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def wait_idle(server: Server, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while server.connections() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.connections() == []
+
+
+@pytest.mark.parametrize("stage", ["mid-request", "mid-body", "mid-response", "mid-handshake",
+                                   "mid-frame", "after-handshake"])
+def test_resets_at_every_stage_leave_the_server_healthy(start_server, threads: int,
+                                                        stage: str) -> None:
+    closed: List[int] = []
+    server = start_server(make_app(closed), threads=threads)
+    port = server.address[1]
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if stage == "mid-request":
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHo")
+    elif stage == "mid-body":
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+    elif stage == "mid-response":
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.recv(1000)
+    elif stage == "mid-handshake":
+        sock.sendall(handshake_bytes()[:40])
+    else:
+        sock.sendall(handshake_bytes())
+        read_until(sock, b"\r\n\r\n")
+        if stage == "mid-frame":
+            sock.sendall(b"\x81\x85\x00\x00\x00\x00he")  # 5-byte text frame cut after 2
+    time.sleep(0.1)
+    reset(sock)
+    wait_idle(server)
+    if stage in ("mid-frame", "after-handshake"):
+        deadline = time.monotonic() + 5
+        while not closed and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert closed == [1006]
+    assert requests.get(f"http://127.0.0.1:{port}/hello", timeout=5).text == "hello"
+    with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        ws.send("still here")
+        assert ws.recv(timeout=5) == "still here"
+
+
+def test_slowloris_is_dropped_while_others_are_served(start_server) -> None:
+    server = start_server(make_app([]), header_timeout=0.6)
+    port = server.address[1]
+    slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+    request = b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+    started = time.monotonic()
+    answer = b""
+    for byte in request:
+        try:
+            slow.sendall(bytes([byte]))
+        except OSError:
+            break
+        # Others are served normally in the meantime.
+        assert requests.get(f"http://127.0.0.1:{port}/hello", timeout=2).text == "hello"
+        slow.settimeout(0.05)
+        try:
+            answer = slow.recv(4096)
+        except socket.timeout:
+            continue
+        break
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert time.monotonic() - started < 3
+    slow.close()
+
+
+def test_body_timeout_gives_408(start_server) -> None:
+    server = start_server(make_app([]), body_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", server.address[1]), timeout=5) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 408 ")
+
+
+def test_handler_blocked_forever_does_not_stall_the_server(start_server) -> None:
+    app = make_app([])
+    forever = threading.Event()
+
+    @app.route("/stuck")
+    def stuck(request: Request) -> str:
+        forever.wait(30)
+        return "never"
+
+    server = start_server(app, threads=2, shutdown_grace=0.5)
+    port = server.address[1]
+    stuck_sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    stuck_sock.sendall(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.1)
+    with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        for i in range(50):
+            ws.send(str(i))
+            assert ws.recv(timeout=2) == str(i)
+    for _ in range(20):
+        assert requests.get(f"http://127.0.0.1:{port}/hello", timeout=2).text == "hello"
+    server.stop()
+    stuck_sock.close()
+    forever.set()
+
+
+def test_stop_with_500_websockets_and_requests_in_flight() -> None:
+    app = make_app([])
+
+    @app.route("/slow")
+    def slow(request: Request) -> str:
+        time.sleep(0.5)
+        return "completed"
+
+    fds, thread_count = open_fds(), threading.active_count()
+    # The clients read nothing until stop() returns, so their close replies come late.
+    server = Server(app, "127.0.0.1", 0, threads=4, close_timeout=1).start()
+    port = server.address[1]
+    clients = [connect(f"ws://127.0.0.1:{port}/ws") for _ in range(500)]
+    assert len(server.websockets) == 500
+    results: List[str] = []
+
+    def fetch() -> None:
+        results.append(requests.get(f"http://127.0.0.1:{port}/slow", timeout=10).text)
+
+    fetchers = [threading.Thread(target=fetch) for _ in range(4)]
+    for f in fetchers:
+        f.start()
+    time.sleep(0.2)
+    server.stop()
+    for f in fetchers:
+        f.join(10)
+    assert results == ["completed"] * 4
+    codes = []
+    for client in clients:
+        with pytest.raises(ConnectionClosed) as info:
+            client.recv(timeout=5)
+        codes.append(info.value.code)
+    assert codes == [1001] * 500
+    time.sleep(0.1)
+    assert open_fds() <= fds
+    assert threading.active_count() <= thread_count
+
+
+def test_churn_leaves_fds_and_threads_where_they_started(start_server) -> None:
+    server = start_server(make_app([]), threads=2)
+    port = server.address[1]
+    hello = b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    requests.get(f"http://127.0.0.1:{port}/hello", timeout=5)  # warm up the pool
+    fds, thread_count = open_fds(), threading.active_count()
+    for i in range(10000):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        kind = i % 4
+        if kind == 0:  # HTTP to completion
+            sock.sendall(hello)
+            read_until(sock, b"hello")
+            sock.close()
+        elif kind == 1:  # WebSocket: handshake, one echo, then just close TCP
+            sock.sendall(handshake_bytes() + b"\x81\x82\x00\x00\x00\x00hi")
+            read_until(sock, b"hi")
+            sock.close()
+        elif kind == 2:  # reset without a word
+            reset(sock)
+        else:  # HTTP request, reset before reading the answer
+            sock.sendall(hello)
+            reset(sock)
+    wait_idle(server, timeout=10)
+    assert open_fds() <= fds
+    assert threading.active_count() <= thread_count
+    assert requests.get(f"http://127.0.0.1:{port}/hello", timeout=5).text == "hello"
+
+
+def test_fd_exhaustion_pauses_accepting_and_recovers(tmp_path) -> None:
+    """With a tiny fd limit the server must survive EMFILE and serve again later."""
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))\n"
+        "from wssync import App, Server\n"
+        "app = App()\n"
+        "app.route('/hello')(lambda request: 'hello')\n"
+        "server = Server(app, '127.0.0.1', 0)\n"
+        "print(server.address[1], flush=True)\n"
+        "server.serve_forever()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        held = []
+        for _ in range(60):  # more than the server can accept
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(1.0)
+        assert proc.poll() is None  # still alive
+        for sock in held:
+            sock.close()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/hello", timeout=2).text
+                break
+            except requests.RequestException:
+                assert time.monotonic() < deadline, "server did not recover"
+                time.sleep(0.2)
+        assert text == "hello"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert "pausing the listener" in err
