@@ -134,7 +134,7 @@ class ChatUser(WebSocketUser):
         self.receiver = gevent.spawn(self.receive_broadcasts)
 
     def on_stop(self) -> None:
-        self.receiver.kill(block=False)
+        self.receiver.kill()  # before closing: two greenlets must not read one socket
         super().on_stop()
 
     def receive_broadcasts(self) -> None:

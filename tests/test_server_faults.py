@@ -181,8 +181,15 @@ def test_stop_with_500_websockets_and_requests_in_flight() -> None:
     # The clients read nothing until stop() returns, so their close replies come late.
     server = Server(app, "127.0.0.1", 0, threads=4, close_timeout=1).start()
     port = server.address[1]
-    clients = [connect(f"ws://127.0.0.1:{port}/ws") for _ in range(500)]
-    assert len(server.websockets) == 500
+    try:
+        clients = [connect(f"ws://127.0.0.1:{port}/ws") for _ in range(500)]
+        deadline = time.monotonic() + 5  # the 101 may reach a client before registration
+        while len(server.websockets) < 500 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(server.websockets) == 500
+    except BaseException:
+        server.stop()
+        raise
     results: List[str] = []
 
     def fetch() -> None:
