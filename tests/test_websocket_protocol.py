@@ -334,11 +334,35 @@ def test_nothing_is_parsed_after_failure() -> None:
     assert ws.state == CLOSED
 
 
-def test_nothing_is_sent_after_failure() -> None:
+def test_replies_still_go_out_after_failure_until_the_close_frame() -> None:
+    """Messages that arrived before a bad frame are answered before our close
+    (Autobahn 3.x/4.x strictness); after the close frame nothing is sent."""
     ws = server()
-    ws.receive_data(cf(OP_CONTINUATION))
+    events = ws.receive_data(cf(OP_TEXT, b"first") + cf(OP_CONTINUATION))
+    assert describe(events) == [("message", "first"), ("failure", 1002)]
+    assert parse_server_frames(ws.send_message("first")) == [(OP_TEXT, True, b"first")]
+    assert parse_server_frames(ws.send_close(1002))[0][0] == OP_CLOSE
     assert ws.send_message("late") == b""
     assert ws.send_ping(b"late") == b""
+
+
+def test_invalid_utf8_fails_before_a_long_text_frame_completes() -> None:
+    """Autobahn 6.4.3/6.4.4: one frame arriving in pieces fails at the bad piece."""
+    ws = server()
+    payload = "κόσμε".encode() + b"\xf4\x90\x80\x80" + b"edited" * 1000
+    frame = cf(OP_TEXT, payload)
+    cut = len(frame) - len(payload) + len("κόσμε".encode()) + 2
+    assert ws.receive_data(frame[:cut - 2]) == []  # valid so far: nothing to say
+    assert describe(ws.receive_data(frame[cut - 2:cut])) == [("failure", 1007)]
+
+
+def test_partial_text_check_continues_a_fragmented_message() -> None:
+    ws = server()
+    first = cf(OP_TEXT, "é".encode()[:1], fin=False)  # a split 2-byte character
+    assert ws.receive_data(first) == []
+    rest = cf(OP_CONTINUATION, "é".encode()[1:] + b"ok" * 100)
+    assert describe(ws.receive_data(rest[:10]) + ws.receive_data(rest[10:])) == [
+        ("message", "é" + "ok" * 100)]
 
 
 @pytest.mark.parametrize(

@@ -145,6 +145,8 @@ class FrameParser:
         self.allow_rsv1 = allow_rsv1
         self._buf = bytearray()
         self._pos = 0
+        # (opcode, rsv1, header length with mask, mask) of a frame not yet complete
+        self.pending: Optional[Tuple[int, bool, int, Optional[bytes]]] = None
 
     def feed(self, data: bytes) -> None:
         if self._pos:
@@ -161,7 +163,25 @@ class FrameParser:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    def partial_payload(self, offset: int) -> bytes:
+        """Unmasked payload bytes of the :attr:`pending` frame from ``offset`` on."""
+        assert self.pending is not None
+        _opcode, _rsv1, header, mask = self.pending
+        start = self._pos + header + offset
+        data = self._buf[start:]
+        if mask is None:
+            return bytes(data)
+        shift = offset % 4  # the mask key continues where ``offset`` left it
+        return apply_mask(data, mask[shift:] + mask[:shift])
+
     def next_frame(self) -> Optional[Frame]:
+        """The next complete frame, or None; raises :class:`ProtocolError` at a bad one.
+
+        When a frame's header has arrived but not all of its payload,
+        :attr:`pending` describes it so :meth:`partial_payload` can show what
+        arrived (for fail-fast UTF-8 checks on long text frames).
+        """
+        self.pending = None
         buf = self._buf
         pos = self._pos
         available = len(buf) - pos
@@ -204,12 +224,15 @@ class FrameParser:
         if masked:
             end = pos + header + 4 + length
             if len(buf) < end:
+                self.pending = (opcode, bool(b0 & 0x40), header + 4,
+                                bytes(buf[pos + header:pos + header + 4]))
                 return None
             mask = bytes(buf[pos + header:pos + header + 4])
             payload = apply_mask(buf[pos + header + 4:end], mask)
         else:
             end = pos + header + length
             if len(buf) < end:
+                self.pending = (opcode, bool(b0 & 0x40), header, None)
                 return None
             payload = bytes(buf[pos + header:end])
         if end == len(buf):

@@ -85,6 +85,19 @@ class Failure:
 Event = Union[Message, Ping, Pong, CloseReceived, Failure]
 
 
+def _checked_decode(decoder: codecs.IncrementalDecoder, payload: bytes, final: bool) -> str:
+    try:
+        text: str = decoder.decode(payload, final)
+    except UnicodeDecodeError:
+        raise ProtocolError(1007, "invalid UTF-8 in text message") from None
+    # Python's decoder waits for a third byte before refusing ED A0..BF
+    # (a UTF-16 surrogate); refuse it now so a bad fragment fails fast.
+    pending = decoder.getstate()[0]
+    if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
+        raise ProtocolError(1007, "invalid UTF-8 in text message")
+    return text
+
+
 class WebSocketProtocol:
     """One side of a WebSocket connection after the handshake.
 
@@ -109,6 +122,9 @@ class WebSocketProtocol:
         self._fragment_opcode = 0
         self._fragment_size = 0
         self._decoder: Optional[codecs.IncrementalDecoder] = None
+        # Fail-fast UTF-8 checking of a text frame whose payload is still arriving.
+        self._peek_decoder: Optional[codecs.IncrementalDecoder] = None
+        self._peek_offset = 0
         self._text_parts: List[str] = []
 
     # -- receiving --------------------------------------------------------------
@@ -124,7 +140,11 @@ class WebSocketProtocol:
             while True:
                 frame = parser.next_frame()
                 if frame is None:
+                    if parser.pending is not None:
+                        self._check_partial_text(parser)
                     return events
+                self._peek_offset = 0
+                self._peek_decoder = None
                 opcode = frame.opcode
                 if opcode in (OP_TEXT, OP_BINARY):
                     if self._fragment_opcode:
@@ -210,16 +230,31 @@ class WebSocketProtocol:
 
     def _decode(self, payload: bytes, final: bool) -> str:
         assert self._decoder is not None
-        try:
-            text = self._decoder.decode(payload, final)
-        except UnicodeDecodeError:
-            raise ProtocolError(1007, "invalid UTF-8 in text message") from None
-        # Python's decoder waits for a third byte before refusing ED A0..BF
-        # (a UTF-16 surrogate); refuse it now so a bad fragment fails fast.
-        pending = self._decoder.getstate()[0]
-        if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
-            raise ProtocolError(1007, "invalid UTF-8 in text message")
-        return text
+        return _checked_decode(self._decoder, payload, final)
+
+    def _check_partial_text(self, parser: FrameParser) -> None:
+        """Validate the UTF-8 of a text frame still arriving, so a long frame
+        with invalid text fails at the first bad byte, not at its end."""
+        assert parser.pending is not None
+        opcode, rsv1, _, _ = parser.pending
+        if rsv1:
+            return  # compressed: checked once inflated
+        if opcode == OP_TEXT and not self._fragment_opcode:
+            base = None
+        elif opcode == OP_CONTINUATION and self._fragment_opcode == OP_TEXT \
+                and not self._compressed:
+            base = self._decoder
+        else:
+            return
+        chunk = parser.partial_payload(self._peek_offset)
+        if not chunk:
+            return
+        if self._peek_decoder is None:
+            self._peek_decoder = codecs.getincrementaldecoder("utf-8")()
+            if base is not None:
+                self._peek_decoder.setstate(base.getstate())
+        self._peek_offset += len(chunk)
+        _checked_decode(self._peek_decoder, chunk, False)
 
     # -- sending ----------------------------------------------------------------
 
@@ -236,8 +271,12 @@ class WebSocketProtocol:
         return encode_frame(opcode, payload, True, rsv1, mask)
 
     def send_message(self, data: Data) -> bytes:
-        """A text message for ``str``, binary for bytes-like; ``b""`` once closing."""
-        if self.close_sent or self.state == CLOSED:
+        """A text message for ``str``, binary for bytes-like; ``b""`` once closing.
+
+        A receive-side failure does not stop sending: replies to messages that
+        came before the bad frame still go out before our close frame.
+        """
+        if self.close_sent:
             return b""
         if isinstance(data, str):
             opcode, payload = OP_TEXT, data.encode("utf-8")
@@ -256,7 +295,7 @@ class WebSocketProtocol:
     def send_ping(self, payload: bytes = b"") -> bytes:
         if len(payload) > 125:
             raise ValueError("ping payload over 125 bytes")
-        if self.close_sent or self.state == CLOSED:
+        if self.close_sent:
             return b""
         return self._frame(OP_PING, payload)
 
