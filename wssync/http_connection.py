@@ -245,12 +245,8 @@ class HttpConnection:
         if isinstance(body, (bytes, bytearray, memoryview)):
             if status not in _NO_BODY_STATUSES and status >= 200:
                 extra.append(("Content-Length", str(len(body))))
-            try:
-                head = render_head(version, status, headers + extra)
-            except ValueError:
-                log.exception("invalid response header")
-                self._current = None
-                self._send_error(500, "invalid response header")
+            head = self._render_head(version, status, headers + extra)
+            if head is None:
                 return
             transport.write(head if head_only else head + bytes(body))
             self._log_access(request, status, 0 if head_only else len(body))
@@ -273,17 +269,24 @@ class HttpConnection:
             request.keep_alive = False
             extra = [("Connection", "close")]
             self._stream_chunked = False
-        try:
-            head = render_head(version, status, headers + extra)
-        except ValueError:
-            log.exception("invalid response header")
-            self._current = None
-            self._send_error(500, "invalid response header")
+        head = self._render_head(version, status, headers + extra)
+        if head is None:
             return
         transport.write(head)
         self._log_access(request, status, -1)
         self._stream = stream
         self._pull()
+
+    def _render_head(self, version: str, status: int,
+                     headers: List[Tuple[str, str]]) -> Optional[bytes]:
+        """The response head, or None after answering 500 for headers that cannot be sent."""
+        try:
+            return render_head(version, status, headers)
+        except ValueError:
+            log.exception("invalid response header")
+            self._current = None
+            self._send_error(500, "invalid response header")
+            return None
 
     def _pull(self) -> None:
         """Ask for the next chunk while the peer keeps up."""

@@ -141,8 +141,10 @@ class RequestParser:
             available = len(buf) - pos
             start = max(pos, self._scan - 1)
             if not self._line_seen:
-                self._line_seen = buf.find(b"\r\n", start) >= 0
-                if not self._line_seen and available > limits.max_request_line:
+                line_end = buf.find(b"\r\n", start)
+                self._line_seen = line_end >= 0
+                line_length = line_end - pos if self._line_seen else available
+                if line_length > limits.max_request_line:
                     raise HttpError(414, "request line too long")
             if available > limits.max_header_size:
                 raise HttpError(431, "request header fields too large")

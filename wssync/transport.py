@@ -153,12 +153,8 @@ class Connection:
             return
         if not self._out:
             # Write first, buffer second: most writes go out whole right away.
-            try:
-                sent = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._force_close(exc)
+            sent = self._send(data)
+            if sent < 0:
                 return
             if sent == len(data):
                 return
@@ -171,6 +167,16 @@ class Connection:
             self._out.append(data)
             self._out_size += len(data)
         self._check_high_water()
+
+    def _send(self, data: bytes) -> int:
+        """Bytes the kernel took (0 when its buffer is full), or -1 if the peer is gone."""
+        try:
+            return self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._force_close(exc)
+            return -1
 
     def _check_high_water(self) -> None:
         if self._out_size > self._max_buffer:
@@ -191,12 +197,8 @@ class Connection:
             self._update_events()
             return
         data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-        try:
-            sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._force_close(exc)
+        sent = self._send(data)
+        if sent < 0:
             return
         if sent:
             self._progress = time.monotonic()
