@@ -21,6 +21,13 @@ _HTTP_VERSION_ANY = re.compile(rb"(" + _TOKEN + rb") [\x21-\x7e]+ HTTP/[0-9]+\.[
 _FIELD_NAME = re.compile(_TOKEN + rb"\Z")
 # Field values: visible ASCII, SP, HTAB and obs-text; no other control bytes.
 _BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# The same, over a whole decoded header block, where CR LF end the lines.
+_BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_TOKEN_STR = _TOKEN.decode("ascii")
+_FIELD_NAME_STR = re.compile(_TOKEN_STR + r"\Z")
+# One field line of a decoded block: name, colon, value without surrounding
+# whitespace.  Anchored at line starts, so junk inside a line never matches.
+_FIELD_LINE = re.compile(r"^(" + _TOKEN_STR + r"):[ \t]*([^\r]*?)[ \t]*\r$", re.MULTILINE)
 _DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(;[^\r\n]*)?\Z")
 _ABSOLUTE_FORM = re.compile(r"https?://[^/?#]*", re.IGNORECASE)
@@ -33,6 +40,19 @@ _CHUNK_DATA = 3
 _CHUNK_CRLF = 4
 _TRAILERS = 5
 _FAILED = 6
+
+
+def _diagnose_fields(block: str) -> None:
+    """Raise the precise error for the first header line that is not ``name: value``."""
+    for raw in block.split("\r\n")[:-1]:
+        name, colon, _ = raw.partition(":")
+        if raw[:1] in (" ", "\t"):
+            raise HttpError(400, "obsolete line folding")
+        if not colon or not name:
+            raise HttpError(400, "malformed header field")
+        if _FIELD_NAME_STR.match(name) is None:
+            raise HttpError(400, "invalid header field name")
+    raise HttpError(400, "malformed header field")
 
 
 class HttpError(Exception):
@@ -165,8 +185,8 @@ class RequestParser:
 
     def _start_request(self, head: bytes) -> None:
         limits = self.limits
-        lines = head.split(b"\r\n")
-        line = lines[0]
+        line_end = head.find(b"\r\n")
+        line = head if line_end < 0 else head[:line_end]
         if len(line) > limits.max_request_line:
             raise HttpError(414, "request line too long")
         crlf = head.count(b"\r\n")
@@ -186,24 +206,20 @@ class RequestParser:
         if target[0] != "/":
             target = self._origin_form(method, target)
 
-        if len(lines) - 1 > limits.max_headers:
-            raise HttpError(431, "too many header fields")
         items: List[Tuple[str, str]] = []
-        for raw in lines[1:]:
-            colon = raw.find(b":")
-            if colon <= 0:
-                if raw[:1] in (b" ", b"\t"):
-                    raise HttpError(400, "obsolete line folding")
-                raise HttpError(400, "malformed header field")
-            name = raw[:colon]
-            if _FIELD_NAME.match(name) is None:
-                raise HttpError(400, "invalid header field name")
-            value = raw[colon + 1:].strip(b" \t")
-            if _BAD_VALUE_BYTE.search(value) is not None:
+        if line_end >= 0:
+            # One decode and one regex pass over all fields; a line the pattern
+            # does not match leaves the count short, and is then diagnosed.
+            block = head[line_end + 2:].decode("latin-1") + "\r\n"
+            count = crlf
+            if count > limits.max_headers:
+                raise HttpError(431, "too many header fields")
+            if _BAD_VALUE_CHAR.search(block) is not None:
                 raise HttpError(400, "invalid header field value")
-            items.append((name.decode("ascii"), value.decode("latin-1")))
-        headers = Headers(items)
-        self._frame(method, target, version, headers)
+            items = _FIELD_LINE.findall(block)
+            if len(items) != count:
+                _diagnose_fields(block)
+        self._frame(method, target, version, Headers(items))
 
     @staticmethod
     def _origin_form(method: str, target: str) -> str:
