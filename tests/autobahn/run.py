@@ -390,8 +390,8 @@ def case_key(case_id: str) -> Tuple[int, ...]:
     return tuple(int(part) if part.isdigit() else 0 for part in case_id.split("."))
 
 
-def summarize(results: Dict[str, Dict[str, Any]], outdir: str, strict: bool) -> bool:
-    """Print the tables and the cases that are not OK; True if the run passes."""
+def summarize(results: Dict[str, Dict[str, Any]], outdir: str, strict: bool) -> int:
+    """Print the tables and the cases that are not OK; the number that fail the run."""
     sections: Dict[int, Dict[str, collections.Counter[str]]] = {}
     for case_id, result in results.items():
         section = sections.setdefault(case_key(case_id)[0], {
@@ -420,7 +420,7 @@ def summarize(results: Dict[str, Dict[str, Any]], outdir: str, strict: bool) -> 
 
     bad_behaviors = FATAL | ({"NON-STRICT"} if strict else set())
     bad_closes = FATAL_CLOSE | ({"WRONG CODE", "FAILED BY CLIENT"} if strict else set())
-    passed = True
+    failures = 0
     others = []
     for case_id in sorted(results, key=case_key):
         result = results[case_id]
@@ -430,7 +430,7 @@ def summarize(results: Dict[str, Dict[str, Any]], outdir: str, strict: bool) -> 
             continue
         fatal = (behavior in bad_behaviors or close in bad_closes
                  or behavior not in BEHAVIORS or close not in CLOSE_BEHAVIORS)
-        passed = passed and not fatal
+        failures += fatal
         others.append((case_id, behavior, close, result.get("remoteCloseCode"),
                        result.get("duration"), result.get("reportfile", ""), fatal))
     if others:
@@ -443,7 +443,7 @@ def summarize(results: Dict[str, Dict[str, Any]], outdir: str, strict: bool) -> 
                                             "WRONG CODE, FAILED BY CLIENT") + ")")
     else:
         print("\nEvery case is OK or INFORMATIONAL.")
-    return passed
+    return failures
 
 
 # -- main -----------------------------------------------------------------------------
@@ -533,10 +533,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                 results = json.load(f).get(AGENT, {})
         except (OSError, ValueError) as exc:
             raise RunError(f"no report: {exc}") from None
-        passed = summarize(results, outdir, args.strict)
+        failures = summarize(results, outdir, args.strict)
+        missing = 0
         if facts.planned is not None and len(results) < facts.planned:
+            missing = facts.planned - len(results)
             log(f"only {len(results)} of {facts.planned} planned cases have a result")
-            passed = False
+        passed = not failures and not missing
         for line in facts.connection_failures:
             log(f"wstest: {line}")
             passed = False
@@ -545,6 +547,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         log(f"report: {os.path.join(outdir, 'index.html')}")
         log(f"{'PASSED' if passed else 'FAILED'}: {len(results)} cases in "
             f"{time.monotonic() - started:.1f} s")
+        # The plain closing line: cases passed, cases failed (or asked for but not run).
+        print(f"autobahn: {len(results) - failures} passed, {failures + missing} failed",
+              flush=True)
         return 0 if passed else 1
     except RunError as exc:
         log(f"error: {exc}")
