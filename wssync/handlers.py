@@ -140,6 +140,7 @@ class Session:
 
     def opened(self, conn: WebSocketConnection) -> None:
         self.conn = conn
+        self.handle.request.headers._compact()  # kept as long as the connection lives
         self.handle._conn = conn
         self.bridge.websockets[conn] = self.handle
         if self.route.on_connect is not None:

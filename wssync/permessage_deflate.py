@@ -73,6 +73,12 @@ def parse_offers(values: List[str]) -> List[Tuple[str, Dict[str, Optional[str]]]
 class PerMessageDeflate:
     """The negotiated extension for one server-side connection."""
 
+    __slots__ = (
+        "_announce_server_bits", "_compressor", "_decompressor", "client_max_window_bits",
+        "client_no_context_takeover", "compress_outgoing", "server_max_window_bits",
+        "server_no_context_takeover", "settings",
+    )
+
     def __init__(self, settings: DeflateSettings, server_no_context_takeover: bool,
                  client_no_context_takeover: bool, server_max_window_bits: int,
                  client_max_window_bits: int, announce_server_bits: bool = True) -> None:

@@ -19,29 +19,59 @@ class Headers:
     :meth:`get_all` every value of a repeated field.
     """
 
-    __slots__ = ("_index", "_items")
+    __slots__ = ("_block", "_index", "_items")
 
     def __init__(self, items: Optional[List[Tuple[str, str]]] = None) -> None:
-        self._items: List[Tuple[str, str]] = items if items is not None else []
-        self._index: Dict[str, List[str]] = {}
-        for name, value in self._items:
-            self._index.setdefault(name.lower(), []).append(value)
+        self._items: Optional[List[Tuple[str, str]]] = items if items is not None else []
+        self._index: Optional[Dict[str, List[str]]] = None
+        self._block = ""
+
+    # The items and the look-up index are built on demand and can be folded
+    # back into one string: a WebSocket keeps its handshake's headers for
+    # hours, and thousands of idle connections should not each hold dozens
+    # of small objects for them.
+
+    def _list(self) -> List[Tuple[str, str]]:
+        items = self._items
+        if items is None:
+            # Names are tokens (no ":"), values start with no whitespace:
+            # the first ": " of a folded line always ends the name.
+            items = self._items = [
+                (name, value) for name, _, value in
+                (line.partition(": ") for line in self._block.split("\r\n"))
+            ] if self._block else []
+        return items
+
+    def _lookup(self) -> Dict[str, List[str]]:
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for name, value in self._list():
+                index.setdefault(name.lower(), []).append(value)
+        return index
+
+    def _compact(self) -> None:
+        """Fold the fields into one string until they are next looked at."""
+        if self._items is not None:
+            self._block = "\r\n".join(f"{name}: {value}" for name, value in self._items)
+            self._items = None
+            self._index = None
 
     def add(self, name: str, value: str) -> None:
-        self._items.append((name, value))
-        self._index.setdefault(name.lower(), []).append(value)
+        self._list().append((name, value))
+        self._lookup().setdefault(name.lower(), []).append(value)
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        values = self._index.get(name.lower())
+        values = self._lookup().get(name.lower())
         return values[0] if values else default
 
     def get_all(self, name: str) -> List[str]:
-        return list(self._index.get(name.lower(), ()))
+        return list(self._lookup().get(name.lower(), ()))
 
     def tokens(self, name: str) -> List[str]:
         """The comma-separated tokens of every ``name`` field, lower-cased."""
         out = []
-        for value in self._index.get(name.lower(), ()):
+        for value in self._lookup().get(name.lower(), ()):
             for token in value.split(","):
                 token = token.strip()
                 if token:
@@ -49,25 +79,25 @@ class Headers:
         return out
 
     def __getitem__(self, name: str) -> str:
-        values = self._index.get(name.lower())
+        values = self._lookup().get(name.lower())
         if not values:
             raise KeyError(name)
         return values[0]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
+        return isinstance(name, str) and name.lower() in self._lookup()
 
     def __iter__(self) -> Iterator[str]:
-        return (name for name, _ in self._items)
+        return (name for name, _ in self._list())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._list())
 
     def items(self) -> List[Tuple[str, str]]:
-        return list(self._items)
+        return list(self._list())
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self._list()!r})"
 
 
 class Request:

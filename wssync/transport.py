@@ -27,6 +27,7 @@ _RECV_SIZE = 65536
 _GONE = (ConnectionError, TimeoutError)
 # accept() errors that mean "out of resources": pause the listener, do not spin.
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_LOCAL_ADDRESSES: Dict[Any, Any] = {}
 
 
 class WriteLimits(NamedTuple):
@@ -54,6 +55,13 @@ class BaseProtocol(Protocol):
 class Connection:
     """One accepted TCP connection: socket, buffers, back-pressure, protocol."""
 
+    __slots__ = (
+        "_closed", "_closing", "_eof", "_events", "_high_water", "_low_water", "_max_buffer",
+        "_out", "_out_size", "_progress", "_reading_paused", "_registry", "_send_timeout",
+        "_send_timer", "_write_eof", "_writing_paused", "fileno", "peername", "protocol",
+        "reactor", "sock", "sockname",
+    )
+
     def __init__(
         self,
         reactor: Reactor,
@@ -67,7 +75,11 @@ class Connection:
         self.sock = sock
         self.fileno = sock.fileno()
         self.peername = peername
-        self.sockname = sock.getsockname()
+        sockname = sock.getsockname()
+        # Every connection of a listener shares a handful of local addresses:
+        # share the tuples too (idle connections are counted in thousands).
+        self.sockname = _LOCAL_ADDRESSES.setdefault(sockname, sockname) \
+            if len(_LOCAL_ADDRESSES) < 256 else sockname
         self.protocol = protocol
         self._registry = registry
         self._high_water = limits.high_water

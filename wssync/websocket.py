@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 class WebSocket:
     """One open (or closed) WebSocket connection, as handlers see it."""
 
+    __slots__ = (
+        "_conn", "_data", "_reactor", "close_code", "close_reason", "request", "subprotocol",
+    )
+
     def __init__(self, reactor: Reactor, request: Request, subprotocol: Optional[str]) -> None:
         self._reactor = reactor
         self._conn: Optional[WebSocketConnection] = None
@@ -27,7 +31,14 @@ class WebSocket:
         self.subprotocol = subprotocol
         self.close_code: Optional[int] = None  # set once closed; 1006 if no close frame came
         self.close_reason = ""
-        self.data: Dict[str, Any] = {}  # free for the application's per-connection state
+        self._data: Optional[Dict[str, Any]] = None
+
+    @property
+    def data(self) -> Dict[str, Any]:
+        """A dict free for the application's per-connection state (made on first use)."""
+        if self._data is None:
+            self._data = {}
+        return self._data
 
     @property
     def path(self) -> str:

@@ -47,6 +47,11 @@ class WebSocketSession(Protocol):
 class WebSocketConnection:
     """RFC 6455 over one transport, with keepalive and close timeouts."""
 
+    __slots__ = (
+        "_close_timer", "_draining", "_lost", "_ping_count", "_ping_timer", "_pong_timer",
+        "close_code", "close_reason", "config", "proto", "session", "subprotocol", "transport",
+    )
+
     name = "websocket"
 
     def __init__(self, config: Config, session: WebSocketSession,

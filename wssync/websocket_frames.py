@@ -138,6 +138,10 @@ class FrameParser:
     meaning.
     """
 
+    __slots__ = (
+        "_buf", "_pos", "allow_rsv1", "expect_masked", "max_size", "pending",
+    )
+
     def __init__(self, expect_masked: bool = True, max_size: int = 16 * 1024 * 1024,
                  allow_rsv1: bool = False) -> None:
         self.expect_masked = expect_masked

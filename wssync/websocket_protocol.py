@@ -106,6 +106,12 @@ class WebSocketProtocol:
     automatically: the pong bytes are queued for :meth:`data_to_send`.
     """
 
+    __slots__ = (
+        "_compressed", "_decoder", "_deflate", "_fragment_opcode", "_fragment_size",
+        "_fragments", "_outgoing", "_parser", "_peek_decoder", "_peek_offset", "_text_parts",
+        "client", "close_received", "close_sent", "max_message_size", "state",
+    )
+
     def __init__(self, client: bool = False, max_message_size: int = 16 * 1024 * 1024,
                  deflate: Optional[PerMessageDeflate] = None) -> None:
         self.client = client
