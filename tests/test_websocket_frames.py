@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 from typing import List
 
@@ -452,3 +453,39 @@ def test_close_frame_with_reason_round_trips_through_parser() -> None:
     payload = encode_close_payload(1000, "done")
     frames = parse_all(server_parser(), encode_frame(OP_CLOSE, payload, mask=MASK))
     assert decode_close_payload(frames[0].payload) == (1000, "done")
+
+
+# -- the optional C accelerator and the pure-Python path -------------------------------
+
+MASK_LENGTHS = [0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 4095, 4096, 4097, 16384, 16387, 100_003]
+
+
+@pytest.mark.parametrize("n", MASK_LENGTHS)
+def test_pure_python_mask_matches_naive_xor(n: int) -> None:
+    from wssync.websocket_frames import _py_apply_mask
+
+    data, mask = os.urandom(n), os.urandom(4)
+    expected = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    assert _py_apply_mask(data, mask) == expected
+    assert _py_apply_mask(bytearray(data), mask) == expected
+
+
+@pytest.mark.parametrize("n", MASK_LENGTHS)
+def test_compiled_mask_matches_pure_python(n: int) -> None:
+    from wssync.websocket_frames import _c_apply_mask, _py_apply_mask
+
+    if _c_apply_mask is None:
+        pytest.skip("the optional C accelerator is not built here")
+    data, mask = os.urandom(n), os.urandom(4)
+    assert _c_apply_mask(data, mask) == _py_apply_mask(data, mask)
+    assert _c_apply_mask(bytearray(data), mask) == _py_apply_mask(data, mask)
+    with pytest.raises(ValueError):
+        _c_apply_mask(data, b"abc")
+
+
+def test_accelerator_is_used_where_built() -> None:
+    from wssync import websocket_frames
+
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert websocket_frames._c_apply_mask is not None, "a compiler exists but no build"
+        assert websocket_frames.apply_mask is websocket_frames._c_apply_mask

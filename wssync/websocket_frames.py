@@ -8,7 +8,7 @@ not assemble messages, decode text or keep connection state; that is
 from __future__ import annotations
 
 import struct
-from typing import Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
@@ -58,7 +58,7 @@ class Frame:
         return f"Frame(opcode={self.opcode}, fin={self.fin}, len={len(self.payload)})"
 
 
-def apply_mask(data: Union[bytes, bytearray], mask: bytes) -> bytes:
+def _py_apply_mask(data: Union[bytes, bytearray], mask: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` repeated (masking and unmasking alike)."""
     n = len(data)
     if n <= _MASK_PIECE:
@@ -77,8 +77,18 @@ def apply_mask(data: Union[bytes, bytearray], mask: bytes) -> bytes:
     ]
     if whole < n:
         # Pieces are a multiple of 4 long, so the key stays aligned.
-        parts.append(apply_mask(bytes(view[whole:]), mask))
+        parts.append(_py_apply_mask(bytes(view[whole:]), mask))
     return b"".join(parts)
+
+
+_c_apply_mask: Optional[Callable[[Union[bytes, bytearray], bytes], bytes]]
+try:
+    # The optional C build of the same function, where a compiler was found.
+    from ._speedups import apply_mask as _c_apply_mask
+except ImportError:  # pragma: no cover - depends on the build
+    _c_apply_mask = None
+
+apply_mask = _c_apply_mask if _c_apply_mask is not None else _py_apply_mask
 
 
 def encode_frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False,
