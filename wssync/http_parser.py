@@ -132,6 +132,8 @@ class RequestParser:
         """The next complete request, or None until more bytes arrive."""
         if self._state == _FAILED:
             raise HttpError(400, "connection already failed")
+        if self._state == _HEAD and self._pos == len(self._buf):
+            return None  # the common case after each request: nothing buffered
         try:
             if self._state == _HEAD and not self._parse_head():
                 return None
@@ -233,25 +235,30 @@ class RequestParser:
 
     def _frame(self, method: str, target: str, version: str, headers: Headers) -> None:
         """Decide where the body ends, or refuse a request whose end is ambiguous."""
-        hosts = headers.get_all("host")
+        index = headers._lookup()  # one index, read directly: this runs per request
+        hosts = index.get("host", ())
         if len(hosts) > 1:
             raise HttpError(400, "more than one Host header")
         if not hosts and version == "HTTP/1.1":
             raise HttpError(400, "missing Host header")
 
-        connection = headers.tokens("connection")
-        if version == "HTTP/1.1":
-            keep_alive = "close" not in connection
+        if "connection" in index:
+            connection = headers.tokens("connection")
+            if version == "HTTP/1.1":
+                keep_alive = "close" not in connection
+            else:
+                keep_alive = "keep-alive" in connection
         else:
-            keep_alive = "keep-alive" in connection
+            keep_alive = version == "HTTP/1.1"
 
         request = Request(method, target, version, headers, b"", keep_alive, self.remote_addr)
-        transfer_encoding = headers.get_all("transfer-encoding")
-        content_length = headers.get_all("content-length")
+        transfer_encoding = index.get("transfer-encoding")
+        content_length = index.get("content-length")
         self._body_parts = []
         self._body_size = 0
-        expect = headers.get("expect")
         self.expect_continue = False
+        expects = index.get("expect")
+        expect = expects[0] if expects else None
         if expect is not None and expect.lower() != "100-continue":
             raise HttpError(417, "unsupported expectation")
 

@@ -20,6 +20,8 @@ Body = Union[bytes, str, Iterable[bytes]]
 
 _REASONS: Dict[int, bytes] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 _STATUS_LINES: Dict[Tuple[str, int], bytes] = {}
+_HEADER_LINES: Dict[Tuple[str, str], bytes] = {}
+_SERVER_LINE = f"\r\nServer: {SERVER_HEADER}\r\n".encode("ascii")
 
 
 class Response:
@@ -98,13 +100,19 @@ def status_line(version: str, status: int) -> bytes:
 
 def render_head(version: str, status: int, headers: List[Tuple[str, str]]) -> bytes:
     """A response head with ``Date`` and ``Server`` first, then ``headers``."""
-    parts = [status_line(version, status), b"Date: ", _date.get(),
-             b"\r\nServer: " + SERVER_HEADER.encode("ascii") + b"\r\n"]
-    for name, value in headers:
-        # Refuse to let a CR or LF in application data split the response.
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            raise ValueError(f"header {name!r} contains a line break")
-        parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    parts = [status_line(version, status), b"Date: ", _date.get(), _SERVER_LINE]
+    lines = _HEADER_LINES
+    for field in headers:
+        line = lines.get(field)
+        if line is None:
+            name, value = field
+            # Refuse to let a CR or LF in application data split the response.
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                raise ValueError(f"header {name!r} contains a line break")
+            line = f"{name}: {value}\r\n".encode("latin-1")
+            if len(lines) < 4096:  # most responses repeat a few fields: keep them encoded
+                lines[field] = line
+        parts.append(line)
     parts.append(b"\r\n")
     return b"".join(parts)
 
