@@ -238,8 +238,9 @@ class FrameParser:
         if masked:
             end = pos + header + 4 + length
             if len(buf) < end:
-                self.pending = (opcode, bool(b0 & 0x40), header + 4,
-                                bytes(buf[pos + header:pos + header + 4]))
+                if len(buf) >= pos + header + 4:  # the mask key is complete
+                    self.pending = (opcode, bool(b0 & 0x40), header + 4,
+                                    bytes(buf[pos + header:pos + header + 4]))
                 return None
             mask = bytes(buf[pos + header:pos + header + 4])
             payload = apply_mask(buf[pos + header + 4:end], mask)
