@@ -1,0 +1,476 @@
+"""Shared pieces of the benchmark suite: /proc readings, CPU pinning, WebSocket
+client frames and handshakes, and a many-connection opener.
+
+Everything here is standard library only and Linux-specific (/proc, epoll,
+sched_setaffinity).
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import math
+import os
+import resource
+import select
+import socket
+import struct
+import time
+from typing import Dict, Iterable, List, Optional, Tuple
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+APPS_DIR = os.path.join(BENCH_DIR, "apps")
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+REPO_DIR = os.path.dirname(os.path.dirname(BENCH_DIR))
+
+SERVER_CPU = 0  # the server under test runs here
+LOAD_CPU = 1  # load generators, the orchestrator and its helpers run here
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+# -- process and machine ------------------------------------------------------------
+
+
+def raise_nofile() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit; returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
+
+
+def pin(cpu: int) -> None:
+    """Pin the calling process (and its future children) to one CPU, if it exists."""
+    try:
+        if cpu in os.sched_getaffinity(0) or cpu < (os.cpu_count() or 1):
+            os.sched_setaffinity(0, {cpu})
+    except OSError:
+        pass
+
+
+def _children_map() -> Dict[int, List[int]]:
+    children: Dict[int, List[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    return children
+
+
+def process_tree(pid: int) -> List[int]:
+    """``pid`` and all its descendants (gunicorn's worker is a child of the arbiter)."""
+    children = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """utime + stime of ``pids`` from /proc/PID/stat, in seconds (10 ms resolution)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / CLK_TCK
+
+
+def sched_ns(pids: Iterable[int]) -> int:
+    """On-CPU nanoseconds of every live thread of ``pids`` (/proc/PID/task/*/schedstat):
+    finer than :func:`cpu_seconds` for short windows, blind to threads that exited."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total
+
+
+def status_fields(pids: Iterable[int]) -> Dict[str, int]:
+    """VmRSS (KiB) and Threads summed over ``pids`` from /proc/PID/status."""
+    rss = threads = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Threads:"):
+                        threads += int(line.split()[1])
+        except OSError:
+            continue
+    return {"rss_kib": rss, "threads": threads}
+
+
+def core_ticks() -> Dict[int, Tuple[int, ...]]:
+    """Per CPU: (busy, total, user+nice+system, irq+softirq) ticks from /proc/stat."""
+    out: Dict[int, Tuple[int, ...]] = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                parts = line.split()
+                v = [int(x) for x in parts[1:]]
+                total = sum(v[:8])  # guest time is already in user
+                idle = v[3] + v[4]  # idle + iowait
+                out[int(parts[0][3:])] = (total - idle, total, v[0] + v[1] + v[2], v[5] + v[6])
+    return out
+
+
+def core_share(before: Dict[int, Tuple[int, ...]], after: Dict[int, Tuple[int, ...]],
+               cpu: int, field: int = 0) -> Optional[float]:
+    """Fraction of ``cpu``'s time in ``field`` (0: busy, 2: processes, 3: interrupts)
+    between two :func:`core_ticks` readings."""
+    if cpu not in before or cpu not in after:
+        return None
+    total = after[cpu][1] - before[cpu][1]
+    return (after[cpu][field] - before[cpu][field]) / total if total else None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), 0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def percentile(values: List[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[k]
+
+
+def median(values: List[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        return float("nan")
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+# -- WebSocket client side ------------------------------------------------------------
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+MASK = b"\x37\xfa\x21\x3d"
+
+
+def masked_frame(opcode: int, payload: bytes, mask: bytes = MASK) -> bytes:
+    """One final client frame (clients must mask; the mask is fixed: we only benchmark)."""
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        header = bytes((first, 0x80 | n))
+    elif n < 65536:
+        header = struct.pack("!BBH", first, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, n)
+    key = (mask * (n // 4 + 1))[:n]
+    body = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+    return header + mask + body
+
+
+def handshake_request(host: str, port: int, path: str) -> bytes:
+    """An upgrade request that offers no extension, so permessage-deflate stays off."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+class HandshakeError(ConnectionError):
+    pass
+
+
+def check_handshake(head: bytes) -> None:
+    status = head.split(b"\r\n", 1)[0]
+    if not status.startswith(b"HTTP/1.1 101"):
+        raise HandshakeError(status.decode("latin-1"))
+    if b"\r\nsec-websocket-extensions:" in head.lower():
+        raise HandshakeError("server negotiated an extension nobody offered")
+
+
+def connect_ws(host: str, port: int, path: str, timeout: float = 10.0) -> Tuple[socket.socket,
+                                                                                bytes]:
+    """A blocking WebSocket connection; returns the socket and bytes read past the head."""
+    sock = socket.create_connection((host, port), timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(handshake_request(host, port, path))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            sock.close()
+            raise HandshakeError("closed during the handshake")
+        head += chunk
+        if len(head) > 65536:
+            sock.close()
+            raise HandshakeError("response head too large")
+    end = head.index(b"\r\n\r\n") + 4
+    try:
+        check_handshake(head[:end])
+    except HandshakeError:
+        sock.close()
+        raise
+    return sock, head[end:]
+
+
+class FrameReader:
+    """A full parser of server frames (unmasked), for low-rate clients."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+
+    def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
+        buf = self.buf + data if self.buf else data
+        out = []
+        pos, size = 0, len(buf)
+        while size - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            n = b1 & 0x7F
+            head = 2
+            if n == 126:
+                if size - pos < 4:
+                    break
+                n = struct.unpack_from("!H", buf, pos + 2)[0]
+                head = 4
+            elif n == 127:
+                if size - pos < 10:
+                    break
+                n = struct.unpack_from("!Q", buf, pos + 2)[0]
+                head = 10
+            if b1 & 0x80:
+                head += 4  # a masked server frame is a protocol error; read past it anyway
+            end = pos + head + n
+            if end > size:
+                break
+            out.append((b0 & 0x0F, buf[pos + head:end]))
+            pos = end
+        self.buf = buf[pos:]
+        return out
+
+
+def recv_frame(sock: socket.socket, reader: FrameReader, pending: List[Tuple[int, bytes]],
+               deadline: float) -> Tuple[int, bytes]:
+    """The next data or close frame on a blocking socket, answering pings."""
+    while True:
+        while pending:
+            opcode, payload = pending.pop(0)
+            if opcode == OP_PING:
+                sock.sendall(masked_frame(OP_PONG, payload))
+                continue
+            if opcode == OP_PONG:
+                continue
+            return opcode, payload
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        data = sock.recv(262144)
+        if not data:
+            raise ConnectionError("server closed the connection")
+        pending.extend(reader.feed(data))
+
+
+def ws_echo_latencies(host: str, port: int, path: str, count: int,
+                      payload: bytes = b"Hello, World!", timeout: float = 30.0) -> List[float]:
+    """``count`` sequential echo round trips on one new connection; seconds each."""
+    sock, leftover = connect_ws(host, port, path)
+    reader, pending = FrameReader(), []
+    pending.extend(reader.feed(leftover))
+    frame = masked_frame(OP_TEXT, payload)
+    deadline = time.monotonic() + timeout
+    out = []
+    try:
+        for _ in range(count):
+            start = time.perf_counter()
+            sock.sendall(frame)
+            opcode, echoed = recv_frame(sock, reader, pending, deadline)
+            out.append(time.perf_counter() - start)
+            if opcode != OP_TEXT or echoed != payload:
+                raise ConnectionError(f"bad echo: opcode {opcode}, {echoed[:40]!r}")
+    finally:
+        try:
+            sock.sendall(masked_frame(OP_CLOSE, struct.pack("!H", 1000)))
+        except OSError:
+            pass
+        sock.close()
+    return out
+
+
+def http_latencies(host: str, port: int, count: int, path: str = "/",
+                   expect: Optional[bytes] = b"Hello, World!",
+                   timeout: float = 30.0) -> List[float]:
+    """``count`` sequential keep-alive GETs on one connection; seconds each."""
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        for _ in range(count):
+            if time.monotonic() > deadline:
+                raise TimeoutError("HTTP latency probe ran out of time")
+            start = time.perf_counter()
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+            out.append(time.perf_counter() - start)
+            if resp.status != 200 or (expect is not None and body != expect):
+                raise ConnectionError(f"bad response: {resp.status} {body[:40]!r}")
+            if resp.will_close:
+                conn.close()
+    finally:
+        conn.close()
+    return out
+
+
+def http_get(host: str, port: int, path: str, timeout: float = 30.0) -> Tuple[int, bytes,
+                                                                               Dict[str, str]]:
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, body, {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+
+
+def open_ws_many(host: str, port: int, path: str, count: int, *, concurrency: int = 64,
+                 timeout: float = 120.0, source_ip: Optional[str] = None,
+                 nodelay: bool = True, max_failures: Optional[int] = None,
+                 ) -> Tuple[List[Tuple[socket.socket, bytes]], Dict[str, int]]:
+    """Open ``count`` WebSocket connections with at most ``concurrency`` handshakes in flight.
+
+    Returns the non-blocking sockets (each with the bytes read past its 101 head)
+    and a tally of failures by kind.  Failed attempts are retried until
+    ``max_failures`` (default: ``count``) or ``timeout`` runs out.
+    """
+    request = handshake_request(host, port, path)
+    ep = select.epoll()
+    pending: Dict[int, List[object]] = {}  # fd -> [sock, connected?, head bytes]
+    done: List[Tuple[socket.socket, bytes]] = []
+    failures: Dict[str, int] = {}
+    max_failures = count if max_failures is None else max_failures
+    deadline = time.monotonic() + timeout
+
+    def fail(fd: int, kind: str) -> None:
+        sock = pending.pop(fd)[0]
+        try:
+            ep.unregister(fd)
+        except (OSError, ValueError):
+            pass
+        sock.close()  # type: ignore[attr-defined]
+        failures[kind] = failures.get(kind, 0) + 1
+
+    try:
+        while len(done) < count and time.monotonic() < deadline:
+            if sum(failures.values()) > max_failures:
+                break
+            while len(pending) < concurrency and len(done) + len(pending) < count:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                if nodelay:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                try:
+                    if source_ip:
+                        sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                        sock.bind((source_ip, 0))
+                    err = sock.connect_ex((host, port))
+                except OSError as exc:
+                    sock.close()
+                    kind = errno.errorcode.get(exc.errno or 0, str(exc))
+                    failures[kind] = failures.get(kind, 0) + 1
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):
+                        raise
+                    time.sleep(0.01)
+                    break
+                if err not in (0, errno.EINPROGRESS):
+                    sock.close()
+                    kind = errno.errorcode.get(err, str(err))
+                    failures[kind] = failures.get(kind, 0) + 1
+                    time.sleep(0.01)
+                    break
+                pending[sock.fileno()] = [sock, False, b""]
+                ep.register(sock.fileno(), select.EPOLLOUT)
+            for fd, _events in ep.poll(0.2):
+                entry = pending.get(fd)
+                if entry is None:
+                    continue
+                sock = entry[0]  # type: ignore[assignment]
+                if not entry[1]:
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        fail(fd, errno.errorcode.get(err, str(err)))
+                        continue
+                    try:
+                        sock.send(request)  # small: it goes out whole on a fresh socket
+                    except OSError as exc:
+                        fail(fd, errno.errorcode.get(exc.errno or 0, "send"))
+                        continue
+                    entry[1] = True
+                    ep.modify(fd, select.EPOLLIN)
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    fail(fd, errno.errorcode.get(exc.errno or 0, "recv"))
+                    continue
+                if not data:
+                    fail(fd, "closed in handshake")
+                    continue
+                head = entry[2] + data  # type: ignore[operator]
+                entry[2] = head
+                if b"\r\n\r\n" not in head:
+                    continue
+                end = head.index(b"\r\n\r\n") + 4
+                try:
+                    check_handshake(head[:end])
+                except HandshakeError as exc:
+                    fail(fd, str(exc)[:60])
+                    continue
+                ep.unregister(fd)
+                del pending[fd]
+                done.append((sock, head[end:]))
+    finally:
+        for entry in pending.values():
+            entry[0].close()  # type: ignore[attr-defined]
+        if pending:
+            failures["unfinished"] = failures.get("unfinished", 0) + len(pending)
+        ep.close()
+    return done, failures

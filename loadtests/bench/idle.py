@@ -1,0 +1,150 @@
+"""Idle connections: memory and threads per held WebSocket, and latency beside them.
+
+Usage::
+
+    python loadtests/bench/idle.py --connections 19000 [--server wssync] [--probes 200]
+
+Starts the server (pinned to CPU 0), reads its VmRSS and thread count, opens
+``--connections`` WebSocket connections from holder processes on CPU 1 (each
+holds at most 5000 sockets and uses its own 127.0.0.x source address),
+waits for them to settle, reads RSS and threads again and reports KiB per
+connection.  With the connections held it measures ``--probes`` sequential
+keep-alive HTTP GETs (servers with HTTP) and as many WebSocket echo round trips
+on a fresh connection, p50/p99, and the same before opening them.  It also
+records the server's CPU while merely holding them.  RLIMIT_NOFILE is raised
+to the hard limit here, and so in the server and the holders too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import common
+import servers
+from holders import HolderPool
+
+
+def _lat(values: List[float]) -> Dict[str, float]:
+    return {"p50_ms": round(common.percentile(values, 50) * 1000, 3),
+            "p99_ms": round(common.percentile(values, 99) * 1000, 3),
+            "max_ms": round(max(values) * 1000, 3)}
+
+
+def probe(server: servers.ServerProcess, count: int) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    try:
+        if server.spec.has_http:
+            out["http"] = _lat(common.http_latencies(server.host, server.port, count))
+    except (OSError, ConnectionError) as exc:
+        out["http_error"] = repr(exc)
+    try:
+        out["ws"] = _lat(common.ws_echo_latencies(server.host, server.port,
+                                                  server.spec.ws_path, count))
+    except (OSError, ConnectionError) as exc:
+        out["ws_error"] = repr(exc)
+    return out
+
+
+def run_idle(spec: servers.ServerSpec, connections: int, log_path: str, *, probes: int = 200,
+             settle: float = 2.0, hold: float = 3.0, python: str = sys.executable,
+             verbose: bool = True) -> Dict[str, Any]:
+    """One idle measurement of one server (started and stopped here)."""
+    common.raise_nofile()
+    target = connections if spec.idle_cap is None else min(connections, spec.idle_cap)
+    result: Dict[str, Any] = {"server": spec.name, "requested": connections, "target": target}
+    server = servers.ServerProcess(spec, log_path, python=python)
+    pool: Optional[HolderPool] = None
+    try:
+        server.wait_ready()
+        time.sleep(0.5)
+        before = server.status()
+        result["before"] = before
+        result["latency_before"] = probe(server, probes)
+        t0 = time.monotonic()
+        pool = HolderPool(server.host, server.port, spec.ws_path, target)
+        opened = pool.wait_opened()
+        result["open_seconds"] = round(time.monotonic() - t0, 2)
+        result["opened"] = opened["opened"]
+        result["open_failures"] = opened["failures"]
+        time.sleep(settle)
+        after = server.status()
+        result["after"] = after
+        n = max(1, opened["opened"])
+        result["kib_per_conn"] = round((after["rss_kib"] - before["rss_kib"]) / n, 2)
+        result["threads_added"] = after["threads"] - before["threads"]
+        cpu0 = server.cpu()
+        time.sleep(hold)
+        result["idle_cpu_pct"] = round(100 * (server.cpu() - cpu0) / hold, 2)
+        result["latency_loaded"] = probe(server, probes)
+        stats = pool.stats()
+        result["still_open"] = stats["open"]
+        result["dropped"] = stats["closed"]
+        result["pings_answered"] = stats["pings"]
+        result["server_alive"] = server.alive()
+        closing = pool.close()
+        pool = None
+        result["close_seconds"] = round(closing.get("close_seconds", float("nan")), 2)
+        result["close_unanswered"] = closing.get("unanswered")
+        time.sleep(1.0)
+        result["after_close"] = server.status()
+        result["server_alive"] = result["server_alive"] and server.alive()
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        if pool is not None:
+            pool.close()
+        result["stop"] = server.stop()
+    if verbose:
+        print(format_idle(result), flush=True)
+    return result
+
+
+def format_idle(r: Dict[str, Any]) -> str:
+    if "kib_per_conn" not in r:
+        return f"idle {r['server']}: failed: {r.get('error')}"
+    lat_b, lat_l = r.get("latency_before", {}), r.get("latency_loaded", {})
+
+    def lat(d: Dict[str, Any], key: str) -> str:
+        v = d.get(key)
+        return f"{v['p50_ms']:.2f}/{v['p99_ms']:.2f} ms" if v else "-"
+
+    return (f"idle {r['server']}: {r['opened']}/{r['target']} conns in {r['open_seconds']} s, "
+            f"RSS {r['before']['rss_kib'] / 1024:.1f} -> {r['after']['rss_kib'] / 1024:.1f} MiB "
+            f"= {r['kib_per_conn']:.2f} KiB/conn, threads {r['before']['threads']} -> "
+            f"{r['after']['threads']}, idle CPU {r['idle_cpu_pct']:.1f}%, "
+            f"HTTP p50/p99 {lat(lat_b, 'http')} -> {lat(lat_l, 'http')}, "
+            f"WS {lat(lat_b, 'ws')} -> {lat(lat_l, 'ws')}, dropped {r['dropped']}"
+            + (f", error {r['error']}" if r.get("error") else ""))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=19000)
+    names = [s.name for s in servers.SERVERS if "idle" in s.workloads]
+    parser.add_argument("--server", default="wssync", choices=names)
+    parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter that runs the server (default: this one)")
+    parser.add_argument("--json", help="also write the result here")
+    args = parser.parse_args()
+    spec = servers.BY_NAME[args.server]
+    why = spec.available()
+    if why:
+        parser.error(f"{spec.name}: {why}")
+    common.pin(common.LOAD_CPU)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log = os.path.join(common.RESULTS_DIR, "logs", f"idle-{stamp}-{spec.name}.log")
+    result = run_idle(spec, args.connections, log, probes=args.probes, python=args.python)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0 if "error" not in result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

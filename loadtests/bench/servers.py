@@ -1,0 +1,224 @@
+"""The servers under test: how to start each one (pinned to the server CPU), check
+it answers correctly, measure its process tree, and stop it.
+
+Every server serves the same thing (see ``apps/``): ``GET /`` gives
+``Hello, World!`` as text/plain, ``/ws`` echoes WebSocket messages, and
+``GET /broadcast?seq=N`` (where supported) sends a 100-byte text message to
+every WebSocket client.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, FrozenSet, List, Optional
+
+import common
+
+HTTP, WS13, WS16K, IDLE, BROADCAST = "http", "ws13", "ws16k", "idle", "broadcast"
+ALL_WORKLOADS = (HTTP, WS13, WS16K, IDLE, BROADCAST)
+WS_WORKLOADS = frozenset({WS13, WS16K, IDLE, BROADCAST})
+
+
+def _uvicorn_ws_impl() -> str:
+    """``websockets-sansio`` on uvicorn versions that have it, else ``websockets``."""
+    spec = importlib.util.find_spec("uvicorn.protocols.websockets.websockets_sansio_impl")
+    return "websockets-sansio" if spec is not None else "websockets"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    description: str
+    workloads: FrozenSet[str]
+    requires: List[str]  # importable modules it needs
+    argv: Callable[[str, int], List[str]]  # (host, port) -> command after the python binary
+    has_http: bool = True
+    ws_path: str = "/ws"
+    idle_cap: Optional[int] = None  # most idle connections worth opening (thread per connection)
+    log_ignore: Optional[str] = None  # regex of routine log lines that are no problem
+
+    def available(self) -> Optional[str]:
+        """None if it can run here, else why not."""
+        for module in self.requires:
+            if importlib.util.find_spec(module) is None:
+                return f"module {module!r} is not installed (run.py --install)"
+        return None
+
+
+def _wssync(threads: int) -> Callable[[str, int], List[str]]:
+    return lambda host, port: ["-m", "wssync", "--app", "wssync_app:app", "--host", host,
+                               "--port", str(port), "--threads", str(threads),
+                               "--no-access-log", "--log-level", "warning"]
+
+
+def _uvicorn(loop: str) -> Callable[[str, int], List[str]]:
+    return lambda host, port: ["-m", "uvicorn", "asgi_app:app", "--host", host, "--port",
+                               str(port), "--http", "httptools", "--ws", _uvicorn_ws_impl(),
+                               "--loop", loop, "--no-access-log", "--log-level", "warning",
+                               "--lifespan", "off"]
+
+
+SERVERS: List[ServerSpec] = [
+    ServerSpec("wssync", "wssync reactor mode (--threads 0)", frozenset(ALL_WORKLOADS),
+               ["wssync"], _wssync(0)),
+    ServerSpec("wssync-threads", "wssync thread-pool mode (--threads 4)", frozenset({HTTP}),
+               ["wssync"], _wssync(4)),
+    ServerSpec("waitress", "waitress, threads=4", frozenset({HTTP}), ["waitress"],
+               lambda host, port: ["-m", "waitress", "--threads=4", f"--listen={host}:{port}",
+                                   "wsgi_app:app"],
+               # waitress logs every time requests wait for one of its 4 threads
+               log_ignore=r"waitress.queue:Task queue depth"),
+    ServerSpec("gunicorn-gthread", "gunicorn -k gthread, 1 worker, 4 threads", frozenset({HTTP}),
+               ["gunicorn"],
+               lambda host, port: ["-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads",
+                                   "4", "-b", f"{host}:{port}", "--log-level", "warning",
+                                   "wsgi_app:app"]),
+    ServerSpec("uvicorn", "uvicorn --http httptools --loop asyncio", frozenset(ALL_WORKLOADS),
+               ["uvicorn", "httptools", "websockets"], _uvicorn("asyncio")),
+    ServerSpec("uvicorn-uvloop", "uvicorn --http httptools --loop uvloop",
+               frozenset(ALL_WORKLOADS), ["uvicorn", "httptools", "websockets", "uvloop"],
+               _uvicorn("uvloop")),
+    ServerSpec("tornado", "tornado RequestHandler + WebSocketHandler, asyncio IOLoop",
+               frozenset(ALL_WORKLOADS), ["tornado"],
+               lambda host, port: ["tornado_app.py", "--host", host, "--port", str(port)]),
+    ServerSpec("websockets", "websockets asyncio server (WebSocket only)",
+               frozenset(WS_WORKLOADS), ["websockets"],
+               lambda host, port: ["websockets_asyncio_app.py", "--host", host, "--port",
+                                   str(port)], has_http=False),
+    # A thread per connection: more than a few thousand idle ones would mostly measure
+    # thread stacks (and could exhaust the machine's PIDs), so idle is capped.
+    ServerSpec("websockets-sync", "websockets threaded sync server (WebSocket only)",
+               frozenset({WS13, WS16K, IDLE}), ["websockets"],
+               lambda host, port: ["websockets_sync_app.py", "--host", host, "--port",
+                                   str(port)], has_http=False, idle_cap=2000),
+]
+BY_NAME = {spec.name: spec for spec in SERVERS}
+
+# Directories put first on the servers' PYTHONPATH (run.py puts a snapshot of the wssync
+# package there, so that a working tree edited during a run cannot mix two versions).
+PYTHONPATH_PREFIX: List[str] = []
+
+_LOG_PROBLEM = re.compile(r"Traceback|ERROR|CRITICAL|Exception|WARNING|Error", re.IGNORECASE)
+
+
+class ServerProcess:
+    """One running server, pinned to ``common.SERVER_CPU`` with ``taskset``."""
+
+    def __init__(self, spec: ServerSpec, log_path: str, host: str = "127.0.0.1",
+                 python: str = sys.executable, port: Optional[int] = None) -> None:
+        self.spec = spec
+        self.host = host
+        self.port = port or common.free_port(host)
+        self.log_path = log_path
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        self._log = open(log_path, "wb")  # noqa: SIM115 (open while the server runs)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([*PYTHONPATH_PREFIX, common.APPS_DIR,
+                                             env.get("PYTHONPATH", "")])
+        env["PYTHONUNBUFFERED"] = "1"
+        argv = ["taskset", "-c", str(common.SERVER_CPU), python, *spec.argv(host, self.port)]
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, cwd=common.APPS_DIR, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.pid = self.proc.pid  # taskset execs the server: same pid
+        self.crashed: Optional[str] = None
+
+    # -- readiness ----------------------------------------------------------------------
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait for the port, then check a real answer (HTTP hello and/or WS echo)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.spec.name} exited with {self.proc.returncode} "
+                                   f"at start; see {self.log_path}")
+            if common.wait_port(self.host, self.port, 0.2):
+                break
+        else:
+            raise RuntimeError(f"{self.spec.name} did not listen within {timeout} s")
+        if self.spec.has_http:
+            status, body, headers = common.http_get(self.host, self.port, "/")
+            if status != 200 or body != b"Hello, World!" or \
+                    not headers.get("content-type", "").startswith("text/plain"):
+                raise RuntimeError(f"{self.spec.name}: GET / gave {status} {body[:60]!r} "
+                                   f"{headers.get('content-type')}")
+        if self.spec.workloads & WS_WORKLOADS:
+            lat = common.ws_echo_latencies(self.host, self.port, self.spec.ws_path, 3)
+            if len(lat) != 3:
+                raise RuntimeError(f"{self.spec.name}: WebSocket echo check failed")
+
+    # -- measurements ---------------------------------------------------------------------
+
+    def pids(self) -> List[int]:
+        return common.process_tree(self.pid)
+
+    def cpu(self) -> float:
+        """utime + stime of the server's process tree, seconds."""
+        return common.cpu_seconds(self.pids())
+
+    def sched_ns(self) -> int:
+        return common.sched_ns(self.pids())
+
+    def status(self) -> Dict[str, int]:
+        return common.status_fields(self.pids())
+
+    def alive(self) -> bool:
+        if self.proc.poll() is None:
+            return True
+        if self.crashed is None:
+            self.crashed = f"exited with status {self.proc.returncode}"
+        return False
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 15.0) -> Dict[str, object]:
+        """SIGTERM, then SIGKILL after ``timeout``; returns how it went and log problems."""
+        was_alive = self.alive()
+        forced = False
+        stop_seconds = 0.0
+        if was_alive:
+            start = time.monotonic()
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                forced = True
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+            stop_seconds = time.monotonic() - start
+        else:
+            # the server died on its own: make sure no worker of its group lingers
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._log.close()
+        return {"crashed": self.crashed, "forced_kill": forced,
+                "stop_seconds": round(stop_seconds, 2), "log_problems": self.log_problems()}
+
+    def log_problems(self, limit: int = 8) -> List[str]:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                lines = [line.rstrip() for line in f if _LOG_PROBLEM.search(line)]
+        except OSError:
+            return []
+        if self.spec.log_ignore:
+            ignore = re.compile(self.spec.log_ignore)
+            lines = [line for line in lines if not ignore.search(line)]
+        if len(lines) > limit:
+            lines = [*lines[:limit], f"... {len(lines) - limit} more (see {self.log_path})"]
+        return lines
