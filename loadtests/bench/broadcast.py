@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
-import os
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -139,18 +137,10 @@ def main() -> int:
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--json")
     args = parser.parse_args()
-    spec = servers.BY_NAME[args.server]
-    why = spec.available()
-    if why:
-        parser.error(f"{spec.name}: {why}")
-    common.pin(common.LOAD_CPU)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    log = os.path.join(common.RESULTS_DIR, "logs", f"broadcast-{stamp}-{spec.name}.log")
-    result = run_broadcast(spec, args.clients, log, repeats=args.repeats, python=args.python)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0 if "error" not in result else 1
+    return servers.run_standalone(
+        parser, args, "broadcast",
+        lambda spec, log: run_broadcast(spec, args.clients, log, repeats=args.repeats,
+                                        python=args.python))
 
 
 if __name__ == "__main__":

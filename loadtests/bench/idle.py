@@ -18,8 +18,6 @@ to the hard limit here, and so in the server and the holders too.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -132,18 +130,10 @@ def main() -> int:
                         help="interpreter that runs the server (default: this one)")
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
-    spec = servers.BY_NAME[args.server]
-    why = spec.available()
-    if why:
-        parser.error(f"{spec.name}: {why}")
-    common.pin(common.LOAD_CPU)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    log = os.path.join(common.RESULTS_DIR, "logs", f"idle-{stamp}-{spec.name}.log")
-    result = run_idle(spec, args.connections, log, probes=args.probes, python=args.python)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0 if "error" not in result else 1
+    return servers.run_standalone(
+        parser, args, "idle",
+        lambda spec, log: run_idle(spec, args.connections, log, probes=args.probes,
+                                   python=args.python))
 
 
 if __name__ == "__main__":

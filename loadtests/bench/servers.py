@@ -10,6 +10,7 @@ every WebSocket client.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, FrozenSet, List, Optional
+from typing import Any, Callable, Dict, FrozenSet, List, Optional
 
 import common
 
@@ -222,3 +223,21 @@ class ServerProcess:
         if len(lines) > limit:
             lines = [*lines[:limit], f"... {len(lines) - limit} more (see {self.log_path})"]
         return lines
+
+
+def run_standalone(parser: Any, args: Any, kind: str,
+                   run: Callable[[Any, str], Dict[str, Any]]) -> int:
+    """Shared ``main`` of the single-workload scripts: check the server, pin
+    ourselves to the load core, run, write ``--json``; exit 1 on an error."""
+    spec = BY_NAME[args.server]
+    why = spec.available()
+    if why:
+        parser.error(f"{spec.name}: {why}")
+    common.pin(common.LOAD_CPU)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log = os.path.join(common.RESULTS_DIR, "logs", f"{kind}-{stamp}-{spec.name}.log")
+    result = run(spec, log)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0 if "error" not in result else 1
