@@ -10,6 +10,7 @@ from typing import Iterator
 
 import pytest
 import requests
+from helpers import raw_exchange
 
 from wssync import App, Request, Response, Server
 
@@ -65,22 +66,6 @@ def make_app() -> App:
         return Response(b"", 204)
 
     return app
-
-
-def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send ``data`` on a fresh connection and read until the server closes it."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 @pytest.fixture

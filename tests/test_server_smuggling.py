@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 from typing import List
 
 import pytest
+from helpers import raw_exchange
 
 from wssync import App, Request
 
@@ -59,27 +59,10 @@ def counted(start_server, threads: int):
     return server.address[1], calls
 
 
-def exchange(port: int, data: bytes, half_close: bool = False) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(data)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
-
-
 @pytest.mark.parametrize("name", sorted(BAD_REQUESTS))
 def test_ambiguous_request_is_refused_and_nothing_after_it_runs(counted, name: str) -> None:
     port, calls = counted
-    reply = exchange(port, BAD_REQUESTS[name] + NEXT)
+    reply = raw_exchange(port, BAD_REQUESTS[name] + NEXT)
     status = int(reply.split(b" ", 2)[1])
     assert status in (400, 501), reply[:80]
     assert reply.count(b"HTTP/1.1 ") == 1  # the pipelined request was never answered
@@ -89,7 +72,7 @@ def test_ambiguous_request_is_refused_and_nothing_after_it_runs(counted, name: s
 
 def test_body_cut_off_after_last_chunk_runs_nothing(counted) -> None:
     port, calls = counted
-    reply = exchange(port, b"POST /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    reply = raw_exchange(port, b"POST /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                            b"\r\n3\r\nabc\r\n0\r\n", half_close=True)
     assert b"200" not in reply
     assert calls == []
@@ -97,7 +80,7 @@ def test_body_cut_off_after_last_chunk_runs_nothing(counted) -> None:
 
 def test_unknown_transfer_coding_is_501(counted) -> None:
     port, calls = counted
-    reply = exchange(port, b"POST /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked"
-                           b"\r\n\r\n0\r\n\r\n")
+    reply = raw_exchange(port, b"POST /count HTTP/1.1\r\nHost: x\r\n"
+                               b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 501 ")
     assert calls == []
