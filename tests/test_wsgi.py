@@ -251,3 +251,44 @@ def test_cli_detects_a_wsgi_app(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
     assert proc.returncode == 0
+
+
+def test_cli_serves_flask_and_a_websocket_on_one_port(tmp_path: Path) -> None:
+    """The README's recipe under ``python -m wssync``: Flask pages plus a live WebSocket."""
+    (tmp_path / "livesite.py").write_text(
+        "from flask import Flask\n"
+        "from wssync import App\n"
+        "flask_app = Flask(__name__)\n"
+        "@flask_app.route('/')\n"
+        "def index():\n"
+        "    app.server.broadcast('page viewed', path='/live')\n"
+        "    return 'flask page'\n"
+        "app = App()\n"
+        "app.mount_wsgi(flask_app)\n"
+        "app.websocket('/live')(lambda ws, message: ws.send('echo ' + message))\n"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "wssync", "--app", "livesite:app",
+                             "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        with connect(f"ws://127.0.0.1:{port}/live") as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=5) == "echo hi"
+            assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).text == "flask page"
+            assert ws.recv(timeout=5) == "page viewed"  # pushed from the Flask view's thread
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0
+
