@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
 
 
 def raw_exchange(port: int, data: bytes, half_close: bool = False,
@@ -23,3 +28,27 @@ def raw_exchange(port: int, data: bytes, half_close: bool = False,
                 break
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_server(args: List[str], cwd: Optional[Path] = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "wssync", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_listening(port: int, proc: subprocess.Popen[str], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.communicate()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("server did not start listening")

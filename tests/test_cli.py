@@ -8,38 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import List
 
 import pytest
 import requests
+from helpers import free_port, run_server, wait_listening
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def run_server(args: List[str], cwd: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "wssync", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.communicate()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("server did not start listening")
 
 
 @pytest.mark.parametrize("threads", ["0", "2"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -16,6 +15,7 @@ import requests
 from flask import Flask, abort, jsonify
 from flask import Response as FlaskResponse
 from flask import request as flask_request
+from helpers import free_port, run_server, wait_listening
 
 from wssync import App, WebSocket
 from wssync.client import connect
@@ -231,22 +231,12 @@ def test_cli_detects_a_wsgi_app(tmp_path: Path) -> None:
         "def index():\n"
         "    return 'legacy flask'\n"
     )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "wssync", "--app", "legacy:app",
-                             "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = free_port()
+    proc = run_server(["--app", "legacy:app", "--host", "127.0.0.1", "--port", str(port)],
+                      cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                text = requests.get(f"http://127.0.0.1:{port}/", timeout=1).text
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
-        assert text == "legacy flask"
+        wait_listening(port, proc)
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).text == "legacy flask"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
@@ -267,21 +257,11 @@ def test_cli_serves_flask_and_a_websocket_on_one_port(tmp_path: Path) -> None:
         "app.mount_wsgi(flask_app)\n"
         "app.websocket('/live')(lambda ws, message: ws.send('echo ' + message))\n"
     )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "wssync", "--app", "livesite:app",
-                             "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = free_port()
+    proc = run_server(["--app", "livesite:app", "--host", "127.0.0.1", "--port", str(port)],
+                      cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.1)
+        wait_listening(port, proc)
         with connect(f"ws://127.0.0.1:{port}/live") as ws:
             ws.send("hi")
             assert ws.recv(timeout=5) == "echo hi"
