@@ -20,7 +20,7 @@ from .http_parser import HttpError, RequestParser
 from .permessage_deflate import negotiate as negotiate_deflate
 from .reactor import Timer
 from .request import Request
-from .response import Response, reason_phrase, render_head
+from .response import Response, error_response, render_head
 from .websocket_connection import WebSocketConnection, WebSocketSession
 
 if TYPE_CHECKING:
@@ -113,10 +113,9 @@ class HttpConnection:
         self._eof = True
         assert self.transport is not None
         if self._current is None:
-            # Requests complete before the half-close are still answered.
+            # Requests complete before the half-close are still answered;
+            # _waiting() closes once nothing is left.
             self._process()
-            if self._current is None:
-                self.transport.close()
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._cancel_timer()
@@ -346,13 +345,7 @@ class HttpConnection:
         """Answer a request we could not parse, then close the connection."""
         transport = self.transport
         assert transport is not None
-        body = f"{status} {reason_phrase(status)}: {message}\n".encode()
-        head = render_head("HTTP/1.1", status, [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-        ])
-        transport.write(head + body)
+        transport.write(error_response(status, message))
         transport.close()
         log.info("%s: %d %s", transport.peername, status, message)
 

@@ -117,5 +117,17 @@ def render_head(version: str, status: int, headers: List[Tuple[str, str]]) -> by
     return b"".join(parts)
 
 
+def error_response(status: int, message: str,
+                   headers: Optional[List[Tuple[str, str]]] = None) -> bytes:
+    """A complete plain-text error response that closes the connection."""
+    body = f"{status} {reason_phrase(status)}: {message}\n".encode()
+    return render_head("HTTP/1.1", status, [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+        *(headers or []),
+    ]) + body
+
+
 def reason_phrase(status: int) -> str:
     return _REASONS.get(status, b"Unknown").decode("ascii")

@@ -20,11 +20,11 @@ from .dispatch import ThreadPool
 from .handlers import HttpBridge
 from .http_connection import HttpConnection
 from .reactor import Reactor
-from .response import render_head
+from .response import error_response
 from .transport import Connection, Listener, WriteLimits, create_listening_socket
 from .websocket import WebSocket
 from .websocket_connection import WebSocketConnection
-from .websocket_frames import OP_BINARY, OP_TEXT, encode_frame
+from .websocket_frames import encode_frame, message_frame_parts
 
 log = logging.getLogger("wssync.server")
 
@@ -194,11 +194,8 @@ class Server:
             self._refused_logged = now
             log.warning("max_connections (%d) reached; refusing new connections",
                         self.config.max_connections)
-        body = b"503 Service Unavailable: too many connections\n"
-        head = render_head("HTTP/1.1", 503, [("Content-Length", str(len(body))),
-                                             ("Connection", "close"), ("Retry-After", "1")])
         try:
-            sock.send(head + body)
+            sock.send(error_response(503, "too many connections", [("Retry-After", "1")]))
         except OSError:
             pass
         sock.close()
@@ -215,13 +212,10 @@ class Server:
         Encoded once for all receivers.  Safe from any thread.  A receiver
         that does not read is dropped once its buffer passes ``max_write_buffer``.
         """
-        if isinstance(message, str):
-            frame = encode_frame(OP_TEXT, message.encode("utf-8"))
-        else:
-            frame = encode_frame(OP_BINARY, bytes(message))
         reactor = self._reactor
         if reactor is None:
             return
+        frame = encode_frame(*message_frame_parts(message))
         if reactor.in_reactor_thread():
             self._broadcast(message, frame, path)
         else:

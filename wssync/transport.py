@@ -109,9 +109,6 @@ class Connection:
     def is_closing(self) -> bool:
         return self._closing or self._closed
 
-    def get_write_buffer_size(self) -> int:
-        return self._out_size
-
     # -- protocol swap --------------------------------------------------------
 
     def set_protocol(self, protocol: BaseProtocol, leftover: bytes = b"") -> None:

@@ -91,6 +91,13 @@ except ImportError:  # pragma: no cover - depends on the build
 apply_mask = _c_apply_mask if _c_apply_mask is not None else _py_apply_mask
 
 
+def message_frame_parts(data: Union[str, bytes, bytearray, memoryview]) -> Tuple[int, bytes]:
+    """Opcode and payload of a message: text for ``str``, binary for bytes-like."""
+    if isinstance(data, str):
+        return OP_TEXT, data.encode("utf-8")
+    return OP_BINARY, bytes(data)
+
+
 def encode_frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False,
                  mask: Optional[bytes] = None) -> bytes:
     """The bytes of one frame; ``mask`` (4 bytes) is for client-to-server frames."""

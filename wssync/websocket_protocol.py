@@ -27,6 +27,7 @@ from .websocket_frames import (
     encode_close_payload,
     encode_frame,
     is_valid_close_code,
+    message_frame_parts,
 )
 
 Data = Union[str, bytes]
@@ -284,10 +285,7 @@ class WebSocketProtocol:
         """
         if self.close_sent:
             return b""
-        if isinstance(data, str):
-            opcode, payload = OP_TEXT, data.encode("utf-8")
-        else:
-            opcode, payload = OP_BINARY, bytes(data)
+        opcode, payload = message_frame_parts(data)
         deflate = self._deflate
         if deflate is not None and deflate.compress_outgoing:
             return self._frame(opcode, deflate.compress(payload), True)
