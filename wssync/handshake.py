@@ -43,8 +43,8 @@ def is_handshake(request: Request) -> bool:
     """
     headers = request.headers
     return (
-        request.version == "HTTP/1.1"
-        and "upgrade" in headers
+        "upgrade" in headers._lookup()  # first: this runs for every request
+        and request.version == "HTTP/1.1"
         and "websocket" in headers.tokens("upgrade")
         and "upgrade" in headers.tokens("connection")
     )

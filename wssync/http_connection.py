@@ -34,6 +34,9 @@ _NO_BODY_STATUSES = frozenset((204, 304))
 # Deadline phases: between requests, receiving a head, receiving a body.
 _NO_PHASE, _IDLE, _HEAD, _BODY = 0, 1, 2, 3
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CLOSE_LINE = b"Connection: close\r\n"
+_KEEP_ALIVE_LINE = b"Connection: keep-alive\r\n"
+_CHUNKED_LINE = b"Transfer-Encoding: chunked\r\n"
 
 
 class WebSocketAccept:
@@ -211,7 +214,8 @@ class HttpConnection:
         if deflate is not None:
             headers.append(("Sec-WebSocket-Extensions", deflate.response_value()))
         transport.write(render_head("HTTP/1.1", 101, headers))
-        self._log_access(request, 101, 0)
+        if access_log.isEnabledFor(logging.INFO):
+            self._log_access(request, 101, 0)
         self._cancel_timer()
         ws = WebSocketConnection(self.config, decision.session, decision.subprotocol, deflate)
         self._current = None
@@ -235,20 +239,22 @@ class HttpConnection:
         headers = response.headers
         version = request.version
         head_only = request.method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
-        # Echo keep-alive for HTTP/1.0 clients that asked for it; say close when closing.
-        extra: List[Tuple[str, str]] = []
+        # Say close when closing; echo keep-alive to HTTP/1.0 clients that asked for it.
         if not request.keep_alive:
-            extra.append(("Connection", "close"))
+            framing = _CLOSE_LINE
         elif version == "HTTP/1.0":
-            extra.append(("Connection", "keep-alive"))
+            framing = _KEEP_ALIVE_LINE
+        else:
+            framing = b""
         if isinstance(body, (bytes, bytearray, memoryview)):
-            if status not in _NO_BODY_STATUSES and status >= 200:
-                extra.append(("Content-Length", str(len(body))))
-            head = self._render_head(version, status, headers + extra)
+            if status >= 200 and status not in _NO_BODY_STATUSES:
+                framing += b"Content-Length: %d\r\n" % len(body)
+            head = self._render_head(version, status, headers, framing)
             if head is None:
                 return
-            transport.write(head if head_only else head + bytes(body))
-            self._log_access(request, status, 0 if head_only else len(body))
+            transport.write(head if head_only else head + body)
+            if access_log.isEnabledFor(logging.INFO):
+                self._log_access(request, status, 0 if head_only else len(body))
             self._finish_response()
             return
         # An iterable body: stream it.
@@ -261,26 +267,27 @@ class HttpConnection:
         elif any(name.lower() == "content-length" for name, _ in headers):
             self._stream_chunked = False  # the application knows the length: send as is
         elif version == "HTTP/1.1":
-            extra.append(("Transfer-Encoding", "chunked"))
+            framing += _CHUNKED_LINE
             self._stream_chunked = True
         else:
             # HTTP/1.0 has no chunking: the end of the body is the end of the connection.
             request.keep_alive = False
-            extra = [("Connection", "close")]
+            framing = _CLOSE_LINE
             self._stream_chunked = False
-        head = self._render_head(version, status, headers + extra)
+        head = self._render_head(version, status, headers, framing)
         if head is None:
             return
         transport.write(head)
-        self._log_access(request, status, -1)
+        if access_log.isEnabledFor(logging.INFO):
+            self._log_access(request, status, -1)
         self._stream = stream
         self._pull()
 
-    def _render_head(self, version: str, status: int,
-                     headers: List[Tuple[str, str]]) -> Optional[bytes]:
+    def _render_head(self, version: str, status: int, headers: List[Tuple[str, str]],
+                     framing: bytes) -> Optional[bytes]:
         """The response head, or None after answering 500 for headers that cannot be sent."""
         try:
-            return render_head(version, status, headers)
+            return render_head(version, status, headers, framing)
         except ValueError:
             log.exception("invalid response header")
             self._current = None
@@ -350,11 +357,11 @@ class HttpConnection:
         log.info("%s: %d %s", transport.peername, status, message)
 
     def _log_access(self, request: Request, status: int, size: int) -> None:
-        if access_log.isEnabledFor(logging.INFO):
-            peer = request.remote_addr
-            host = peer[0] if isinstance(peer, tuple) else str(peer)
-            access_log.info('%s "%s %s %s" %d %s', host, request.method, request.target,
-                            request.version, status, size if size >= 0 else "-")
+        # Callers check access_log.isEnabledFor(INFO) first: one call less per request.
+        peer = request.remote_addr
+        host = peer[0] if isinstance(peer, tuple) else str(peer)
+        access_log.info('%s "%s %s %s" %d %s', host, request.method, request.target,
+                        request.version, status, size if size >= 0 else "-")
 
     # -- timeouts --------------------------------------------------------------------
 

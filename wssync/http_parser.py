@@ -11,24 +11,27 @@ lenient parser behind a strict proxy is how requests get smuggled.
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .request import Headers, Request
 
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])\Z")
-_HTTP_VERSION_ANY = re.compile(rb"(" + _TOKEN + rb") [\x21-\x7e]+ HTTP/[0-9]+\.[0-9]+\Z")
-_FIELD_NAME = re.compile(_TOKEN + rb"\Z")
+# Heads are decoded as latin-1 once, so every pattern here works on str.
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FIELD_NAME = re.compile(_TOKEN + r"\Z")
 # Field values: visible ASCII, SP, HTAB and obs-text; no other control bytes.
-_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-# The same, over a whole decoded header block, where CR LF end the lines.
-_BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_TOKEN_STR = _TOKEN.decode("ascii")
-_FIELD_NAME_STR = re.compile(_TOKEN_STR + r"\Z")
+_BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Request lines, on the decoded head; any other HTTP version is a 505, not a 400.
+_REQUEST_LINE = re.compile(r"(" + _TOKEN + r") ([\x21-\x7e]+) HTTP/1\.([01])\Z")
+_HTTP_VERSION_ANY = re.compile(_TOKEN + r" [\x21-\x7e]+ HTTP/[0-9]+\.[0-9]+\Z")
 # One field line of a decoded block: name, colon, value without surrounding
-# whitespace.  Anchored at line starts, so junk inside a line never matches.
-_FIELD_LINE = re.compile(r"^(" + _TOKEN_STR + r"):[ \t]*([^\r]*?)[ \t]*\r$", re.MULTILINE)
-_DIGITS = re.compile(rb"[0-9]{1,18}\Z")
+# whitespace (it starts and ends with a visible byte, so no lazy matching and
+# no backtracking).  Anchored at line starts, so junk inside a line never
+# matches, and a line with a control byte in its value does not match at all.
+_FIELD_LINE = re.compile(
+    r"^(" + _TOKEN + r"):[ \t]*"
+    r"([\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?|)"
+    r"[ \t]*\r$", re.MULTILINE)
+_DIGITS = re.compile(r"[0-9]{1,18}\Z")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(;[^\r\n]*)?\Z")
 _ABSOLUTE_FORM = re.compile(r"https?://[^/?#]*", re.IGNORECASE)
 
@@ -50,8 +53,10 @@ def _diagnose_fields(block: str) -> None:
             raise HttpError(400, "obsolete line folding")
         if not colon or not name:
             raise HttpError(400, "malformed header field")
-        if _FIELD_NAME_STR.match(name) is None:
+        if _FIELD_NAME.match(name) is None:
             raise HttpError(400, "invalid header field name")
+        if _BAD_VALUE_CHAR.search(raw) is not None:
+            raise HttpError(400, "invalid header field value")
     raise HttpError(400, "malformed header field")
 
 
@@ -135,8 +140,10 @@ class RequestParser:
         if self._state == _HEAD and self._pos == len(self._buf):
             return None  # the common case after each request: nothing buffered
         try:
-            if self._state == _HEAD and not self._parse_head():
-                return None
+            if self._state == _HEAD:
+                request = self._parse_head()
+                if request is not None or self._state == _HEAD:
+                    return request  # complete without a body, or the head is incomplete
             if self._state == _BODY_LENGTH:
                 return self._read_fixed_body()
             return self._read_chunked_body()
@@ -146,7 +153,9 @@ class RequestParser:
 
     # -- head ----------------------------------------------------------------
 
-    def _parse_head(self) -> bool:
+    def _parse_head(self) -> Optional[Request]:
+        """The request if its head is complete and it has no body; else None,
+        with the state telling whether a body follows or the head is incomplete."""
         buf = self._buf
         pos = self._pos
         limits = self.limits
@@ -175,53 +184,53 @@ class RequestParser:
             if buf.count(b"\n", start) != buf.count(b"\r\n", max(pos, start - 1)):
                 raise HttpError(400, "bare LF in request head")
             self._scan = max(pos, len(buf) - 3)
-            return False
-        head = bytes(buf[pos:end])
-        if len(head) > limits.max_header_size:
+            return None
+        if end - pos > limits.max_header_size:
             raise HttpError(431, "request header fields too large")
+        # Decoded once, with the CRLF that ends the last field line; the
+        # regexes below then run on positions in it instead of on copies.
+        head = buf[pos:end + 2].decode("latin-1")
         self._pos = end + 4
         self._scan = self._pos
         self._line_seen = False
-        self._start_request(head)
-        return True
+        return self._start_request(head)
 
-    def _start_request(self, head: bytes) -> None:
+    def _start_request(self, head: str) -> Optional[Request]:
         limits = self.limits
-        line_end = head.find(b"\r\n")
-        line = head if line_end < 0 else head[:line_end]
-        if len(line) > limits.max_request_line:
+        line_end = head.find("\r\n")
+        if line_end > limits.max_request_line:
             raise HttpError(414, "request line too long")
-        crlf = head.count(b"\r\n")
-        if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+        lines = head.count("\r\n")
+        if head.count("\n") != lines or head.count("\r") != lines:
             raise HttpError(400, "bare CR or LF in request head")
-        match = _REQUEST_LINE.match(line)
+        match = _REQUEST_LINE.match(head, 0, line_end)
         if match is None:
-            if _HTTP_VERSION_ANY.match(line):
+            if _HTTP_VERSION_ANY.match(head, 0, line_end):
                 raise HttpError(505, "HTTP version not supported")
             raise HttpError(400, "malformed request line")
-        major, minor = match.group(3), match.group(4)
-        if major != b"1" or minor not in (b"0", b"1"):
-            raise HttpError(505, "HTTP version not supported")
-        version = "HTTP/1.1" if minor == b"1" else "HTTP/1.0"
-        method = match.group(1).decode("ascii")
-        target = match.group(2).decode("ascii")
+        method, target, minor = match.groups()
+        version = "HTTP/1.1" if minor == "1" else "HTTP/1.0"
         if target[0] != "/":
             target = self._origin_form(method, target)
 
+        # Field lines: one regex pass; a line it does not match leaves the
+        # count short, and is then diagnosed.
+        count = lines - 1
+        index: Dict[str, List[str]] = {}
         items: List[Tuple[str, str]] = []
-        if line_end >= 0:
-            # One decode and one regex pass over all fields; a line the pattern
-            # does not match leaves the count short, and is then diagnosed.
-            block = head[line_end + 2:].decode("latin-1") + "\r\n"
-            count = crlf
+        if count:
             if count > limits.max_headers:
                 raise HttpError(431, "too many header fields")
-            if _BAD_VALUE_CHAR.search(block) is not None:
-                raise HttpError(400, "invalid header field value")
-            items = _FIELD_LINE.findall(block)
+            items = _FIELD_LINE.findall(head, line_end + 2)
             if len(items) != count:
-                _diagnose_fields(block)
-        self._frame(method, target, version, Headers(items))
+                _diagnose_fields(head[line_end + 2:])
+            for name, value in items:
+                key = name.lower()
+                if key in index:
+                    index[key].append(value)
+                else:
+                    index[key] = [value]
+        return self._frame(method, target, version, Headers(items, index), index)
 
     @staticmethod
     def _origin_form(method: str, target: str) -> str:
@@ -233,9 +242,13 @@ class RequestParser:
         rest = target[match.end():]
         return rest if rest.startswith("/") else "/" + rest
 
-    def _frame(self, method: str, target: str, version: str, headers: Headers) -> None:
-        """Decide where the body ends, or refuse a request whose end is ambiguous."""
-        index = headers._lookup()  # one index, read directly: this runs per request
+    def _frame(self, method: str, target: str, version: str, headers: Headers,
+               index: Dict[str, List[str]]) -> Optional[Request]:
+        """Decide where the body ends, or refuse a request whose end is ambiguous.
+
+        A request without a body is returned complete; otherwise the state
+        moves on to reading its body.
+        """
         hosts = index.get("host", ())
         if len(hosts) > 1:
             raise HttpError(400, "more than one Host header")
@@ -252,15 +265,16 @@ class RequestParser:
             keep_alive = version == "HTTP/1.1"
 
         request = Request(method, target, version, headers, b"", keep_alive, self.remote_addr)
-        transfer_encoding = index.get("transfer-encoding")
-        content_length = index.get("content-length")
-        self._body_parts = []
-        self._body_size = 0
-        self.expect_continue = False
         expects = index.get("expect")
         expect = expects[0] if expects else None
         if expect is not None and expect.lower() != "100-continue":
             raise HttpError(417, "unsupported expectation")
+        transfer_encoding = index.get("transfer-encoding")
+        content_length = index.get("content-length")
+        if not transfer_encoding and not content_length:
+            return request
+        self._body_parts = []
+        self._body_size = 0
 
         if transfer_encoding:
             if content_length:
@@ -269,7 +283,7 @@ class RequestParser:
                 raise HttpError(400, "Transfer-Encoding in HTTP/1.0")
             codings = [c.strip(" \t").lower() for v in transfer_encoding for c in v.split(",")]
             for coding in codings:
-                if _FIELD_NAME.match(coding.encode("latin-1")) is None:
+                if _FIELD_NAME.match(coding) is None:
                     raise HttpError(400, "malformed Transfer-Encoding")
             if codings.count("chunked") > 1 or codings[-1] != "chunked":
                 raise HttpError(400, "chunked must be the last coding, once")
@@ -279,7 +293,7 @@ class RequestParser:
             self._trailer_size = 0
             self._state = _CHUNK_SIZE_LINE
             self.expect_continue = expect is not None and version == "HTTP/1.1"
-            return
+            return None
 
         length = 0
         if content_length:
@@ -287,7 +301,7 @@ class RequestParser:
             if len(values) != 1:
                 raise HttpError(400, "conflicting Content-Length values")
             value = values.pop()
-            if _DIGITS.match(value.encode("latin-1")) is None:
+            if _DIGITS.match(value) is None:
                 raise HttpError(400, "malformed Content-Length")
             length = int(value)
             if length > self.limits.max_body_size:
@@ -296,6 +310,7 @@ class RequestParser:
         self._remaining = length
         self._state = _BODY_LENGTH
         self.expect_continue = expect is not None and version == "HTTP/1.1" and length > 0
+        return None
 
     # -- bodies ----------------------------------------------------------------
 
@@ -384,8 +399,8 @@ class RequestParser:
                 self._trailer_size += len(line) + 2
                 if self._trailer_size > limits.max_header_size:
                     raise HttpError(431, "trailer section too large")
-                colon = line.find(b":")
-                if (colon <= 0 or _FIELD_NAME.match(line[:colon]) is None
-                        or b"\r" in line or b"\n" in line
-                        or _BAD_VALUE_BYTE.search(line[colon + 1:].strip(b" \t"))):
+                field = line.decode("latin-1")
+                colon = field.find(":")
+                if (colon <= 0 or _FIELD_NAME.match(field, 0, colon) is None
+                        or _BAD_VALUE_CHAR.search(field, colon + 1) is not None):
                     raise HttpError(400, "malformed trailer field")

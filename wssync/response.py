@@ -98,8 +98,11 @@ def status_line(version: str, status: int) -> bytes:
     return line
 
 
-def render_head(version: str, status: int, headers: List[Tuple[str, str]]) -> bytes:
-    """A response head with ``Date`` and ``Server`` first, then ``headers``."""
+def render_head(version: str, status: int, headers: List[Tuple[str, str]],
+                framing: bytes = b"") -> bytes:
+    """A response head: status line, ``Date`` and ``Server``, ``headers``, then
+    ``framing``, the server's own already encoded lines (``Content-Length``,
+    ``Connection``, ``Transfer-Encoding``)."""
     parts = [status_line(version, status), b"Date: ", _date.get(), _SERVER_LINE]
     lines = _HEADER_LINES
     for field in headers:
@@ -113,6 +116,7 @@ def render_head(version: str, status: int, headers: List[Tuple[str, str]]) -> by
             if len(lines) < 4096:  # most responses repeat a few fields: keep them encoded
                 lines[field] = line
         parts.append(line)
+    parts.append(framing)
     parts.append(b"\r\n")
     return b"".join(parts)
 
@@ -123,10 +127,8 @@ def error_response(status: int, message: str,
     body = f"{status} {reason_phrase(status)}: {message}\n".encode()
     return render_head("HTTP/1.1", status, [
         ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-        ("Connection", "close"),
         *(headers or []),
-    ]) + body
+    ], b"Content-Length: %d\r\nConnection: close\r\n" % len(body)) + body
 
 
 def reason_phrase(status: int) -> str:
