@@ -346,7 +346,8 @@ class HttpConnection:
         if request is None or not request.keep_alive or self._stopping:
             transport.close()
             return
-        self._process()
+        if not self._processing:  # else the running _process loop goes on by itself
+            self._process()
 
     def _send_error(self, status: int, message: str) -> None:
         """Answer a request we could not parse, then close the connection."""

@@ -103,7 +103,8 @@ def render_head(version: str, status: int, headers: List[Tuple[str, str]],
     """A response head: status line, ``Date`` and ``Server``, ``headers``, then
     ``framing``, the server's own already encoded lines (``Content-Length``,
     ``Connection``, ``Transfer-Encoding``)."""
-    parts = [status_line(version, status), b"Date: ", _date.get(), _SERVER_LINE]
+    parts = [_STATUS_LINES.get((version, status)) or status_line(version, status),
+             b"Date: ", _date.get(), _SERVER_LINE]
     lines = _HEADER_LINES
     for field in headers:
         line = lines.get(field)

@@ -133,12 +133,16 @@ class Connection:
             self._update_events()
 
     def _on_event(self, mask: int) -> None:
+        """Selector callback while output is waiting (see _set_events)."""
         if mask & EVENT_WRITE:
             self._flush()
-        if mask & EVENT_READ and not self._closed:
-            self._read()
+        if mask & EVENT_READ:
+            self._read(mask)
 
-    def _read(self) -> None:
+    def _read(self, _mask: int = EVENT_READ) -> None:
+        """Selector callback while only reading, which is nearly always."""
+        if self._closed:
+            return  # closed by an earlier callback of the same select() round
         try:
             data = self.sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -162,8 +166,13 @@ class Connection:
             return
         if not self._out:
             # Write first, buffer second: most writes go out whole right away.
-            sent = self._send(data)
-            if sent < 0:
+            # (_send inlined: this runs once per response or message.)
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._force_close(exc)
                 return
             if sent == len(data):
                 return
@@ -329,12 +338,14 @@ class Connection:
         if events == self._events:
             return
         selector = self.reactor.selector
+        # Reading only is the common case: its callback skips the dispatch on the mask.
+        callback = self._read if events == EVENT_READ else self._on_event
         if not self._events:
-            selector.register(self.sock, events, self._on_event)
+            selector.register(self.sock, events, callback)
         elif not events:
             selector.unregister(self.sock)
         else:
-            selector.modify(self.sock, events, self._on_event)
+            selector.modify(self.sock, events, callback)
         self._events = events
 
 
