@@ -151,8 +151,12 @@ class Session:
             self.lane.submit(self._call, self.route.on_connect, self.handle)
 
     def message(self, data: Union[str, bytes]) -> None:
-        if self.route.on_message is not None:
-            self.lane.submit(self._call, self.route.on_message, self.handle, data)
+        on_message = self.route.on_message
+        if on_message is not None:
+            if self.lane is _INLINE:
+                self._call(on_message, self.handle, data)  # reactor mode: no queue
+            else:
+                self.lane.submit(self._call, on_message, self.handle, data)
 
     def closed(self, code: int, reason: str) -> None:
         if self.conn is not None:

@@ -23,6 +23,7 @@ from .websocket_protocol import (
     Data,
     Failure,
     Message,
+    Ping,
     Pong,
     WebSocketProtocol,
 )
@@ -85,13 +86,15 @@ class WebSocketConnection:
             return
         transport = self.transport
         assert transport is not None
-        events = self.proto.receive_data(data)
-        pong = self.proto.data_to_send()
-        if pong:
-            transport.write(pong)
-        for event in events:
+        for event in self.proto.receive_data(data):
             if type(event) is Message:
                 self.session.message(event.data)
+            elif type(event) is Ping:
+                # Pongs were queued by the protocol: they go out in the order
+                # pings and messages came (all queued ones at the first ping).
+                pong = self.proto.data_to_send()
+                if pong:
+                    transport.write(pong)
             elif type(event) is Pong:
                 # Any pong proves the peer alive; RFC 6455 allows unsolicited ones.
                 if self._pong_timer is not None:

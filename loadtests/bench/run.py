@@ -29,9 +29,13 @@ CPU 1; RLIMIT_NOFILE is raised to the hard limit for all of them):
     WebSocket echo with ``wsload.py``: 50 connections, 13-byte text or 16 KiB
     binary messages, ``--pipeline13`` / ``--pipeline16k`` messages in flight per
     connection, 1 s warm-up then ``{seconds}`` measured; msg/s and server CPU
-    per message.  The generator's own CPU share is recorded: near 100% of its
-    core it would be the bottleneck (then raise the pipeline or ``--gen-procs``
-    on a machine with more cores).
+    per message.  13-byte messages default to one in flight: each connection
+    waits for its echo, as an interactive client does (deeper pipelines let a
+    thread-per-connection server read many messages per thread switch, which
+    hides its per-message cost: ``--pipeline13 8`` measures that batched case).
+    The generator's own CPU share is recorded: near 100% of its core it would
+    be the bottleneck (then raise the pipeline or ``--gen-procs`` on a machine
+    with more cores).
 ``idle``
     ``idle.py``: ``--idle-connections`` held WebSockets; server KiB and threads
     per connection, and HTTP / WebSocket latency (p50/p99 of 200 sequential
@@ -648,7 +652,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         help="servers, comma-separated (default: all)")
     parser.add_argument("--connections", type=int, default=50,
                         help="connections for http/ws13/ws16k (default: %(default)s)")
-    parser.add_argument("--pipeline13", type=int, default=8,
+    parser.add_argument("--pipeline13", type=int, default=1,
                         help="13-byte messages in flight per connection (default: %(default)s)")
     parser.add_argument("--pipeline16k", type=int, default=4,
                         help="16 KiB messages in flight per connection (default: %(default)s)")
