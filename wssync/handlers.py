@@ -86,7 +86,8 @@ class HttpBridge:
     def _run_handler(self, conn: HttpConnection, handler: Callable[[Request], Any],
                      request: Request, threaded: bool) -> None:
         try:
-            response = to_response(handler(request))
+            result = handler(request)
+            response = result if type(result) is Response else to_response(result)
         except Exception:
             log.exception("error in handler for %s %s", request.method, request.target)
             response = _server_error()
