@@ -166,7 +166,7 @@ class HttpConnection:
                 self._current = request
                 request.local_addr = transport.sockname
                 self._continue_sent = False
-                if not request.keep_alive or self._stopping:
+                if self._stopping:
                     request.keep_alive = False
                 if handshake.is_handshake(request):
                     self._upgrade(request)
