@@ -12,10 +12,10 @@ e.g. ``apt-get install wrk util-linux``), from the repository root::
 ``--install`` creates the bench virtualenv (``--venv``, default
 ``loadtests/bench/.venv``, git-ignored as ``.venv/``) and pip-installs this
 project in editable mode plus the anchors: waitress, gunicorn,
-uvicorn[standard] (httptools, uvloop, websockets), tornado, websockets and
-matplotlib.  Later runs re-execute themselves with that venv's interpreter
-(``--no-reexec`` to use the current one); servers whose packages are missing
-are skipped with a note.
+uvicorn[standard] (httptools, uvloop, websockets), tornado, websockets,
+matplotlib and Locust (for ``mixed.py``).  Later runs re-execute themselves
+with that venv's interpreter (``--no-reexec`` to use the current one); servers
+whose packages are missing are skipped with a note.
 
 What runs (every server is started fresh for every measurement, pinned to CPU 0
 with ``taskset -c 0``; wrk, the Python load generators and this script run on
@@ -129,13 +129,14 @@ def install(venv: str) -> int:
     return 0
 
 
-def maybe_reexec(venv: str, argv: List[str]) -> None:
+def maybe_reexec(venv: str, argv: List[str], script: str = __file__) -> None:
+    """Run ``script`` again with the bench venv's interpreter, unless already in it."""
     py = venv_python(venv)
     if not os.path.exists(py):
         return
     if os.path.realpath(sys.prefix) == os.path.realpath(venv):
         return
-    os.execv(py, [py, os.path.abspath(__file__), *argv])
+    os.execv(py, [py, os.path.abspath(script), *argv])
 
 
 # -- the code under test ----------------------------------------------------------------------

@@ -53,10 +53,15 @@ async def app(scope: Dict[str, Any], receive: Callable[[], Awaitable[Dict[str, A
                 CLIENTS.discard(send)
                 return
     elif kind == "lifespan":
-        while True:
-            event = await receive()
-            if event["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif event["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+
+
+async def lifespan(receive: Callable[[], Awaitable[Dict[str, Any]]], send: Send) -> None:
+    """Answer uvicorn's start-up and shut-down events (nothing to set up)."""
+    while True:
+        event = await receive()
+        if event["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif event["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
