@@ -3,8 +3,8 @@
 From the repository root, after ``python3 loadtests/bench/run.py --install`` (the
 bench venv, with Locust)::
 
-    python3 loadtests/bench/mixed.py                                  # 25..400 users, 20 s steps
-    python3 loadtests/bench/mixed.py --users 25,50,100,200,400 --seconds 20 --rounds 2 \
+    python3 loadtests/bench/mixed.py                                  # 100..900 users, 20 s steps
+    python3 loadtests/bench/mixed.py --users 50,100,200,400 --seconds 20 --rounds 2 \
         --servers wssync,uvicorn-uvloop,uvicorn
     python3 loadtests/bench/mixed.py --report loadtests/bench/results/mixed-<time>.json
 
@@ -522,7 +522,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--servers", default="wssync,uvicorn-uvloop",
                         help=f"comma-separated, from {', '.join(SERVERS)} "
                              "(default: %(default)s)")
-    parser.add_argument("--users", default="25,50,100,200,400",
+    parser.add_argument("--users", default="100,200,400,600,900",
                         help="the ladder of Locust user counts (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="measured seconds per step (default: %(default)s)")
