@@ -289,8 +289,7 @@ class WebSocketProtocol:
         deflate = self._deflate
         if deflate is not None and deflate.compress_outgoing:
             return self._frame(opcode, deflate.compress(payload), True)
-        # self._frame without its call: this runs for every message sent.
-        return encode_frame(opcode, payload, True, False, os.urandom(4) if self.client else None)
+        return self._frame(opcode, payload)
 
     @property
     def compressed(self) -> bool:
