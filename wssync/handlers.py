@@ -76,12 +76,11 @@ class HttpBridge:
         if isinstance(target, Response):
             conn.send_response(target)
             return
-        blocking = getattr(target, "blocking", False)
-        if self.pool is None and not blocking:
-            self._run_handler(conn, target, request, False)  # reactor mode: inline
-            return
-        lane = self._lane(conn, blocking)
-        lane.submit(self._run_handler, conn, target, request, lane.threaded)
+        lane = self._lane(conn, getattr(target, "blocking", False))
+        if lane is _INLINE:
+            self._run_handler(conn, target, request, False)  # reactor mode: no queue
+        else:
+            lane.submit(self._run_handler, conn, target, request, lane.threaded)
 
     def _run_handler(self, conn: HttpConnection, handler: Callable[[Request], Any],
                      request: Request, threaded: bool) -> None:

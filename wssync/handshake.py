@@ -43,7 +43,7 @@ def is_handshake(request: Request) -> bool:
     """
     headers = request.headers
     return (
-        "upgrade" in headers._lookup()  # first: this runs for every request
+        "upgrade" in headers  # first: this runs for every request
         and request.version == "HTTP/1.1"
         and "websocket" in headers.tokens("upgrade")
         and "upgrade" in headers.tokens("connection")

@@ -214,8 +214,7 @@ class HttpConnection:
         if deflate is not None:
             headers.append(("Sec-WebSocket-Extensions", deflate.response_value()))
         transport.write(render_head("HTTP/1.1", 101, headers))
-        if access_log.isEnabledFor(logging.INFO):
-            self._log_access(request, 101, 0)
+        self._log_access(request, 101, 0)
         self._cancel_timer()
         ws = WebSocketConnection(self.config, decision.session, decision.subprotocol, deflate)
         self._current = None
@@ -253,8 +252,7 @@ class HttpConnection:
             if head is None:
                 return
             transport.write(head if head_only else head + body)
-            if access_log.isEnabledFor(logging.INFO):
-                self._log_access(request, status, 0 if head_only else len(body))
+            self._log_access(request, status, 0 if head_only else len(body))
             self._finish_response()
             return
         # An iterable body: stream it.
@@ -278,8 +276,7 @@ class HttpConnection:
         if head is None:
             return
         transport.write(head)
-        if access_log.isEnabledFor(logging.INFO):
-            self._log_access(request, status, -1)
+        self._log_access(request, status, -1)
         self._stream = stream
         self._pull()
 
@@ -358,11 +355,11 @@ class HttpConnection:
         log.info("%s: %d %s", transport.peername, status, message)
 
     def _log_access(self, request: Request, status: int, size: int) -> None:
-        # Callers check access_log.isEnabledFor(INFO) first: one call less per request.
-        peer = request.remote_addr
-        host = peer[0] if isinstance(peer, tuple) else str(peer)
-        access_log.info('%s "%s %s %s" %d %s', host, request.method, request.target,
-                        request.version, status, size if size >= 0 else "-")
+        if access_log.isEnabledFor(logging.INFO):
+            peer = request.remote_addr
+            host = peer[0] if isinstance(peer, tuple) else str(peer)
+            access_log.info('%s "%s %s %s" %d %s', host, request.method, request.target,
+                            request.version, status, size if size >= 0 else "-")
 
     # -- timeouts --------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ lenient parser behind a strict proxy is how requests get smuggled.
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from .request import Headers, Request
 
@@ -218,7 +218,6 @@ class RequestParser:
         # Field lines: one regex pass; a line it does not match leaves the
         # count short, and is then diagnosed.
         count = lines - 1
-        index: Dict[str, List[str]] = {}
         items: List[Tuple[str, str]] = []
         if count:
             if count > limits.max_headers:
@@ -226,13 +225,7 @@ class RequestParser:
             items = _FIELD_LINE.findall(head, line_end + 2)
             if len(items) != count:
                 _diagnose_fields(head[line_end + 2:])
-            for name, value in items:
-                key = name.lower()
-                if key in index:
-                    index[key].append(value)
-                else:
-                    index[key] = [value]
-        return self._frame(method, target, version, Headers(items, index), index)
+        return self._frame(method, target, version, Headers(items))
 
     @staticmethod
     def _origin_form(method: str, target: str) -> str:
@@ -244,13 +237,14 @@ class RequestParser:
         rest = target[match.end():]
         return rest if rest.startswith("/") else "/" + rest
 
-    def _frame(self, method: str, target: str, version: str, headers: Headers,
-               index: Dict[str, List[str]]) -> Optional[Request]:
+    def _frame(self, method: str, target: str, version: str,
+               headers: Headers) -> Optional[Request]:
         """Decide where the body ends, or refuse a request whose end is ambiguous.
 
         A request without a body is returned complete; otherwise the state
         moves on to reading its body.
         """
+        index = headers._lookup()  # one index, read directly: this runs per request
         hosts = index.get("host", ())
         if len(hosts) > 1:
             raise HttpError(400, "more than one Host header")

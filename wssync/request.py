@@ -21,12 +21,9 @@ class Headers:
 
     __slots__ = ("_block", "_index", "_items")
 
-    def __init__(self, items: Optional[List[Tuple[str, str]]] = None,
-                 _index: Optional[Dict[str, List[str]]] = None) -> None:
-        # ``_index`` (lower-cased name -> values) is for the parser, which builds
-        # it anyway while it checks the request.
+    def __init__(self, items: Optional[List[Tuple[str, str]]] = None) -> None:
         self._items: Optional[List[Tuple[str, str]]] = items if items is not None else []
-        self._index: Optional[Dict[str, List[str]]] = _index
+        self._index: Optional[Dict[str, List[str]]] = None
         self._block = ""
 
     # The items and the look-up index are built on demand and can be folded

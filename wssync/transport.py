@@ -166,13 +166,8 @@ class Connection:
             return
         if not self._out:
             # Write first, buffer second: most writes go out whole right away.
-            # (_send inlined: this runs once per response or message.)
-            try:
-                sent = self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._force_close(exc)
+            sent = self._send(data)
+            if sent < 0:
                 return
             if sent == len(data):
                 return
