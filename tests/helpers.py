@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 
 def raw_exchange(port: int, data: bytes, half_close: bool = False,
@@ -52,3 +52,14 @@ def wait_listening(port: int, proc: subprocess.Popen[str], timeout: float = 10) 
         except OSError:
             time.sleep(0.05)
     raise AssertionError("server did not start listening")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
+               interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

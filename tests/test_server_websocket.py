@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 import requests
 import websocket  # websocket-client
+from helpers import wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -345,16 +346,6 @@ def raw(server: Server, clients: contextlib.ExitStack, path: str = "/echo",
     conn = RawWS.connect(port_of(server), path, **kwargs)
     clients.callback(conn.close)
     return conn
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT,
-               interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def http_get(port: int, path: str = "/health", timeout: float = TIMEOUT) -> Tuple[int, bytes]:

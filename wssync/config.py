@@ -6,38 +6,72 @@ that enforce them.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, NamedTuple
 
 from .http_parser import ParserLimits
 from .permessage_deflate import DeflateSettings
 
-_DEFAULTS: Dict[str, Any] = {
+_KiB = 1024
+_MiB = 1024 * 1024
+
+
+class Setting(NamedTuple):
+    """One tunable: its default, what kind of value it takes, and its help text."""
+
+    default: Any
+    kind: str  # "bytes", "seconds", "count" or "flag": how the CLI reads it
+    help: str
+
+
+# The one list of settings: Config, the command line and its environment
+# variables (WSSYNC_<NAME>) and README.rst all take names and defaults from here.
+SETTINGS: Dict[str, Setting] = {
     # HTTP
-    "max_request_line": 8190,  # bytes; longer gets 414
-    "max_header_size": 65536,  # bytes of request head; larger gets 431
-    "max_headers": 100,  # header fields; more gets 431
-    "max_body_size": 10 * 1024 * 1024,  # bytes; larger gets 413
-    "keepalive_timeout": 5.0,  # seconds an idle keep-alive connection is kept
-    "header_timeout": 10.0,  # seconds to receive a whole request head
-    "body_timeout": 30.0,  # seconds to receive a whole request body
+    "max_request_line": Setting(8190, "bytes", "longest request line; longer gets 414"),
+    "max_header_size": Setting(64 * _KiB, "bytes", "largest request head; larger gets 431"),
+    "max_headers": Setting(100, "count", "most header fields in a request; more gets 431"),
+    "max_body_size": Setting(10 * _MiB, "bytes", "largest request body; larger gets 413"),
+    "keepalive_timeout": Setting(5.0, "seconds", "how long an idle keep-alive connection is kept"),
+    "header_timeout": Setting(10.0, "seconds", "time to receive a whole request head; then 408"),
+    "body_timeout": Setting(30.0, "seconds", "time to receive a whole request body; then 408"),
     # WebSocket
-    "max_message_size": 16 * 1024 * 1024,  # bytes of one message; larger gets 1009
-    "ping_interval": 20.0,  # seconds between keepalive pings; 0 disables them
-    "ping_timeout": 20.0,  # seconds to wait for the pong; then close 1011
-    "close_timeout": 5.0,  # seconds to wait for the peer's close frame
-    "compression": True,  # accept permessage-deflate offers (RFC 7692)
-    "compression_level": 6,  # zlib level for outgoing messages, 0 sends them uncompressed
-    "compression_mem_level": 8,  # zlib memLevel 1-9: memory per connection vs. speed
-    "compression_window_bits": 15,  # our deflate window 9-15 (2**bits bytes)
-    "compression_client_window_bits": 15,  # window 8-15 we ask clients to keep within
+    "max_message_size": Setting(16 * _MiB, "bytes",
+                                "largest WebSocket message; larger closes with 1009"),
+    "ping_interval": Setting(20.0, "seconds", "between keepalive pings; 0 disables them"),
+    "ping_timeout": Setting(20.0, "seconds", "wait for a pong, then close with 1011"),
+    "close_timeout": Setting(5.0, "seconds", "wait for the peer's close frame, then drop it"),
+    "compression": Setting(True, "flag", "accept permessage-deflate offers (RFC 7692)"),
+    "compression_level": Setting(6, "count",
+                                 "zlib level for outgoing messages; 0 sends them uncompressed"),
+    "compression_mem_level": Setting(8, "count", "zlib memLevel 1-9: memory per connection vs. "
+                                                 "speed"),
+    "compression_window_bits": Setting(15, "count", "our deflate window, 9-15 (2**bits bytes)"),
+    "compression_client_window_bits": Setting(15, "count",
+                                              "deflate window 8-15 we ask clients to keep within"),
+    # Thread-pool mode: how much work may wait for a worker
+    "max_queue": Setting(16, "count", "thread-pool mode: messages of one WebSocket waiting for "
+                                      "its handler before that peer is no longer read"),
+    "max_queue_bytes": Setting(1 * _MiB, "bytes", "thread-pool mode: bytes of one WebSocket's "
+                                                  "waiting messages before it is no longer read"),
+    "max_queued_tasks": Setting(10000, "count", "thread-pool mode: handler calls waiting for a "
+                                                "worker, all connections together, before new "
+                                                "connections wait to be accepted"),
+    "max_send_queue": Setting(4 * _MiB, "bytes", "bytes other threads may hand the reactor to "
+                                                 "send (WebSocket.send, broadcast) before such a "
+                                                 "thread waits"),
     # Transport
-    "write_high_water": 256 * 1024,  # bytes buffered before we stop reading the peer
-    "max_write_buffer": 64 * 1024 * 1024,  # bytes buffered before a peer is dropped
-    "send_timeout": 60.0,  # seconds a peer may take no bytes while we have some for it
-    "max_connections": 0,  # 0: as many as file descriptors allow
-    "backlog": 1024,
-    "shutdown_grace": 10.0,  # seconds stop() waits for in-flight work
+    "write_high_water": Setting(256 * _KiB, "bytes",
+                                "buffered output for a peer before we stop reading it"),
+    "max_write_buffer": Setting(4 * _MiB, "bytes",
+                                "buffered output a peer may fall behind by before it is dropped"),
+    "send_timeout": Setting(60.0, "seconds",
+                            "a peer that takes no bytes this long while output waits is dropped"),
+    "max_connections": Setting(0, "count", "open connections; more get 503 (0: as many as file "
+                                           "descriptors allow)"),
+    "backlog": Setting(1024, "count", "the listening socket's accept queue"),
+    "shutdown_grace": Setting(10.0, "seconds", "how long a stop waits for in-flight work"),
 }
+_DEFAULTS: Dict[str, Any] = {name: setting.default for name, setting in SETTINGS.items()}
 
 
 class Config:
@@ -59,6 +93,10 @@ class Config:
     compression_mem_level: int
     compression_window_bits: int
     compression_client_window_bits: int
+    max_queue: int
+    max_queue_bytes: int
+    max_queued_tasks: int
+    max_send_queue: int
     write_high_water: int
     max_write_buffer: int
     send_timeout: float

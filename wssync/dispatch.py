@@ -39,6 +39,7 @@ class Lane:
             return
         with pool._lock:
             self._tasks.append((fn, args))
+            pool.queued += 1
             if self._scheduled:
                 return
             self._scheduled = True
@@ -48,7 +49,9 @@ class Lane:
         """Run the oldest task (a worker; only one worker holds a lane at a time)."""
         pool = self._pool
         assert pool is not None
-        fn, args = self._tasks.popleft()
+        with pool._lock:
+            fn, args = self._tasks.popleft()
+            pool.queued -= 1
         try:
             fn(*args)
         except Exception:
@@ -68,6 +71,7 @@ class ThreadPool:
         if size < 1:
             raise ValueError("a thread pool needs at least one thread")
         self.size = size
+        self.queued = 0  # tasks submitted and not started, over all lanes
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Optional[Lane]] = queue.SimpleQueue()
         # Daemon threads: a handler blocked forever must not keep the process alive.

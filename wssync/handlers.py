@@ -3,20 +3,23 @@
 ``HttpBridge`` answers ``HttpConnection`` (route, call the handler, turn its
 return value into a ``Response``, turn an exception into 500) and accepts
 WebSocket handshakes; ``Session`` delivers one WebSocket's events to its
-route's callbacks (an exception closes with 1011).  Results always go back to
-the protocol objects on the reactor thread.  No bytes are parsed here.
+route's callbacks (an exception closes with 1011) and, in thread-pool mode,
+keeps its backlog of undelivered messages within ``max_queue`` and
+``max_queue_bytes`` by pausing the connection's input.  Results always go back
+to the protocol objects on the reactor thread.  No bytes are parsed here.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 from .app import App, WebSocketRoute
+from .config import Config
 from .dispatch import Lane, ThreadPool
 from .handshake import offered_subprotocols
 from .http_connection import ChunkCallback, HttpConnection, WebSocketAccept
-from .reactor import Reactor
+from .reactor import BoundedHandoff, Reactor
 from .request import Request
 from .response import Response
 from .websocket import WebSocket
@@ -48,11 +51,13 @@ def _server_error() -> Response:
 class HttpBridge:
     """The application side of every ``HttpConnection`` of one server."""
 
-    def __init__(self, app: App, reactor: Reactor, pool: Optional[ThreadPool],
-                 registry: Dict[WebSocketConnection, WebSocket],
+    def __init__(self, app: App, config: Config, reactor: Reactor, handoff: BoundedHandoff,
+                 pool: Optional[ThreadPool], registry: Dict[WebSocketConnection, WebSocket],
                  blocking_pool: Optional[ThreadPool] = None) -> None:
         self.app = app
+        self.config = config
         self.reactor = reactor
+        self.handoff = handoff
         self.pool = pool
         self.blocking_pool = blocking_pool
         self.websockets = registry
@@ -124,15 +129,23 @@ class HttpBridge:
         if not route.origin_allowed(request.headers.get("origin")):
             return Response("403 Forbidden: origin not allowed\n", 403)
         subprotocol = route.select_subprotocol(offered_subprotocols(request.headers))
-        handle = WebSocket(self.reactor, request, subprotocol)
+        handle = WebSocket(self.handoff, request, subprotocol)
         lane = self._lane(conn)
         return WebSocketAccept(Session(self, route, handle, lane), subprotocol)
 
 
 class Session:
-    """Delivers one WebSocket connection's events to its route, in order."""
+    """Delivers one WebSocket connection's events to its route, in order.
 
-    __slots__ = ("bridge", "conn", "handle", "lane", "route")
+    On a worker lane, messages wait for the handler; the reactor counts what
+    it queued and the worker what it delivered (each counter has one writer,
+    so no lock), and the connection's input pauses while the difference is
+    over ``max_queue`` messages or ``max_queue_bytes``.  It resumes once the
+    backlog is down to a quarter of both.
+    """
+
+    __slots__ = ("_delivered", "_delivered_bytes", "_paused", "_queued", "_queued_bytes",
+                 "bridge", "conn", "handle", "lane", "route")
 
     def __init__(self, bridge: HttpBridge, route: WebSocketRoute, handle: WebSocket,
                  lane: Lane) -> None:
@@ -141,6 +154,9 @@ class Session:
         self.handle = handle
         self.lane = lane
         self.conn: Optional[WebSocketConnection] = None
+        self._queued = self._queued_bytes = 0  # written by the reactor thread only
+        self._delivered = self._delivered_bytes = 0  # written by the lane's worker only
+        self._paused = False
 
     def opened(self, conn: WebSocketConnection) -> None:
         self.conn = conn
@@ -155,8 +171,48 @@ class Session:
         if on_message is not None:
             if self.lane is _INLINE:
                 self._call(on_message, self.handle, data)  # reactor mode: no queue
-            else:
-                self.lane.submit(self._call, on_message, self.handle, data)
+                return
+            size = len(data)
+            self._queued += 1
+            self._queued_bytes += size
+            self.lane.submit(self._deliver, on_message, data, size)
+            if not self._paused and self._over_limit():
+                self._paused = True
+                # The worker may have emptied the backlog before it could see
+                # the flag: look again now that the flag is set.
+                if self._drained():
+                    self._paused = False
+                else:
+                    assert self.conn is not None
+                    self.conn.pause_input()
+
+    def _backlog(self) -> Tuple[int, int]:
+        return self._queued - self._delivered, self._queued_bytes - self._delivered_bytes
+
+    def _over_limit(self) -> bool:
+        count, size = self._backlog()
+        config = self.bridge.config
+        return count >= config.max_queue or size >= config.max_queue_bytes
+
+    def _drained(self) -> bool:
+        count, size = self._backlog()
+        config = self.bridge.config
+        return count <= config.max_queue // 4 and size <= config.max_queue_bytes // 4
+
+    def _deliver(self, on_message: Callable[..., Any], data: Union[str, bytes],
+                 size: int) -> None:
+        """A worker runs the handler for one queued message."""
+        self._call(on_message, self.handle, data)
+        self._delivered_bytes += size
+        self._delivered += 1
+        if self._paused and self._drained():
+            self.bridge.reactor.call_soon_threadsafe(self._resume)
+
+    def _resume(self) -> None:
+        if self._paused and self._drained():
+            self._paused = False
+            if self.conn is not None:
+                self.conn.resume_input()
 
     def closed(self, code: int, reason: str) -> None:
         if self.conn is not None:

@@ -218,10 +218,12 @@ class HttpConnection:
         self._cancel_timer()
         ws = WebSocketConnection(self.config, decision.session, decision.subprotocol, deflate)
         self._current = None
+        # Undo a pause for pipelined requests before the new protocol starts:
+        # from here on, only the WebSocket side decides when reading stops.
+        transport.resume_reading()
         # The client may have sent its first frames in the same packet as the
         # handshake: they belong to the new protocol.
         transport.set_protocol(ws, parser.take_buffer())
-        transport.resume_reading()
 
     # -- responses -------------------------------------------------------------------
 
@@ -231,7 +233,8 @@ class HttpConnection:
         transport = self.transport
         if request is None or transport is None or transport.closed:
             return
-        if close:
+        if close or self._stopping:
+            # Say so now: a client reusing the connection would lose its next request.
             request.keep_alive = False
         status = response.status
         body = response.body

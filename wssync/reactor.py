@@ -195,3 +195,59 @@ class Reactor:
         self._wake_r.close()
         self._wake_w.close()
         self.selector.close()
+
+
+class BoundedHandoff:
+    """Calls other threads hand the reactor, bounded by the bytes they carry.
+
+    ``call_soon_threadsafe`` alone lets a producer thread queue work faster
+    than the reactor runs it, without limit.  Here a thread waits while more
+    than ``limit`` bytes it and others handed over are not yet handled, so
+    producers are slowed to the reactor's pace.  On the reactor thread a call
+    runs at once and never waits.  After :meth:`close` calls are dropped.
+    """
+
+    def __init__(self, reactor: Reactor, limit: int) -> None:
+        self._reactor = reactor
+        self._limit = limit
+        self._pending = 0
+        self._waiting = 0
+        self._closed = False
+        self._cond = threading.Condition(threading.Lock())
+
+    @property
+    def pending(self) -> int:
+        """Bytes handed over and not yet handled."""
+        return self._pending
+
+    def call(self, size: int, callback: Callback, *args: Any) -> None:
+        """Run ``callback(*args)`` on the reactor; ``size`` is what it carries."""
+        reactor = self._reactor
+        if reactor.in_reactor_thread():
+            callback(*args)
+            return
+        with self._cond:
+            # One call larger than the limit still goes, alone.
+            while self._pending and self._pending + size > self._limit and not self._closed:
+                self._waiting += 1
+                self._cond.wait(1.0)
+                self._waiting -= 1
+            if self._closed:
+                return
+            self._pending += size
+        reactor.call_soon_threadsafe(self._run, size, callback, args)
+
+    def _run(self, size: int, callback: Callback, args: Tuple[Any, ...]) -> None:
+        try:
+            callback(*args)
+        finally:
+            with self._cond:
+                self._pending -= size
+                if self._waiting:
+                    self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake every waiting thread and drop later calls (the reactor is done)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

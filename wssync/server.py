@@ -19,7 +19,7 @@ from .config import Config
 from .dispatch import ThreadPool
 from .handlers import HttpBridge
 from .http_connection import HttpConnection
-from .reactor import Reactor
+from .reactor import BoundedHandoff, Reactor
 from .response import error_response
 from .transport import Connection, Listener, WriteLimits, create_listening_socket
 from .websocket import WebSocket
@@ -51,6 +51,7 @@ class Server:
         app.server = self
         self._sock: Optional[socket.socket] = None
         self._reactor: Optional[Reactor] = None
+        self._handoff: Optional[BoundedHandoff] = None
         self._listener: Optional[Listener] = None
         self._pool: Optional[ThreadPool] = None
         self._blocking_pool: Optional[ThreadPool] = None
@@ -61,6 +62,7 @@ class Server:
         self._stopped = threading.Event()
         self._stopping = False
         self._refused_logged = 0.0
+        self._saturated_logged = 0.0
 
     # -- life cycle -----------------------------------------------------------------
 
@@ -81,19 +83,20 @@ class Server:
         """Serve on the calling thread until :meth:`stop`."""
         self.bind()
         assert self._sock is not None
+        config = self.config
         reactor = self._reactor = Reactor()
+        handoff = self._handoff = BoundedHandoff(reactor, config.max_send_queue)
         if self.threads:
             self._pool = ThreadPool(self.threads)
         elif self.app.wsgi is not None:
             # WSGI applications block: even in reactor mode they get workers.
             self._blocking_pool = ThreadPool(WSGI_THREADS, name="wssync-wsgi")
-        bridge = HttpBridge(self.app, reactor, self._pool, self._websockets,
+        bridge = HttpBridge(self.app, config, reactor, handoff, self._pool, self._websockets,
                             self._blocking_pool)
-        config = self.config
         self._listener = Listener(
             reactor, self._sock, lambda: HttpConnection(config, bridge), self._connections,
             WriteLimits(config.write_high_water, config.max_write_buffer, config.send_timeout),
-            config.max_connections, self._refuse,
+            config.max_connections, self._refuse, self._accepting,
         )
         self._stopped.clear()
         reactor.call_soon(self._running.set)
@@ -181,11 +184,25 @@ class Server:
             if pool is not None:
                 pool.shutdown(timeout=2.0)
         self._pool = self._blocking_pool = None
+        if self._handoff is not None:
+            self._handoff.close()  # threads waiting to send give up
         if self._reactor is not None:
             self._reactor.close()
         self._running.clear()
         self._stopped.set()
         log.info("server stopped")
+
+    def _accepting(self) -> bool:
+        """Whether to take new connections: not while workers are far behind."""
+        for pool in (self._pool, self._blocking_pool):
+            if pool is not None and pool.queued >= self.config.max_queued_tasks:
+                now = time.monotonic()
+                if now - self._saturated_logged > 10:
+                    self._saturated_logged = now
+                    log.warning("%d handler calls wait for a worker (max_queued_tasks); "
+                                "new connections wait", pool.queued)
+                return False
+        return True
 
     def _refuse(self, sock: socket.socket) -> None:
         """Over ``max_connections``: a best-effort 503, then close."""
@@ -209,17 +226,17 @@ class Server:
     def broadcast(self, message: Union[str, bytes], path: Optional[str] = None) -> None:
         """Send ``message`` to every open WebSocket (on ``path`` only, if given).
 
-        Encoded once for all receivers.  Safe from any thread.  A receiver
-        that does not read is dropped once its buffer passes ``max_write_buffer``.
+        Encoded once: every receiver's output buffer refers to the same frame,
+        so a broadcast costs its size once, however many receive it.  Safe from
+        any thread; a thread waits while more than ``max_send_queue`` bytes it
+        and others handed over are not yet fanned out.  A receiver that falls
+        more than ``max_write_buffer`` behind is dropped; the others go on.
         """
-        reactor = self._reactor
-        if reactor is None:
+        handoff = self._handoff
+        if handoff is None:
             return
         frame = encode_frame(*message_frame_parts(message))
-        if reactor.in_reactor_thread():
-            self._broadcast(message, frame, path)
-        else:
-            reactor.call_soon_threadsafe(self._broadcast, message, frame, path)
+        handoff.call(len(frame), self._broadcast, message, frame, path)
 
     def _broadcast(self, message: Union[str, bytes], frame: bytes, path: Optional[str]) -> None:
         for conn, handle in list(self._websockets.items()):
@@ -232,7 +249,8 @@ class Server:
         return list(self._websockets.values())
 
     def connections(self) -> List[Dict[str, Any]]:
-        """Every open connection: its TCP 5-tuple and current protocol (a snapshot)."""
+        """Every open connection: its TCP 5-tuple, current protocol and the bytes
+        read from and sent to the peer so far (a snapshot)."""
         out = []
         for conn in list(self._connections.values()):
             client, server = conn.peername, conn.sockname
@@ -243,6 +261,8 @@ class Server:
                 "server_addr": server[0] if isinstance(server, tuple) else str(server),
                 "server_port": server[1] if isinstance(server, tuple) else None,
                 "protocol": conn.protocol.name,
+                "bytes_in": conn.bytes_in,
+                "bytes_out": conn.bytes_out,
             }
             handle = self._websockets.get(conn.protocol)  # type: ignore[call-overload]
             if handle is not None:

@@ -13,7 +13,7 @@ import logging
 import selectors
 import socket
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Union
 
 from .reactor import Reactor, Timer
 
@@ -23,18 +23,23 @@ EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 
 _RECV_SIZE = 65536
+# Buffers handed to one sendmsg(): enough to fill a socket buffer with small
+# frames, far below the kernel's IOV_MAX (1024 on Linux).
+_IOV_BATCH = 64
 # Errors that mean "the peer is gone", not a bug worth a traceback.
 _GONE = (ConnectionError, TimeoutError)
 # accept() errors that mean "out of resources": pause the listener, do not spin.
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _LOCAL_ADDRESSES: Dict[Any, Any] = {}
 
+Buffer = Union[bytes, memoryview]
+
 
 class WriteLimits(NamedTuple):
     """Output-buffer policy of every connection."""
 
     high_water: int  # above this, stop reading the peer and pause the protocol
-    max_buffer: int  # above this, drop the peer: it cannot grow our memory
+    max_buffer: int  # a peer already behind that falls further than this is dropped
     send_timeout: float  # seconds without any progress while output waits; 0: none
 
 
@@ -58,8 +63,8 @@ class Connection:
     __slots__ = (
         "_closed", "_closing", "_eof", "_events", "_high_water", "_low_water", "_max_buffer",
         "_out", "_out_size", "_progress", "_reading_paused", "_registry", "_send_timeout",
-        "_send_timer", "_write_eof", "_writing_paused", "fileno", "peername", "protocol",
-        "reactor", "sock", "sockname",
+        "_send_timer", "_write_eof", "_writing_paused", "bytes_in", "bytes_out", "fileno",
+        "peername", "protocol", "reactor", "sock", "sockname",
     )
 
     def __init__(
@@ -88,8 +93,12 @@ class Connection:
         self._send_timeout = limits.send_timeout
         self._send_timer: Optional[Timer] = None
         self._progress = 0.0  # when the peer last took bytes from a non-empty buffer
-        self._out: List[bytes] = []
+        # Buffers waiting for the kernel, sent as they are (never joined): a
+        # broadcast frame is one object referenced by every receiver's list.
+        self._out: List[Buffer] = []
         self._out_size = 0
+        self.bytes_in = 0  # read from the peer
+        self.bytes_out = 0  # taken by the kernel for the peer
         self._events = 0
         self._reading_paused = False  # by the protocol
         self._writing_paused = False  # we told the protocol to stop writing
@@ -151,6 +160,7 @@ class Connection:
             self._force_close(exc)
             return
         if data:
+            self.bytes_in += len(data)
             self.protocol.data_received(data)
             return
         # The peer half-closed.  Stop reading; the protocol decides whether to
@@ -162,41 +172,29 @@ class Connection:
     # -- writing ---------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        """Send ``data`` (kept by reference, so it must not change afterwards)."""
         if self._closing or self._closed or self._write_eof or not data:
             return
         if not self._out:
             # Write first, buffer second: most writes go out whole right away.
             sent = self._send(data)
-            if sent < 0:
+            if sent < 0 or sent == len(data):
                 return
-            if sent == len(data):
-                return
-            data = data[sent:]
-            self._out.append(data)
-            self._out_size = len(data)
+            self._out.append(memoryview(data)[sent:] if sent else data)
+            self._out_size = len(data) - sent
             self._update_events()
             self._watch_send()
         else:
+            behind = self._out_size > self._high_water
             self._out.append(data)
             self._out_size += len(data)
-        self._check_high_water()
-
-    def _send(self, data: bytes) -> int:
-        """Bytes the kernel took (0 when its buffer is full), or -1 if the peer is gone."""
-        try:
-            return self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError as exc:
-            self._force_close(exc)
-            return -1
-
-    def _check_high_water(self) -> None:
-        if self._out_size > self._max_buffer:
-            # A peer that does not read must not grow our memory without bound.
-            log.warning("dropping %s: output buffer over %d bytes", self.peername, self._max_buffer)
-            self.abort()
-            return
+            if behind and self._out_size > self._max_buffer:
+                # A peer that does not keep up must not grow our memory without
+                # bound.  One that had caught up may take a message of any size.
+                log.warning("dropping %s: more than %d bytes behind", self.peername,
+                            self._max_buffer)
+                self.abort()
+                return
         if not self._writing_paused and self._out_size > self._high_water:
             self._writing_paused = True
             self._update_events()  # stop reading from a peer that does not read
@@ -205,23 +203,49 @@ class Connection:
             except Exception:
                 log.exception("pause_writing failed")
 
+    def _send(self, data: Buffer) -> int:
+        """Bytes the kernel took (0 when its buffer is full), or -1 if the peer is gone."""
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            self._force_close(exc)
+            return -1
+        self.bytes_out += sent
+        return sent
+
     def _flush(self) -> None:
-        if not self._out:
+        out = self._out
+        if not out:
             self._update_events()
             return
-        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-        sent = self._send(data)
+        if len(out) == 1:
+            sent = self._send(out[0])
+        else:
+            # Scatter/gather: the kernel copies from each buffer in place.
+            try:
+                sent = self.sock.sendmsg(out[:_IOV_BATCH])
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                self._force_close(exc)
+                return
+            self.bytes_out += sent
         if sent < 0:
             return
         if sent:
             self._progress = time.monotonic()
-        if sent == len(data):
-            self._out = []
-            self._out_size = 0
-        else:
-            rest = memoryview(data)[sent:] if sent else data
-            self._out = [rest]  # type: ignore[list-item]
-            self._out_size = len(rest)
+            self._out_size -= sent
+            done = 0
+            while sent:
+                size = len(out[done])
+                if sent < size:
+                    out[done] = memoryview(out[done])[sent:]
+                    break
+                sent -= size
+                done += 1
+            del out[:done]
         if self._writing_paused and self._out_size <= self._low_water:
             self._writing_paused = False
             self._update_events()
@@ -229,7 +253,7 @@ class Connection:
                 self.protocol.resume_writing()
             except Exception:
                 log.exception("resume_writing failed")
-        if not self._out:
+        if not out:
             if self._closing:
                 self._force_close(None)
                 return
@@ -359,6 +383,7 @@ class Listener:
         limits: WriteLimits,
         max_connections: int,
         on_refused: Callable[[socket.socket], None],
+        accepting: Optional[Callable[[], bool]] = None,
     ) -> None:
         self.reactor = reactor
         self.sock = sock
@@ -367,12 +392,18 @@ class Listener:
         self._limits = limits
         self._max_connections = max_connections
         self._on_refused = on_refused
+        self._accepting = accepting  # False: leave new connections in the backlog for now
         self._resume_timer: Optional[Timer] = None
         self._closed = False
         sock.setblocking(False)
         reactor.selector.register(sock, EVENT_READ, self._on_readable)
 
     def _on_readable(self, _mask: int) -> None:
+        if self._accepting is not None and not self._accepting():
+            # The layer above is saturated: the kernel's backlog holds new
+            # clients (and finally refuses them) instead of our memory.
+            self._pause(0.05)
+            return
         # Accept a batch: one selector round per connection is too slow under a
         # connection storm, an unbounded loop would starve everyone else.
         for _ in range(64):

@@ -1,7 +1,8 @@
 """``WebSocket``: the application's handle on one WebSocket connection.
 
 Every method is safe from any thread: calls from outside the reactor thread
-are handed to it, and sends from one thread keep their order.  The handle
+are handed to it, and sends from one thread keep their order.  A thread that
+sends faster than the reactor can take waits (``max_send_queue``).  The handle
 never writes to a socket itself.
 """
 
@@ -13,7 +14,7 @@ from .request import Headers, Request
 from .websocket_frames import encode_close_payload, is_valid_close_code
 
 if TYPE_CHECKING:
-    from .reactor import Reactor
+    from .reactor import BoundedHandoff
     from .websocket_connection import WebSocketConnection
 
 
@@ -21,11 +22,12 @@ class WebSocket:
     """One open (or closed) WebSocket connection, as handlers see it."""
 
     __slots__ = (
-        "_conn", "_data", "_reactor", "close_code", "close_reason", "request", "subprotocol",
+        "_conn", "_data", "_handoff", "close_code", "close_reason", "request", "subprotocol",
     )
 
-    def __init__(self, reactor: Reactor, request: Request, subprotocol: Optional[str]) -> None:
-        self._reactor = reactor
+    def __init__(self, handoff: BoundedHandoff, request: Request,
+                 subprotocol: Optional[str]) -> None:
+        self._handoff = handoff
         self._conn: Optional[WebSocketConnection] = None
         self.request = request
         self.subprotocol = subprotocol
@@ -61,28 +63,25 @@ class WebSocket:
         """Send a text (``str``) or binary (bytes-like) message; dropped once closed."""
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"WebSocket messages are str or bytes, not {type(message).__name__}")
-        self._call("send", message)
+        conn = self._conn
+        if conn is not None:
+            self._handoff.call(len(message), conn.send, message)
 
     def ping(self, payload: bytes = b"") -> None:
         if len(payload) > 125:
             raise ValueError("ping payload over 125 bytes")
-        self._call("ping", bytes(payload))
+        conn = self._conn
+        if conn is not None:
+            self._handoff.call(len(payload), conn.ping, bytes(payload))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the close handshake with ``code`` and ``reason`` (at most 123 bytes)."""
         if not is_valid_close_code(code):
             raise ValueError(f"invalid close code {code}")
         encode_close_payload(code, reason)  # raises on a reason that does not fit
-        self._call("close", code, reason)
-
-    def _call(self, method: str, *args: Any) -> None:
         conn = self._conn
-        if conn is None:
-            return
-        if self._reactor.in_reactor_thread():
-            getattr(conn, method)(*args)
-        else:
-            self._reactor.call_soon_threadsafe(getattr(conn, method), *args)
+        if conn is not None:
+            self._handoff.call(0, conn.close, code, reason)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

@@ -49,7 +49,8 @@ class WebSocketConnection:
     """RFC 6455 over one transport, with keepalive and close timeouts."""
 
     __slots__ = (
-        "_close_timer", "_draining", "_lost", "_ping_count", "_ping_timer", "_pong_timer",
+        "_close_timer", "_draining", "_input_paused", "_lost", "_ping_count", "_ping_timer",
+        "_pong_timer",
         "close_code", "close_reason", "config", "proto", "session", "subprotocol", "transport",
     )
 
@@ -71,6 +72,7 @@ class WebSocketConnection:
         self._close_timer: Optional[Timer] = None
         self._ping_count = 0
         self._draining = False  # failed: discard input until the peer closes
+        self._input_paused = False  # the application asked for no more messages for now
         self._lost = False
 
     # -- transport callbacks -----------------------------------------------------
@@ -84,15 +86,31 @@ class WebSocketConnection:
     def data_received(self, data: bytes) -> None:
         if self._draining:
             return
+        self.proto.feed(data)
+        self._process_events()
+
+    def _process_events(self) -> None:
+        """Handle parsed events until the bytes run out or the application is full.
+
+        While input is paused, unparsed bytes stay in the protocol's buffer
+        (at most one read) and the transport stops reading.  Once our close
+        frame is out, parsing goes on so the peer's answer is seen; messages
+        the application can no longer take are dropped then.
+        """
         transport = self.transport
         assert transport is not None
-        for event in self.proto.receive_data(data):
+        proto = self.proto
+        while not self._input_paused or proto.close_sent:
+            event = proto.next_event()
+            if event is None:
+                return
             if type(event) is Message:
-                self.session.message(event.data)
+                if not self._input_paused:
+                    self.session.message(event.data)
             elif type(event) is Ping:
                 # Pongs were queued by the protocol: they go out in the order
                 # pings and messages came (all queued ones at the first ping).
-                pong = self.proto.data_to_send()
+                pong = proto.data_to_send()
                 if pong:
                     transport.write(pong)
             elif type(event) is Pong:
@@ -107,6 +125,28 @@ class WebSocketConnection:
                 log.info("closing %s: %d %s", transport.peername, event.code, event.reason)
                 self._draining = True
                 self.session.after_pending(partial(self._fail, event.code, event.reason))
+                return
+
+    # -- flow control from the application (reactor thread) -------------------------
+
+    def pause_input(self) -> None:
+        """The application has enough messages waiting: stop reading this peer."""
+        if not self._input_paused:
+            self._input_paused = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+
+    def resume_input(self) -> None:
+        """The application caught up: deliver what is parsed and read again."""
+        if not self._input_paused:
+            return
+        self._input_paused = False
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        transport.resume_reading()
+        if not self._draining:
+            self._process_events()
 
     def eof_received(self) -> None:
         assert self.transport is not None
@@ -161,8 +201,12 @@ class WebSocketConnection:
         transport.write(self.proto.send_close(code, reason))
         if self.proto.close_received:
             transport.close()
-        else:
-            self._start_close_timer()
+            return
+        self._start_close_timer()
+        if self._input_paused:
+            # The peer's close answer may sit behind messages nobody takes now.
+            transport.resume_reading()
+            self._process_events()
 
     def _answer_close(self) -> None:
         transport = self.transport
@@ -214,6 +258,12 @@ class WebSocketConnection:
     def _pong_missing(self) -> None:
         self._pong_timer = None
         if self.transport is not None and not self._lost:
+            if self._input_paused and not self.proto.close_sent:
+                # We are not reading, so the pong may well be waiting unread:
+                # a busy handler must not look like a dead peer.
+                self._pong_timer = self.transport.reactor.call_later(
+                    self.config.ping_timeout, self._pong_missing)
+                return
             log.info("closing %s: no pong within %.1f s", self.transport.peername,
                      self.config.ping_timeout)
             self.close_code, self.close_reason = 1011, "keepalive ping timeout"

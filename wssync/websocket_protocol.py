@@ -1,6 +1,7 @@
 """The RFC 6455 connection state machine on plain bytes (Sans-I/O).
 
-Bytes in (:meth:`WebSocketProtocol.receive_data`) give events out: whole
+Bytes in (:meth:`WebSocketProtocol.feed`, then :meth:`~WebSocketProtocol.next_event`,
+or both at once with :meth:`~WebSocketProtocol.receive_data`) give events out: whole
 messages, pings, pongs, the peer's close, or a protocol failure.  Methods
 named ``send_*`` return the bytes to write.  Used by the server's
 ``WebSocketConnection`` and by any client; it never touches a socket, a
@@ -137,19 +138,37 @@ class WebSocketProtocol:
     # -- receiving --------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> List[Event]:
-        """Events for ``data``; after a :class:`Failure` nothing more is parsed."""
-        if self.state == CLOSED or self.close_received:
-            return []
-        parser = self._parser
-        parser.feed(data)
+        """Every event ``data`` completes: :meth:`feed` then :meth:`next_event` until None."""
+        self.feed(data)
         events: List[Event] = []
+        event = self.next_event()
+        while event is not None:
+            events.append(event)
+            event = self.next_event()
+        return events
+
+    def feed(self, data: bytes) -> None:
+        """Buffer ``data``; nothing is parsed until :meth:`next_event` asks."""
+        if self.state != CLOSED and not self.close_received:
+            self._parser.feed(data)
+
+    def next_event(self) -> Optional[Event]:
+        """The next complete event, or None until more bytes come.
+
+        Parsing on demand lets a caller that cannot take more messages stop
+        here and leave the rest as bytes.  After a :class:`Failure` or
+        :class:`CloseReceived` it returns None for ever.
+        """
+        if self.state == CLOSED or self.close_received:
+            return None
+        parser = self._parser
         try:
             while True:
                 frame = parser.next_frame()
                 if frame is None:
                     if parser.pending is not None:
                         self._check_partial_text(parser)
-                    return events
+                    return None
                 self._peek_offset = 0
                 self._peek_decoder = None
                 opcode = frame.opcode
@@ -164,13 +183,11 @@ class WebSocketProtocol:
                     if frame.fin:
                         if opcode == OP_TEXT:
                             try:
-                                events.append(Message(payload.decode("utf-8")))
+                                return Message(payload.decode("utf-8"))
                             except UnicodeDecodeError:
                                 raise ProtocolError(1007, "invalid UTF-8 in text message") from None
-                        else:
-                            events.append(Message(payload))
-                    else:
-                        self._start_fragmented(opcode, payload, frame.rsv1)
+                        return Message(payload)
+                    self._start_fragmented(opcode, payload, frame.rsv1)
                 elif opcode == OP_CONTINUATION:
                     if not self._fragment_opcode:
                         raise ProtocolError(1002, "continuation frame without a message")
@@ -178,26 +195,24 @@ class WebSocketProtocol:
                         raise ProtocolError(1002, "RSV1 set on a continuation frame")
                     message = self._continue_fragmented(frame.payload, frame.fin)
                     if message is not None:
-                        events.append(message)
+                        return message
                 elif opcode == OP_PING:
                     if not self.close_sent:
                         self._outgoing.append(self._frame(OP_PONG, frame.payload))
-                    events.append(Ping(frame.payload))
+                    return Ping(frame.payload)
                 elif opcode == OP_PONG:
-                    events.append(Pong(frame.payload))
+                    return Pong(frame.payload)
                 else:  # OP_CLOSE
                     code, reason = decode_close_payload(frame.payload)
                     self.close_received = True
                     if self.close_sent:
                         self.state = CLOSED
-                    events.append(CloseReceived(code, reason))
-                    return events
+                    return CloseReceived(code, reason)
         except ProtocolError as exc:
             self.state = CLOSED
             self._fragments = []
             self._text_parts = []
-            events.append(Failure(exc.code, exc.reason))
-            return events
+            return Failure(exc.code, exc.reason)
 
     def _start_fragmented(self, opcode: int, payload: bytes, compressed: bool) -> None:
         self._fragment_opcode = opcode
