@@ -1,0 +1,305 @@
+"""Broadcast memory: a thread broadcasts large messages; how much does the server hold?
+
+Usage::
+
+    python loadtests/bench/broadcast_memory.py --readers 10 [--count 1000] [--size 65536]
+        [--threads 0] [--setting max_write_buffer=67108864] [--wssync-path DIR]
+
+Starts wssync with ``apps/wssync_burst_app.py`` (pinned to CPU 0), connects
+``--readers`` WebSocket clients from reader processes (CPU 1), then asks for a
+burst: a plain thread in the server calls ``server.broadcast`` ``--count`` times
+with ``--size``-byte messages.  Readers check that each connection receives
+every message, in order (each starts with its sequence number).  Reported:
+
+* ``peak_rss_growth``: the kernel's peak resident set (VmHWM, reset just before
+  the burst with /proc/PID/clear_refs) minus the resident set before it;
+* ``peak_in_flight``: the most bytes seen at once in the kernel's socket
+  buffers of these connections (server Send-Q plus client Recv-Q, from ``ss``,
+  sampled every 50 ms): what the network path holds, which no server can avoid;
+* delivery: messages received in order, connections dropped, duration.
+
+``--wssync-path`` serves another checkout of wssync (put first on PYTHONPATH),
+for before/after tables.  Linux only (``/proc``, ``ss``, ``taskset``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+import common
+
+_LAUNCH = """
+import json, sys
+from wssync import Server
+from wssync_burst_app import app
+settings = json.loads(sys.argv[3])
+Server(app, "127.0.0.1", int(sys.argv[1]), threads=int(sys.argv[2]), **settings).serve_forever()
+"""
+
+
+class _Stream:
+    """Counts the unmasked frames of one connection and checks their sequence numbers
+    without keeping payloads (only the first 8 bytes of each)."""
+
+    __slots__ = ("bad", "closed", "count", "header", "opcode", "prefix", "remaining")
+
+    def __init__(self) -> None:
+        self.header = b""
+        self.remaining = -1  # payload bytes still to come; -1: reading a header
+        self.opcode = 0
+        self.prefix = b""
+        self.count = 0
+        self.bad = 0
+        self.closed = False
+
+    def feed(self, data: bytes) -> None:
+        pos, n = 0, len(data)
+        while pos < n:
+            if self.remaining < 0:
+                before = len(self.header)
+                h = self.header = self.header + data[pos:pos + 14]
+                length = h[1] & 0x7F if len(h) >= 2 else 0
+                need = 2 + (2 if length == 126 else 8 if length == 127 else 0)
+                if len(h) < need:
+                    pos = n  # the rest of this chunk is part of the header
+                    continue
+                if length == 126:
+                    length = int.from_bytes(h[2:4], "big")
+                elif length == 127:
+                    length = int.from_bytes(h[2:10], "big")
+                pos += need - before
+                self.opcode = h[0] & 0x0F
+                self.remaining = length
+                self.prefix = b""
+                self.header = b""
+                if length == 0:
+                    self._message()
+                continue
+            take = min(self.remaining, n - pos)
+            if len(self.prefix) < 8:
+                self.prefix += data[pos:pos + min(take, 8 - len(self.prefix))]
+            pos += take
+            self.remaining -= take
+            if self.remaining == 0:
+                self._message()
+                self.remaining = -1
+
+    def _message(self) -> None:
+        if self.opcode == common.OP_CLOSE:
+            self.closed = True
+        elif self.opcode in (common.OP_TEXT, common.OP_BINARY):
+            if self.prefix != b"%08d" % self.count:
+                self.bad += 1
+            self.count += 1
+        self.remaining = -1
+
+
+def _reader(port: int, readers: int, count: int, ctrl: Any) -> None:
+    common.pin(common.LOAD_CPU)
+    socks: Dict[int, socket.socket] = {}
+    streams: Dict[int, _Stream] = {}
+    ep = select.epoll()
+    for _ in range(readers):
+        sock, leftover = common.connect_ws("127.0.0.1", port, "/ws")
+        sock.setblocking(False)
+        socks[sock.fileno()] = sock
+        streams[sock.fileno()] = stream = _Stream()
+        stream.feed(leftover)
+        ep.register(sock.fileno(), select.EPOLLIN)
+    ctrl.send("ready")
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    done_at: Optional[float] = None
+    deadline = time.monotonic() + 600
+    open_fds = set(socks)
+    while open_fds and time.monotonic() < deadline:
+        if ctrl.poll() and ctrl.recv() == "stop":
+            break
+        for fd, _ in ep.poll(0.2):
+            try:
+                got = socks[fd].recv_into(buf)
+            except BlockingIOError:
+                continue
+            except OSError:
+                got = 0
+            if not got:
+                ep.unregister(fd)
+                open_fds.discard(fd)
+                streams[fd].closed = True
+                continue
+            streams[fd].feed(bytes(view[:got]))
+        if done_at is None and all(s.count >= count or s.closed for s in streams.values()):
+            done_at = time.monotonic()
+            break
+    ctrl.send({"received": sum(min(s.count, count) for s in streams.values()),
+               "complete": sum(1 for s in streams.values() if s.count >= count and not s.bad),
+               "dropped": sum(1 for s in streams.values() if s.closed and s.count < count),
+               "out_of_order": sum(s.bad for s in streams.values()), "done_at": done_at})
+    for sock in socks.values():
+        sock.close()
+
+
+def _status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _in_flight(port: int) -> int:
+    """Bytes in kernel socket buffers on both ends of this server's connections."""
+    out = subprocess.run(["ss", "-tnH", "state", "established"], capture_output=True,
+                         text=True).stdout
+    total = 0
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        recv_q, send_q, local, peer = int(parts[0]), int(parts[1]), parts[2], parts[3]
+        if local.endswith(f":{port}"):
+            total += send_q  # the server's unsent or unacknowledged bytes
+        elif peer.endswith(f":{port}"):
+            total += recv_q  # bytes a reader has not read yet
+    return total
+
+
+def run(readers: int, count: int, size: int, threads: int, settings: Dict[str, Any],
+        wssync_path: Optional[str], procs: int, producer: str = "thread") -> Dict[str, Any]:
+    common.raise_nofile()
+    common.pin(common.LOAD_CPU)
+    port = common.free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (wssync_path, common.APPS_DIR, common.REPO_DIR, env.get("PYTHONPATH")) if p)
+    server = subprocess.Popen(
+        ["taskset", "-c", str(common.SERVER_CPU), sys.executable, "-c", _LAUNCH, str(port),
+         str(threads), json.dumps(settings)], env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    result: Dict[str, Any] = {"readers": readers, "count": count, "size": size,
+                              "threads": threads, "producer": producer, "settings": settings,
+                              "wssync_path": wssync_path or common.REPO_DIR}
+    pipes: List[Any] = []
+    children: List[multiprocessing.Process] = []
+    try:
+        if not common.wait_port("127.0.0.1", port, 20):
+            raise RuntimeError("server did not start")
+        per = [readers // procs + (1 if i < readers % procs else 0) for i in range(procs)]
+        for n in per:
+            if not n:
+                continue
+            parent, child = multiprocessing.Pipe()
+            proc = multiprocessing.Process(target=_reader, args=(port, n, count, child))
+            proc.start()
+            pipes.append(parent)
+            children.append(proc)
+        for pipe in pipes:
+            if pipe.recv() != "ready":
+                raise RuntimeError("a reader failed to connect")
+        time.sleep(0.5)
+        rss0 = _status_kib(server.pid, "VmRSS")
+        with open(f"/proc/{server.pid}/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current resident set
+        peak_flight = 0
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak_flight
+            while not stop.is_set():
+                peak_flight = max(peak_flight, _in_flight(port))
+                stop.wait(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        start = time.monotonic()
+        status, body, _ = common.http_get(
+            "127.0.0.1", port, f"/burst?count={count}&size={size}&from={producer}", timeout=120)
+        if status != 200:
+            raise RuntimeError(f"/burst answered {status} {body[:60]!r}")
+        reports = [pipe.recv() for pipe in pipes]
+        stop.set()
+        sampler.join()
+        hwm = _status_kib(server.pid, "VmHWM")
+        done = [r["done_at"] for r in reports if r["done_at"]]
+        result.update({
+            "rss_before_mib": round(rss0 / 1024, 1),
+            "peak_rss_growth_mib": round((hwm - rss0) / 1024, 1),
+            "peak_in_flight_mib": round(peak_flight / 2**20, 1),
+            "burst_mib": round(count * size / 2**20, 1),
+            "received": sum(r["received"] for r in reports),
+            "expected": readers * count,
+            "complete_connections": sum(r["complete"] for r in reports),
+            "dropped_connections": sum(r["dropped"] for r in reports),
+            "out_of_order": sum(r["out_of_order"] for r in reports),
+            "seconds": round(max(done) - start, 2) if len(done) == len(reports) else None,
+            "server_alive": server.poll() is None,
+        })
+        flight = result["peak_in_flight_mib"]
+        result["growth_per_in_flight"] = round(result["peak_rss_growth_mib"] / flight, 2) \
+            if flight else None
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        for pipe in pipes:
+            try:
+                pipe.send("stop")
+            except OSError:
+                pass
+        for proc in children:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+        server.terminate()
+        try:
+            _, err = server.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            _, err = server.communicate()
+        problems = [line for line in err.decode(errors="replace").splitlines()
+                    if "Traceback" in line or "Error" in line]
+        if problems:
+            result["server_log_problems"] = problems[:5]
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readers", type=int, default=10)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=65536)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--producer", choices=["thread", "handler"], default="thread",
+                        help="broadcast from a plain thread, or from the request handler")
+    parser.add_argument("--procs", type=int, default=0,
+                        help="reader processes (default: 1 per 250 readers, at least 2)")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=INT",
+                        help="a Server setting for this run (repeatable)")
+    parser.add_argument("--wssync-path", help="serve the wssync package found in this directory")
+    parser.add_argument("--json", help="also write the result here")
+    args = parser.parse_args()
+    settings = {}
+    for item in args.setting:
+        name, _, value = item.partition("=")
+        settings[name] = int(value)
+    procs = args.procs or max(2, (args.readers + 249) // 250)
+    result = run(args.readers, args.count, args.size, args.threads, settings,
+                 args.wssync_path, procs, args.producer)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0 if "error" not in result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
