@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 
 def raw_exchange(port: int, data: bytes, half_close: bool = False,
@@ -36,8 +36,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_server(args: List[str], cwd: Optional[Path] = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "wssync", *args], cwd=cwd,
+def run_server(args: List[str], cwd: Optional[Path] = None,
+               env: Optional[Dict[str, str]] = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "wssync", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

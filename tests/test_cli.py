@@ -9,12 +9,16 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict, List
 
 import pytest
 import requests
 from helpers import free_port, run_server, wait_listening
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+
+from wssync.cli import build_parser, environment_defaults, parse_size, settings_from
+from wssync.config import SETTINGS
 
 
 @pytest.mark.parametrize("threads", ["0", "2"])
@@ -134,3 +138,82 @@ def test_user_app_module(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
     assert "GET /hi" not in err
+
+
+# -- every Server setting on the command line and in the environment ------------------
+
+
+def test_every_setting_has_a_flag_with_its_default() -> None:
+    help_text = " ".join(build_parser().format_help().split())
+    for name in SETTINGS:
+        assert f"--{name.replace('_', '-')}" in help_text, name
+    assert "--max-write-buffer BYTES buffered output" in help_text
+    assert "(default: 4MiB)" in help_text
+
+
+def test_flags_parse_sizes_seconds_and_switches() -> None:
+    args = build_parser().parse_args(["--max-write-buffer", "1MiB", "--max-queue", "3",
+                                      "--ping-timeout", "2.5", "--no-compression",
+                                      "--max-message-size", "65536"])
+    assert settings_from(args) == {"max_write_buffer": 1 << 20, "max_queue": 3,
+                                   "ping_timeout": 2.5, "compression": False,
+                                   "max_message_size": 65536}
+    assert settings_from(build_parser().parse_args([])) == {}  # Config keeps its defaults
+
+
+@pytest.mark.parametrize("text, value", [("512", 512), ("64KiB", 65536), ("4m", 4 << 20),
+                                         ("1 GiB", 1 << 30), ("2kb", 2048)])
+def test_sizes(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+def test_environment_fills_what_the_command_line_does_not_set() -> None:
+    parser = build_parser()
+    parser.set_defaults(**environment_defaults(parser, {
+        "WSSYNC_MAX_QUEUE": "7", "WSSYNC_MAX_WRITE_BUFFER": "2MiB", "WSSYNC_PORT": "8081",
+        "WSSYNC_COMPRESSION": "false", "WSSYNC_NO_ACCESS_LOG": "yes", "HOME": "/x"}))
+    args = parser.parse_args(["--max-queue", "5"])
+    assert args.port == 8081 and args.no_access_log is True
+    assert settings_from(args) == {"max_queue": 5, "max_write_buffer": 2 << 20,
+                                   "compression": False}
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["--max-write-buffer", "lots"], {}, "not a size in bytes"),
+    (["--max-queue", "0"], {}, "max_queue must be at least 1"),
+    (["--send-timeout", "-1"], {}, "non-negative"),
+    ([], {"WSSYNC_MAX_QUEUE": "many"}, "WSSYNC_MAX_QUEUE"),
+    ([], {"WSSYNC_LOG_LEVEL": "loud"}, "WSSYNC_LOG_LEVEL"),
+])
+def test_bad_setting_gives_one_line_error(argv: List[str], env: Dict[str, str],
+                                          message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "wssync", "--port", "0", *argv],
+                          capture_output=True, text=True, timeout=30,
+                          env={**os.environ, **env})
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_settings_reach_the_running_server(tmp_path: Path) -> None:
+    (tmp_path / "cfgapp.py").write_text(
+        "from wssync import App\n"
+        "app = App()\n"
+        "@app.route('/config')\n"
+        "def config(request):\n"
+        "    c = app.server.config\n"
+        "    return {'max_write_buffer': c.max_write_buffer, 'max_queue': c.max_queue,\n"
+        "            'send_timeout': c.send_timeout, 'threads': app.server.threads}\n"
+    )
+    port = free_port()
+    proc = run_server(["--app", "cfgapp:app", "--host", "127.0.0.1", "--port", str(port),
+                       "--max-write-buffer", "1MiB", "--send-timeout", "7"], cwd=tmp_path,
+                      env={**os.environ, "WSSYNC_MAX_QUEUE": "3", "WSSYNC_THREADS": "2"})
+    try:
+        wait_listening(port, proc)
+        got = requests.get(f"http://127.0.0.1:{port}/config", timeout=5).json()
+        assert got == {"max_write_buffer": 1 << 20, "max_queue": 3, "send_timeout": 7.0,
+                       "threads": 2}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)

@@ -11,26 +11,77 @@ import argparse
 import errno
 import importlib
 import logging
+import math
+import os
+import re
 import signal
 import sys
-from typing import Any, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from . import __version__
 from .app import App
-from .config import Config
+from .config import SETTINGS
 from .server import Server
 
-_DEFAULTS = Config.defaults()
+ENV_PREFIX = "WSSYNC_"
+_SIZE = re.compile(r"([0-9]+)\s*(|k|kb|kib|m|mb|mib|g|gb|gib)", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 
 
 class CliError(Exception):
     """A mistake in how the server was started; printed as one line."""
 
 
+def parse_size(text: str) -> int:
+    """``65536``, ``64KiB``, ``4M``, ``1GiB``: bytes (units are powers of 1024)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r} (e.g. 65536, 64KiB, "
+                                         f"4MiB)")
+    return int(match.group(1)) * _UNITS[match.group(2)[:1].lower()]
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
+
+
+def parse_flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not true or false: {text!r}")
+
+
+_PARSERS: Dict[str, Callable[[str], Any]] = {
+    "bytes": parse_size, "seconds": parse_seconds, "count": int, "flag": parse_flag,
+}
+_METAVARS = {"bytes": "BYTES", "seconds": "SECONDS", "count": "N"}
+
+
+def _describe(value: Any, kind: str) -> str:
+    if kind == "bytes" and value >= 1024 and value % 1024 == 0:
+        for unit, size in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
+            if value % size == 0:
+                return f"{value // size}{unit}"
+    return str(value).lower() if kind == "flag" else str(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m wssync",
         description="Serve HTTP/1.1 and WebSocket on one port.",
+        epilog=f"Every option can also come from the environment: {ENV_PREFIX}PORT=8080, "
+               f"{ENV_PREFIX}MAX_WRITE_BUFFER=1MiB, {ENV_PREFIX}COMPRESSION=false ... "
+               f"(the option's name in capitals, dashes as underscores); an option on the "
+               f"command line wins.  Sizes take KiB, MiB or GiB.",
     )
     parser.add_argument("--host", default="0.0.0.0",
                         help="address to listen on; '::' for IPv6 and IPv4 (default: 0.0.0.0)")
@@ -41,22 +92,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--app", metavar="MODULE:ATTRIBUTE",
                         help="the wssync.App or WSGI application to serve "
                              "(default: the built-in demo)")
-    parser.add_argument("--max-message-size", type=int, default=_DEFAULTS["max_message_size"],
-                        help="largest WebSocket message in bytes; larger closes with 1009 "
-                             "(default: %(default)s)")
-    parser.add_argument("--max-body-size", type=int, default=_DEFAULTS["max_body_size"],
-                        help="largest HTTP request body in bytes; larger gets 413 "
-                             "(default: %(default)s)")
-    parser.add_argument("--ping-interval", type=float, default=_DEFAULTS["ping_interval"],
-                        help="seconds between WebSocket keepalive pings, 0 to disable "
-                             "(default: %(default)s)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error", "critical"],
                         help="log level (default: info)")
     parser.add_argument("--no-access-log", action="store_true",
                         help="do not log each HTTP request")
     parser.add_argument("--version", action="version", version=f"wssync {__version__}")
+    limits = parser.add_argument_group("limits and timeouts (every Server setting)")
+    for name, setting in SETTINGS.items():
+        flag = "--" + name.replace("_", "-")
+        text = f"{setting.help} (default: {_describe(setting.default, setting.kind)})"
+        if setting.kind == "flag":
+            limits.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                default=None, help=text)
+        else:
+            limits.add_argument(flag, dest=name, type=_PARSERS[setting.kind], default=None,
+                                metavar=_METAVARS[setting.kind], help=text)
     return parser
+
+
+def environment_defaults(parser: argparse.ArgumentParser,
+                         environ: Mapping[str, str]) -> Dict[str, Any]:
+    """Option values from ``WSSYNC_*`` variables, as defaults the command line overrides."""
+    values: Dict[str, Any] = {}
+    for action in parser._actions:
+        name = action.dest
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None or name in ("help", "version"):
+            continue
+        if name in SETTINGS:
+            convert: Callable[[str], Any] = _PARSERS[SETTINGS[name].kind]
+        elif isinstance(action, argparse._StoreTrueAction):
+            convert = parse_flag
+        else:
+            convert = action.type if callable(action.type) else str
+        try:
+            value = convert(raw)
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise CliError(f"{ENV_PREFIX}{name.upper()}: {exc}") from None
+        if action.choices is not None and value not in action.choices:
+            raise CliError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not one of "
+                           f"{', '.join(map(str, action.choices))}")
+        values[name] = value
+    return values
+
+
+def settings_from(args: argparse.Namespace) -> Dict[str, Any]:
+    """The Server settings the command line (or environment) set."""
+    return {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
 
 
 def load_app(spec: str) -> App:
@@ -84,6 +167,11 @@ def load_app(spec: str) -> App:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
+    try:
+        parser.set_defaults(**environment_defaults(parser, os.environ))
+    except CliError as exc:
+        print(f"wssync: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -97,9 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             app = create_app()
         server = Server(app, args.host, args.port, threads=args.threads,
-                        max_message_size=args.max_message_size,
-                        max_body_size=args.max_body_size,
-                        ping_interval=args.ping_interval)
+                        **settings_from(args))
         server.bind()
     except CliError as exc:
         print(f"wssync: error: {exc}", file=sys.stderr)

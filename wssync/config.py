@@ -118,6 +118,8 @@ class Config:
             elif not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, not {value!r}")
             setattr(self, name, type(default)(value))
+        if self.max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
         self.parser_limits = ParserLimits(
             self.max_request_line, self.max_header_size, self.max_headers, self.max_body_size
         )
