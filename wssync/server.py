@@ -249,9 +249,10 @@ class Server:
         return list(self._websockets.values())
 
     def connections(self) -> List[Dict[str, Any]]:
-        """Every open connection: its TCP 5-tuple, current protocol and the bytes
-        read from and sent to the peer so far (a snapshot)."""
+        """Every open connection: its TCP 5-tuple, current protocol, the bytes
+        read from and sent to the peer so far, and its age in seconds (a snapshot)."""
         out = []
+        now = time.monotonic()
         for conn in list(self._connections.values()):
             client, server = conn.peername, conn.sockname
             info: Dict[str, Any] = {
@@ -263,6 +264,7 @@ class Server:
                 "protocol": conn.protocol.name,
                 "bytes_in": conn.bytes_in,
                 "bytes_out": conn.bytes_out,
+                "age": round(now - conn.opened_at, 3),
             }
             handle = self._websockets.get(conn.protocol)  # type: ignore[call-overload]
             if handle is not None:

@@ -64,7 +64,7 @@ class Connection:
         "_closed", "_closing", "_eof", "_events", "_high_water", "_low_water", "_max_buffer",
         "_out", "_out_size", "_progress", "_reading_paused", "_registry", "_send_timeout",
         "_send_timer", "_write_eof", "_writing_paused", "bytes_in", "bytes_out", "fileno",
-        "peername", "protocol", "reactor", "sock", "sockname",
+        "opened_at", "peername", "protocol", "reactor", "sock", "sockname",
     )
 
     def __init__(
@@ -99,6 +99,7 @@ class Connection:
         self._out_size = 0
         self.bytes_in = 0  # read from the peer
         self.bytes_out = 0  # taken by the kernel for the peer
+        self.opened_at = time.monotonic()
         self._events = 0
         self._reading_paused = False  # by the protocol
         self._writing_paused = False  # we told the protocol to stop writing
