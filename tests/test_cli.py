@@ -217,3 +217,42 @@ def test_settings_reach_the_running_server(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
+
+
+# -- ports, and modules that serve on import --------------------------------------
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-5", "http"])
+def test_port_out_of_range_is_refused(port: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "wssync", "--port", port],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "not a port (0-65535)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_app_module_that_serves_on_import_is_reported(tmp_path: Path) -> None:
+    own_port = free_port()
+    (tmp_path / "eager.py").write_text(
+        "from wssync import App, Server\n"
+        "app = App()\n"
+        f"Server(app, host='127.0.0.1', port={own_port}).serve_forever()\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "wssync", "--app", "eager:app", "--host",
+                           "127.0.0.1", "--port", str(free_port())], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "starts a server while being imported" in proc.stderr
+    assert "__name__" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_port_in_use_names_the_address_being_bound() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "wssync", "--host", "127.0.0.1",
+                               "--port", str(port)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert f"127.0.0.1:{port} is already in use" in proc.stderr

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Union
 
 import pytest
 import requests
+from helpers import free_port, wait_listening
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -152,3 +156,57 @@ def test_handler_can_stop_the_server() -> None:
     assert requests.get(f"http://127.0.0.1:{port}/quit", timeout=5).text == "bye"
     assert stopped.wait(5)
     assert server._stopped.wait(5)
+
+
+@pytest.mark.parametrize("port", [65536, 99999, -5, True, "80"])
+def test_port_out_of_range_is_a_value_error(port: object) -> None:
+    with pytest.raises(ValueError, match="0 to 65535"):
+        Server(App(), port=port)  # type: ignore[arg-type]
+
+
+SCRIPT = """
+from wssync import App, Server
+
+app = App()
+
+@app.route("/hello")
+def hello(request):
+    return "hello"
+
+@app.websocket("/ws")
+def echo(ws, message):
+    ws.send(message)
+
+if __name__ == "__main__":
+    Server(app, host="127.0.0.1", port={port}, threads={threads}).serve_forever()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_script_stops_gracefully_on_a_signal(tmp_path, sig: int, threads: int) -> None:
+    port = free_port()
+    script = tmp_path / "myserver.py"
+    script.write_text(SCRIPT.format(port=port, threads=threads))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_listening(port, proc)
+        assert requests.get(f"http://127.0.0.1:{port}/hello", timeout=5).text == "hello"
+        with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=5) == "hi"
+            proc.send_signal(sig)
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+            assert ws.close_code == 1001  # a close frame, not a dropped connection
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    # Logging was not configured: the server says where it listens, and logs access.
+    assert f"serving on 127.0.0.1:{port}" in err
+    assert '"GET /hello HTTP/1.1" 200' in err
+    assert "received, stopping" in err

@@ -101,6 +101,14 @@ def test_flask_streaming_errors_and_404(flask_port: int) -> None:
     assert requests.get(base + "/", timeout=5).text == "flask index"  # still serving
 
 
+def test_plain_get_to_a_websocket_route_is_426_even_with_wsgi(flask_port: int) -> None:
+    # The WebSocket route is ours: a client that forgot to upgrade is told so,
+    # rather than getting the WSGI app's 404.
+    response = requests.get(f"http://127.0.0.1:{flask_port}/ws", timeout=5)
+    assert response.status_code == 426
+    assert response.headers["Upgrade"] == "websocket"
+
+
 def test_wsgi_runs_on_workers_even_in_reactor_mode(start_server) -> None:
     server = start_server(combined_app(flask_app()), threads=0)
     port = server.address[1]

@@ -175,11 +175,13 @@ class App:
                 return handler
             allow = ", ".join(sorted(table))
             return Response("405 Method Not Allowed\n", 405, [("Allow", allow)])
-        if self.wsgi is not None:
-            return self.wsgi
+        # A WebSocket route is ours even with a WSGI app mounted: a plain GET
+        # there is a client that forgot to upgrade, not a page of the WSGI app.
         if self.match_websocket(request) is not None:
             return Response("426 Upgrade Required: this is a WebSocket endpoint\n", 426,
                             [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")])
+        if self.wsgi is not None:
+            return self.wsgi
         return Response("404 Not Found\n", 404)
 
     def match_websocket(self, request: Request) -> Optional[WebSocketRoute]:

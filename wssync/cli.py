@@ -14,14 +14,13 @@ import logging
 import math
 import os
 import re
-import signal
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from . import __version__
 from .app import App
 from .config import SETTINGS
-from .server import Server
+from .server import LOG_FORMAT, Server, ServingWhileImported, refuse_to_serve
 
 ENV_PREFIX = "WSSYNC_"
 _SIZE = re.compile(r"([0-9]+)\s*(|k|kb|kib|m|mb|mib|g|gb|gib)", re.IGNORECASE)
@@ -39,6 +38,12 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r} (e.g. 65536, 64KiB, "
                                          f"4MiB)")
     return int(match.group(1)) * _UNITS[match.group(2)[:1].lower()]
+
+
+def parse_port(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port (0-65535): {text!r}")
+    return int(text)
 
 
 def parse_seconds(text: str) -> float:
@@ -85,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="0.0.0.0",
                         help="address to listen on; '::' for IPv6 and IPv4 (default: 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=80, help="port to listen on (default: 80)")
+    parser.add_argument("--port", type=parse_port, default=80,
+                        help="port to listen on, 0-65535 (default: 80)")
     parser.add_argument("--threads", type=int, default=0,
                         help="worker threads for handlers; 0 runs them on the reactor "
                              "thread, so they must not block (default: 0)")
@@ -149,9 +155,12 @@ def load_app(spec: str) -> App:
     if "" not in sys.path:
         sys.path.insert(0, "")  # like `python -m`, find modules in the current directory
     try:
-        module = importlib.import_module(module_name)
+        with refuse_to_serve(module_name):
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         raise CliError(f"cannot import {module_name!r}: {exc}") from None
+    except ServingWhileImported as exc:
+        raise CliError(str(exc)) from None
     try:
         app: Any = getattr(module, attribute)
     except AttributeError:
@@ -173,8 +182,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"wssync: error: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     if args.no_access_log:
         logging.getLogger("wssync.access").setLevel(logging.WARNING)
     try:
@@ -186,33 +194,24 @@ def main(argv: Optional[List[str]] = None) -> int:
             app = create_app()
         server = Server(app, args.host, args.port, threads=args.threads,
                         **settings_from(args))
+    except (CliError, TypeError, ValueError) as exc:
+        print(f"wssync: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         server.bind()
-    except CliError as exc:
-        print(f"wssync: error: {exc}", file=sys.stderr)
-        return 2
-    except (TypeError, ValueError) as exc:
-        print(f"wssync: error: {exc}", file=sys.stderr)
-        return 2
     except PermissionError:
-        print(f"wssync: error: no permission to listen on port {args.port}; "
+        print(f"wssync: error: no permission to listen on port {server.port}; "
               f"use a port above 1023 (--port 8080) or run with the privilege to bind "
               f"low ports (root or CAP_NET_BIND_SERVICE)", file=sys.stderr)
         return 2
     except OSError as exc:
+        where = f"{server.host}:{server.port}"
         if exc.errno == errno.EADDRINUSE:
-            print(f"wssync: error: {args.host}:{args.port} is already in use; "
-                  f"choose another --port", file=sys.stderr)
+            print(f"wssync: error: {where} is already in use; choose another --port",
+                  file=sys.stderr)
         else:
-            print(f"wssync: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            print(f"wssync: error: cannot listen on {where}: {exc.strerror or exc}",
                   file=sys.stderr)
         return 2
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        logging.getLogger("wssync.server").info("%s received, stopping",
-                                                 signal.Signals(signum).name)
-        server.stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    server.serve_forever()
+    server.serve_forever()  # SIGINT and SIGTERM stop it gracefully
     return 0

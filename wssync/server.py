@@ -8,11 +8,13 @@ details live in the protocol objects; running user code lives in
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from .app import App
 from .config import Config
@@ -29,6 +31,49 @@ from .websocket_frames import encode_frame, message_frame_parts
 log = logging.getLogger("wssync.server")
 
 WSGI_THREADS = 8  # workers for a mounted WSGI application in reactor mode
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_serving_refused: Optional[str] = None  # why serving is refused right now (see below)
+
+
+class ServingWhileImported(RuntimeError):
+    """A module started a server while being imported as ``--app``."""
+
+
+@contextlib.contextmanager
+def refuse_to_serve(module: str) -> Iterator[None]:
+    """While importing ``module`` for the command line, starting a server is an error.
+
+    A module whose last line is ``Server(app, port=8080).serve_forever()`` would
+    otherwise start its own server, with its own port and threads, while
+    ``python -m wssync --app module:app --port 8081`` waits for the import.
+    """
+    global _serving_refused
+    _serving_refused = module
+    try:
+        yield
+    finally:
+        _serving_refused = None
+
+
+def _check_serving_allowed() -> None:
+    if _serving_refused is not None:
+        raise ServingWhileImported(
+            f"module {_serving_refused!r} starts a server while being imported; --app needs "
+            f"a module that only defines the app: put the Server(...) call under "
+            f"'if __name__ == \"__main__\":'")
+
+
+def _default_logging() -> None:
+    """Log like the command line when the application configured no logging."""
+    package = logging.getLogger("wssync")
+    if logging.getLogger().handlers or package.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    package.addHandler(handler)
+    if package.level == logging.NOTSET:
+        package.setLevel(logging.INFO)
 
 
 class Server:
@@ -43,6 +88,8 @@ class Server:
                  **settings: Any) -> None:
         if threads < 0:
             raise ValueError("threads must be 0 (reactor mode) or more")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be a number from 0 to 65535, not {port!r}")
         self.app = app
         self.host = host
         self.port = port
@@ -80,7 +127,15 @@ class Server:
         return self._sock.getsockname()
 
     def serve_forever(self) -> None:
-        """Serve on the calling thread until :meth:`stop`."""
+        """Serve on the calling thread until :meth:`stop`.
+
+        On the main thread, SIGINT (Ctrl-C) and SIGTERM stop gracefully, as
+        :meth:`stop` does, unless the application installed its own handlers;
+        a second signal stops at once.  Without any logging configured, the
+        server logs to stderr as the command line does.
+        """
+        _check_serving_allowed()
+        _default_logging()
         self.bind()
         assert self._sock is not None
         config = self.config
@@ -102,15 +157,18 @@ class Server:
         reactor.call_soon(self._running.set)
         log.info("serving on %s (%s mode)", self._display_address(),
                  f"thread-pool, {self.threads} threads" if self.threads else "reactor")
+        restore = self._handle_signals()
         try:
             reactor.run()
         finally:
+            restore()
             self._cleanup()
 
     def start(self) -> Server:
         """Serve on a background thread; returns once the port is listening."""
         if self._thread is not None:
             raise RuntimeError("server already started")
+        _check_serving_allowed()
         self.bind()
         self._thread = threading.Thread(target=self.serve_forever, name="wssync-reactor",
                                         daemon=True)
@@ -141,6 +199,35 @@ class Server:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def _handle_signals(self) -> Callable[[], None]:
+        """Install graceful-stop handlers for SIGINT and SIGTERM; returns their undo."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        installed = {}
+        for signum, default in ((signal.SIGINT, signal.default_int_handler),
+                                (signal.SIGTERM, signal.SIG_DFL)):
+            if signal.getsignal(signum) is default:
+                installed[signum] = default
+                signal.signal(signum, self._on_signal)
+
+        def restore() -> None:
+            for signum, default in installed.items():
+                signal.signal(signum, default)
+
+        return restore
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        reactor = self._reactor
+        if reactor is None:
+            return
+        name = signal.Signals(signum).name
+        if self._stopping:
+            log.info("%s received again, stopping now", name)
+            reactor.call_soon_threadsafe(self._wait_for_connections, 0.0)
+            return
+        log.info("%s received, stopping", name)
         self.stop()
 
     def _begin_shutdown(self) -> None:
