@@ -18,6 +18,11 @@ every message, in order (each starts with its sequence number).  Reported:
   sampled every 50 ms): what the network path holds, which no server can avoid;
 * delivery: messages received in order, connections dropped, duration.
 
+``--rcvbuf``, ``--read-chunk`` and ``--read-pause`` make the readers slow
+clients (a small receive window, small reads, pauses), so the server must hold
+what they have not taken yet: the case where sharing one frame between
+receivers, or copying it per receiver, shows.
+
 ``--wssync-path`` serves another checkout of wssync (put first on PYTHONPATH),
 for before/after tables.  Linux only (``/proc``, ``ss``, ``taskset``).
 """
@@ -34,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import common
 
@@ -104,20 +109,39 @@ class _Stream:
         self.remaining = -1
 
 
-def _reader(port: int, readers: int, count: int, ctrl: Any) -> None:
+def _connect(port: int, rcvbuf: int) -> Tuple[socket.socket, bytes]:
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(common.handshake_request("127.0.0.1", port, "/ws"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed during the handshake")
+        head += chunk
+    end = head.index(b"\r\n\r\n") + 4
+    common.check_handshake(head[:end])
+    return sock, head[end:]
+
+
+def _reader(port: int, readers: int, count: int, ctrl: Any, rcvbuf: int, chunk: int,
+            pause: float) -> None:
     common.pin(common.LOAD_CPU)
     socks: Dict[int, socket.socket] = {}
     streams: Dict[int, _Stream] = {}
     ep = select.epoll()
     for _ in range(readers):
-        sock, leftover = common.connect_ws("127.0.0.1", port, "/ws")
+        sock, leftover = _connect(port, rcvbuf)
         sock.setblocking(False)
         socks[sock.fileno()] = sock
         streams[sock.fileno()] = stream = _Stream()
         stream.feed(leftover)
         ep.register(sock.fileno(), select.EPOLLIN)
     ctrl.send("ready")
-    buf = bytearray(1 << 20)
+    buf = bytearray(chunk)
     view = memoryview(buf)
     done_at: Optional[float] = None
     deadline = time.monotonic() + 600
@@ -138,6 +162,8 @@ def _reader(port: int, readers: int, count: int, ctrl: Any) -> None:
                 streams[fd].closed = True
                 continue
             streams[fd].feed(bytes(view[:got]))
+        if pause:
+            time.sleep(pause)  # a slow client: at most one chunk per socket per pause
         if done_at is None and all(s.count >= count or s.closed for s in streams.values()):
             done_at = time.monotonic()
             break
@@ -175,7 +201,8 @@ def _in_flight(port: int) -> int:
 
 
 def run(readers: int, count: int, size: int, threads: int, settings: Dict[str, Any],
-        wssync_path: Optional[str], procs: int, producer: str = "thread") -> Dict[str, Any]:
+        wssync_path: Optional[str], procs: int, producer: str = "thread", rcvbuf: int = 0,
+        chunk: int = 1 << 20, pause: float = 0.0) -> Dict[str, Any]:
     common.raise_nofile()
     common.pin(common.LOAD_CPU)
     port = common.free_port()
@@ -188,6 +215,7 @@ def run(readers: int, count: int, size: int, threads: int, settings: Dict[str, A
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     result: Dict[str, Any] = {"readers": readers, "count": count, "size": size,
                               "threads": threads, "producer": producer, "settings": settings,
+                              "reader_rcvbuf": rcvbuf, "read_chunk": chunk, "read_pause": pause,
                               "wssync_path": wssync_path or common.REPO_DIR}
     pipes: List[Any] = []
     children: List[multiprocessing.Process] = []
@@ -199,7 +227,8 @@ def run(readers: int, count: int, size: int, threads: int, settings: Dict[str, A
             if not n:
                 continue
             parent, child = multiprocessing.Pipe()
-            proc = multiprocessing.Process(target=_reader, args=(port, n, count, child))
+            proc = multiprocessing.Process(target=_reader,
+                                           args=(port, n, count, child, rcvbuf, chunk, pause))
             proc.start()
             pipes.append(parent)
             children.append(proc)
@@ -282,6 +311,12 @@ def main() -> int:
                         help="broadcast from a plain thread, or from the request handler")
     parser.add_argument("--procs", type=int, default=0,
                         help="reader processes (default: 1 per 250 readers, at least 2)")
+    parser.add_argument("--rcvbuf", type=int, default=0,
+                        help="readers' SO_RCVBUF (default: the system's; small = a slow path)")
+    parser.add_argument("--read-chunk", type=int, default=1 << 20,
+                        help="bytes a reader takes per recv (default 1 MiB)")
+    parser.add_argument("--read-pause", type=float, default=0.0,
+                        help="seconds a reader process sleeps after each round (slow clients)")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=INT",
                         help="a Server setting for this run (repeatable)")
     parser.add_argument("--wssync-path", help="serve the wssync package found in this directory")
@@ -293,7 +328,8 @@ def main() -> int:
         settings[name] = int(value)
     procs = args.procs or max(2, (args.readers + 249) // 250)
     result = run(args.readers, args.count, args.size, args.threads, settings,
-                 args.wssync_path, procs, args.producer)
+                 args.wssync_path, procs, args.producer, args.rcvbuf, args.read_chunk,
+                 args.read_pause)
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:
