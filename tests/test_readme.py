@@ -1,0 +1,192 @@
+"""Every Python example of README.rst, run as written, against real clients.
+
+The examples listen on port 8080 as a reader would run them.  Only if 8080 is
+taken on this machine is the number replaced by a free port (and said so).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import pytest
+import requests
+from helpers import free_port, run_server, wait_listening
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+README = Path(__file__).resolve().parent.parent / "README.rst"
+
+
+def python_examples() -> List[str]:
+    text = README.read_text(encoding="utf-8")
+    blocks = []
+    for match in re.finditer(r"^\.\. code-block:: python\n\n((?:(?: {4}.*)?\n)+)", text, re.M):
+        blocks.append(textwrap.dedent(match.group(1)).strip() + "\n")
+    return blocks
+
+
+def _port_8080_free() -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", 8080))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def port() -> int:
+    if _port_8080_free():
+        return 8080
+    replacement = free_port()
+    print(f"port 8080 is taken here: the examples run on {replacement} instead")
+    return replacement
+
+
+def _write(tmp_path: Path, name: str, code: str, port: int) -> Path:
+    path = tmp_path / name
+    path.write_text(code.replace("8080", str(port)) if port != 8080 else code)
+    return path
+
+
+def _script(path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, path.name], cwd=path.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGINT) -> str:
+    """Send ``sig``, wait for a clean exit; the process's stderr."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"did not stop: {err}") from None
+    assert "Traceback" not in err, err
+    assert proc.returncode == 0, err
+    return err
+
+
+def run_app_example(code: str, tmp_path: Path, port: int) -> None:
+    path = _write(tmp_path, "mymodule.py", code, port)
+    proc = _script(path)
+    try:
+        wait_listening(port, proc)
+        base = f"http://127.0.0.1:{port}"
+        assert requests.get(base + "/hello?name=x", timeout=5).text == "Hello, x"
+        assert requests.get(base + "/hello", timeout=5).text == "Hello, world"
+        assert requests.put(base + "/items/5", timeout=5).json() == {"id": "5", "method": "PUT"}
+        with connect(f"ws://127.0.0.1:{port}/chat") as one, \
+                connect(f"ws://127.0.0.1:{port}/chat") as two:
+            assert one.recv(timeout=5) == "welcome"
+            assert two.recv(timeout=5) == "welcome"
+            one.send("hi all")
+            assert one.recv(timeout=5) == "hi all"
+            assert two.recv(timeout=5) == "hi all"
+            proc.send_signal(signal.SIGINT)  # Ctrl-C
+            with pytest.raises(ConnectionClosed):
+                one.recv(timeout=10)
+            assert one.close_code == 1001
+    finally:
+        err = _stop(proc)
+    assert f":{port}" in err and "serving on" in err  # where it listens, unasked
+    # The same module under the command line: its flags win, its own Server stays idle.
+    other = free_port()
+    cli = run_server(["--app", "mymodule:app", "--host", "127.0.0.1", "--port", str(other),
+                      "--threads", "8"], cwd=tmp_path)
+    try:
+        wait_listening(other, cli)
+        assert requests.get(f"http://127.0.0.1:{other}/hello", timeout=5).text == "Hello, world"
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/hello", timeout=5)
+    finally:
+        _stop(cli, signal.SIGTERM)
+
+
+def run_embedding_example(code: str, tmp_path: Path, port: int) -> None:
+    proc = _script(_write(tmp_path, "legacy_loop.py", code, port))
+    try:
+        wait_listening(port, proc)
+        ticks = []
+        with connect(f"ws://127.0.0.1:{port}/events") as ws:
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    ticks.append(ws.recv(timeout=10))
+            assert ws.close_code == 1001  # the with-block ended: going away
+        numbers = [int(t.split()[1]) for t in ticks]
+        assert numbers and numbers == sorted(numbers) and numbers[-1] == 9
+        proc.communicate(timeout=20)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def run_flask_example(code: str, tmp_path: Path, port: int) -> None:
+    pytest.importorskip("flask")
+    proc = _script(_write(tmp_path, "legacy.py", code, port))
+    try:
+        wait_listening(port, proc)
+        base = f"http://127.0.0.1:{port}"
+        with connect(f"ws://127.0.0.1:{port}/live") as ws:
+            response = requests.post(base + "/orders/7", timeout=5)
+            assert response.status_code == 200 and response.text == "ok"
+            assert ws.recv(timeout=5) == "order 7 received"
+        assert requests.get(base + "/live", timeout=5).status_code == 426
+        assert requests.get(base + "/orders/7", timeout=5).status_code == 405  # Flask's
+    finally:
+        _stop(proc)
+
+
+def run_client_example(code: str, tmp_path: Path, port: int) -> None:
+    demo = run_server(["--host", "127.0.0.1", "--port", str(port)])
+    try:
+        wait_listening(port, demo)
+        path = _write(tmp_path, "client_example.py", code, port)
+        done = subprocess.run([sys.executable, path.name], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "hello\nworld\n"
+    finally:
+        _stop(demo, signal.SIGTERM)
+
+
+# Each example, recognised by a line of its own, and how to check it.
+DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
+    '@app.route("/items/<item_id>"': run_app_example,
+    "with Server(app, host=": run_embedding_example,
+    "flask_app = Flask(__name__)": run_flask_example,
+    "from wssync.client import connect": run_client_example,
+}
+
+
+def _driver(code: str) -> Callable[[str, Path, int], None]:
+    found = [driver for marker, driver in DRIVERS.items() if marker in code]
+    assert len(found) == 1, f"README example without exactly one test driver:\n{code}"
+    return found[0]
+
+
+def test_every_example_has_a_driver() -> None:
+    examples = python_examples()
+    assert len(examples) == len(DRIVERS)
+    assert {_driver(code) for code in examples} == set(DRIVERS.values())
+
+
+@pytest.mark.parametrize("index", range(len(DRIVERS)))
+def test_readme_example_runs_as_written(index: int, tmp_path: Path, port: int) -> None:
+    code = python_examples()[index]
+    start = time.monotonic()
+    _driver(code)(code, tmp_path, port)
+    print(f"example {index} checked in {time.monotonic() - start:.1f} s")
