@@ -80,8 +80,10 @@ def _describe(value: Any, kind: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The same parser serves ``python -m wssync`` and the ``wssync`` console script.
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     parser = argparse.ArgumentParser(
-        prog="python -m wssync",
+        prog="wssync" if invoked == "wssync" else "python -m wssync",
         description="Serve HTTP/1.1 and WebSocket on one port.",
         epilog=f"Every option can also come from the environment: {ENV_PREFIX}PORT=8080, "
                f"{ENV_PREFIX}MAX_WRITE_BUFFER=1MiB, {ENV_PREFIX}COMPRESSION=false ... "
