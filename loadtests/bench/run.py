@@ -566,7 +566,9 @@ def plot(summary: Dict[str, Any], workloads: List[str], path: str) -> Optional[s
     shown = [w for w in workloads if med.get(w)]
     if not shown:
         return "nothing to plot"
-    fig, axes = plt.subplots(2, len(shown), figsize=(4.2 * len(shown), 7.5), squeeze=False)
+    # At least as wide as the title, whatever the number of workloads shown.
+    fig, axes = plt.subplots(2, len(shown), figsize=(max(6.0, 4.2 * len(shown)), 7.5),
+                             squeeze=False)
     for col, w in enumerate(shown):
         primary, unit, better_hi, secondary, unit2, _ = METRICS[w]
         names = list(med[w])
@@ -588,9 +590,9 @@ def plot(summary: Dict[str, Any], workloads: List[str], path: str) -> Optional[s
             ax.set_title(f"{w}: {label}\n({arrow})", fontsize=9)
             ax.bar_label(bars, labels=[_short(v) for v in values], fontsize=7)
             ax.tick_params(axis="y", labelsize=8)
-    fig.suptitle("wssync benchmark (medians over rounds; bars on the top row: min-max)",
+    fig.suptitle("wssync benchmark\n(medians over rounds; bars on the top row: min-max)",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))  # leave the two title lines their room
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
