@@ -8,6 +8,8 @@ e.g. ``apt-get install wrk util-linux``), from the repository root::
     python3 loadtests/bench/run.py --rounds 3 --seconds 5 --only http,ws13 \
         --servers wssync,uvicorn,tornado
     python3 loadtests/bench/run.py --report loadtests/bench/results/bench-<time>.json
+    git worktree add /tmp/before HEAD~5 && (cd /tmp/before && python3 setup.py build_ext -i)
+    python3 loadtests/bench/run.py --baseline /tmp/before --servers wssync,uvicorn
 
 ``--install`` creates the bench virtualenv (``--venv``, default
 ``loadtests/bench/.venv``, git-ignored as ``.venv/``) and pip-installs this
@@ -59,6 +61,10 @@ whether the optional C masking accelerator was in use are in the JSON), so edits
 to the working tree during a run cannot mix two versions; ``--no-snapshot``
 serves the live tree instead.
 
+``--baseline DIR`` adds ``wssync-before`` (and ``wssync-threads-before``), the same
+servers importing wssync from another checkout, so a change is measured against the
+code before it in the same rounds (wssync/wssync-before appears among the ratios).
+
 Rounds alternate servers (round 1: A, B, C...; round 2: A, B, C...).  At the end
 the script prints medians per server and workload and, for every anchor, the
 median of the same-round ratios wssync/anchor, and writes
@@ -72,6 +78,7 @@ watch the ``core0/1 other`` column (CPU time of other processes on the server / 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -646,6 +653,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                              "the start (edits during the run would then mix versions)")
     parser.add_argument("--report", metavar="JSON",
                         help="only print the tables and redraw the chart of an earlier run")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also run every selected wssync server from the checkout in DIR "
+                             "(as <name>-before), for before/after ratios in the same rounds")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="measured seconds per throughput run")
@@ -684,6 +694,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     for n in names:
         if n not in servers.BY_NAME:
             sys.exit(f"unknown server {n!r}; choose from {', '.join(servers.BY_NAME)}")
+    if args.baseline:
+        base_dir = os.path.abspath(args.baseline)
+        if not os.path.isfile(os.path.join(base_dir, "wssync", "__init__.py")):
+            sys.exit(f"--baseline: no wssync package in {base_dir}")
+        for n in [n for n in names if n in BASELINES]:
+            before = dataclasses.replace(servers.BY_NAME[n], name=f"{n}-before",
+                                         description=f"{n} from {base_dir}",
+                                         pythonpath=base_dir)
+            servers.SERVERS.append(before)
+            servers.BY_NAME[before.name] = before
+            names.insert(names.index(n) + 1, before.name)
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 CPUs: server and load generator share one", flush=True)
     skipped = {}

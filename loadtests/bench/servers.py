@@ -44,6 +44,7 @@ class ServerSpec:
     ws_path: str = "/ws"
     idle_cap: Optional[int] = None  # most idle connections worth opening (thread per connection)
     log_ignore: Optional[str] = None  # regex of routine log lines that are no problem
+    pythonpath: Optional[str] = None  # import wssync from here, not from the run's snapshot
 
     def available(self) -> Optional[str]:
         """None if it can run here, else why not."""
@@ -121,7 +122,8 @@ class ServerProcess:
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
         self._log = open(log_path, "wb")  # noqa: SIM115 (open while the server runs)
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([*PYTHONPATH_PREFIX, common.APPS_DIR,
+        prefix = [spec.pythonpath] if spec.pythonpath else PYTHONPATH_PREFIX
+        env["PYTHONPATH"] = os.pathsep.join([*prefix, common.APPS_DIR,
                                              env.get("PYTHONPATH", "")])
         env["PYTHONUNBUFFERED"] = "1"
         argv = ["taskset", "-c", str(common.SERVER_CPU), python, *spec.argv(host, self.port)]
