@@ -1,10 +1,14 @@
-"""The demo page in a real browser (headless Chromium): echo, /stats, pushes from a thread."""
+"""The demo page in a real browser (headless Chromium): echo, the live picture of
+the port and its connections, pushes from a thread."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import threading
-from typing import Iterator
+from pathlib import Path
+from typing import Iterator, List
 
 import pytest
 
@@ -38,9 +42,9 @@ def test_demo_page_echoes_and_lists_both_protocols(start_server, page, threads: 
     page.click("#send")
     page.wait_for_function(
         "document.getElementById('log').textContent.includes('echo: hello from a browser')")
-    # /stats, fetched by the page over HTTP, shows the page's own WebSocket.
+    # The connection table, pushed to the page, shows the page's own echo WebSocket.
     page.wait_for_function(
-        "document.getElementById('stats').textContent.includes('1 WebSocket')", timeout=5000)
+        "document.getElementById('stats').innerText.includes('websocket\\t/ws')", timeout=5000)
     rows = page.inner_text("#stats")
     assert f"127.0.0.1:{port}\twebsocket\t/ws" in rows
     assert f"127.0.0.1:{port}\thttp" in rows
@@ -62,3 +66,98 @@ def test_a_legacy_thread_pushes_to_the_browser(start_server, page) -> None:
     page.wait_for_function("document.getElementById('log').textContent.includes('pushed 2')")
     log = page.inner_text("#log")
     assert log.index("pushed 0") < log.index("pushed 1") < log.index("pushed 2")
+
+
+def recv_until(sock: socket.socket, suffix: bytes) -> bytes:
+    data = b""
+    while not data.endswith(suffix):
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    return data
+
+
+def count(page: sync_api.Page, selector: str) -> int:
+    return int(page.evaluate("(s) => document.querySelectorAll(s).length", selector))
+
+
+def test_demo_picture_shows_one_port_and_every_connection(start_server, page, threads: int,
+                                                          tmp_path: Path) -> None:
+    # A long keep-alive: the HTTP connection the page came over stays drawn
+    # however slowly this machine runs the test.
+    server = start_server(create_app(), threads=threads, keepalive_timeout=60)
+    port = server.address[1]
+    page.set_viewport_size({"width": 1200, "height": 1000})
+    problems: List[str] = []  # no 404 (favicon) and no script error along the way
+    page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400
+            else None)
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(f"http://127.0.0.1:{port}/")
+    lines = f'#picture g.conn[data-server-port="{port}"]'
+    websockets = lines + '[data-protocol="websocket"]'
+    http = lines + '[data-protocol="http"]'
+    # The page's own WebSockets (echo and live feed) and the HTTP connection
+    # it came over, all drawn to the one server port.
+    page.wait_for_function(
+        """([ws, http]) => document.querySelectorAll(ws + '[data-path="/ws"]').length === 1
+            && document.querySelectorAll(ws + '[data-path="/live"]').length === 1
+            && document.querySelectorAll(http).length >= 1""",
+        arg=[websockets, http], timeout=10000)
+    ports = page.eval_on_selector_all("#picture g.conn",
+                                      "els => els.map((e) => e.dataset.serverPort)")
+    assert set(ports) == {str(port)}
+    assert page.text_content("#port-number") == f":{port}"
+    assert "5-tuple" in page.inner_text("#fivetuple")
+    before = count(page, websockets)
+    page.evaluate("window.notReloaded = true")
+
+    page.click("#open3")
+    page.wait_for_function("([s, n]) => document.querySelectorAll(s).length === n",
+                           arg=[websockets, before + 3], timeout=10000)
+    assert page.text_content("#head-ws") == f"WebSocket: {before + 3}"
+    page.wait_for_function("document.querySelectorAll('#extra li').length === 3")
+
+    page.click("#extra li:first-child .close-ws")
+    page.wait_for_function("([s, n]) => document.querySelectorAll(s).length === n",
+                           arg=[websockets, before + 2], timeout=10000)
+    page.wait_for_function("document.querySelectorAll('#extra li').length === 2")
+    assert page.evaluate("window.notReloaded === true")  # pushed, not reloaded
+    assert page.inner_text("#live-status").startswith("pushed over WebSocket /live")
+
+    # A connection drawn as HTTP that then upgrades on the same socket is
+    # marked at that moment (and moves to the WebSocket side).
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: demo\r\n\r\n")
+        assert recv_until(sock, b"ok\n").startswith(b"HTTP/1.1 200")
+        line = f'#picture g.conn[data-client-port="{sock.getsockname()[1]}"]'
+        page.wait_for_selector(line + '[data-protocol="http"]', state="attached", timeout=10000)
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: demo\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        assert recv_until(sock, b"\r\n\r\n").startswith(b"HTTP/1.1 101")
+        page.wait_for_selector(line + '[data-protocol="websocket"].switched', state="attached",
+                               timeout=10000)
+    page.wait_for_function("(s) => document.querySelectorAll(s).length === 0", arg=line)
+
+    # Make it busy for the screenshot: more HTTP lines and fresh WebSockets,
+    # caught while their "101" highlight is still on.
+    page.click("#burst")
+    page.wait_for_function(
+        "document.getElementById('burst-result').textContent.startsWith('20 of 20')",
+        timeout=10000)
+    page.click("#open3")
+    page.wait_for_function("([s, n]) => document.querySelectorAll(s).length === n",
+                           arg=[websockets, before + 5], timeout=10000)
+    page.wait_for_function("(s) => document.querySelectorAll(s).length >= 1", arg=http)
+    # Fades and glides finished (the highlight's own animations may go on).
+    page.wait_for_function("""document.getAnimations().every((a) => a.playState !== 'running'
+        || a.animationName === 'pulse' || a.animationName === 'flow')""", timeout=10000)
+    assert not problems
+    shot = tmp_path / f"demo-screenshot-{'threads' if threads else 'reactor'}.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+    artifacts = os.environ.get("WSSYNC_ARTIFACTS")
+    if artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, artifacts)

@@ -1,90 +1,171 @@
 """The demo app served by ``python -m wssync`` when no ``--app`` is given.
 
-It shows the point of the project: the page at ``/`` and the WebSocket at
-``/ws`` share one server port, and ``/stats`` lists every open connection
-with its TCP 5-tuple and current protocol.
+It shows the point of the project: one listening port carries every
+connection.  The page at ``/`` (``demo_page.html``) draws that port with a
+line to each open connection, HTTP or WebSocket, from snapshots of
+:meth:`Server.connections` that a background thread pushes over the page's own
+WebSocket at ``/live``.  ``/ws`` echoes every message unchanged, ``/stats``
+returns the connection list as JSON, ``/health`` answers ``ok`` and
+``/favicon.ico`` is a small SVG icon.
 """
 
 from __future__ import annotations
 
-from typing import Union
+import json
+import logging
+import threading
+import time
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from .app import App
 from .request import Request
 from .response import Response
 from .websocket import WebSocket
 
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>wssync demo</title>
-<style>
- body { font: 15px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 60em; padding: 0 1em; }
- #log { border: 1px solid #ccc; height: 12em; overflow-y: auto; padding: .5em; font-family: monospace; }
- table { border-collapse: collapse; margin-top: .5em; }
- td, th { border: 1px solid #ccc; padding: .2em .6em; font-family: monospace; text-align: left; }
- .websocket { background: #e8f4ff; }
-</style>
-</head>
-<body>
-<h1>wssync: HTTP and WebSocket on one port</h1>
-<p>This page came over HTTP. The box below talks to <code>/ws</code> over a WebSocket on the
-same host and port: after the <code>101 Switching Protocols</code> answer, that one TCP
-connection speaks WebSocket while new connections keep starting as HTTP.</p>
-<p>Status: <b id="status">connecting&hellip;</b></p>
-<form id="form"><input id="text" size="40" value="hello" autocomplete="off">
-<button id="send" type="submit">Send</button></form>
-<div id="log"></div>
-<h2>Open connections (<code>/stats</code>, refreshed every 2 s)</h2>
-<div id="stats"></div>
-<script>
-const log = (line) => {
-  const el = document.getElementById("log");
-  const div = document.createElement("div");
-  div.textContent = line;
-  el.appendChild(div);
-  el.scrollTop = el.scrollHeight;
-};
-const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-const ws = new WebSocket(scheme + location.host + "/ws");
-ws.onopen = () => { document.getElementById("status").textContent = "open"; log("open"); };
-ws.onmessage = (e) => log("echo: " + e.data);
-ws.onclose = (e) => {
-  document.getElementById("status").textContent = "closed (" + e.code + ")";
-  log("closed " + e.code);
-};
-document.getElementById("form").onsubmit = (e) => {
-  e.preventDefault();
-  const text = document.getElementById("text").value;
-  ws.send(text);
-  log("sent: " + text);
-};
-async function refresh() {
-  try {
-    const data = await (await fetch("/stats")).json();
-    const rows = data.connections.map((c) =>
-      `<tr class="${c.protocol}"><td>${c.transport}</td><td>${c.client_addr}:${c.client_port}</td>` +
-      `<td>${c.server_addr}:${c.server_port}</td><td>${c.protocol}</td><td>${c.path || ""}</td></tr>`);
-    document.getElementById("stats").innerHTML =
-      `<p>${data.http} HTTP, ${data.websocket} WebSocket</p><table><tr><th>proto</th>` +
-      `<th>client</th><th>server</th><th>protocol</th><th>path</th></tr>${rows.join("")}</table>`;
-  } catch (err) { /* server restarting */ }
-}
-refresh();
-setInterval(refresh, 2000);
-</script>
-</body>
-</html>
-"""
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger("wssync.demo")
+
+LIVE_PATH = "/live"
+SAMPLE_INTERVAL = 0.25  # seconds between looks at the connection list
+REFRESH_INTERVAL = 2.0  # push at least this often: bytes and ages move without any change
+MIN_GAP = 0.05  # a burst of connects pokes the thread often; this caps its pace
+MAX_SHOWN = 100  # connections per snapshot, so a busy server cannot make pushes huge
+
+# A dot with three lines: the picture in small.  Served as /favicon.ico (the
+# page itself links a data: URL, so it never asks).
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+           '<path d="M8 8 1 2M8 8 1 14M8 8h7" stroke="#2563eb" stroke-width="2"/>'
+           '<circle cx="8" cy="8" r="4" fill="#1e293b"/></svg>')
+
+Key = Tuple[FrozenSet[Tuple[Any, ...]], int, int, int]
+
+
+def count_protocols(connections: List[Dict[str, Any]]) -> Dict[str, int]:
+    counts = {"http": 0, "websocket": 0}
+    for conn in connections:
+        counts[conn["protocol"]] = counts.get(conn["protocol"], 0) + 1
+    return counts
+
+
+def snapshot(server: Server) -> Tuple[Dict[str, Any], Key]:
+    """What ``/live`` pushes, and a key that changes only when a connection
+    comes, goes or changes protocol (not when its bytes or age move)."""
+    connections = server.connections()
+    counts = count_protocols(connections)
+    total = len(connections)
+    if total > MAX_SHOWN:
+        # The youngest connections are where things happen.
+        connections = sorted(connections, key=lambda c: c["age"])[:MAX_SHOWN]
+    identity = frozenset((c["client_addr"], c["client_port"], c["protocol"], c.get("path"))
+                         for c in connections)
+    data = {
+        "type": "snapshot",
+        "listening": {"host": server.host, "port": server.port},
+        "connections": connections,
+        "total": total,
+        **counts,
+    }
+    return data, (identity, total, counts["http"], counts["websocket"])
+
+
+class LiveFeed:
+    """Pushes connection snapshots to every WebSocket on ``/live``.
+
+    One daemon thread samples every ``SAMPLE_INTERVAL`` seconds and
+    broadcasts when the set of connections changed, when poked (a WebSocket
+    came or went), and at least every ``REFRESH_INTERVAL`` seconds.  Pushing
+    on every change of bytes would push on every sample: each push changes
+    the ``/live`` connections' own ``bytes_out``.
+
+    The thread starts with the first ``/live`` client and ends once none is
+    left, which also covers a stopped server (stopping closes every
+    WebSocket).  It reads the server's registry rather than keeping its own,
+    so a missed ``on_close`` cannot keep it alive.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        # Guards _thread: "no client left, so end" and "a client came, so make
+        # sure a thread runs" must not interleave, or a client could be left
+        # without a pusher.
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._server: Optional[Server] = None  # the one _thread serves
+        self._wake = threading.Event()
+
+    def client_connected(self, ws: WebSocket) -> None:
+        """``on_connect`` of ``/live``: greet the page, then make sure a thread runs."""
+        addr = ws.remote_address
+        if isinstance(addr, tuple):
+            ws.send(json.dumps({"type": "hello", "client_addr": addr[0], "client_port": addr[1]}))
+        self.poke()
+        server = self.app.server
+        if server is None:
+            return
+        with self._lock:
+            # A thread left from an earlier server of this app is on its way
+            # out (the app has a new server): this server gets its own.
+            if self._thread is None or self._server is not server:
+                self._server = server
+                self._thread = threading.Thread(target=self._run, args=(server,),
+                                                name="wssync-demo-live", daemon=True)
+                self._thread.start()
+
+    def poke(self, *_args: Any) -> None:
+        """Sample now rather than at the next tick (any thread; any callback's arguments)."""
+        self._wake.set()
+
+    def _has_clients(self, server: Server) -> bool:
+        return self.app.server is server and any(ws.path == LIVE_PATH
+                                                 for ws in server.websockets)
+
+    def _run(self, server: Server) -> None:
+        last_key: Optional[Key] = None
+        last_push = 0.0
+        try:
+            while True:
+                self._wake.wait(SAMPLE_INTERVAL)
+                poked = self._wake.is_set()
+                self._wake.clear()
+                with self._lock:
+                    if not self._has_clients(server):
+                        self._forget()
+                        return
+                data, key = snapshot(server)
+                now = time.monotonic()
+                if poked or key != last_key or now - last_push >= REFRESH_INTERVAL:
+                    # Encoded once for every client; a client that falls too far
+                    # behind is dropped by the server, not waited for.
+                    server.broadcast(json.dumps(data), path=LIVE_PATH)
+                    last_key, last_push = key, now
+                time.sleep(MIN_GAP)
+        except Exception:
+            log.exception("demo live feed failed")
+            with self._lock:
+                self._forget()
+
+    def _forget(self) -> None:
+        """The calling thread ends (lock held); a newer thread stays registered."""
+        if self._thread is threading.current_thread():
+            self._thread = self._server = None
 
 
 def create_app() -> App:
     app = App()
+    page = files("wssync").joinpath("demo_page.html").read_text(encoding="utf-8")
+    feed = LiveFeed(app)
 
     @app.route("/")
     def index(request: Request) -> Response:
-        return Response.html(PAGE)
+        return Response.html(page)
+
+    @app.route("/favicon.ico")
+    def favicon(request: Request) -> Response:
+        return Response(FAVICON, headers=[("Cache-Control", "max-age=86400")],
+                        content_type="image/svg+xml")
 
     @app.route("/health")
     def health(request: Request) -> Response:
@@ -93,13 +174,15 @@ def create_app() -> App:
     @app.route("/stats")
     def stats(request: Request) -> Response:
         connections = app.server.connections() if app.server is not None else []
-        counts = {"http": 0, "websocket": 0}
-        for conn in connections:
-            counts[conn["protocol"]] = counts.get(conn["protocol"], 0) + 1
-        return Response.json({"connections": connections, **counts})
+        return Response.json({"connections": connections, **count_protocols(connections)})
 
-    @app.websocket("/ws")
+    # The hooks only wake the live feed: /ws itself stays a pure echo.
+    @app.websocket("/ws", on_connect=feed.poke, on_close=feed.poke)
     def echo(ws: WebSocket, message: Union[str, bytes]) -> None:
         ws.send(message)
+
+    @app.websocket(LIVE_PATH, on_connect=feed.client_connected, on_close=feed.poke)
+    def live(ws: WebSocket, message: Union[str, bytes]) -> None:
+        pass  # the page only listens here
 
     return app
