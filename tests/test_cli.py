@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 import requests
@@ -19,6 +19,16 @@ from websockets.sync.client import connect
 
 from wssync.cli import build_parser, environment_defaults, parse_size, settings_from
 from wssync.config import SETTINGS
+
+
+def cli_error(args: List[str], cwd: Optional[Path] = None,
+              env: Optional[Dict[str, str]] = None) -> str:
+    """Run ``python -m wssync ARGS`` expecting a user error: exit 2, no traceback; stderr."""
+    proc = subprocess.run([sys.executable, "-m", "wssync", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stderr
 
 
 @pytest.mark.parametrize("threads", ["0", "2"])
@@ -93,11 +103,8 @@ def test_port_in_use_gives_one_line_error() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "wssync", "--host", "127.0.0.1",
-                               "--port", str(port)], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2
-    assert "already in use" in proc.stderr
-    assert "Traceback" not in proc.stderr
+        err = cli_error(["--host", "127.0.0.1", "--port", str(port)])
+    assert f"127.0.0.1:{port} is already in use" in err  # the address being bound
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -107,11 +114,7 @@ def test_port_in_use_gives_one_line_error() -> None:
     ("justamodule", "MODULE:ATTRIBUTE"),
 ])
 def test_bad_app_gives_readable_error(spec: str, message: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "wssync", "--app", spec, "--port", "0"],
-                          capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert message in cli_error(["--app", spec, "--port", "0"])
 
 
 def test_user_app_module(tmp_path: Path) -> None:
@@ -187,12 +190,7 @@ def test_environment_fills_what_the_command_line_does_not_set() -> None:
 ])
 def test_bad_setting_gives_one_line_error(argv: List[str], env: Dict[str, str],
                                           message: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "wssync", "--port", "0", *argv],
-                          capture_output=True, text=True, timeout=30,
-                          env={**os.environ, **env})
-    assert proc.returncode == 2
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert message in cli_error(["--port", "0", *argv], env={**os.environ, **env})
 
 
 def test_settings_reach_the_running_server(tmp_path: Path) -> None:
@@ -224,11 +222,7 @@ def test_settings_reach_the_running_server(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("port", ["99999", "65536", "-5", "http"])
 def test_port_out_of_range_is_refused(port: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "wssync", "--port", port],
-                          capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2
-    assert "not a port (0-65535)" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "not a port (0-65535)" in cli_error(["--port", port])
 
 
 def test_app_module_that_serves_on_import_is_reported(tmp_path: Path) -> None:
@@ -238,21 +232,7 @@ def test_app_module_that_serves_on_import_is_reported(tmp_path: Path) -> None:
         "app = App()\n"
         f"Server(app, host='127.0.0.1', port={own_port}).serve_forever()\n"
     )
-    proc = subprocess.run([sys.executable, "-m", "wssync", "--app", "eager:app", "--host",
-                           "127.0.0.1", "--port", str(free_port())], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2
-    assert "starts a server while being imported" in proc.stderr
-    assert "__name__" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-def test_port_in_use_names_the_address_being_bound() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "wssync", "--host", "127.0.0.1",
-                               "--port", str(port)], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 2
-    assert f"127.0.0.1:{port} is already in use" in proc.stderr
+    err = cli_error(["--app", "eager:app", "--host", "127.0.0.1", "--port", str(free_port())],
+                    cwd=tmp_path)
+    assert "starts a server while being imported" in err
+    assert "__name__" in err

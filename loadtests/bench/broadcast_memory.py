@@ -279,15 +279,7 @@ def run(readers: int, count: int, size: int, threads: int, settings: Dict[str, A
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
-        for pipe in pipes:
-            try:
-                pipe.send("stop")
-            except OSError:
-                pass
-        for proc in children:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
+        common.stop_children(pipes, children, "stop")
         server.terminate()
         try:
             _, err = server.communicate(timeout=15)

@@ -16,7 +16,7 @@ import select
 import socket
 import struct
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 APPS_DIR = os.path.join(BENCH_DIR, "apps")
@@ -474,3 +474,17 @@ def open_ws_many(host: str, port: int, path: str, count: int, *, concurrency: in
             failures["unfinished"] = failures.get("unfinished", 0) + len(pending)
         ep.close()
     return done, failures
+
+
+def stop_children(pipes: List[Any], procs: List[Any], message: Any) -> None:
+    """Tell child processes to stop over their pipes, then reap them (kill if stuck)."""
+    for pipe in pipes:
+        try:
+            pipe.send(message)
+        except OSError:
+            pass
+    for proc in procs:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1)

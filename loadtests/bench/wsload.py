@@ -300,16 +300,7 @@ def run_echo(host: str, port: int, path: str, *, connections: int = 50, size: in
                 raise RuntimeError("a generator process did not report within 30 s")
             results.append(pipe.recv())
     finally:
-        for pipe in pipes:
-            try:
-                pipe.send({"abort": True})
-            except OSError:
-                pass
-        for proc in workers:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(1)
+        common.stop_children(pipes, workers, {"abort": True})
     messages = sum(r["messages"] for r in results)
     gen_cpu = sum(r["cpu"] for r in results)
     errors: Dict[str, int] = {}
