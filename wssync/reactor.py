@@ -215,11 +215,6 @@ class BoundedHandoff:
         self._closed = False
         self._cond = threading.Condition(threading.Lock())
 
-    @property
-    def pending(self) -> int:
-        """Bytes handed over and not yet handled."""
-        return self._pending
-
     def call(self, size: int, callback: Callback, *args: Any) -> None:
         """Run ``callback(*args)`` on the reactor; ``size`` is what it carries."""
         reactor = self._reactor

@@ -204,10 +204,14 @@ class Connection:
             except Exception:
                 log.exception("pause_writing failed")
 
-    def _send(self, data: Buffer) -> int:
-        """Bytes the kernel took (0 when its buffer is full), or -1 if the peer is gone."""
+    def _send(self, data: Union[Buffer, List[Buffer]]) -> int:
+        """Bytes the kernel took (0 when its buffer is full), or -1 if the peer is gone.
+
+        A list of buffers goes out with one ``sendmsg`` (scatter/gather: the
+        kernel copies from each buffer in place, nothing is joined).
+        """
         try:
-            sent = self.sock.send(data)
+            sent = self.sock.sendmsg(data) if isinstance(data, list) else self.sock.send(data)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as exc:
@@ -221,18 +225,7 @@ class Connection:
         if not out:
             self._update_events()
             return
-        if len(out) == 1:
-            sent = self._send(out[0])
-        else:
-            # Scatter/gather: the kernel copies from each buffer in place.
-            try:
-                sent = self.sock.sendmsg(out[:_IOV_BATCH])
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._force_close(exc)
-                return
-            self.bytes_out += sent
+        sent = self._send(out[0] if len(out) == 1 else out[:_IOV_BATCH])
         if sent < 0:
             return
         if sent:
