@@ -44,7 +44,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import common
 
 _LAUNCH = """
-import json, sys
+import json, logging, sys
+logging.basicConfig(level=logging.WARNING)  # warnings only: an access log would fill the pipe
 from wssync import Server
 from wssync_burst_app import app
 settings = json.loads(sys.argv[3])
@@ -212,6 +213,7 @@ def run(readers: int, count: int, size: int, threads: int, settings: Dict[str, A
     server = subprocess.Popen(
         ["taskset", "-c", str(common.SERVER_CPU), sys.executable, "-c", _LAUNCH, str(port),
          str(threads), json.dumps(settings)], env=env, stdin=subprocess.DEVNULL,
+        cwd=common.APPS_DIR,  # not the repository root: "-c" would import ./wssync from there
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     result: Dict[str, Any] = {"readers": readers, "count": count, "size": size,
                               "threads": threads, "producer": producer, "settings": settings,
@@ -287,7 +289,7 @@ def run(readers: int, count: int, size: int, threads: int, settings: Dict[str, A
             server.kill()
             _, err = server.communicate()
         problems = [line for line in err.decode(errors="replace").splitlines()
-                    if "Traceback" in line or "Error" in line]
+                    if "Traceback" in line or "Error" in line or "WARNING" in line]
         if problems:
             result["server_log_problems"] = problems[:5]
     return result
