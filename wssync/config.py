@@ -53,8 +53,8 @@ SETTINGS: Dict[str, Setting] = {
                                       "its handler before that peer is no longer read"),
     "max_queue_bytes": Setting(1 * _MiB, "bytes", "thread-pool mode: bytes of one WebSocket's "
                                                   "waiting messages before it is no longer read"),
-    "max_queued_tasks": Setting(10000, "count", "thread-pool mode: handler calls waiting for a "
-                                                "worker, all connections together, before new "
+    "max_queued_tasks": Setting(10000, "count", "thread-pool mode: handler calls queued or "
+                                                "running, all connections together, before new "
                                                 "connections wait to be accepted"),
     "max_send_queue": Setting(4 * _MiB, "bytes", "bytes other threads may hand the reactor to "
                                                  "send (WebSocket.send, broadcast) before such a "

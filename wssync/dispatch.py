@@ -49,14 +49,13 @@ class Lane:
         """Run the oldest task (a worker; only one worker holds a lane at a time)."""
         pool = self._pool
         assert pool is not None
-        with pool._lock:
-            fn, args = self._tasks.popleft()
-            pool.queued -= 1
+        fn, args = self._tasks.popleft()
         try:
             fn(*args)
         except Exception:
             log.exception("unhandled error in worker task")
         with pool._lock:
+            pool.queued -= 1  # counted until done: one lock round per task, not two
             if not self._tasks:
                 self._scheduled = False
                 return
@@ -71,7 +70,7 @@ class ThreadPool:
         if size < 1:
             raise ValueError("a thread pool needs at least one thread")
         self.size = size
-        self.queued = 0  # tasks submitted and not started, over all lanes
+        self.queued = 0  # tasks submitted and not finished, over all lanes
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Optional[Lane]] = queue.SimpleQueue()
         # Daemon threads: a handler blocked forever must not keep the process alive.

@@ -84,29 +84,33 @@ class WebSocketConnection:
         self.session.opened(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._draining:
-            return
-        self.proto.feed(data)
-        self._process_events()
-
-    def _process_events(self) -> None:
-        """Handle parsed events until the bytes run out or the application is full.
+        """Handle what ``data`` completes, until it runs out or the application is full.
 
         While input is paused, unparsed bytes stay in the protocol's buffer
-        (at most one read) and the transport stops reading.  Once our close
-        frame is out, parsing goes on so the peer's answer is seen; messages
-        the application can no longer take are dropped then.
+        (at most one read) and the transport stops reading; ``resume_input``
+        carries on with ``data_received(b"")``.  Once our close frame is out,
+        parsing goes on so the peer's answer is seen; messages the application
+        can no longer take are dropped then.
         """
+        if self._draining:
+            return
         transport = self.transport
         assert transport is not None
         proto = self.proto
-        while not self._input_paused or proto.close_sent:
-            event = proto.next_event()
+        proto.feed(data)
+        if self._input_paused and not proto.close_sent:
+            return
+        next_event = proto.next_event
+        while True:
+            event = next_event()
             if event is None:
                 return
             if type(event) is Message:
-                if not self._input_paused:
-                    self.session.message(event.data)
+                if self._input_paused:
+                    continue  # closing, and the application takes no more
+                self.session.message(event.data)
+                if self._input_paused and not proto.close_sent:
+                    return  # full: the rest waits, unparsed, for resume_input
             elif type(event) is Ping:
                 # Pongs were queued by the protocol: they go out in the order
                 # pings and messages came (all queued ones at the first ping).
@@ -145,8 +149,7 @@ class WebSocketConnection:
         if transport is None or self._lost:
             return
         transport.resume_reading()
-        if not self._draining:
-            self._process_events()
+        self.data_received(b"")
 
     def eof_received(self) -> None:
         assert self.transport is not None
@@ -206,7 +209,7 @@ class WebSocketConnection:
         if self._input_paused:
             # The peer's close answer may sit behind messages nobody takes now.
             transport.resume_reading()
-            self._process_events()
+            self.data_received(b"")
 
     def _answer_close(self) -> None:
         transport = self.transport
