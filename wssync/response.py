@@ -114,8 +114,12 @@ def render_head(version: str, status: int, headers: List[Tuple[str, str]],
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 raise ValueError(f"header {name!r} contains a line break")
             line = f"{name}: {value}\r\n".encode("latin-1")
-            if len(lines) < 4096:  # most responses repeat a few fields: keep them encoded
-                lines[field] = line
+            # Most responses repeat a few fields: keep them encoded.  Unique values
+            # (every handshake's Sec-WebSocket-Accept, cookies) would fill the cache
+            # for good, so a full cache starts over and the common fields come back.
+            if len(lines) >= 4096:
+                lines.clear()
+            lines[field] = line
         parts.append(line)
     parts.append(framing)
     parts.append(b"\r\n")
