@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any, Iterator, Union
 
@@ -120,6 +121,36 @@ def test_refused_handshakes(wssync_url: str) -> None:
         connect("http://127.0.0.1:1/")
     with pytest.raises(OSError):
         connect("ws://127.0.0.1:1/", timeout=2)
+
+
+def test_a_server_with_a_wrong_accept_is_refused() -> None:
+    # A real socket server that answers 101 but with an Accept for another key:
+    # the client must not take it for a WebSocket.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+            conn.recv(4096)  # until the client gives up
+
+    server = threading.Thread(target=serve_once)
+    server.start()
+    try:
+        with pytest.raises(HandshakeRefused, match="Sec-WebSocket-Accept"):
+            connect(f"ws://127.0.0.1:{port}/", timeout=5)
+    finally:
+        server.join(10)
+        listener.close()
 
 
 def test_send_from_several_threads(wssync_url: str) -> None:

@@ -11,9 +11,12 @@ import pytest
 from wssync.handshake import (
     GUID,
     HandshakeError,
+    HandshakeRefused,
     accept_key,
+    check_response,
     is_handshake,
     offered_subprotocols,
+    parse_response_head,
     response_headers,
     validate_request,
 )
@@ -260,3 +263,38 @@ def test_response_headers_with_subprotocol() -> None:
 def test_validated_key_feeds_response_accept() -> None:
     key = validate_request(make_request())
     assert dict(response_headers(key, None))["Sec-WebSocket-Accept"] == accept_key(KEY)
+
+
+# -- the client's check of the server's answer -------------------------------------
+
+
+def _answer(*lines: str, status: str = "101 Switching Protocols") -> Tuple[int, Headers]:
+    head = "\r\n".join([f"HTTP/1.1 {status}", *lines]).encode("latin-1")
+    return parse_response_head(head)
+
+
+GOOD = ("Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Accept: {accept_key(KEY)}")
+
+
+def test_a_correct_answer_is_accepted() -> None:
+    assert check_response(*_answer(*GOOD), KEY) is None
+    chosen = check_response(*_answer(*GOOD, "Sec-WebSocket-Protocol: chat"), KEY, ["chat"])
+    assert chosen == "chat"
+
+
+@pytest.mark.parametrize("lines, status, message", [
+    (GOOD, "200 OK", "instead of 101"),
+    (GOOD[1:], "101 Switching Protocols", "Upgrade: websocket"),
+    ((GOOD[0], GOOD[2]), "101 Switching Protocols", "Connection: upgrade"),
+    (GOOD[:2], "101 Switching Protocols", "Sec-WebSocket-Accept"),
+    ((*GOOD[:2], f"Sec-WebSocket-Accept: {accept_key('x' + KEY[1:])}"), "101 Switching Protocols",
+     "Sec-WebSocket-Accept"),
+    ((*GOOD, GOOD[2]), "101 Switching Protocols", "Sec-WebSocket-Accept"),
+    ((*GOOD, "Sec-WebSocket-Extensions: permessage-deflate"), "101 Switching Protocols",
+     "extension"),
+    ((*GOOD, "Sec-WebSocket-Protocol: other"), "101 Switching Protocols", "subprotocol"),
+])
+def test_a_wrong_answer_is_refused(lines: Tuple[str, ...], status: str, message: str) -> None:
+    with pytest.raises(HandshakeRefused, match=message):
+        check_response(*_answer(*lines, status=status), KEY, ["chat"])
+
