@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 
 def raw_exchange(port: int, data: bytes, half_close: bool = False,
@@ -64,3 +64,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
             return True
         time.sleep(interval)
     return predicate()
+
+
+def settled(read: Callable[[], Any], quiet: float = 0.3, timeout: float = 10.0) -> Any:
+    """``read()`` once its value has not changed for ``quiet`` seconds (or at ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    last = read()
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last
+

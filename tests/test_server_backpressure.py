@@ -15,7 +15,7 @@ import time
 from typing import Any, Iterator, List
 
 import pytest
-from helpers import wait_until
+from helpers import settled, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -29,21 +29,6 @@ def _only_connection(server: Server, protocol: str) -> dict:  # type: ignore[typ
     conns = [c for c in server.connections() if c["protocol"] == protocol]
     assert len(conns) == 1, conns
     return conns[0]
-
-
-def _settled(read: Any, quiet: float = 0.3, timeout: float = 10.0) -> Any:
-    """``read()`` once it stops changing for ``quiet`` seconds (bounded by ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    last = read()
-    since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        now = read()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            break
-    return last
 
 
 @contextlib.contextmanager
@@ -78,7 +63,7 @@ def test_busy_handler_pauses_reading_and_resumes_in_order(start_server) -> None:
             _releasing(release):
         for i in range(total):
             ws.send(i.to_bytes(4, "big") + bytes(1020))  # 1 KiB messages, ~3 MiB in all
-        read = _settled(lambda: _only_connection(server, "websocket")["bytes_in"])
+        read = settled(lambda: _only_connection(server, "websocket")["bytes_in"])
         # The handler is stuck in its first message: the server must have stopped
         # reading after max_queue (16) messages, one read (64 KiB) at most past it.
         assert read < 16 * KiB + 2 * 64 * KiB + 4 * KiB, read
@@ -107,7 +92,7 @@ def test_backlog_in_bytes_pauses_too(start_server) -> None:
             _releasing(release):
         for _ in range(40):
             ws.send(bytes(64 * KiB))  # 2.5 MiB
-        read = _settled(lambda: _only_connection(server, "websocket")["bytes_in"])
+        read = settled(lambda: _only_connection(server, "websocket")["bytes_in"])
         assert read < 256 * KiB + 3 * 64 * KiB, read
         release.set()
         assert wait_until(lambda: len(count) == 40, timeout=30)
@@ -128,7 +113,7 @@ def test_close_while_paused_completes_the_handshake(start_server) -> None:
         with connect(f"ws://127.0.0.1:{port}/ws", compression=None, max_queue=None) as ws:
             for _ in range(200):
                 ws.send(bytes(1024))
-            _settled(lambda: _only_connection(server, "websocket")["bytes_in"])
+            settled(lambda: _only_connection(server, "websocket")["bytes_in"])
             assert wait_until(lambda: bool(handles))
             handles[0].close(1001, "going away")
             # The client's close answer sits behind unread messages: the server
@@ -160,7 +145,7 @@ def test_pool_backlog_stops_accepting_connections(start_server) -> None:
             conn.request("GET", "/")
             clients.append(conn)
             # Clients arriving over time (not in one accept batch).
-            accepted = _settled(lambda: len(server.connections()), quiet=0.1)
+            accepted = settled(lambda: len(server.connections()), quiet=0.1)
         # 1 running + 5 queued fill the pool; the rest wait in the kernel backlog.
         assert accepted <= 8, accepted
     finally:
@@ -190,7 +175,7 @@ def test_streamed_body_is_pulled_only_as_the_peer_reads(start_server) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
         sock.connect(("127.0.0.1", port))
         sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        chunks = _settled(lambda: pulled[0])
+        chunks = settled(lambda: pulled[0])
         # Socket buffers (a few MiB at most here) plus write_high_water: not the
         # endless body.
         assert chunks < 200, chunks
@@ -292,7 +277,7 @@ def test_broadcast_from_a_thread_waits_for_a_blocked_reactor(start_server) -> No
     producer = threading.Thread(target=produce)
     producer.start()
     with _releasing(reactor_free):
-        returned = _settled(lambda: calls[0])
+        returned = settled(lambda: calls[0])
     producer.join(30)
     assert conn.getresponse().status == 200
     conn.close()
