@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -80,3 +82,28 @@ def settled(read: Callable[[], Any], quiet: float = 0.3, timeout: float = 10.0) 
             break
     return last
 
+
+def mask_bytes(payload: bytes, key: bytes) -> bytes:
+    n = len(payload)
+    if not n:
+        return b""
+    stream = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
+
+
+def frame(opcode: int, payload: bytes = b"", fin: bool = True, mask: bool = True,
+          rsv: int = 0) -> bytes:
+    """One client frame (masked unless told otherwise)."""
+    b0 = (0x80 if fin else 0) | rsv | opcode
+    n = len(payload)
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head = struct.pack("!BB", b0, mbit | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", b0, mbit | 126, n)
+    else:
+        head = struct.pack("!BBQ", b0, mbit | 127, n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + mask_bytes(payload, key)

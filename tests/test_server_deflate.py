@@ -15,6 +15,7 @@ import zlib
 from typing import Tuple
 
 import pytest
+from helpers import frame
 from websockets.sync.client import connect
 
 from wssync import App, Server, WebSocket
@@ -38,20 +39,6 @@ def _deflate(data: bytes) -> bytes:
     out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
     assert out.endswith(b"\x00\x00\xff\xff")
     return out[:-4]
-
-
-def _masked(first: int, payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        header = bytes((first, 0x80 | n))
-    elif n < 65536:
-        header = struct.pack("!BBH", first, 0x80 | 126, n)
-    else:
-        header = struct.pack("!BBQ", first, 0x80 | 127, n)
-    key = (mask * (n // 4 + 1))[:n]
-    body = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
-    return header + mask + body
 
 
 def _open_deflate(port: int) -> Tuple[socket.socket, bytes]:
@@ -110,7 +97,7 @@ def test_invalid_utf8_inside_compressed_text_closes_1007(port: int) -> None:
     with sock:
         assert b"permessage-deflate" in head.lower()
         # Valid as deflate, invalid as UTF-8 once inflated.
-        sock.sendall(_masked(0x80 | 0x40 | 0x1, _deflate(b"valid start \xff\xfe then junk")))
+        sock.sendall(frame(0x1, rsv=0x40, payload=_deflate(b"valid start \xff\xfe then junk")))
         assert _close_code(sock) == 1007
 
 
@@ -120,5 +107,5 @@ def test_deflate_bomb_closes_1009_without_inflating_it(port: int) -> None:
         assert b"permessage-deflate" in head.lower()
         bomb = _deflate(bytes(64 * 1024 * KiB))  # 64 MiB of zeros, ~64 KiB compressed
         assert len(bomb) < 128 * KiB
-        sock.sendall(_masked(0x80 | 0x40 | 0x2, bomb))
+        sock.sendall(frame(0x2, bomb, rsv=0x40))
         assert _close_code(sock) == 1009  # the 1 MiB limit counts inflated bytes

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 import requests
 import websocket  # websocket-client
-from helpers import settled, wait_until
+from helpers import frame, settled, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -41,32 +41,6 @@ pytestmark = pytest.mark.timeout(30)
 
 
 # -- a tiny independent RFC 6455 client codec ------------------------------------------
-
-
-def mask_bytes(payload: bytes, key: bytes) -> bytes:
-    n = len(payload)
-    if not n:
-        return b""
-    stream = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
-
-
-def frame(opcode: int, payload: bytes = b"", fin: bool = True, mask: bool = True,
-          rsv: int = 0) -> bytes:
-    """One client frame (masked unless told otherwise)."""
-    b0 = (0x80 if fin else 0) | rsv | opcode
-    n = len(payload)
-    mbit = 0x80 if mask else 0
-    if n < 126:
-        head = struct.pack("!BB", b0, mbit | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, mbit | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, mbit | 127, n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + mask_bytes(payload, key)
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
