@@ -178,6 +178,13 @@ def _driver(code: str) -> Callable[[str, Path, int], None]:
     return found[0]
 
 
+def test_readme_is_valid_restructuredtext() -> None:
+    # PyPI renders it as the project page: a broken table would show as raw text.
+    docutils_core = pytest.importorskip("docutils.core")
+    docutils_core.publish_string(README.read_text(encoding="utf-8"), writer_name="null",
+                                 settings_overrides={"halt_level": 2, "report_level": 2})
+
+
 def test_every_example_has_a_driver() -> None:
     examples = python_examples()
     assert len(examples) == len(DRIVERS)
