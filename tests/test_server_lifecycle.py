@@ -14,7 +14,7 @@ from typing import Union
 
 import pytest
 import requests
-from helpers import free_port, wait_listening
+from helpers import free_port, wait_listening, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -131,13 +131,14 @@ def test_no_fd_or_thread_leak_after_churn() -> None:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
                 sock.sendall(b"GET /hel")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-    deadline = time.monotonic() + 5
-    while server.connections() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.connections() == []
-    assert open_fds() <= fds
-    assert threading.active_count() <= threads
-    server.stop()
+    try:
+        assert wait_until(lambda: server.connections() == [], 5)
+        assert open_fds() <= fds
+        # The clients' own background threads end shortly after they close.
+        assert wait_until(lambda: threading.active_count() <= threads, 5), \
+            threading.enumerate()
+    finally:
+        server.stop()
 
 
 def test_handler_can_stop_the_server() -> None:
