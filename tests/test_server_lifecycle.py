@@ -211,3 +211,23 @@ def test_script_stops_gracefully_on_a_signal(tmp_path, sig: int, threads: int) -
     assert f"serving on 127.0.0.1:{port}" in err
     assert '"GET /hello HTTP/1.1" 200' in err
     assert "received, stopping" in err
+
+
+def test_backgrounded_script_still_stops_on_sigint(tmp_path) -> None:
+    # A shell starts background jobs with SIGINT ignored; kill -INT must still stop us.
+    port = free_port()
+    script = tmp_path / "bg.py"
+    script.write_text(SCRIPT.format(port=port, threads=0))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_listening(port, proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and "SIGINT received, stopping" in err
+

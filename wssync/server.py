@@ -130,8 +130,9 @@ class Server:
         """Serve on the calling thread until :meth:`stop`.
 
         On the main thread, SIGINT (Ctrl-C) and SIGTERM stop gracefully, as
-        :meth:`stop` does, unless the application installed its own handlers;
-        a second signal stops at once.  Without any logging configured, the
+        :meth:`stop` does, unless the application installed its own handlers
+        (a backgrounded job's ignored SIGINT is taken over too); a second
+        signal stops at once.  Without any logging configured, the
         server logs to stderr as the command line does.
         """
         _check_serving_allowed()
@@ -205,16 +206,18 @@ class Server:
         """Install graceful-stop handlers for SIGINT and SIGTERM; returns their undo."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        installed = {}
-        for signum, default in ((signal.SIGINT, signal.default_int_handler),
-                                (signal.SIGTERM, signal.SIG_DFL)):
-            if signal.getsignal(signum) is default:
-                installed[signum] = default
+        installed: Dict[int, Any] = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(signum)
+            # The application's own handler stays; defaults, and the SIG_IGN a
+            # shell gives background jobs, are ours to replace.
+            if previous in (signal.SIG_DFL, signal.SIG_IGN, signal.default_int_handler, None):
+                installed[signum] = signal.SIG_DFL if previous is None else previous
                 signal.signal(signum, self._on_signal)
 
         def restore() -> None:
-            for signum, default in installed.items():
-                signal.signal(signum, default)
+            for signum, previous in installed.items():
+                signal.signal(signum, previous)
 
         return restore
 
