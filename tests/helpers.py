@@ -107,3 +107,16 @@ def frame(opcode: int, payload: bytes = b"", fin: bool = True, mask: bool = True
         return head + payload
     key = os.urandom(4)
     return head + key + mask_bytes(payload, key)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 15) -> str:
+    """Wait for ``proc`` to exit by itself; kill it if it does not (never leave a
+    server behind).  Its stderr."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"process did not exit within {timeout} s: {err}") from None
+    return err
+

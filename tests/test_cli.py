@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 import pytest
 import requests
-from helpers import free_port, run_server, wait_listening
+from helpers import finish, free_port, run_server, wait_listening
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -57,7 +57,7 @@ def test_demo_app_serves_page_echo_and_stats(threads: str) -> None:
         assert ws_entry["path"] == "/ws" and ws_entry["transport"] == "tcp"
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
+        err = finish(proc)
     assert proc.returncode == 0, err
     assert "GET /health" in err  # access log
 
@@ -73,7 +73,7 @@ def test_sigint_closes_websockets_with_1001() -> None:
                 ws.recv(timeout=5)
             assert info.value.rcvd is not None and info.value.rcvd.code == 1001
     finally:
-        proc.communicate(timeout=15)
+        finish(proc)
     assert proc.returncode == 0
 
 
@@ -139,7 +139,7 @@ def test_user_app_module(tmp_path: Path) -> None:
             assert ws.recv(timeout=5) == "HEY"
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
+        err = finish(proc)
     assert "GET /hi" not in err
 
 
@@ -214,7 +214,7 @@ def test_settings_reach_the_running_server(tmp_path: Path) -> None:
                        "threads": 2}
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=15)
+        finish(proc)
 
 
 # -- ports, and modules that serve on import --------------------------------------

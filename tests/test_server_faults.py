@@ -15,6 +15,7 @@ from typing import List, Union
 
 import pytest
 import requests
+from helpers import finish
 
 from wssync import App, Request, Server, WebSocket
 from wssync.client import ConnectionClosed, connect
@@ -281,5 +282,5 @@ def test_fd_exhaustion_pauses_accepting_and_recovers(tmp_path) -> None:
         assert text == "hello"
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=15)
+        err = finish(proc)
     assert "pausing the listener" in err

@@ -15,7 +15,7 @@ import requests
 from flask import Flask, abort, jsonify
 from flask import Response as FlaskResponse
 from flask import request as flask_request
-from helpers import free_port, run_server, wait_listening
+from helpers import finish, free_port, run_server, wait_listening
 
 from wssync import App, WebSocket
 from wssync.client import connect
@@ -247,7 +247,7 @@ def test_cli_detects_a_wsgi_app(tmp_path: Path) -> None:
         assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).text == "legacy flask"
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=15)
+        finish(proc)
     assert proc.returncode == 0
 
 
@@ -277,6 +277,6 @@ def test_cli_serves_flask_and_a_websocket_on_one_port(tmp_path: Path) -> None:
             assert ws.recv(timeout=5) == "page viewed"  # pushed from the Flask view's thread
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=15)
+        finish(proc)
     assert proc.returncode == 0
 
