@@ -43,7 +43,7 @@ def test_defaults_and_overrides() -> None:
     assert config.compression is False
     assert config.ping_interval == SETTINGS["ping_interval"].default  # None: the default
     assert config.max_queue == 16
-    assert Config.defaults()["max_send_queue"] == SETTINGS["max_send_queue"].default
+    assert Config().max_send_queue == SETTINGS["max_send_queue"].default
 
 
 @pytest.mark.parametrize("settings, error", [

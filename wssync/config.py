@@ -71,7 +71,6 @@ SETTINGS: Dict[str, Setting] = {
     "backlog": Setting(1024, "count", "the listening socket's accept queue"),
     "shutdown_grace": Setting(10.0, "seconds", "how long a stop waits for in-flight work"),
 }
-_DEFAULTS: Dict[str, Any] = {name: setting.default for name, setting in SETTINGS.items()}
 
 
 class Config:
@@ -105,10 +104,11 @@ class Config:
     shutdown_grace: float
 
     def __init__(self, **settings: Any) -> None:
-        unknown = set(settings) - set(_DEFAULTS)
+        unknown = set(settings) - set(SETTINGS)
         if unknown:
             raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        for name, default in _DEFAULTS.items():
+        for name, setting in SETTINGS.items():
+            default = setting.default
             value = settings.get(name, default)
             if value is None:
                 value = default
@@ -127,7 +127,3 @@ class Config:
             self.compression, self.compression_window_bits, self.compression_client_window_bits,
             self.compression_level, self.compression_mem_level,
         )
-
-    @staticmethod
-    def defaults() -> Dict[str, Any]:
-        return dict(_DEFAULTS)
