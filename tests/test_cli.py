@@ -220,7 +220,7 @@ def test_settings_reach_the_running_server(tmp_path: Path) -> None:
 # -- ports, and modules that serve on import --------------------------------------
 
 
-@pytest.mark.parametrize("port", ["99999", "65536", "-5", "http"])
+@pytest.mark.parametrize("port", ["99999", "65536", "-5", "http", "\u0668\u0660"])
 def test_port_out_of_range_is_refused(port: str) -> None:
     assert "not a port (0-65535)" in cli_error(["--port", port])
 

@@ -41,9 +41,10 @@ def parse_size(text: str) -> int:
 
 
 def parse_port(text: str) -> int:
-    if not text.strip().isdigit() or int(text) > 65535:
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or int(digits) > 65535:
         raise argparse.ArgumentTypeError(f"not a port (0-65535): {text!r}")
-    return int(text)
+    return int(digits)
 
 
 def parse_seconds(text: str) -> float:
