@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wssync.http_parser import HttpError, ParserLimits, RequestParser
+from wssync.config import Config
+from wssync.http_parser import HttpError, RequestParser
 from wssync.request import Headers, Request
 
 HOST = b"Host: example.test"
@@ -495,7 +496,7 @@ def test_other_expectations_are_refused_with_417(value):
 # -- limits ---------------------------------------------------------------------------
 
 
-SMALL = ParserLimits(max_request_line=64, max_header_size=256, max_headers=4, max_body_size=10)
+SMALL = Config(max_request_line=64, max_header_size=256, max_headers=4, max_body_size=10)
 
 
 def test_request_line_too_long_gives_414():
@@ -895,7 +896,7 @@ JUNK = st.one_of(
 )
 JUNK_LIMITS = st.sampled_from([
     None,
-    ParserLimits(max_request_line=20, max_header_size=60, max_headers=3, max_body_size=8),
+    Config(max_request_line=20, max_header_size=60, max_headers=3, max_body_size=8),
 ])
 
 
@@ -978,7 +979,7 @@ def assert_linear(make_action, size, factor=4, max_ratio=10.0, tries=4):
                 f"({small * 1e3:.1f} ms -> {large * 1e3:.1f} ms): not linear")
 
 
-BIG = ParserLimits(max_request_line=1 << 22, max_header_size=1 << 22, max_headers=1 << 20,
+BIG = Config(max_request_line=1 << 22, max_header_size=1 << 22, max_headers=1 << 20,
                    max_body_size=1 << 22)
 
 
@@ -987,7 +988,7 @@ def many_headers(count):
 
 
 def test_ten_thousand_small_headers_parse():
-    limits = ParserLimits(max_headers=10_001, max_header_size=1 << 20)
+    limits = Config(max_headers=10_001, max_header_size=1 << 20)
     request = parse_one(many_headers(10_000), limits)
     assert len(request.headers) == 10_001
     assert request.headers["x-h09999"] == "v"
@@ -1000,7 +1001,7 @@ def test_ten_thousand_small_headers_parse():
 
 
 def test_64_kib_header_value_parses():
-    limits = ParserLimits(max_header_size=1 << 20)
+    limits = Config(max_header_size=1 << 20)
     value = bytes(range(0x21, 0x7F)) * 700
     value = value[:65536]
     request = parse_one(head(b"GET / HTTP/1.1", HOST, b"X-Big: " + value), limits)

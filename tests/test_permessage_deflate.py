@@ -8,11 +8,12 @@ import zlib
 
 import pytest
 
-from wssync.permessage_deflate import DeflateSettings, negotiate, parse_offers
+from wssync.config import Config
+from wssync.permessage_deflate import negotiate, parse_offers
 from wssync.websocket_frames import OP_CONTINUATION, OP_TEXT, ProtocolError, encode_frame
 from wssync.websocket_protocol import Failure, Message, WebSocketProtocol
 
-SETTINGS = DeflateSettings()
+SETTINGS = Config()
 
 
 def client_compress(data: bytes, wbits: int = 15) -> bytes:
@@ -64,7 +65,7 @@ def test_negotiation_declines_malformed_offers(offer: str) -> None:
 
 
 def test_compression_can_be_turned_off() -> None:
-    assert negotiate(["permessage-deflate"], DeflateSettings(enabled=False)) is None
+    assert negotiate(["permessage-deflate"], Config(compression=False)) is None
 
 
 def test_parse_offers_keeps_order_and_params() -> None:

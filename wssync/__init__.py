@@ -1,7 +1,6 @@
 """wssync: a synchronous HTTP/1.1 and WebSocket server on one port, standard library only."""
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .app import App
 from .request import Headers, Request
 from .response import Response

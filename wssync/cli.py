@@ -17,7 +17,7 @@ import re
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from . import __version__
+from ._version import __version__
 from .app import App
 from .config import SETTINGS
 from .server import LOG_FORMAT, Server, ServingWhileImported, refuse_to_serve

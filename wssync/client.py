@@ -18,6 +18,7 @@ from collections import deque
 from typing import Any, Deque, Iterator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
+from .config import default
 from .handshake import HandshakeRefused, check_response, client_request, parse_response_head
 from .websocket_protocol import (
     CloseReceived,
@@ -30,7 +31,7 @@ from .websocket_protocol import (
 
 __all__ = ["ClientConnection", "ConnectionClosed", "HandshakeRefused", "connect"]
 
-_MAX_HEAD = 65536
+_MAX_HEAD = default("max_header_size")  # the server's own limit on a head
 
 
 class ConnectionClosed(Exception):
@@ -212,7 +213,7 @@ def _parse_url(url: str) -> Tuple[str, int, str, str]:
 
 def connect(url: str, subprotocols: Optional[List[str]] = None,
             headers: Optional[List[Tuple[str, str]]] = None, timeout: float = 10.0,
-            max_message_size: int = 16 * 1024 * 1024) -> ClientConnection:
+            max_message_size: int = default("max_message_size")) -> ClientConnection:
     """Open a WebSocket to ``ws://host[:port]/path[?query]``.
 
     Raises :class:`HandshakeRefused` if the server does not switch protocols

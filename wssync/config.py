@@ -1,15 +1,13 @@
 """Server settings: every limit and timeout with its documented default.
 
-Only data and validation live here; nothing reads these values but the layers
-that enforce them.
+Only data and validation live here, and this module imports nothing else of
+the package: every layer, the Sans-I/O parsers and the client included, takes
+its defaults from :data:`SETTINGS`, so each default is written once.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, NamedTuple
-
-from .http_parser import ParserLimits
-from .permessage_deflate import DeflateSettings
 
 _KiB = 1024
 _MiB = 1024 * 1024
@@ -120,10 +118,14 @@ class Config:
             setattr(self, name, type(default)(value))
         if self.max_queue < 1:
             raise ValueError("max_queue must be at least 1")
-        self.parser_limits = ParserLimits(
-            self.max_request_line, self.max_header_size, self.max_headers, self.max_body_size
-        )
-        self.deflate = DeflateSettings(
-            self.compression, self.compression_window_bits, self.compression_client_window_bits,
-            self.compression_level, self.compression_mem_level,
-        )
+        # zlib's ranges (a 9-bit floor for our window: zlib cannot deflate with 8).
+        for name, low, high in (("compression_window_bits", 9, 15),
+                                ("compression_client_window_bits", 8, 15),
+                                ("compression_level", 0, 9), ("compression_mem_level", 1, 9)):
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"{name} must be {low}-{high}, not {getattr(self, name)}")
+
+
+def default(name: str) -> Any:
+    """The documented default of setting ``name`` (for layers used without a server)."""
+    return SETTINGS[name].default

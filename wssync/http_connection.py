@@ -99,7 +99,7 @@ class HttpConnection:
 
     def connection_made(self, transport: Connection) -> None:
         self.transport = transport
-        self.parser = RequestParser(self.config.parser_limits, transport.peername)
+        self.parser = RequestParser(self.config, transport.peername)
         self._arm_deadline(_IDLE)
 
     def data_received(self, data: bytes) -> None:
@@ -210,7 +210,7 @@ class HttpConnection:
             return
         headers = handshake.response_headers(key, decision.subprotocol) + decision.headers
         deflate = negotiate_deflate(request.headers.get_all("sec-websocket-extensions"),
-                                    self.config.deflate)
+                                    self.config)
         if deflate is not None:
             headers.append(("Sec-WebSocket-Extensions", deflate.response_value()))
         transport.write(render_head("HTTP/1.1", 101, headers))

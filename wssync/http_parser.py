@@ -11,8 +11,9 @@ lenient parser behind a strict proxy is how requests get smuggled.
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Tuple
+from typing import List, Optional, Protocol, Tuple
 
+from .config import Config
 from .request import Headers, Request
 
 # Heads are decoded as latin-1 once, so every pattern here works on str.
@@ -69,29 +70,20 @@ class HttpError(Exception):
         self.message = message
 
 
-class ParserLimits:
-    """Size limits for one request; every one has a documented default."""
+class ParserLimits(Protocol):
+    """Size limits for one request; :class:`wssync.config.Config` is one."""
 
-    __slots__ = ("max_body_size", "max_header_size", "max_headers", "max_request_line")
-
-    def __init__(
-        self,
-        max_request_line: int = 8190,
-        max_header_size: int = 65536,
-        max_headers: int = 100,
-        max_body_size: int = 10 * 1024 * 1024,
-    ) -> None:
-        self.max_request_line = max_request_line
-        self.max_header_size = max_header_size
-        self.max_headers = max_headers
-        self.max_body_size = max_body_size
+    max_request_line: int
+    max_header_size: int
+    max_headers: int
+    max_body_size: int
 
 
 class RequestParser:
     """Turns a byte stream into :class:`Request` objects, one at a time."""
 
     def __init__(self, limits: Optional[ParserLimits] = None, remote_addr: object = None) -> None:
-        self.limits = limits or ParserLimits()
+        self.limits: ParserLimits = limits if limits is not None else Config()
         self.remote_addr = remote_addr
         self._buf = bytearray()
         self._pos = 0  # start of unconsumed bytes in _buf

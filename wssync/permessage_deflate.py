@@ -10,7 +10,7 @@ of frames on the wire or of sockets.
 from __future__ import annotations
 
 import zlib
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Protocol, Tuple
 
 from .websocket_frames import ProtocolError
 
@@ -21,24 +21,14 @@ _PARAMS = ("server_no_context_takeover", "client_no_context_takeover",
 _BITS = {str(n): n for n in range(8, 16)}
 
 
-class DeflateSettings:
-    """What the server is willing to do; every value has a documented default."""
+class DeflateSettings(Protocol):
+    """What the server is willing to do; :class:`wssync.config.Config` is one."""
 
-    __slots__ = ("client_max_window_bits", "compress_level", "enabled", "mem_level",
-                 "server_max_window_bits")
-
-    def __init__(self, enabled: bool = True, server_max_window_bits: int = 15,
-                 client_max_window_bits: int = 15, compress_level: int = 6,
-                 mem_level: int = 8) -> None:
-        if not 9 <= server_max_window_bits <= 15 or not 8 <= client_max_window_bits <= 15:
-            raise ValueError("window bits must be 9-15 (server) and 8-15 (client)")
-        if not 1 <= mem_level <= 9 or not 0 <= compress_level <= 9:
-            raise ValueError("mem_level must be 1-9 and compress_level 0-9")
-        self.enabled = enabled
-        self.server_max_window_bits = server_max_window_bits
-        self.client_max_window_bits = client_max_window_bits
-        self.compress_level = compress_level
-        self.mem_level = mem_level
+    compression: bool  # accept offers at all
+    compression_window_bits: int  # our window, 9-15
+    compression_client_window_bits: int  # the window we ask clients to keep within, 8-15
+    compression_level: int  # 0 sends messages uncompressed
+    compression_mem_level: int
 
 
 def parse_offers(values: List[str]) -> List[Tuple[str, Dict[str, Optional[str]]]]:
@@ -90,7 +80,7 @@ class PerMessageDeflate:
         self.client_max_window_bits = client_max_window_bits
         # zlib cannot deflate with an 8-bit window; when a client insists on it,
         # send messages uncompressed, which RFC 7692 always permits.
-        self.compress_outgoing = server_max_window_bits >= 9 and settings.compress_level > 0
+        self.compress_outgoing = server_max_window_bits >= 9 and settings.compression_level > 0
         # Created on first use: an idle connection should not hold zlib state.
         self._compressor: Optional[zlib._Compress] = None
         self._decompressor: Optional[zlib._Decompress] = None
@@ -137,8 +127,8 @@ class PerMessageDeflate:
         if compressor is None:
             settings = self.settings
             compressor = self._compressor = zlib.compressobj(
-                settings.compress_level, zlib.DEFLATED, -self.server_max_window_bits,
-                settings.mem_level)
+                settings.compression_level, zlib.DEFLATED, -self.server_max_window_bits,
+                settings.compression_mem_level)
         out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
         if out.endswith(_TAIL):
             out = out[:-4]
@@ -153,14 +143,14 @@ def negotiate(values: List[str], settings: DeflateSettings) -> Optional[PerMessa
     Offers with unknown, repeated or malformed parameters are declined, as
     RFC 7692 section 5 requires, and the next offer is tried.
     """
-    if not settings.enabled:
+    if not settings.compression:
         return None
     for name, params in parse_offers(values):
         if name != EXTENSION or any(key not in _PARAMS for key in params):
             continue
         if any(params.get(flag) is not None for flag in _PARAMS[:2]):
             continue  # the no_context_takeover flags take no value
-        server_bits, server_bits_requested = settings.server_max_window_bits, False
+        server_bits, server_bits_requested = settings.compression_window_bits, False
         if "server_max_window_bits" in params:
             requested = _BITS.get(params["server_max_window_bits"] or "")
             if requested is None:
@@ -171,7 +161,8 @@ def negotiate(values: List[str], settings: DeflateSettings) -> Optional[PerMessa
             value = params["client_max_window_bits"]
             if value is not None and value not in _BITS:
                 continue
-            client_bits = min(_BITS[value] if value else 15, settings.client_max_window_bits)
+            client_bits = min(_BITS[value] if value else 15,
+                              settings.compression_client_window_bits)
         return PerMessageDeflate(
             settings,
             server_no_context_takeover="server_no_context_takeover" in params,

@@ -12,7 +12,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
-from . import __version__
+from ._version import __version__
 
 SERVER_HEADER = f"wssync/{__version__}"
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from typing import Callable, Optional, Tuple, Union
 
+from .config import default
+
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -159,7 +161,7 @@ class FrameParser:
         "_buf", "_pos", "allow_rsv1", "expect_masked", "max_size", "pending",
     )
 
-    def __init__(self, expect_masked: bool = True, max_size: int = 16 * 1024 * 1024,
+    def __init__(self, expect_masked: bool = True, max_size: int = default("max_message_size"),
                  allow_rsv1: bool = False) -> None:
         self.expect_masked = expect_masked
         self.max_size = max_size

@@ -14,6 +14,7 @@ import codecs
 import os
 from typing import List, Optional, Union
 
+from .config import default
 from .permessage_deflate import PerMessageDeflate
 from .websocket_frames import (
     OP_BINARY,
@@ -114,7 +115,7 @@ class WebSocketProtocol:
         "client", "close_received", "close_sent", "max_message_size", "state",
     )
 
-    def __init__(self, client: bool = False, max_message_size: int = 16 * 1024 * 1024,
+    def __init__(self, client: bool = False, max_message_size: int = default("max_message_size"),
                  deflate: Optional[PerMessageDeflate] = None) -> None:
         self.client = client
         self.max_message_size = max_message_size
