@@ -8,10 +8,9 @@ from typing import List, Optional, Tuple
 
 import pytest
 
+from wssync.errors import HandshakeRefused, HttpError
 from wssync.handshake import (
     GUID,
-    HandshakeError,
-    HandshakeRefused,
     accept_key,
     check_response,
     is_handshake,
@@ -55,8 +54,8 @@ def replace_header(name: str, values: List[str]) -> Request:
     return request_with(items)
 
 
-def handshake_error(request: Request) -> HandshakeError:
-    with pytest.raises(HandshakeError) as info:
+def handshake_error(request: Request) -> HttpError:
+    with pytest.raises(HttpError) as info:
         validate_request(request)
     return info.value
 
@@ -211,11 +210,11 @@ def test_any_16_byte_key_is_accepted() -> None:
 
 
 def test_handshake_error_fields() -> None:
-    err = HandshakeError(400, "bad")
+    err = HttpError(400, "bad")
     assert err.status == 400
     assert err.message == "bad"
     assert err.headers == []
-    assert str(err) == "bad"
+    assert str(err) == "400 bad"
 
 
 # -- subprotocols and the response ---------------------------------------------------------

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wssync.config import Config
-from wssync.http_parser import HttpError, RequestParser
+from wssync.errors import HttpError
+from wssync.http_parser import RequestParser
 from wssync.request import Headers, Request
 
 HOST = b"Host: example.test"

@@ -9,8 +9,9 @@ import zlib
 import pytest
 
 from wssync.config import Config
+from wssync.errors import ProtocolError
 from wssync.permessage_deflate import negotiate, parse_offers
-from wssync.websocket_frames import OP_CONTINUATION, OP_TEXT, ProtocolError, encode_frame
+from wssync.websocket_frames import Opcode, encode_frame
 from wssync.websocket_protocol import Failure, Message, WebSocketProtocol
 
 SETTINGS = Config()
@@ -100,10 +101,10 @@ def test_protocol_reads_compressed_and_fragmented_messages() -> None:
     mask = b"\x01\x02\x03\x04"
     text = "héllo wörld " * 500
     compressed = client_compress(text.encode())
-    whole = encode_frame(OP_TEXT, compressed, True, True, mask)
+    whole = encode_frame(Opcode.TEXT, compressed, True, True, mask)
     half = len(compressed) // 2
-    fragmented = (encode_frame(OP_TEXT, compressed[:half], False, True, mask)
-                  + encode_frame(OP_CONTINUATION, compressed[half:], True, False, mask))
+    fragmented = (encode_frame(Opcode.TEXT, compressed[:half], False, True, mask)
+                  + encode_frame(Opcode.CONTINUATION, compressed[half:], True, False, mask))
     events = proto.receive_data(whole + fragmented)
     assert [type(e) for e in events] == [Message, Message]
     assert events[0].data == text and events[1].data == text  # type: ignore[union-attr]
@@ -118,22 +119,22 @@ def test_rsv1_on_a_continuation_frame_is_1002() -> None:
     proto = WebSocketProtocol(deflate=negotiate(["permessage-deflate"], SETTINGS))
     mask = b"\x01\x02\x03\x04"
     compressed = client_compress(b"abcdef" * 10)
-    data = (encode_frame(OP_TEXT, compressed[:5], False, True, mask)
-            + encode_frame(OP_CONTINUATION, compressed[5:], True, True, mask))
+    data = (encode_frame(Opcode.TEXT, compressed[:5], False, True, mask)
+            + encode_frame(Opcode.CONTINUATION, compressed[5:], True, True, mask))
     events = proto.receive_data(data)
     assert isinstance(events[-1], Failure) and events[-1].code == 1002
 
 
 def test_rsv1_without_negotiation_is_1002() -> None:
     proto = WebSocketProtocol()
-    events = proto.receive_data(encode_frame(OP_TEXT, client_compress(b"x"), True, True,
+    events = proto.receive_data(encode_frame(Opcode.TEXT, client_compress(b"x"), True, True,
                                              b"\x01\x02\x03\x04"))
     assert isinstance(events[-1], Failure) and events[-1].code == 1002
 
 
 def test_corrupt_compressed_data_fails() -> None:
     proto = WebSocketProtocol(deflate=negotiate(["permessage-deflate"], SETTINGS))
-    events = proto.receive_data(encode_frame(OP_TEXT, b"\xff\xff\xff\xff", True, True,
+    events = proto.receive_data(encode_frame(Opcode.TEXT, b"\xff\xff\xff\xff", True, True,
                                              b"\x01\x02\x03\x04"))
     assert isinstance(events[-1], Failure) and events[-1].code == 1007
 
@@ -145,7 +146,7 @@ def test_deflate_bomb_is_stopped_without_allocating_it() -> None:
     assert len(bomb) < 100_000
     deflate = negotiate(["permessage-deflate"], SETTINGS)
     proto = WebSocketProtocol(max_message_size=1024 * 1024, deflate=deflate)
-    frame = encode_frame(OP_TEXT, bomb, True, True, b"\x01\x02\x03\x04")
+    frame = encode_frame(Opcode.TEXT, bomb, True, True, b"\x01\x02\x03\x04")
     tracemalloc.start()
     try:
         events = proto.receive_data(frame)
@@ -167,8 +168,8 @@ def test_deflate_bomb_in_fragments_is_stopped() -> None:
     mask = b"\x01\x02\x03\x04"
     compressed = client_compress(b"\x00" * 3_000_000)
     third = len(compressed) // 3
-    data = (encode_frame(OP_TEXT, compressed[:third], False, True, mask)
-            + encode_frame(OP_CONTINUATION, compressed[third:2 * third], False, False, mask)
-            + encode_frame(OP_CONTINUATION, compressed[2 * third:], True, False, mask))
+    data = (encode_frame(Opcode.TEXT, compressed[:third], False, True, mask)
+            + encode_frame(Opcode.CONTINUATION, compressed[third:2 * third], False, False, mask)
+            + encode_frame(Opcode.CONTINUATION, compressed[2 * third:], True, False, mask))
     events = proto.receive_data(data)
     assert isinstance(events[-1], Failure) and events[-1].code == 1009

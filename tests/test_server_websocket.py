@@ -29,13 +29,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from wssync import App, Request, Server, WebSocket
+from wssync.websocket_frames import Opcode
 
 HOST = "127.0.0.1"
 TIMEOUT = 5.0
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -148,7 +148,7 @@ class RawWS:
         self.sock.sendall(frame(opcode, payload, fin, mask, rsv))
 
     def send_text(self, text: str) -> None:
-        self.send(OP_TEXT, text.encode())
+        self.send(Opcode.TEXT, text.encode())
 
     def _need(self, n: int) -> None:
         while len(self.buf) < n:
@@ -180,7 +180,7 @@ class RawWS:
         """The next non-control frame (pings are skipped, not answered)."""
         while True:
             fin, opcode, payload = self.recv_frame(timeout)
-            if opcode in (OP_PING, OP_PONG):
+            if opcode in (Opcode.PING, Opcode.PONG):
                 continue
             assert fin, "the server sent a fragmented message"
             return opcode, payload
@@ -189,7 +189,7 @@ class RawWS:
         """Skip frames until the server's close frame; its (code, reason)."""
         while True:
             _fin, opcode, payload = self.recv_frame(timeout)
-            if opcode == OP_CLOSE:
+            if opcode == Opcode.CLOSE:
                 return parse_close(payload)
 
     def close(self) -> None:
@@ -379,9 +379,9 @@ def test_echo_websocket_client(serve, clients, threads):
 def test_many_small_messages_pipelined_stay_in_order(serve, clients, threads):
     server, _ = serve(threads)
     conn = raw(server, clients)
-    conn.sock.sendall(b"".join(frame(OP_TEXT, b"m%d" % i) for i in range(500)))
+    conn.sock.sendall(b"".join(frame(Opcode.TEXT, b"m%d" % i) for i in range(500)))
     for i in range(500):
-        assert conn.recv_data() == (OP_TEXT, b"m%d" % i)
+        assert conn.recv_data() == (Opcode.TEXT, b"m%d" % i)
 
 
 # -- handshake -----------------------------------------------------------------------------
@@ -391,8 +391,8 @@ def test_handshake_and_first_frames_in_one_packet(serve, clients, threads):
     server, fx = serve(threads)
     sock = socket.create_connection((HOST, port_of(server)), timeout=TIMEOUT)
     clients.callback(sock.close)
-    sock.sendall(handshake_bytes("/echo") + frame(OP_TEXT, "first ✓".encode())
-                 + frame(OP_BINARY, b"\x00\x01\x02") + frame(OP_PING, b"p"))
+    sock.sendall(handshake_bytes("/echo") + frame(Opcode.TEXT, "first ✓".encode())
+                 + frame(Opcode.BINARY, b"\x00\x01\x02") + frame(Opcode.PING, b"p"))
     status, headers, rest = read_head(sock)
     assert status == 101
     assert headers["upgrade"].lower() == "websocket"
@@ -400,9 +400,9 @@ def test_handshake_and_first_frames_in_one_packet(serve, clients, threads):
     assert headers["sec-websocket-accept"] == accept_for(KEY)
     conn = RawWS(sock, rest)
     frames = [conn.recv_frame() for _ in range(3)]
-    assert (True, OP_PONG, b"p") in frames
-    data = [f for f in frames if f[1] != OP_PONG]
-    assert data == [(True, OP_TEXT, "first ✓".encode()), (True, OP_BINARY, b"\x00\x01\x02")]
+    assert (True, Opcode.PONG, b"p") in frames
+    data = [f for f in frames if f[1] != Opcode.PONG]
+    assert data == [(True, Opcode.TEXT, "first ✓".encode()), (True, Opcode.BINARY, b"\x00\x01\x02")]
     assert fx.connects.get(timeout=TIMEOUT).path == "/echo"
 
 
@@ -411,7 +411,7 @@ def test_handshake_exposes_request_to_handler(serve, clients, threads):
     conn = raw(server, clients, "/cmd", headers={"X-Test": "hello"})
     conn.send_text("whoami")
     opcode, data = conn.recv_data()
-    assert opcode == OP_TEXT
+    assert opcode == Opcode.TEXT
     path, subprotocol, port, header = data.decode().split("|")
     assert (path, subprotocol, header) == ("/cmd", "None", "hello")
     assert int(port) == conn.sock.getsockname()[1]
@@ -496,7 +496,7 @@ def test_disallowed_origin_gets_403(serve, clients):
     # The allowed origin is accepted.
     conn = raw(server, clients, "/origin", headers={"Origin": "https://good.example"})
     conn.send_text("hi")
-    assert conn.recv_data() == (OP_TEXT, b"hi")
+    assert conn.recv_data() == (Opcode.TEXT, b"hi")
     ws = clients.enter_context(ws_connect(server, "/origin", origin="https://good.example"))
     ws.send("ok")
     assert ws.recv(timeout=TIMEOUT) == "ok"
@@ -516,7 +516,7 @@ def test_subprotocol_negotiation(serve, clients, threads):
     conn = raw(server, clients, "/proto", headers={"Sec-WebSocket-Protocol": "chat, v2.chat"})
     assert "sec-websocket-protocol" not in conn.headers
     conn.send_text("?")
-    assert conn.recv_data() == (OP_TEXT, b"subprotocol=None")
+    assert conn.recv_data() == (Opcode.TEXT, b"subprotocol=None")
     # A route without subprotocols never picks one.
     conn = raw(server, clients, "/echo", headers={"Sec-WebSocket-Protocol": "superchat"})
     assert "sec-websocket-protocol" not in conn.headers
@@ -532,17 +532,17 @@ def test_fragmented_text_with_interleaved_ping(serve, clients, threads):
     data = message.encode()
     cut1 = data.index("ö".encode()) + 1  # inside a two-byte character
     cut2 = data.index("😀".encode()) + 2  # inside a four-byte character
-    conn.send(OP_TEXT, data[:cut1], fin=False)
-    conn.send(OP_PING, b"mid-message")
-    conn.send(OP_CONT, data[cut1:cut2], fin=False)
-    conn.send(OP_CONT, b"", fin=False)
-    conn.send(OP_CONT, data[cut2:], fin=True)
+    conn.send(Opcode.TEXT, data[:cut1], fin=False)
+    conn.send(Opcode.PING, b"mid-message")
+    conn.send(Opcode.CONTINUATION, data[cut1:cut2], fin=False)
+    conn.send(Opcode.CONTINUATION, b"", fin=False)
+    conn.send(Opcode.CONTINUATION, data[cut2:], fin=True)
     frames = [conn.recv_frame(), conn.recv_frame()]
-    assert (True, OP_PONG, b"mid-message") in frames
-    assert (True, OP_TEXT, data) in frames
+    assert (True, Opcode.PONG, b"mid-message") in frames
+    assert (True, Opcode.TEXT, data) in frames
     # The connection is still fine afterwards.
     conn.send_text("after")
-    assert conn.recv_data() == (OP_TEXT, b"after")
+    assert conn.recv_data() == (Opcode.TEXT, b"after")
 
 
 def test_fragmented_binary_with_websocket_client(serve, clients, threads):
@@ -566,22 +566,22 @@ def test_client_ping_gets_pong_with_same_payload(serve, clients, threads):
     server, _ = serve(threads)
     conn = raw(server, clients)
     for payload in (b"", b"\x00\xffhello", os.urandom(125)):
-        conn.send(OP_PING, payload)
-        assert conn.recv_frame() == (True, OP_PONG, payload)
+        conn.send(Opcode.PING, payload)
+        assert conn.recv_frame() == (True, Opcode.PONG, payload)
     # An unsolicited pong is ignored, not answered or treated as an error.
-    conn.send(OP_PONG, b"unsolicited")
+    conn.send(Opcode.PONG, b"unsolicited")
     conn.send_text("still here")
-    assert conn.recv_frame() == (True, OP_TEXT, b"still here")
+    assert conn.recv_frame() == (True, Opcode.TEXT, b"still here")
 
 
 def test_server_ping_reaches_client(serve, clients, threads):
     server, _ = serve(threads)
     conn = raw(server, clients, "/cmd")
     conn.send_text("ping:from-server")
-    assert conn.recv_frame() == (True, OP_PING, b"from-server")
-    conn.send(OP_PONG, b"from-server")
+    assert conn.recv_frame() == (True, Opcode.PING, b"from-server")
+    conn.send(Opcode.PONG, b"from-server")
     conn.send_text("echo")
-    assert conn.recv_frame() == (True, OP_TEXT, b"echo")
+    assert conn.recv_frame() == (True, Opcode.TEXT, b"echo")
 
 
 # -- close codes ---------------------------------------------------------------------------
@@ -601,7 +601,7 @@ def test_client_close_1000_with_reason(serve, clients, threads):
     # Raw client: the close is echoed with the same code, then the server ends TCP.
     conn = raw(server, clients)
     port = conn.sock.getsockname()[1]
-    conn.send(OP_CLOSE, close_payload(1000, "bye now"))
+    conn.send(Opcode.CLOSE, close_payload(1000, "bye now"))
     code, _reason = conn.recv_close()
     assert code == 1000
     assert wait_eof(conn.sock) == b""
@@ -613,7 +613,7 @@ def test_client_close_without_code(serve, clients, threads):
     server, fx = serve(threads)
     conn = raw(server, clients)
     port = conn.sock.getsockname()[1]
-    conn.send(OP_CLOSE, b"")
+    conn.send(Opcode.CLOSE, b"")
     assert conn.recv_close() == (None, "")
     assert wait_eof(conn.sock) == b""
     calls = fx.closes.wait(where=lambda c: c[3] == port)
@@ -632,7 +632,7 @@ def test_handler_close_with_code_and_reason(serve, clients, threads):
     port = conn.sock.getsockname()[1]
     conn.send_text("close:4002:raw bye")
     assert conn.recv_close() == (4002, "raw bye")
-    conn.send(OP_CLOSE, close_payload(4002))
+    conn.send(Opcode.CLOSE, close_payload(4002))
     assert wait_eof(conn.sock) == b""
     calls = fx.closes.wait(where=lambda c: c[3] == port)
     assert [c[1] for c in calls] == [4002]
@@ -643,7 +643,7 @@ def fail_and_check(conn: RawWS, fx: Fixture, expected: int) -> None:
     code, _reason = conn.recv_close()
     assert code == expected
     # Complete the close handshake from our side, then hang up.
-    conn.send(OP_CLOSE, close_payload(expected))
+    conn.send(Opcode.CLOSE, close_payload(expected))
     conn.close()
     calls = fx.closes.wait(where=lambda c: c[3] == port)
     assert [c[1] for c in calls] == [expected]
@@ -652,7 +652,7 @@ def fail_and_check(conn: RawWS, fx: Fixture, expected: int) -> None:
 def test_unmasked_frame_closes_1002(serve, clients, threads):
     server, fx = serve(threads)
     conn = raw(server, clients)
-    conn.send(OP_TEXT, b"not masked", mask=False)
+    conn.send(Opcode.TEXT, b"not masked", mask=False)
     fail_and_check(conn, fx, 1002)
 
 
@@ -665,14 +665,14 @@ def test_reserved_opcode_closes_1002(serve, clients, opcode):
 
 
 @pytest.mark.parametrize("frames", [
-    pytest.param([frame(OP_TEXT, b"x", rsv=0x40)], id="rsv1-without-extension"),
-    pytest.param([frame(OP_CONT, b"orphan")], id="continuation-without-start"),
-    pytest.param([frame(OP_TEXT, b"a", fin=False), frame(OP_TEXT, b"b")],
+    pytest.param([frame(Opcode.TEXT, b"x", rsv=0x40)], id="rsv1-without-extension"),
+    pytest.param([frame(Opcode.CONTINUATION, b"orphan")], id="continuation-without-start"),
+    pytest.param([frame(Opcode.TEXT, b"a", fin=False), frame(Opcode.TEXT, b"b")],
                  id="new-msg-in-fragmented"),
-    pytest.param([frame(OP_PING, b"x", fin=False)], id="fragmented-ping"),
-    pytest.param([frame(OP_PING, b"x" * 126)], id="ping-over-125"),
-    pytest.param([frame(OP_CLOSE, b"\x03")], id="close-1-byte-payload"),
-    pytest.param([frame(OP_CLOSE, close_payload(1005))], id="close-code-1005"),
+    pytest.param([frame(Opcode.PING, b"x", fin=False)], id="fragmented-ping"),
+    pytest.param([frame(Opcode.PING, b"x" * 126)], id="ping-over-125"),
+    pytest.param([frame(Opcode.CLOSE, b"\x03")], id="close-1-byte-payload"),
+    pytest.param([frame(Opcode.CLOSE, close_payload(1005))], id="close-code-1005"),
 ])
 def test_protocol_violations_close_1002(serve, clients, frames):
     server, fx = serve()
@@ -682,11 +682,11 @@ def test_protocol_violations_close_1002(serve, clients, frames):
 
 
 @pytest.mark.parametrize("frames", [
-    pytest.param([frame(OP_TEXT, b"\xff\xfe")], id="single-frame"),
-    pytest.param([frame(OP_TEXT, b"ok \xe2\x82", fin=False), frame(OP_CONT, b"(")],
+    pytest.param([frame(Opcode.TEXT, b"\xff\xfe")], id="single-frame"),
+    pytest.param([frame(Opcode.TEXT, b"ok \xe2\x82", fin=False), frame(Opcode.CONTINUATION, b"(")],
                  id="fragmented"),
-    pytest.param([frame(OP_TEXT, b"\xed\xa0\x80")], id="surrogate"),
-    pytest.param([frame(OP_TEXT, b"\xe2\x82")], id="truncated"),
+    pytest.param([frame(Opcode.TEXT, b"\xed\xa0\x80")], id="surrogate"),
+    pytest.param([frame(Opcode.TEXT, b"\xe2\x82")], id="truncated"),
 ])
 def test_invalid_utf8_closes_1007(serve, clients, threads, frames):
     server, fx = serve(threads)
@@ -698,14 +698,14 @@ def test_invalid_utf8_closes_1007(serve, clients, threads, frames):
 def test_message_over_max_message_size_closes_1009(serve, clients, threads):
     server, fx = serve(threads, max_message_size=1000)
     conn = raw(server, clients)
-    conn.send(OP_BINARY, b"a" * 1000)  # exactly the limit: fine
-    assert conn.recv_data() == (OP_BINARY, b"a" * 1000)
-    conn.send(OP_BINARY, b"b" * 1001)
+    conn.send(Opcode.BINARY, b"a" * 1000)  # exactly the limit: fine
+    assert conn.recv_data() == (Opcode.BINARY, b"a" * 1000)
+    conn.send(Opcode.BINARY, b"b" * 1001)
     fail_and_check(conn, fx, 1009)
     # Over the limit only when the fragments are put together.
     conn = raw(server, clients)
-    conn.send(OP_TEXT, b"c" * 600, fin=False)
-    conn.send(OP_CONT, b"d" * 600, fin=True)
+    conn.send(Opcode.TEXT, b"c" * 600, fin=False)
+    conn.send(Opcode.CONTINUATION, b"d" * 600, fin=True)
     fail_and_check(conn, fx, 1009)
 
 
@@ -730,10 +730,10 @@ def test_server_ends_tcp_promptly_after_failing_and_client_close_reply(serve, cl
     before close_timeout: the server is waiting for exactly that reply."""
     server, _ = serve(threads, close_timeout=5.0)
     conn = raw(server, clients)
-    conn.send(OP_TEXT, b"not masked", mask=False)
+    conn.send(Opcode.TEXT, b"not masked", mask=False)
     code, _ = conn.recv_close()
     assert code == 1002
-    conn.send(OP_CLOSE, close_payload(1002))
+    conn.send(Opcode.CLOSE, close_payload(1002))
     started = time.monotonic()
     wait_eof(conn.sock, timeout=3.0)
     assert time.monotonic() - started < 2.0
@@ -766,7 +766,7 @@ def test_tcp_drop_calls_on_close_once_with_1006(serve, clients, threads, how):
     conn = raw(server, clients)
     port = conn.sock.getsockname()[1]
     conn.send_text("hello")
-    assert conn.recv_data() == (OP_TEXT, b"hello")
+    assert conn.recv_data() == (Opcode.TEXT, b"hello")
     if how == "rst":
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.sock.close()
@@ -793,9 +793,9 @@ def test_keepalive_closes_silent_client_and_keeps_live_one(serve, clients, threa
         except (EOFError, ConnectionResetError, socket.timeout):
             ended = True
             break
-        if opcode == OP_PING:
+        if opcode == Opcode.PING:
             pings += 1  # and never answered
-        elif opcode == OP_CLOSE:
+        elif opcode == Opcode.CLOSE:
             close_code = parse_close(payload)[0]
             ended = True
             break
@@ -821,7 +821,7 @@ class Flooder(threading.Thread):
     def __init__(self, port: int, message_size: int, total: int) -> None:
         super().__init__(name="test-flooder", daemon=True)
         self.conn = RawWS.connect(port, "/echo", rcvbuf=4096)
-        self.message = frame(OP_BINARY, b"F" * message_size)
+        self.message = frame(Opcode.BINARY, b"F" * message_size)
         self.total = total
         self.sent = 0
         self.error: Optional[BaseException] = None
@@ -1081,7 +1081,7 @@ def test_stop_closes_websockets_with_1001(serve, clients, threads):
     stopper.start()
     code, _reason = conn.recv_close()
     assert code == 1001
-    conn.send(OP_CLOSE, close_payload(1001))
+    conn.send(Opcode.CLOSE, close_payload(1001))
     for ws in sockets:
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=TIMEOUT)

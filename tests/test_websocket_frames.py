@@ -9,22 +9,17 @@ from typing import List
 
 import pytest
 
+from wssync.errors import ProtocolError
 from wssync.websocket_frames import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_CONTINUATION,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
     Frame,
     FrameParser,
-    ProtocolError,
     apply_mask,
     decode_close_payload,
     encode_close_payload,
     encode_frame,
     is_valid_close_code,
 )
+from wssync.websocket_frames import Opcode as Op
 
 MASK = b"\x37\xfa\x21\x3d"
 
@@ -120,8 +115,8 @@ def test_encode_frame_length_encoding_unmasked(
     size: int, length_byte: int, header_len: int
 ) -> None:
     payload = os.urandom(size)
-    data = encode_frame(OP_BINARY, payload)
-    assert data[0] == 0x80 | OP_BINARY
+    data = encode_frame(Op.BINARY, payload)
+    assert data[0] == 0x80 | Op.BINARY
     assert data[1] == length_byte  # mask bit clear
     assert len(data) == header_len + size
     if length_byte == 126:
@@ -134,7 +129,7 @@ def test_encode_frame_length_encoding_unmasked(
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536])
 def test_encode_frame_masked_layout(size: int) -> None:
     payload = os.urandom(size)
-    data = encode_frame(OP_BINARY, payload, mask=MASK)
+    data = encode_frame(Op.BINARY, payload, mask=MASK)
     header_len = 2 if size < 126 else 4 if size < 65536 else 10
     assert data[1] & 0x80
     assert data[header_len : header_len + 4] == MASK
@@ -142,19 +137,19 @@ def test_encode_frame_masked_layout(size: int) -> None:
 
 
 def test_encode_frame_flags() -> None:
-    data = encode_frame(OP_TEXT, b"x", fin=False, rsv1=True)
-    assert data[0] == 0x40 | OP_TEXT
-    data = encode_frame(OP_CONTINUATION, b"x", fin=True)
+    data = encode_frame(Op.TEXT, b"x", fin=False, rsv1=True)
+    assert data[0] == 0x40 | Op.TEXT
+    data = encode_frame(Op.CONTINUATION, b"x", fin=True)
     assert data[0] == 0x80
 
 
 @pytest.mark.parametrize("size", [0, 1, 124, 125, 126, 127, 65535, 65536, 100000])
 def test_masked_round_trip_client_to_server(size: int) -> None:
     payload = os.urandom(size)
-    frames = parse_all(server_parser(), encode_frame(OP_BINARY, payload, mask=os.urandom(4)))
+    frames = parse_all(server_parser(), encode_frame(Op.BINARY, payload, mask=os.urandom(4)))
     assert len(frames) == 1
     frame = frames[0]
-    assert frame.opcode == OP_BINARY
+    assert frame.opcode == Op.BINARY
     assert frame.fin is True
     assert frame.rsv1 is False
     assert frame.payload == payload
@@ -163,31 +158,31 @@ def test_masked_round_trip_client_to_server(size: int) -> None:
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
 def test_unmasked_round_trip_server_to_client(size: int) -> None:
     payload = os.urandom(size)
-    frames = parse_all(client_parser(), encode_frame(OP_BINARY, payload))
+    frames = parse_all(client_parser(), encode_frame(Op.BINARY, payload))
     assert [f.payload for f in frames] == [payload]
 
 
 def test_round_trip_preserves_opcode_and_fin() -> None:
     data = (
-        encode_frame(OP_TEXT, b"hel", fin=False, mask=MASK)
-        + encode_frame(OP_PING, b"p", mask=MASK)
-        + encode_frame(OP_CONTINUATION, b"lo", fin=True, mask=MASK)
-        + encode_frame(OP_PONG, b"", mask=MASK)
-        + encode_frame(OP_CLOSE, b"\x03\xe8", mask=MASK)
+        encode_frame(Op.TEXT, b"hel", fin=False, mask=MASK)
+        + encode_frame(Op.PING, b"p", mask=MASK)
+        + encode_frame(Op.CONTINUATION, b"lo", fin=True, mask=MASK)
+        + encode_frame(Op.PONG, b"", mask=MASK)
+        + encode_frame(Op.CLOSE, b"\x03\xe8", mask=MASK)
     )
     frames = parse_all(server_parser(), data)
     assert [(f.opcode, f.fin, f.payload) for f in frames] == [
-        (OP_TEXT, False, b"hel"),
-        (OP_PING, True, b"p"),
-        (OP_CONTINUATION, True, b"lo"),
-        (OP_PONG, True, b""),
-        (OP_CLOSE, True, b"\x03\xe8"),
+        (Op.TEXT, False, b"hel"),
+        (Op.PING, True, b"p"),
+        (Op.CONTINUATION, True, b"lo"),
+        (Op.PONG, True, b""),
+        (Op.CLOSE, True, b"\x03\xe8"),
     ]
 
 
 def test_rsv1_allowed_when_extension_enabled() -> None:
     frames = parse_all(
-        server_parser(allow_rsv1=True), encode_frame(OP_TEXT, b"z", rsv1=True, mask=MASK)
+        server_parser(allow_rsv1=True), encode_frame(Op.TEXT, b"z", rsv1=True, mask=MASK)
     )
     assert frames[0].rsv1 is True
     assert frames[0].payload == b"z"
@@ -199,7 +194,7 @@ def test_rsv1_allowed_when_extension_enabled() -> None:
 @pytest.mark.parametrize("size", [0, 5, 125, 126, 300, 65536])
 def test_partial_input_returns_none_until_complete(size: int) -> None:
     payload = os.urandom(size)
-    data = encode_frame(OP_BINARY, payload, mask=MASK)
+    data = encode_frame(Op.BINARY, payload, mask=MASK)
     parser = server_parser()
     # Feed everything but the last byte in a few chunks: never a frame.
     cut_points = sorted(
@@ -227,12 +222,12 @@ def test_next_frame_on_empty_parser_is_none() -> None:
 
 def stream_of_frames() -> bytes:
     return (
-        encode_frame(OP_TEXT, "héllo".encode(), mask=MASK)
-        + encode_frame(OP_BINARY, os.urandom(126), mask=MASK)
-        + encode_frame(OP_PING, b"ping", mask=MASK)
-        + encode_frame(OP_BINARY, b"", mask=MASK)
-        + encode_frame(OP_BINARY, os.urandom(70000), fin=False, mask=MASK)
-        + encode_frame(OP_CONTINUATION, os.urandom(3), mask=MASK)
+        encode_frame(Op.TEXT, "héllo".encode(), mask=MASK)
+        + encode_frame(Op.BINARY, os.urandom(126), mask=MASK)
+        + encode_frame(Op.PING, b"ping", mask=MASK)
+        + encode_frame(Op.BINARY, b"", mask=MASK)
+        + encode_frame(Op.BINARY, os.urandom(70000), fin=False, mask=MASK)
+        + encode_frame(Op.CONTINUATION, os.urandom(3), mask=MASK)
     )
 
 
@@ -270,7 +265,7 @@ def test_chunked_feeding_gives_same_frames(chunk: int) -> None:
 
 def test_several_frames_in_one_feed_are_returned_one_by_one() -> None:
     parser = server_parser()
-    parser.feed(encode_frame(OP_TEXT, b"a", mask=MASK) + encode_frame(OP_TEXT, b"b", mask=MASK))
+    parser.feed(encode_frame(Op.TEXT, b"a", mask=MASK) + encode_frame(Op.TEXT, b"b", mask=MASK))
     first = parser.next_frame()
     second = parser.next_frame()
     assert first is not None and first.payload == b"a"
@@ -282,29 +277,29 @@ def test_several_frames_in_one_feed_are_returned_one_by_one() -> None:
 
 
 def test_unmasked_frame_on_server_side_is_1002() -> None:
-    assert parse_error(server_parser(), encode_frame(OP_TEXT, b"hi")).code == 1002
+    assert parse_error(server_parser(), encode_frame(Op.TEXT, b"hi")).code == 1002
 
 
 def test_masked_frame_on_client_side_is_1002() -> None:
-    assert parse_error(client_parser(), encode_frame(OP_TEXT, b"hi", mask=MASK)).code == 1002
+    assert parse_error(client_parser(), encode_frame(Op.TEXT, b"hi", mask=MASK)).code == 1002
 
 
 @pytest.mark.parametrize("bit", [0x40, 0x20, 0x10], ids=["rsv1", "rsv2", "rsv3"])
 def test_reserved_bits_are_1002(bit: int) -> None:
-    data = bytearray(encode_frame(OP_TEXT, b"hi", mask=MASK))
+    data = bytearray(encode_frame(Op.TEXT, b"hi", mask=MASK))
     data[0] |= bit
     assert parse_error(server_parser(), bytes(data)).code == 1002
 
 
 @pytest.mark.parametrize("bit", [0x20, 0x10], ids=["rsv2", "rsv3"])
 def test_rsv2_rsv3_are_1002_even_with_allow_rsv1(bit: int) -> None:
-    data = bytearray(encode_frame(OP_TEXT, b"hi", mask=MASK))
+    data = bytearray(encode_frame(Op.TEXT, b"hi", mask=MASK))
     data[0] |= bit
     assert parse_error(server_parser(allow_rsv1=True), bytes(data)).code == 1002
 
 
 def test_rsv1_on_control_frame_is_1002_even_with_allow_rsv1() -> None:
-    data = encode_frame(OP_PING, b"", rsv1=True, mask=MASK)
+    data = encode_frame(Op.PING, b"", rsv1=True, mask=MASK)
     assert parse_error(server_parser(allow_rsv1=True), data).code == 1002
 
 
@@ -318,13 +313,13 @@ def test_reserved_opcode_detected_from_header_alone(opcode: int) -> None:
     assert parse_error(server_parser(), raw_header(0x80 | opcode, 0x85)).code == 1002
 
 
-@pytest.mark.parametrize("opcode", [OP_CLOSE, OP_PING, OP_PONG])
+@pytest.mark.parametrize("opcode", [Op.CLOSE, Op.PING, Op.PONG])
 def test_fragmented_control_frame_is_1002(opcode: int) -> None:
     data = encode_frame(opcode, b"", fin=False, mask=MASK)
     assert parse_error(server_parser(), data).code == 1002
 
 
-@pytest.mark.parametrize("opcode", [OP_CLOSE, OP_PING, OP_PONG])
+@pytest.mark.parametrize("opcode", [Op.CLOSE, Op.PING, Op.PONG])
 @pytest.mark.parametrize("size", [126, 65536])
 def test_control_payload_over_125_is_1002(opcode: int, size: int) -> None:
     payload = b"\x03\xe8" + b"x" * (size - 2)
@@ -332,30 +327,30 @@ def test_control_payload_over_125_is_1002(opcode: int, size: int) -> None:
 
 
 def test_control_payload_over_125_detected_from_header_alone() -> None:
-    assert parse_error(server_parser(), raw_header(0x80 | OP_PING, 0x80 | 126)).code == 1002
+    assert parse_error(server_parser(), raw_header(0x80 | Op.PING, 0x80 | 126)).code == 1002
 
 
 def test_control_payload_of_125_is_accepted() -> None:
-    frames = parse_all(server_parser(), encode_frame(OP_PING, b"p" * 125, mask=MASK))
+    frames = parse_all(server_parser(), encode_frame(Op.PING, b"p" * 125, mask=MASK))
     assert frames[0].payload == b"p" * 125
 
 
 def test_64bit_length_with_high_bit_is_1002() -> None:
-    data = raw_header(0x80 | OP_BINARY, 0x80 | 127, struct.pack("!Q", 1 << 63))
+    data = raw_header(0x80 | Op.BINARY, 0x80 | 127, struct.pack("!Q", 1 << 63))
     assert parse_error(server_parser(max_size=1 << 64), data).code == 1002
 
 
 def test_64bit_length_with_high_bit_is_1002_with_default_max_size() -> None:
-    data = raw_header(0x80 | OP_BINARY, 0x80 | 127, struct.pack("!Q", (1 << 63) | 5))
+    data = raw_header(0x80 | Op.BINARY, 0x80 | 127, struct.pack("!Q", (1 << 63) | 5))
     assert parse_error(server_parser(), data).code == 1002
 
 
 @pytest.mark.parametrize(
     "header",
     [
-        raw_header(0x80 | OP_BINARY, 0x80 | 101),
-        raw_header(0x80 | OP_BINARY, 0x80 | 126, struct.pack("!H", 101)),
-        raw_header(0x80 | OP_BINARY, 0x80 | 127, struct.pack("!Q", 1 << 40)),
+        raw_header(0x80 | Op.BINARY, 0x80 | 101),
+        raw_header(0x80 | Op.BINARY, 0x80 | 126, struct.pack("!H", 101)),
+        raw_header(0x80 | Op.BINARY, 0x80 | 127, struct.pack("!Q", 1 << 40)),
     ],
     ids=["7bit", "16bit", "64bit"],
 )
@@ -367,13 +362,13 @@ def test_announced_length_over_max_size_is_1009_before_payload(header: bytes) ->
 
 def test_length_exactly_max_size_is_accepted() -> None:
     payload = os.urandom(100)
-    frames = parse_all(server_parser(max_size=100), encode_frame(OP_BINARY, payload, mask=MASK))
+    frames = parse_all(server_parser(max_size=100), encode_frame(Op.BINARY, payload, mask=MASK))
     assert frames[0].payload == payload
 
 
 def test_frame_after_good_frames_still_fails() -> None:
     parser = server_parser()
-    parser.feed(encode_frame(OP_TEXT, b"ok", mask=MASK) + encode_frame(OP_TEXT, b"bad"))
+    parser.feed(encode_frame(Op.TEXT, b"ok", mask=MASK) + encode_frame(Op.TEXT, b"bad"))
     first = parser.next_frame()
     assert first is not None and first.payload == b"ok"
     with pytest.raises(ProtocolError) as info:
@@ -451,7 +446,7 @@ def test_encode_close_payload_rejects_long_reason() -> None:
 
 def test_close_frame_with_reason_round_trips_through_parser() -> None:
     payload = encode_close_payload(1000, "done")
-    frames = parse_all(server_parser(), encode_frame(OP_CLOSE, payload, mask=MASK))
+    frames = parse_all(server_parser(), encode_frame(Op.CLOSE, payload, mask=MASK))
     assert decode_close_payload(frames[0].payload) == (1000, "done")
 
 

@@ -2,9 +2,33 @@
 
 from ._version import __version__
 from .app import App
+from .errors import (
+    ConnectionClosed,
+    HandshakeRefused,
+    HttpError,
+    ProtocolError,
+    ServingWhileImported,
+    WssyncError,
+)
 from .request import Headers, Request
 from .response import Response
 from .server import Server
 from .websocket import WebSocket
+from .websocket_frames import CloseCode
 
-__all__ = ["App", "Headers", "Request", "Response", "Server", "WebSocket", "__version__"]
+__all__ = [
+    "App",
+    "CloseCode",
+    "ConnectionClosed",
+    "HandshakeRefused",
+    "Headers",
+    "HttpError",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "Server",
+    "ServingWhileImported",
+    "WebSocket",
+    "WssyncError",
+    "__version__",
+]

@@ -20,14 +20,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 from ._version import __version__
 from .app import App
 from .config import SETTINGS
-from .server import LOG_FORMAT, Server, ServingWhileImported, refuse_to_serve
+from .errors import ServingWhileImported, WssyncError
+from .server import LOG_FORMAT, Server, refuse_to_serve
 
 ENV_PREFIX = "WSSYNC_"
 _SIZE = re.compile(r"([0-9]+)\s*(|k|kb|kib|m|mb|mib|g|gb|gib)", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 
 
-class CliError(Exception):
+class CliError(WssyncError):
     """A mistake in how the server was started; printed as one line."""
 
 

@@ -19,28 +19,24 @@ from typing import Any, Deque, Iterator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from .config import default
-from .handshake import HandshakeRefused, check_response, client_request, parse_response_head
+from .errors import ConnectionClosed, HandshakeRefused
+from .handshake import check_response, client_request, parse_response_head
+from .websocket_frames import CloseCode
 from .websocket_protocol import (
     CloseReceived,
     Data,
     Failure,
     Message,
+    Ping,
     Pong,
     WebSocketProtocol,
 )
 
 __all__ = ["ClientConnection", "ConnectionClosed", "HandshakeRefused", "connect"]
 
+# Closes that end iteration quietly; others raise ConnectionClosed.
+_NORMAL_ENDS = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
 _MAX_HEAD = default("max_header_size")  # the server's own limit on a head
-
-
-class ConnectionClosed(Exception):
-    """The connection is closed; ``code`` and ``reason`` tell how (1006: no close frame)."""
-
-    def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__(f"connection closed: {code} {reason}".rstrip())
-        self.code = code
-        self.reason = reason
 
 
 class ClientConnection:
@@ -122,26 +118,24 @@ class ClientConnection:
             try:
                 yield self.recv()
             except ConnectionClosed as exc:
-                if exc.code in (1000, 1001, 1005):
+                if exc.code in _NORMAL_ENDS:
                     return
                 raise
 
     def _handle(self, events: List[Any]) -> None:
-        pong = self._proto.data_to_send()
-        if pong:
-            try:
-                self._write(pong)
-            except ConnectionClosed:
-                return
         for event in events:
             if type(event) is Message:
                 self._messages.append(event.data)
+            elif type(event) is Ping:
+                try:
+                    self._write(self._proto.send_pong(event.payload))
+                except ConnectionClosed:
+                    return
             elif type(event) is Pong:
                 self.pongs += 1
             elif type(event) is CloseReceived:
                 try:
-                    self._write(self._proto.send_close(
-                        None if event.code == 1005 else event.code))
+                    self._write(self._proto.send_close(event.code))  # 1005: no code
                 except ConnectionClosed:
                     pass
                 self._finish(event.code, event.reason)
@@ -154,7 +148,8 @@ class ClientConnection:
 
     # -- closing ------------------------------------------------------------------
 
-    def close(self, code: int = 1000, reason: str = "", timeout: float = 5.0) -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "",
+              timeout: float = 5.0) -> None:
         """Close handshake: send our close frame, wait for the server's, then close TCP."""
         if self._closed is None:
             try:
@@ -179,7 +174,8 @@ class ClientConnection:
             pass
 
     def _lost(self, exc: Optional[BaseException]) -> None:
-        self._finish(1006, "connection lost" if exc is None else f"connection lost: {exc}")
+        self._finish(CloseCode.ABNORMAL_CLOSURE,
+                     "connection lost" if exc is None else f"connection lost: {exc}")
 
     @property
     def closed(self) -> bool:
@@ -235,10 +231,10 @@ def connect(url: str, subprotocols: Optional[List[str]] = None,
             sock.settimeout(remaining)
             chunk = sock.recv(65536)
             if not chunk:
-                raise HandshakeRefused("connection closed during the handshake")
+                raise HandshakeRefused(None, "connection closed during the handshake")
             buf += chunk
             if len(buf) > _MAX_HEAD and b"\r\n\r\n" not in buf:
-                raise HandshakeRefused("response head too large")
+                raise HandshakeRefused(None, "response head too large")
         head, _, leftover = buf.partition(b"\r\n\r\n")
         status, response_headers = parse_response_head(head)
         chosen = check_response(status, response_headers, key, subprotocols)

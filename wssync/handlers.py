@@ -23,6 +23,7 @@ from .reactor import BoundedHandoff, Reactor
 from .request import Request
 from .response import Response
 from .websocket import WebSocket
+from .websocket_frames import CloseCode
 
 if TYPE_CHECKING:
     from .websocket_connection import WebSocketConnection
@@ -234,4 +235,4 @@ class Session:
         except Exception:
             log.exception("error in WebSocket handler for %s", self.handle.path)
             if not self.handle.closed:
-                self.handle.close(1011, "internal error")
+                self.handle.close(CloseCode.INTERNAL_ERROR, "internal error")

@@ -11,21 +11,11 @@ import binascii
 import hashlib
 from typing import List, Optional, Tuple
 
+from .errors import HandshakeRefused, HttpError
 from .request import Headers, Request
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUPPORTED_VERSION = "13"
-
-
-class HandshakeError(Exception):
-    """A handshake to refuse with ``status`` and ``headers``."""
-
-    def __init__(self, status: int, message: str,
-                 headers: Optional[List[Tuple[str, str]]] = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or []
 
 
 def accept_key(key: str) -> str:
@@ -53,24 +43,24 @@ def is_handshake(request: Request) -> bool:
 def validate_request(request: Request) -> str:
     """Check a handshake request; return its key or raise :class:`HandshakeError`."""
     if request.method != "GET":
-        raise HandshakeError(400, "WebSocket handshake must use GET")
+        raise HttpError(400, "WebSocket handshake must use GET")
     headers = request.headers
     versions = headers.get_all("sec-websocket-version")
     if len(versions) != 1 or versions[0].strip() != SUPPORTED_VERSION:
-        raise HandshakeError(
+        raise HttpError(
             426, "unsupported WebSocket version",
             [("Sec-WebSocket-Version", SUPPORTED_VERSION)],
         )
     keys = headers.get_all("sec-websocket-key")
     if len(keys) != 1:
-        raise HandshakeError(400, "missing or repeated Sec-WebSocket-Key")
+        raise HttpError(400, "missing or repeated Sec-WebSocket-Key")
     key = keys[0].strip()
     try:
         raw = base64.b64decode(key.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
         raw = b""
     if len(raw) != 16:
-        raise HandshakeError(400, "Sec-WebSocket-Key is not 16 bytes in base64")
+        raise HttpError(400, "Sec-WebSocket-Key is not 16 bytes in base64")
     return key
 
 
@@ -120,25 +110,17 @@ def client_request(host: str, target: str, key: str, subprotocols: Optional[List
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-class HandshakeRefused(Exception):
-    """The server did not switch protocols, or answered the handshake wrongly."""
-
-    def __init__(self, message: str, status: Optional[int] = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def parse_response_head(head: bytes) -> Tuple[int, Headers]:
     """Status and headers of a response head (the bytes before the blank line)."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise HandshakeRefused(f"malformed status line {lines[0][:80]!r}")
+        raise HandshakeRefused(None, f"malformed status line {lines[0][:80]!r}")
     headers = Headers()
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep or not name or name != name.strip():
-            raise HandshakeRefused(f"malformed header line {line[:80]!r}")
+            raise HandshakeRefused(None, f"malformed header line {line[:80]!r}")
         headers.add(name.decode("latin-1"), value.strip(b" \t").decode("latin-1"))
     return int(parts[1]), headers
 
@@ -147,19 +129,19 @@ def check_response(status: int, headers: Headers, key: str,
                    subprotocols: Optional[List[str]] = None) -> Optional[str]:
     """Validate the server's answer; return the subprotocol it chose, if any."""
     if status != 101:
-        raise HandshakeRefused(f"server answered {status} instead of 101", status)
+        raise HandshakeRefused(status, f"server answered {status} instead of 101")
     if "websocket" not in headers.tokens("upgrade"):
-        raise HandshakeRefused("response has no 'Upgrade: websocket'", status)
+        raise HandshakeRefused(status, "response has no 'Upgrade: websocket'")
     if "upgrade" not in headers.tokens("connection"):
-        raise HandshakeRefused("response has no 'Connection: upgrade'", status)
+        raise HandshakeRefused(status, "response has no 'Connection: upgrade'")
     if headers.get_all("sec-websocket-accept") != [accept_key(key)]:
-        raise HandshakeRefused("wrong Sec-WebSocket-Accept", status)
+        raise HandshakeRefused(status, "wrong Sec-WebSocket-Accept")
     if headers.get_all("sec-websocket-extensions"):
-        raise HandshakeRefused("server chose an extension that was not offered", status)
+        raise HandshakeRefused(status, "server chose an extension that was not offered")
     chosen = headers.get_all("sec-websocket-protocol")
     if not chosen:
         return None
     if len(chosen) > 1 or chosen[0] not in (subprotocols or []):
-        raise HandshakeRefused(f"server chose a subprotocol that was not offered: {chosen}",
-                               status)
+        raise HandshakeRefused(status,
+                               f"server chose a subprotocol that was not offered: {chosen}")
     return chosen[0]

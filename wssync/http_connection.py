@@ -16,7 +16,8 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Protocol, Tuple, Union
 
 from . import handshake
-from .http_parser import HttpError, RequestParser
+from .errors import HttpError
+from .http_parser import RequestParser
 from .permessage_deflate import negotiate as negotiate_deflate
 from .reactor import Timer
 from .request import Request
@@ -201,7 +202,7 @@ class HttpConnection:
         assert transport is not None and parser is not None
         try:
             key = handshake.validate_request(request)
-        except handshake.HandshakeError as exc:
+        except HttpError as exc:
             self.send_response(Response(exc.message + "\n", exc.status, exc.headers), close=True)
             return
         decision = self.app.accept_websocket(self, request)

@@ -14,6 +14,7 @@ import re
 from typing import List, Optional, Protocol, Tuple
 
 from .config import Config
+from .errors import HttpError
 from .request import Headers, Request
 
 # Heads are decoded as latin-1 once, so every pattern here works on str.
@@ -59,15 +60,6 @@ def _diagnose_fields(block: str) -> None:
         if _BAD_VALUE_CHAR.search(raw) is not None:
             raise HttpError(400, "invalid header field value")
     raise HttpError(400, "malformed header field")
-
-
-class HttpError(Exception):
-    """A request the server must refuse with ``status``; the connection then closes."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status} {message}")
-        self.status = status
-        self.message = message
 
 
 class ParserLimits(Protocol):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from typing import Dict, List, Optional, Protocol, Tuple
 
-from .websocket_frames import ProtocolError
+from .errors import ProtocolError
 
 EXTENSION = "permessage-deflate"
 _TAIL = b"\x00\x00\xff\xff"

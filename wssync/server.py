@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 from .app import App
 from .config import Config
 from .dispatch import ThreadPool
+from .errors import ServingWhileImported
 from .handlers import HttpBridge
 from .http_connection import HttpConnection
 from .reactor import BoundedHandoff, Reactor
@@ -34,10 +35,6 @@ WSGI_THREADS = 8  # workers for a mounted WSGI application in reactor mode
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _serving_refused: Optional[str] = None  # why serving is refused right now (see below)
-
-
-class ServingWhileImported(RuntimeError):
-    """A module started a server while being imported as ``--app``."""
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from .request import Headers, Request
-from .websocket_frames import encode_close_payload, is_valid_close_code
+from .websocket_frames import CloseCode, encode_close_payload, is_valid_close_code
 
 if TYPE_CHECKING:
     from .reactor import BoundedHandoff
@@ -74,7 +74,7 @@ class WebSocket:
         if conn is not None:
             self._handoff.call(len(payload), conn.ping, bytes(payload))
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the close handshake with ``code`` and ``reason`` (at most 123 bytes)."""
         if not is_valid_close_code(code):
             raise ValueError(f"invalid close code {code}")

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 from .permessage_deflate import PerMessageDeflate
 from .reactor import Timer
+from .websocket_frames import CloseCode
 from .websocket_protocol import (
-    CLOSED,
-    OPEN,
     CloseReceived,
     Data,
     Failure,
     Message,
     Ping,
     Pong,
+    State,
     WebSocketProtocol,
 )
 
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from .transport import Connection
 
 log = logging.getLogger("wssync.websocket")
+
+_OPEN = State.OPEN  # compared for every receiver of a broadcast
 
 
 class WebSocketSession(Protocol):
@@ -65,7 +67,7 @@ class WebSocketConnection:
         self.proto = WebSocketProtocol(client=False, max_message_size=config.max_message_size,
                                        deflate=deflate)
         self.transport: Optional[Connection] = None
-        self.close_code = 1006
+        self.close_code: int = CloseCode.ABNORMAL_CLOSURE  # until a close frame says otherwise
         self.close_reason = ""
         self._ping_timer: Optional[Timer] = None
         self._pong_timer: Optional[Timer] = None
@@ -112,9 +114,8 @@ class WebSocketConnection:
                 if self._input_paused and not proto.close_sent:
                     return  # full: the rest waits, unparsed, for resume_input
             elif type(event) is Ping:
-                # Pongs were queued by the protocol: they go out in the order
-                # pings and messages came (all queued ones at the first ping).
-                pong = proto.data_to_send()
+                # Answered at once, so pongs keep their place among our replies.
+                pong = proto.send_pong(event.payload)
                 if pong:
                     transport.write(pong)
             elif type(event) is Pong:
@@ -163,7 +164,7 @@ class WebSocketConnection:
         for timer in (self._ping_timer, self._pong_timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
-        self.proto.state = CLOSED
+        self.proto.connection_lost()
         self.session.closed(self.close_code, self.close_reason)
 
     def pause_writing(self) -> None:
@@ -173,14 +174,14 @@ class WebSocketConnection:
         pass
 
     def shutdown(self) -> None:
-        """Server is stopping: start the close handshake with 1001."""
-        self.close(1001, "server shutting down")
+        """Server is stopping: start the close handshake with 1001 (GOING_AWAY)."""
+        self.close(CloseCode.GOING_AWAY, "server shutting down")
 
     # -- actions (reactor thread) --------------------------------------------------
 
     @property
     def is_open(self) -> bool:
-        return self.proto.state == OPEN and not self._lost
+        return self.proto.state == _OPEN and not self._lost
 
     def send(self, data: Data) -> None:
         if self.transport is not None and not self._lost:
@@ -196,7 +197,7 @@ class WebSocketConnection:
         if self.transport is not None and not self._lost:
             self.transport.write(self.proto.send_ping(payload))
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the close handshake; the TCP connection ends when the peer answers."""
         transport = self.transport
         if transport is None or self._lost or self.proto.close_sent:
@@ -217,7 +218,7 @@ class WebSocketConnection:
             return
         code = self.close_code
         # Echo the peer's code (RFC 6455 5.5.1); a code-less close gets a code-less answer.
-        transport.write(self.proto.send_close(None if code == 1005 else code))
+        transport.write(self.proto.send_close(code))  # 1005 answers with no code
         # The server closes TCP first, so the TIME_WAIT state lands on our side.
         transport.close()
 
@@ -269,7 +270,7 @@ class WebSocketConnection:
                 return
             log.info("closing %s: no pong within %.1f s", self.transport.peername,
                      self.config.ping_timeout)
-            self.close_code, self.close_reason = 1011, "keepalive ping timeout"
-            self.transport.write(self.proto.send_close(1011, "keepalive ping timeout"))
+            self.close_code, self.close_reason = CloseCode.INTERNAL_ERROR, "keepalive ping timeout"
+            self.transport.write(self.proto.send_close(self.close_code, self.close_reason))
             self.transport.close()
             self._start_close_timer()  # a peer that reads nothing never drains the buffer

@@ -8,23 +8,50 @@ not assemble messages, decode text or keep connection state; that is
 from __future__ import annotations
 
 import struct
+from enum import IntEnum
 from typing import Callable, Optional, Tuple, Union
 
 from .config import default
+from .errors import ProtocolError
 
-OP_CONTINUATION = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
-_DATA_OPCODES = frozenset((OP_CONTINUATION, OP_TEXT, OP_BINARY))
-_CONTROL_OPCODES = frozenset((OP_CLOSE, OP_PING, OP_PONG))
 
-# Close codes a peer may send (RFC 6455 7.4.1 plus IANA-registered 1012-1014);
-# 1004-1006 and 1015 are reserved and must never appear on the wire.
-_VALID_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010,
-                                1011, 1012, 1013, 1014))
+class Opcode(IntEnum):
+    """Frame opcodes (RFC 6455 section 5.2)."""
+
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+class CloseCode(IntEnum):
+    """Close codes (RFC 6455 section 7.4.1 and the IANA registry)."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001  # the server is stopping, or a browser leaves the page
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS_RCVD = 1005  # reported for a close frame without a code; never sent
+    ABNORMAL_CLOSURE = 1006  # reported when no close frame came at all; never sent
+    INVALID_DATA = 1007  # e.g. invalid UTF-8 in a text message
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+
+
+_DATA_OPCODES = frozenset((Opcode.CONTINUATION, Opcode.TEXT, Opcode.BINARY))
+_CONTROL_OPCODES = frozenset((Opcode.CLOSE, Opcode.PING, Opcode.PONG))
+
+# Codes a peer may send: 1005 and 1006 only describe what happened, and
+# 1004 and 1015 are reserved; 3000-4999 belong to libraries and applications.
+_VALID_CLOSE_CODES = frozenset(CloseCode) - {CloseCode.NO_STATUS_RCVD,
+                                             CloseCode.ABNORMAL_CLOSURE}
 
 _PACK_16 = struct.Struct("!BBH").pack
 _PACK_64 = struct.Struct("!BBQ").pack
@@ -34,15 +61,6 @@ _UNPACK_64 = struct.Struct("!Q").unpack_from
 # XOR in pieces: one big int.from_bytes over 16 KiB is slower than a few
 # cache-sized pieces, and a piece's key can be built once.
 _MASK_PIECE = 4096
-
-
-class ProtocolError(Exception):
-    """The peer broke the protocol; close the connection with ``code``."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"{code} {reason}")
-        self.code = code
-        self.reason = reason
 
 
 class Frame:
@@ -93,11 +111,11 @@ except ImportError:  # pragma: no cover - depends on the build
 apply_mask = _c_apply_mask if _c_apply_mask is not None else _py_apply_mask
 
 
-def message_frame_parts(data: Union[str, bytes, bytearray, memoryview]) -> Tuple[int, bytes]:
+def message_frame_parts(data: Union[str, bytes, bytearray, memoryview]) -> Tuple[Opcode, bytes]:
     """Opcode and payload of a message: text for ``str``, binary for bytes-like."""
     if isinstance(data, str):
-        return OP_TEXT, data.encode("utf-8")
-    return OP_BINARY, bytes(data)
+        return Opcode.TEXT, data.encode("utf-8")
+    return Opcode.BINARY, bytes(data)
 
 
 def encode_frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False,
@@ -127,18 +145,19 @@ def encode_close_payload(code: Optional[int], reason: str = "") -> bytes:
 
 
 def decode_close_payload(payload: bytes) -> Tuple[int, str]:
-    """``(code, reason)`` of a received close frame; 1005 when it carries no code."""
+    """``(code, reason)`` of a received close frame; 1005 (NO_STATUS_RCVD) when it
+    carries no code."""
     if not payload:
-        return 1005, ""
+        return CloseCode.NO_STATUS_RCVD, ""
     if len(payload) == 1:
-        raise ProtocolError(1002, "close frame with a 1-byte payload")
+        raise ProtocolError(CloseCode.PROTOCOL_ERROR, "close frame with a 1-byte payload")
     code = (payload[0] << 8) | payload[1]
     if code not in _VALID_CLOSE_CODES and not 3000 <= code <= 4999:
-        raise ProtocolError(1002, f"invalid close code {code}")
+        raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"invalid close code {code}")
     try:
         reason = payload[2:].decode("utf-8")
     except UnicodeDecodeError:
-        raise ProtocolError(1007, "close reason is not valid UTF-8") from None
+        raise ProtocolError(CloseCode.INVALID_DATA, "close reason is not valid UTF-8") from None
     return code, reason
 
 
@@ -214,22 +233,24 @@ class FrameParser:
         b1 = buf[pos + 1]
         opcode = b0 & 0x0F
         if b0 & 0x30 or (b0 & 0x40 and not self.allow_rsv1):
-            raise ProtocolError(1002, "reserved bits set")
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, "reserved bits set")
         if opcode not in _DATA_OPCODES and opcode not in _CONTROL_OPCODES:
-            raise ProtocolError(1002, f"reserved opcode {opcode:#x}")
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
         fin = bool(b0 & 0x80)
         masked = bool(b1 & 0x80)
         if masked != self.expect_masked:
-            raise ProtocolError(1002, "frame masking is wrong for this direction")
+            raise ProtocolError(CloseCode.PROTOCOL_ERROR,
+                                "frame masking is wrong for this direction")
         length = b1 & 0x7F
         header = 2
         if opcode >= 8:
             if not fin:
-                raise ProtocolError(1002, "fragmented control frame")
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "fragmented control frame")
             if length > 125:
-                raise ProtocolError(1002, "control frame payload over 125 bytes")
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR,
+                                    "control frame payload over 125 bytes")
             if b0 & 0x40:
-                raise ProtocolError(1002, "RSV1 set on a control frame")
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "RSV1 set on a control frame")
         if length == 126:
             if available < 4:
                 return None
@@ -240,10 +261,10 @@ class FrameParser:
                 return None
             length = _UNPACK_64(buf, pos + 2)[0]
             if length >> 63:
-                raise ProtocolError(1002, "frame length has the high bit set")
+                raise ProtocolError(CloseCode.PROTOCOL_ERROR, "frame length has the high bit set")
             header = 10
         if length > self.max_size:
-            raise ProtocolError(1009, "frame too large")
+            raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "frame too large")
         if masked:
             end = pos + header + 4 + length
             if len(buf) < end:

@@ -2,29 +2,28 @@
 
 Bytes in (:meth:`WebSocketProtocol.feed`, then :meth:`~WebSocketProtocol.next_event`,
 or both at once with :meth:`~WebSocketProtocol.receive_data`) give events out: whole
-messages, pings, pongs, the peer's close, or a protocol failure.  Methods
-named ``send_*`` return the bytes to write.  Used by the server's
-``WebSocketConnection`` and by any client; it never touches a socket, a
-timer or a thread.
+messages, pings, pongs, the peer's close, or a protocol failure.  Output has
+one channel: every ``send_*`` method returns the bytes to write, pongs
+included (the caller answers a :class:`Ping` event with :meth:`send_pong`).
+The connection's :class:`State` changes in one place, :meth:`_enter`.  Used by
+the server's ``WebSocketConnection`` and by the client; it never touches a
+socket, a timer or a thread.
 """
 
 from __future__ import annotations
 
 import codecs
 import os
-from typing import List, Optional, Union
+from enum import IntEnum
+from typing import Dict, List, Optional, Union
 
 from .config import default
+from .errors import ProtocolError
 from .permessage_deflate import PerMessageDeflate
 from .websocket_frames import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_CONTINUATION,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
+    CloseCode,
     FrameParser,
-    ProtocolError,
+    Opcode,
     decode_close_payload,
     encode_close_payload,
     encode_frame,
@@ -34,9 +33,33 @@ from .websocket_frames import (
 
 Data = Union[str, bytes]
 
-OPEN = "OPEN"
-CLOSING = "CLOSING"  # we sent a close frame and wait for the peer's
-CLOSED = "CLOSED"  # both close frames exchanged, or the connection failed
+
+
+class State(IntEnum):
+    """Where a connection is in RFC 6455's life; ordered, so ``<= LOCAL_CLOSING``
+    means the peer's frames are still read."""
+
+    OPEN = 1
+    LOCAL_CLOSING = 2  # our close frame is sent; the peer's has not come
+    REMOTE_CLOSING = 3  # the peer's close frame came; ours is not sent yet
+    FAILED = 4  # the peer broke the protocol: input is ignored, our close may still go
+    CLOSED = 5  # both close frames exchanged, or the connection is gone
+
+
+# Every transition, by what causes it; a cause not listed leaves the state as it is.
+_TRANSITIONS: Dict[str, Dict[State, State]] = {
+    "close_sent": {State.OPEN: State.LOCAL_CLOSING, State.REMOTE_CLOSING: State.CLOSED,
+                   State.FAILED: State.CLOSED},
+    "close_received": {State.OPEN: State.REMOTE_CLOSING, State.LOCAL_CLOSING: State.CLOSED},
+    "failure": {State.OPEN: State.FAILED, State.LOCAL_CLOSING: State.CLOSED},
+    "connection_lost": {state: State.CLOSED for state in State},
+}
+
+# Compared per frame: a global is cheaper than an enum attribute on Python 3.9-3.11.
+_TEXT, _CONTINUATION = Opcode.TEXT, Opcode.CONTINUATION
+_MESSAGE_OPCODES = (Opcode.TEXT, Opcode.BINARY)
+_PING, _PONG, _CLOSE = Opcode.PING, Opcode.PONG, Opcode.CLOSE
+_RECEIVING = State.LOCAL_CLOSING
 
 
 class Message:
@@ -66,7 +89,7 @@ class Pong:
 
 
 class CloseReceived:
-    """The peer sent a close frame; 1005 means it carried no code."""
+    """The peer sent a close frame; 1005 (NO_STATUS_RCVD) means it carried no code."""
 
     __slots__ = ("code", "reason")
 
@@ -92,12 +115,12 @@ def _checked_decode(decoder: codecs.IncrementalDecoder, payload: bytes, final: b
     try:
         text: str = decoder.decode(payload, final)
     except UnicodeDecodeError:
-        raise ProtocolError(1007, "invalid UTF-8 in text message") from None
+        raise ProtocolError(CloseCode.INVALID_DATA, "invalid UTF-8 in text message") from None
     # Python's decoder waits for a third byte before refusing ED A0..BF
     # (a UTF-16 surrogate); refuse it now so a bad fragment fails fast.
     pending = decoder.getstate()[0]
     if len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0:
-        raise ProtocolError(1007, "invalid UTF-8 in text message")
+        raise ProtocolError(CloseCode.INVALID_DATA, "invalid UTF-8 in text message")
     return text
 
 
@@ -105,14 +128,13 @@ class WebSocketProtocol:
     """One side of a WebSocket connection after the handshake.
 
     ``client=False`` (a server) requires masked incoming frames and sends
-    unmasked ones; ``client=True`` the reverse.  Pings are answered
-    automatically: the pong bytes are queued for :meth:`data_to_send`.
+    unmasked ones; ``client=True`` the reverse.
     """
 
     __slots__ = (
         "_compressed", "_decoder", "_deflate", "_fragment_opcode", "_fragment_size",
-        "_fragments", "_outgoing", "_parser", "_peek_decoder", "_peek_offset", "_text_parts",
-        "client", "close_received", "close_sent", "max_message_size", "state",
+        "_fragments", "_parser", "_peek_decoder", "_peek_offset", "_state", "_text_parts",
+        "client", "max_message_size",
     )
 
     def __init__(self, client: bool = False, max_message_size: int = default("max_message_size"),
@@ -121,12 +143,9 @@ class WebSocketProtocol:
         self.max_message_size = max_message_size
         self._deflate = deflate
         self._compressed = False
-        self.state = OPEN
-        self.close_sent = False
-        self.close_received = False
+        self._state = State.OPEN
         self._parser = FrameParser(expect_masked=not client, max_size=max_message_size,
                                    allow_rsv1=deflate is not None)
-        self._outgoing: List[bytes] = []
         self._fragments: List[bytes] = []
         self._fragment_opcode = 0
         self._fragment_size = 0
@@ -135,6 +154,28 @@ class WebSocketProtocol:
         self._peek_decoder: Optional[codecs.IncrementalDecoder] = None
         self._peek_offset = 0
         self._text_parts: List[str] = []
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def close_sent(self) -> bool:
+        """Our close frame is out (or can no longer be sent): nothing more goes out."""
+        return self._state in (State.LOCAL_CLOSING, State.CLOSED)
+
+    @property
+    def close_received(self) -> bool:
+        return self._state in (State.REMOTE_CLOSING, State.CLOSED)
+
+    def _enter(self, cause: str) -> None:
+        self._state = _TRANSITIONS[cause].get(self._state, self._state)
+
+    def connection_lost(self) -> None:
+        """The transport is gone: nothing more is received or sent."""
+        self._enter("connection_lost")
 
     # -- receiving --------------------------------------------------------------
 
@@ -150,7 +191,7 @@ class WebSocketProtocol:
 
     def feed(self, data: bytes) -> None:
         """Buffer ``data``; nothing is parsed until :meth:`next_event` asks."""
-        if self.state != CLOSED and not self.close_received:
+        if self._state <= _RECEIVING:
             self._parser.feed(data)
 
     def next_event(self) -> Optional[Event]:
@@ -160,7 +201,7 @@ class WebSocketProtocol:
         here and leave the rest as bytes.  After a :class:`Failure` or
         :class:`CloseReceived` it returns None for ever.
         """
-        if self.state == CLOSED or self.close_received:
+        if self._state > _RECEIVING:
             return None
         parser = self._parser
         try:
@@ -173,44 +214,44 @@ class WebSocketProtocol:
                 self._peek_offset = 0
                 self._peek_decoder = None
                 opcode = frame.opcode
-                if opcode in (OP_TEXT, OP_BINARY):
+                if opcode in _MESSAGE_OPCODES:
                     if self._fragment_opcode:
-                        raise ProtocolError(1002, "new message inside a fragmented one")
+                        raise ProtocolError(CloseCode.PROTOCOL_ERROR,
+                                            "new message inside a fragmented one")
                     payload = frame.payload
                     if frame.rsv1:
                         assert self._deflate is not None  # the parser allows RSV1 only then
                         payload = self._deflate.decompress(payload, frame.fin,
                                                            self.max_message_size)
                     if frame.fin:
-                        if opcode == OP_TEXT:
+                        if opcode == _TEXT:
                             try:
                                 return Message(payload.decode("utf-8"))
                             except UnicodeDecodeError:
-                                raise ProtocolError(1007, "invalid UTF-8 in text message") from None
+                                raise ProtocolError(CloseCode.INVALID_DATA,
+                                                    "invalid UTF-8 in text message") from None
                         return Message(payload)
                     self._start_fragmented(opcode, payload, frame.rsv1)
-                elif opcode == OP_CONTINUATION:
+                elif opcode == _CONTINUATION:
                     if not self._fragment_opcode:
-                        raise ProtocolError(1002, "continuation frame without a message")
+                        raise ProtocolError(CloseCode.PROTOCOL_ERROR,
+                                            "continuation frame without a message")
                     if frame.rsv1:
-                        raise ProtocolError(1002, "RSV1 set on a continuation frame")
+                        raise ProtocolError(CloseCode.PROTOCOL_ERROR,
+                                            "RSV1 set on a continuation frame")
                     message = self._continue_fragmented(frame.payload, frame.fin)
                     if message is not None:
                         return message
-                elif opcode == OP_PING:
-                    if not self.close_sent:
-                        self._outgoing.append(self._frame(OP_PONG, frame.payload))
+                elif opcode == _PING:
                     return Ping(frame.payload)
-                elif opcode == OP_PONG:
+                elif opcode == _PONG:
                     return Pong(frame.payload)
-                else:  # OP_CLOSE
+                else:  # _CLOSE
                     code, reason = decode_close_payload(frame.payload)
-                    self.close_received = True
-                    if self.close_sent:
-                        self.state = CLOSED
+                    self._enter("close_received")
                     return CloseReceived(code, reason)
         except ProtocolError as exc:
-            self.state = CLOSED
+            self._enter("failure")
             self._fragments = []
             self._text_parts = []
             return Failure(exc.code, exc.reason)
@@ -219,7 +260,7 @@ class WebSocketProtocol:
         self._fragment_opcode = opcode
         self._fragment_size = len(payload)
         self._compressed = compressed
-        if opcode == OP_TEXT:
+        if opcode == _TEXT:
             self._decoder = codecs.getincrementaldecoder("utf-8")()
             self._text_parts = [self._decode(payload, False)]
         else:
@@ -232,8 +273,8 @@ class WebSocketProtocol:
                 payload, fin, self.max_message_size - self._fragment_size)
         self._fragment_size += len(payload)
         if self._fragment_size > self.max_message_size:
-            raise ProtocolError(1009, "message too large")
-        if self._fragment_opcode == OP_TEXT:
+            raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message too large")
+        if self._fragment_opcode == _TEXT:
             # Decode each fragment as it comes: invalid UTF-8 fails at once,
             # not after the whole message has been buffered.
             self._text_parts.append(self._decode(payload, fin))
@@ -262,9 +303,9 @@ class WebSocketProtocol:
         opcode, rsv1, _, _ = parser.pending
         if rsv1:
             return  # compressed: checked once inflated
-        if opcode == OP_TEXT and not self._fragment_opcode:
+        if opcode == _TEXT and not self._fragment_opcode:
             base = None
-        elif opcode == OP_CONTINUATION and self._fragment_opcode == OP_TEXT \
+        elif opcode == _CONTINUATION and self._fragment_opcode == _TEXT \
                 and not self._compressed:
             base = self._decoder
         else:
@@ -280,14 +321,6 @@ class WebSocketProtocol:
         _checked_decode(self._peek_decoder, chunk, False)
 
     # -- sending ----------------------------------------------------------------
-
-    def data_to_send(self) -> bytes:
-        """Bytes the protocol queued on its own (pongs)."""
-        if not self._outgoing:
-            return b""
-        out = b"".join(self._outgoing)
-        self._outgoing = []
-        return out
 
     def _frame(self, opcode: int, payload: bytes, rsv1: bool = False) -> bytes:
         mask = os.urandom(4) if self.client else None
@@ -317,19 +350,22 @@ class WebSocketProtocol:
             raise ValueError("ping payload over 125 bytes")
         if self.close_sent:
             return b""
-        return self._frame(OP_PING, payload)
+        return self._frame(_PING, payload)
 
-    def send_close(self, code: Optional[int] = 1000, reason: str = "") -> bytes:
+    def send_pong(self, payload: bytes) -> bytes:
+        """The answer to a :class:`Ping` event (RFC 6455 5.5.2: the same payload)."""
+        if self.close_sent:
+            return b""
+        return self._frame(_PONG, payload)
+
+    def send_close(self, code: Optional[int] = CloseCode.NORMAL_CLOSURE,
+                   reason: str = "") -> bytes:
         """Our close frame (once); 1005 or ``None`` sends an empty close payload."""
         if self.close_sent:
             return b""
-        if code == 1005:
+        if code == CloseCode.NO_STATUS_RCVD:
             code = None
         if code is not None and not is_valid_close_code(code):
             raise ValueError(f"invalid close code {code}")
-        self.close_sent = True
-        if self.close_received:
-            self.state = CLOSED
-        elif self.state == OPEN:
-            self.state = CLOSING
-        return self._frame(OP_CLOSE, encode_close_payload(code, reason))
+        self._enter("close_sent")
+        return self._frame(_CLOSE, encode_close_payload(code, reason))

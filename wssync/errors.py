@@ -1,0 +1,64 @@
+"""Every error wssync raises on purpose: one family under :class:`WssyncError`.
+
+Each protocol error carries a hint for the answer, first among its arguments:
+:class:`HttpError` the HTTP status the connection answers with,
+:class:`ProtocolError` the WebSocket close code.  The connection objects turn
+the hint into bytes; the code that raises never writes anything.  This module
+imports nothing of the package.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+
+class WssyncError(Exception):
+    """Base of every error wssync raises on purpose."""
+
+
+class HttpError(WssyncError):
+    """Refuse an HTTP request with ``status`` (and extra ``headers``).
+
+    Raised by the request parser or the WebSocket handshake, the answer is
+    sent and the connection closes.  A handler may raise it too: the client
+    then gets that status as a plain-text answer.
+    """
+
+    def __init__(self, status: int, message: str,
+                 headers: Optional[List[Tuple[str, str]]] = None) -> None:
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+
+
+class ProtocolError(WssyncError):
+    """The WebSocket peer broke RFC 6455; close the connection with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class HandshakeRefused(WssyncError):
+    """The server did not switch to WebSocket, or answered the handshake wrongly
+    (``status`` is its HTTP status, None when the answer was not even that)."""
+
+    def __init__(self, status: Optional[int], message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ConnectionClosed(WssyncError):
+    """The WebSocket is closed; ``code`` and ``reason`` tell how (1006: no close frame)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed: {code} {reason}".rstrip())
+        self.code = code
+        self.reason = reason
+
+
+class ServingWhileImported(WssyncError, RuntimeError):
+    """A module started a server while being imported as ``--app``."""
