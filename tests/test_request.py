@@ -22,12 +22,12 @@ def test_lookups_ignore_case_and_keep_repeats() -> None:
 def test_compaction_keeps_every_field_exactly() -> None:
     headers = Headers(list(FIELDS))
     headers.get("host")  # build the index first
-    headers._compact()
+    headers.compact()
     assert headers._items is None and headers._index is None
     assert headers.items() == FIELDS
     assert headers.get_all("x-multi") == ["a", "b"]
     assert headers["x-colon"] == "value: with: colons"
-    headers._compact()
+    headers.compact()
     headers.add("X-Late", "z")
     assert headers.items() == [*FIELDS, ("X-Late", "z")]
     assert headers["x-late"] == "z"
@@ -35,7 +35,7 @@ def test_compaction_keeps_every_field_exactly() -> None:
 
 def test_empty_headers_compact() -> None:
     headers = Headers()
-    headers._compact()
+    headers.compact()
     assert headers.items() == [] and len(headers) == 0 and "x" not in headers
 
 

@@ -161,7 +161,7 @@ class Session:
 
     def opened(self, conn: WebSocketConnection) -> None:
         self.conn = conn
-        self.handle.request.headers._compact()  # kept as long as the connection lives
+        self.handle.request.headers.compact()  # kept as long as the connection lives
         self.handle._conn = conn
         self.bridge.websockets[conn] = self.handle
         if self.route.on_connect is not None:

@@ -1,7 +1,9 @@
 """The WebSocket opening handshake (RFC 6455 section 4) on plain data (Sans-I/O).
 
-Decides whether a parsed request is a handshake, validates it, and computes
-``Sec-WebSocket-Accept``.  It builds no sockets and knows no routes.
+Decides whether a parsed request is a handshake, validates it, builds the
+``101`` answer (``Sec-WebSocket-Accept``, subprotocol, permessage-deflate) and,
+for the client, the request and the check of the server's answer.  It builds
+no sockets and knows no routes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import hashlib
 from typing import List, Optional, Tuple
 
 from .errors import HandshakeRefused, HttpError
+from .http_writer import render_head
+from .permessage_deflate import DeflateSettings, PerMessageDeflate, negotiate
 from .request import Headers, Request
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -85,6 +89,19 @@ def response_headers(key: str, subprotocol: Optional[str]) -> List[Tuple[str, st
     if subprotocol:
         headers.append(("Sec-WebSocket-Protocol", subprotocol))
     return headers
+
+
+def switching_protocols(
+    request: Request, key: str, subprotocol: Optional[str], extra_headers: List[Tuple[str, str]],
+    deflate_settings: DeflateSettings,
+) -> Tuple[bytes, Optional[PerMessageDeflate]]:
+    """The bytes of the ``101`` answer to a valid handshake, and the
+    permessage-deflate extension it agreed to (None: messages go uncompressed)."""
+    headers = response_headers(key, subprotocol) + extra_headers
+    deflate = negotiate(request.headers.get_all("sec-websocket-extensions"), deflate_settings)
+    if deflate is not None:
+        headers.append(("Sec-WebSocket-Extensions", deflate.response_value()))
+    return render_head("HTTP/1.1", 101, headers), deflate
 
 
 # -- the client side ------------------------------------------------------------------

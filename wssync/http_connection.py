@@ -13,15 +13,28 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Protocol, Tuple, Union
+from enum import IntEnum
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Protocol,
+    Tuple,
+    Union,
+    cast,
+)
 
 from . import handshake
 from .errors import HttpError
 from .http_parser import RequestParser
-from .permessage_deflate import negotiate as negotiate_deflate
+from .http_writer import CONTINUE, BodyFramer, error_response, error_text, frame_response
 from .reactor import Timer
 from .request import Request
-from .response import Response, error_response, render_head
+from .response import Response
 from .websocket_connection import WebSocketConnection, WebSocketSession
 
 if TYPE_CHECKING:
@@ -31,13 +44,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("wssync.http")
 access_log = logging.getLogger("wssync.access")
 
-_NO_BODY_STATUSES = frozenset((204, 304))
-# Deadline phases: between requests, receiving a head, receiving a body.
-_NO_PHASE, _IDLE, _HEAD, _BODY = 0, 1, 2, 3
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_CLOSE_LINE = b"Connection: close\r\n"
-_KEEP_ALIVE_LINE = b"Connection: keep-alive\r\n"
-_CHUNKED_LINE = b"Transfer-Encoding: chunked\r\n"
+
+
+class _Deadline(IntEnum):
+    """What the connection's one deadline timer is waiting for."""
+
+    NONE = 0  # a request is being handled: no deadline
+    IDLE = 1  # between requests (keepalive_timeout)
+    HEAD = 2  # a request head is arriving (header_timeout)
+    BODY = 3  # a request body is arriving (body_timeout)
 
 
 class WebSocketAccept:
@@ -89,11 +104,12 @@ class HttpConnection:
         self._eof = False
         self._stopping = False
         self._stream: Optional[Iterator[bytes]] = None
-        self._stream_chunked = False
+        self._framer: Optional[BodyFramer] = None  # how the stream's chunks are framed
+        self._keep_alive = False  # the response being sent leaves the connection open
         self._stream_waiting = False  # a chunk was asked for and has not come
         self._paused = False  # the transport asked us to stop writing
         self._deadline = 0.0
-        self._phase = _NO_PHASE  # what the deadline is for
+        self._phase = _Deadline.NONE  # what the deadline is for
         self._timer: Optional[Timer] = None
 
     # -- transport callbacks -----------------------------------------------------
@@ -101,7 +117,7 @@ class HttpConnection:
     def connection_made(self, transport: Connection) -> None:
         self.transport = transport
         self.parser = RequestParser(self.config, transport.peername)
-        self._arm_deadline(_IDLE)
+        self._arm_deadline(_Deadline.IDLE)
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
@@ -163,12 +179,10 @@ class HttpConnection:
                     return
                 # The deadline timer stays armed: it ignores a connection with a
                 # request in flight, which saves a heap push per request.
-                self._phase = _NO_PHASE
+                self._phase = _Deadline.NONE
                 self._current = request
                 request.local_addr = transport.sockname
                 self._continue_sent = False
-                if self._stopping:
-                    request.keep_alive = False
                 if handshake.is_handshake(request):
                     self._upgrade(request)
                 else:
@@ -189,12 +203,12 @@ class HttpConnection:
         if parser.waiting_for_body:
             if parser.expect_continue and not self._continue_sent:
                 self._continue_sent = True
-                self.transport.write(_CONTINUE)
-            self._arm_deadline(_BODY)
+                self.transport.write(CONTINUE)
+            self._arm_deadline(_Deadline.BODY)
         elif parser.buffered:
-            self._arm_deadline(_HEAD)
+            self._arm_deadline(_Deadline.HEAD)
         else:
-            self._arm_deadline(_IDLE)
+            self._arm_deadline(_Deadline.IDLE)
 
     def _upgrade(self, request: Request) -> None:
         transport = self.transport
@@ -203,18 +217,16 @@ class HttpConnection:
         try:
             key = handshake.validate_request(request)
         except HttpError as exc:
-            self.send_response(Response(exc.message + "\n", exc.status, exc.headers), close=True)
+            self.send_response(Response(error_text(exc.status, exc.message), exc.status,
+                                        exc.headers), close=True)
             return
         decision = self.app.accept_websocket(self, request)
         if isinstance(decision, Response):
             self.send_response(decision, close=True)
             return
-        headers = handshake.response_headers(key, decision.subprotocol) + decision.headers
-        deflate = negotiate_deflate(request.headers.get_all("sec-websocket-extensions"),
-                                    self.config)
-        if deflate is not None:
-            headers.append(("Sec-WebSocket-Extensions", deflate.response_value()))
-        transport.write(render_head("HTTP/1.1", 101, headers))
+        answer, deflate = handshake.switching_protocols(
+            request, key, decision.subprotocol, decision.headers, self.config)
+        transport.write(answer)
         self._log_access(request, 101, 0)
         self._cancel_timer()
         ws = WebSocketConnection(self.config, decision.session, decision.subprotocol, deflate)
@@ -234,66 +246,25 @@ class HttpConnection:
         transport = self.transport
         if request is None or transport is None or transport.closed:
             return
-        if close or self._stopping:
-            # Say so now: a client reusing the connection would lose its next request.
-            request.keep_alive = False
-        status = response.status
         body = response.body
-        headers = response.headers
-        version = request.version
-        head_only = request.method == "HEAD" or status in _NO_BODY_STATUSES or status < 200
-        # Say close when closing; echo keep-alive to HTTP/1.0 clients that asked for it.
-        if not request.keep_alive:
-            framing = _CLOSE_LINE
-        elif version == "HTTP/1.0":
-            framing = _KEEP_ALIVE_LINE
-        else:
-            framing = b""
-        if isinstance(body, (bytes, bytearray, memoryview)):
-            if status >= 200 and status not in _NO_BODY_STATUSES:
-                framing += b"Content-Length: %d\r\n" % len(body)
-            head = self._render_head(version, status, headers, framing)
-            if head is None:
-                return
-            transport.write(head if head_only else head + body)
-            self._log_access(request, status, 0 if head_only else len(body))
-            self._finish_response()
-            return
-        # An iterable body: stream it.
-        stream = iter(body)
-        if head_only:
-            close_method = getattr(stream, "close", None)
-            if close_method is not None:
-                close_method()
-            stream = iter(())
-        elif any(name.lower() == "content-length" for name, _ in headers):
-            self._stream_chunked = False  # the application knows the length: send as is
-        elif version == "HTTP/1.1":
-            framing += _CHUNKED_LINE
-            self._stream_chunked = True
-        else:
-            # HTTP/1.0 has no chunking: the end of the body is the end of the connection.
-            request.keep_alive = False
-            framing = _CLOSE_LINE
-            self._stream_chunked = False
-        head = self._render_head(version, status, headers, framing)
-        if head is None:
-            return
-        transport.write(head)
-        self._log_access(request, status, -1)
-        self._stream = stream
-        self._pull()
-
-    def _render_head(self, version: str, status: int, headers: List[Tuple[str, str]],
-                     framing: bytes) -> Optional[bytes]:
-        """The response head, or None after answering 500 for headers that cannot be sent."""
         try:
-            return render_head(version, status, headers, framing)
+            data, framer, self._keep_alive, size = frame_response(
+                request, response.status, response.headers, body, close or self._stopping)
         except ValueError:
             log.exception("invalid response header")
             self._current = None
             self._send_error(500, "invalid response header")
-            return None
+            return
+        transport.write(data)
+        self._log_access(request, response.status, size)
+        if framer is None:
+            if not isinstance(body, (bytes, bytearray, memoryview)):
+                _close_iterable(body)  # a HEAD, 204 or 304 answer: nothing is sent
+            self._finish_response()
+            return
+        self._framer = framer
+        self._stream = iter(cast(Iterable[bytes], body))  # framed as a stream: not bytes
+        self._pull()
 
     def _pull(self) -> None:
         """Ask for the next chunk while the peer keeps up."""
@@ -313,38 +284,29 @@ class HttpConnection:
             self._close_stream()
             transport.abort()
             return
+        framer = self._framer
+        assert framer is not None
         if chunk is None:
             self._close_stream()
-            if self._stream_chunked:
-                transport.write(b"0\r\n\r\n")
+            transport.write(framer.end())
             self._finish_response()
             return
-        if chunk:
-            if isinstance(chunk, str):
-                chunk = chunk.encode("utf-8")
-            if self._stream_chunked:
-                transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            else:
-                transport.write(chunk)
+        transport.write(framer.data(chunk))
         self._pull()
 
     def _close_stream(self) -> None:
         stream = self._stream
         self._stream = None
+        self._framer = None
         if stream is not None:
-            close_method = getattr(stream, "close", None)
-            if close_method is not None:
-                try:
-                    close_method()
-                except Exception:
-                    log.exception("error closing a response body")
+            _close_iterable(stream)
 
     def _finish_response(self) -> None:
         request = self._current
         transport = self.transport
         self._current = None
         assert transport is not None
-        if request is None or not request.keep_alive or self._stopping:
+        if request is None or not self._keep_alive or self._stopping:
             transport.close()
             return
         if not self._processing:  # else the running _process loop goes on by itself
@@ -367,7 +329,7 @@ class HttpConnection:
 
     # -- timeouts --------------------------------------------------------------------
 
-    def _arm_deadline(self, phase: int) -> None:
+    def _arm_deadline(self, phase: _Deadline) -> None:
         """Start the deadline of ``phase``, unless it is already running.
 
         A phase's deadline counts from its start: bytes trickling in do not
@@ -378,8 +340,8 @@ class HttpConnection:
             return
         self._phase = phase
         config = self.config
-        timeout = (config.keepalive_timeout if phase == _IDLE
-                   else config.header_timeout if phase == _HEAD else config.body_timeout)
+        timeout = (config.keepalive_timeout if phase == _Deadline.IDLE
+                   else config.header_timeout if phase == _Deadline.HEAD else config.body_timeout)
         if not timeout:
             self._cancel_timer()
             return
@@ -403,7 +365,17 @@ class HttpConnection:
         if now < self._deadline:
             self._timer = transport.reactor.call_at(self._deadline, self._on_deadline)
             return
-        if self._phase != _IDLE:
+        if self._phase != _Deadline.IDLE:
             self._send_error(408, "request not received in time")
         else:
             transport.close()
+
+
+def _close_iterable(body: object) -> None:
+    """Close an application's body iterable, as PEP 3333 asks, whatever happens."""
+    close_method = getattr(body, "close", None)
+    if close_method is not None:
+        try:
+            close_method()
+        except Exception:
+            log.exception("error closing a response body")

@@ -228,23 +228,14 @@ class RequestParser:
         A request without a body is returned complete; otherwise the state
         moves on to reading its body.
         """
-        index = headers._lookup()  # one index, read directly: this runs per request
+        index = headers.by_name()  # one look-up table for every field below
         hosts = index.get("host", ())
         if len(hosts) > 1:
             raise HttpError(400, "more than one Host header")
         if not hosts and version == "HTTP/1.1":
             raise HttpError(400, "missing Host header")
 
-        if "connection" in index:
-            connection = headers.tokens("connection")
-            if version == "HTTP/1.1":
-                keep_alive = "close" not in connection
-            else:
-                keep_alive = "keep-alive" in connection
-        else:
-            keep_alive = version == "HTTP/1.1"
-
-        request = Request(method, target, version, headers, b"", keep_alive, self.remote_addr)
+        request = Request(method, target, version, headers, remote_addr=self.remote_addr)
         expects = index.get("expect")
         expect = expects[0] if expects else None
         if expect is not None and expect.lower() != "100-continue":

@@ -7,7 +7,7 @@ sockets or of how the request arrived.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, unquote
 
 
@@ -42,6 +42,11 @@ class Headers:
             ] if self._block else []
         return items
 
+    def by_name(self) -> Mapping[str, Sequence[str]]:
+        """Every value of each field, under its lower-case name, in arrival
+        order; a read-only view for code that looks up several fields at once."""
+        return self._lookup()
+
     def _lookup(self) -> Dict[str, List[str]]:
         index = self._index
         if index is None:
@@ -50,8 +55,9 @@ class Headers:
                 index.setdefault(name.lower(), []).append(value)
         return index
 
-    def _compact(self) -> None:
-        """Fold the fields into one string until they are next looked at."""
+    def compact(self) -> None:
+        """Fold the fields into one string until they are next looked at
+        (for headers kept as long as a connection lives)."""
         if self._items is not None:
             self._block = "\r\n".join(f"{name}: {value}" for name, value in self._items)
             self._items = None
@@ -109,7 +115,6 @@ class Request:
         "_query_string",
         "body",
         "headers",
-        "keep_alive",
         "local_addr",
         "method",
         "path_params",
@@ -125,7 +130,6 @@ class Request:
         version: str,
         headers: Headers,
         body: bytes = b"",
-        keep_alive: bool = True,
         remote_addr: Any = None,
     ) -> None:
         self.method = method
@@ -133,7 +137,6 @@ class Request:
         self.version = version
         self.headers = headers
         self.body = body
-        self.keep_alive = keep_alive
         self.remote_addr = remote_addr
         self.local_addr: Any = None  # the server's end of the connection
         self.path_params: Dict[str, str] = {}
@@ -141,6 +144,18 @@ class Request:
         self._path = raw_path
         self._query_string = query
         self._query: Optional[Dict[str, List[str]]] = None
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the client asked to keep the connection open afterwards:
+        HTTP/1.1 unless ``Connection: close``, HTTP/1.0 only with
+        ``Connection: keep-alive``.  The server may still close it."""
+        if "connection" not in self.headers:
+            return self.version == "HTTP/1.1"
+        tokens = self.headers.tokens("connection")
+        if self.version == "HTTP/1.1":
+            return "close" not in tokens
+        return "keep-alive" in tokens
 
     @property
     def path(self) -> str:

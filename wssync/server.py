@@ -22,8 +22,8 @@ from .dispatch import ThreadPool
 from .errors import ServingWhileImported
 from .handlers import HttpBridge
 from .http_connection import HttpConnection
+from .http_writer import error_response
 from .reactor import BoundedHandoff, Reactor
-from .response import error_response
 from .transport import Connection, Listener, WriteLimits, create_listening_socket
 from .websocket import WebSocket
 from .websocket_connection import WebSocketConnection

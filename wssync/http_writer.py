@@ -1,0 +1,182 @@
+"""What goes on the wire for an HTTP response, decided on plain data (Sans-I/O).
+
+Owns every framing decision of the response side: ``Content-Length``, chunked
+or close-delimited bodies; the responses that carry no body (HEAD, 1xx, 204,
+304); the ``Connection`` header and whether the connection stays open
+afterwards; the ``Date`` and ``Server`` fields; the error answers the server
+sends on its own.  h11's ``_writers`` is the model.  It returns bytes and
+decisions and never touches a socket, a timer or the application.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Dict, Iterable, List, Optional, Tuple, Union
+
+from ._version import __version__
+from .request import Request
+
+SERVER_HEADER = f"wssync/{__version__}"
+
+Fields = List[Tuple[str, str]]
+
+_REASONS: Dict[int, bytes] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+_STATUS_LINES: Dict[Tuple[str, int], bytes] = {}
+_HEADER_LINES: Dict[Tuple[str, str], bytes] = {}
+_SERVER_LINE = f"\r\nServer: {SERVER_HEADER}\r\n".encode("ascii")
+_NO_BODY_STATUSES = frozenset((204, 304))
+_CLOSE_LINE = b"Connection: close\r\n"
+_KEEP_ALIVE_LINE = b"Connection: keep-alive\r\n"
+_CHUNKED_LINE = b"Transfer-Encoding: chunked\r\n"
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _DateCache:
+    """The ``Date`` header value, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._value = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = formatdate(now, usegmt=True).encode("ascii")
+        return self._value
+
+
+_date = _DateCache()
+
+
+def reason_phrase(status: int) -> str:
+    return _REASONS.get(status, b"Unknown").decode("ascii")
+
+
+def status_line(version: str, status: int) -> bytes:
+    key = (version, status)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        reason = _REASONS.get(status, b"Unknown")
+        line = b"%s %d %s\r\n" % (version.encode("ascii"), status, reason)
+        if len(_STATUS_LINES) < 1024:
+            _STATUS_LINES[key] = line
+    return line
+
+
+def render_head(version: str, status: int, headers: Fields, framing: bytes = b"") -> bytes:
+    """A response head: status line, ``Date`` and ``Server``, ``headers``, then
+    ``framing``, the server's own already encoded lines (``Content-Length``,
+    ``Connection``, ``Transfer-Encoding``).  A line break in a header raises
+    ``ValueError``: application data must not split a response."""
+    parts = [_STATUS_LINES.get((version, status)) or status_line(version, status),
+             b"Date: ", _date.get(), _SERVER_LINE]
+    lines = _HEADER_LINES
+    for field in headers:
+        line = lines.get(field)
+        if line is None:
+            name, value = field
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                raise ValueError(f"header {name!r} contains a line break")
+            line = f"{name}: {value}\r\n".encode("latin-1")
+            # Most responses repeat a few fields: keep them encoded.  Unique values
+            # (every handshake's Sec-WebSocket-Accept, cookies) would fill the cache
+            # for good, so a full cache starts over and the common fields come back.
+            if len(lines) >= 4096:
+                lines.clear()
+            lines[field] = line
+        parts.append(line)
+    parts.append(framing)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def error_text(status: int, message: str) -> str:
+    """The plain-text body of an error answer: status, reason and why."""
+    return f"{status} {reason_phrase(status)}: {message}\n"
+
+
+def error_response(status: int, message: str, headers: Optional[Fields] = None) -> bytes:
+    """A complete plain-text error answer that closes the connection (for
+    requests that could not be parsed, so no request decides the framing)."""
+    body = error_text(status, message).encode()
+    return render_head("HTTP/1.1", status, [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        *(headers or []),
+    ], b"Content-Length: %d\r\n%s" % (len(body), _CLOSE_LINE)) + body
+
+
+class BodyFramer:
+    """How the chunks of a streamed body go on the wire."""
+
+    __slots__ = ("chunked",)
+
+    def __init__(self, chunked: bool) -> None:
+        self.chunked = chunked
+
+    def data(self, chunk: Union[bytes, str]) -> bytes:
+        if isinstance(chunk, str):
+            chunk = chunk.encode("utf-8")
+        if not chunk:
+            return b""  # an empty chunk would end a chunked body early
+        return b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk
+
+    def end(self) -> bytes:
+        return b"0\r\n\r\n" if self.chunked else b""
+
+
+_CHUNKED = BodyFramer(True)
+_AS_IS = BodyFramer(False)
+
+# (bytes to write, how to frame a streamed body (None: the response is
+# complete), whether the connection stays open afterwards, body bytes for the
+# access log (-1: streamed))
+Framed = Tuple[bytes, Optional[BodyFramer], bool, int]
+
+
+def frame_response(request: Request, status: int, headers: Fields,
+                   body: Union[bytes, bytearray, memoryview, Iterable[bytes]],
+                   must_close: bool) -> Framed:
+    """Frame a response to ``request``.
+
+    A bytes-like body is sent whole with ``Content-Length``; an iterable one
+    is streamed: as is when the application set ``Content-Length``, chunked
+    in HTTP/1.1, or delimited by closing the connection in HTTP/1.0.  A HEAD
+    request, 1xx, 204 and 304 get no body.  The connection stays open only if
+    the client asked for it, ``must_close`` is false and the body's end can
+    be told without closing.  Raises ``ValueError`` for a header with a line
+    break.
+    """
+    version = request.version
+    keep_alive = not must_close and request.keep_alive
+    no_body = request.method == "HEAD" or status < 200 or status in _NO_BODY_STATUSES
+    streamer: Optional[BodyFramer] = None
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        # HEAD still says how long the body would be.
+        length = b"" if status < 200 or status in _NO_BODY_STATUSES \
+            else b"Content-Length: %d\r\n" % len(body)
+    elif no_body:
+        length = b""
+    elif any(name.lower() == "content-length" for name, _ in headers):
+        length, streamer = b"", _AS_IS  # the application knows the length
+    elif version == "HTTP/1.1":
+        length, streamer = _CHUNKED_LINE, _CHUNKED
+    else:
+        # HTTP/1.0 has no chunking: the end of the body is the end of the connection.
+        length, streamer, keep_alive = b"", _AS_IS, False
+    # Say close when closing; echo keep-alive to HTTP/1.0 clients that asked for it.
+    if not keep_alive:
+        framing = _CLOSE_LINE + length
+    elif version == "HTTP/1.0":
+        framing = _KEEP_ALIVE_LINE + length
+    else:
+        framing = length
+    head = render_head(version, status, headers, framing)
+    if streamer is not None:
+        return head, streamer, keep_alive, -1
+    if no_body or not isinstance(body, (bytes, bytearray, memoryview)):
+        return head, None, keep_alive, 0
+    return head + body, None, keep_alive, len(body)
