@@ -54,60 +54,29 @@ Server(app, "127.0.0.1", int(sys.argv[1]), threads=int(sys.argv[2]), **settings)
 
 
 class _Stream:
-    """Counts the unmasked frames of one connection and checks their sequence numbers
-    without keeping payloads (only the first 8 bytes of each)."""
+    """Counts the data frames of one connection and checks their sequence numbers
+    without keeping payloads (the reader hands back only the first 8 bytes of each)."""
 
-    __slots__ = ("bad", "closed", "count", "header", "opcode", "prefix", "remaining")
+    __slots__ = ("bad", "closed", "count", "frames", "reader")
 
     def __init__(self) -> None:
-        self.header = b""
-        self.remaining = -1  # payload bytes still to come; -1: reading a header
-        self.opcode = 0
-        self.prefix = b""
+        self.reader = common.FrameReader(keep=8)
+        self.frames: List[Tuple[int, bytes]] = []
         self.count = 0
         self.bad = 0
         self.closed = False
 
     def feed(self, data: bytes) -> None:
-        pos, n = 0, len(data)
-        while pos < n:
-            if self.remaining < 0:
-                before = len(self.header)
-                h = self.header = self.header + data[pos:pos + 14]
-                length = h[1] & 0x7F if len(h) >= 2 else 0
-                need = 2 + (2 if length == 126 else 8 if length == 127 else 0)
-                if len(h) < need:
-                    pos = n  # the rest of this chunk is part of the header
-                    continue
-                if length == 126:
-                    length = int.from_bytes(h[2:4], "big")
-                elif length == 127:
-                    length = int.from_bytes(h[2:10], "big")
-                pos += need - before
-                self.opcode = h[0] & 0x0F
-                self.remaining = length
-                self.prefix = b""
-                self.header = b""
-                if length == 0:
-                    self._message()
-                continue
-            take = min(self.remaining, n - pos)
-            if len(self.prefix) < 8:
-                self.prefix += data[pos:pos + min(take, 8 - len(self.prefix))]
-            pos += take
-            self.remaining -= take
-            if self.remaining == 0:
-                self._message()
-                self.remaining = -1
-
-    def _message(self) -> None:
-        if self.opcode == common.OP_CLOSE:
-            self.closed = True
-        elif self.opcode in (common.OP_TEXT, common.OP_BINARY):
-            if self.prefix != b"%08d" % self.count:
-                self.bad += 1
-            self.count += 1
-        self.remaining = -1
+        frames = self.frames
+        self.reader.feed(data, frames)
+        for opcode, prefix in frames:
+            if opcode == common.OP_CLOSE:
+                self.closed = True
+            elif opcode in (common.OP_TEXT, common.OP_BINARY):
+                if prefix != b"%08d" % self.count:
+                    self.bad += 1
+                self.count += 1
+        frames.clear()
 
 
 def _connect(port: int, rcvbuf: int) -> Tuple[socket.socket, bytes]:

@@ -248,39 +248,115 @@ def connect_ws(host: str, port: int, path: str, timeout: float = 10.0) -> Tuple[
     return sock, head[end:]
 
 
+_U64 = struct.Struct("!Q").unpack_from
+
+
 class FrameReader:
-    """A full parser of server frames (unmasked), for low-rate clients."""
+    """The suite's one parser of server frames (unmasked), incremental across reads.
 
-    def __init__(self) -> None:
-        self.buf = b""
+    ``keep`` is how much of each data frame's payload (opcodes 0-7) to hand back:
+    ``None`` all of it (a frame split across reads is carried until complete), ``0``
+    nothing (data frames are only counted; their payloads are skipped, never copied:
+    the echo generator's hot loop), ``N`` the first N bytes (the rest is skipped).
+    Control frames (ping, pong, close: at most 125 bytes) are always handed back whole.
+    Headers are read in place (byte indexing, ``struct`` for 64-bit lengths), with no
+    per-byte loop; only an incomplete frame is carried over, in a bytearray.
+    """
 
-    def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
-        buf = self.buf + data if self.buf else data
-        out = []
-        pos, size = 0, len(buf)
+    __slots__ = ("buf", "keep", "need", "op", "prefix", "skip")
+
+    def __init__(self, keep: Optional[int] = None) -> None:
+        self.keep = keep
+        self.buf = bytearray()  # the start of an incomplete frame, carried to the next read
+        self.need = 0  # bytes ``buf`` must hold before parsing it again is worth it
+        self.skip = 0  # payload bytes still to come of a data frame being skipped
+        self.op = 0  # that frame's opcode
+        self.prefix = b""  # and its first ``keep`` payload bytes
+
+    def feed(self, data: bytes, out: List[Tuple[int, bytes]]) -> int:
+        """Parse ``data``, the next bytes read: append ``(opcode, payload)`` of each frame
+        it completes to ``out`` (data frames only if ``keep`` is not 0) and return how many
+        of them are text or binary frames."""
+        keep = self.keep
+        messages = 0
+        pos = 0
+        size = len(data)
+        skip = self.skip
+        if skip:  # the rest of a data frame's payload (then ``buf`` is empty)
+            take = skip if skip < size else size
+            if keep and len(self.prefix) < keep:
+                self.prefix += data[:min(take, keep - len(self.prefix))]
+            if skip > size:
+                self.skip = skip - size
+                return 0
+            self.skip = 0
+            pos = skip
+            op = self.op
+            if op == 1 or op == 2:
+                messages = 1
+            if keep:
+                out.append((op, self.prefix))
+                self.prefix = b""
+        buf = self.buf
+        if buf:
+            buf += data
+            if len(buf) < self.need:
+                return messages
+            data = bytes(buf)
+            buf.clear()
+            size = len(data)
         while size - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            n = b1 & 0x7F
-            head = 2
-            if n == 126:
+            b1 = data[pos + 1]
+            if b1 < 126:  # unmasked, 0-125 bytes
+                start = pos + 2
+                end = start + b1
+            elif b1 == 126:  # unmasked, a 16-bit length
                 if size - pos < 4:
+                    need = 4
                     break
-                n = struct.unpack_from("!H", buf, pos + 2)[0]
-                head = 4
-            elif n == 127:
-                if size - pos < 10:
+                start = pos + 4
+                end = start + ((data[pos + 2] << 8) | data[pos + 3])
+            else:  # a 64-bit length, or masked (from a server a protocol error: read past it)
+                n = b1 & 0x7F
+                head = 2 if n < 126 else 4 if n == 126 else 10
+                if b1 & 0x80:
+                    head += 4
+                if size - pos < head:
+                    need = head
                     break
-                n = struct.unpack_from("!Q", buf, pos + 2)[0]
-                head = 10
-            if b1 & 0x80:
-                head += 4  # a masked server frame is a protocol error; read past it anyway
-            end = pos + head + n
+                if n == 126:
+                    n = (data[pos + 2] << 8) | data[pos + 3]
+                elif n == 127:
+                    n = _U64(data, pos + 2)[0]
+                start = pos + head
+                end = start + n
+            op = data[pos] & 0x0F
             if end > size:
+                if op < 8 and keep is not None:  # skip the rest of its payload
+                    self.skip = end - size
+                    self.op = op
+                    if keep:
+                        self.prefix = data[start:start + keep]
+                    return messages
+                need = end - pos  # carry it until it is complete
                 break
-            out.append((b0 & 0x0F, buf[pos + head:end]))
+            if op == 1 or op == 2:
+                messages += 1
+                if keep != 0:
+                    out.append((op, data[start:end] if keep is None else
+                                data[start:min(end, start + keep)]))
+            elif op >= 8:
+                out.append((op, data[start:end]))
+            elif keep != 0:
+                out.append((op, data[start:end] if keep is None else
+                            data[start:min(end, start + keep)]))
             pos = end
-        self.buf = buf[pos:]
-        return out
+        else:
+            need = 2
+        if pos < size:
+            buf += data[pos:]
+            self.need = need
+        return messages
 
 
 def recv_frame(sock: socket.socket, reader: FrameReader, pending: List[Tuple[int, bytes]],
@@ -299,15 +375,16 @@ def recv_frame(sock: socket.socket, reader: FrameReader, pending: List[Tuple[int
         data = sock.recv(262144)
         if not data:
             raise ConnectionError("server closed the connection")
-        pending.extend(reader.feed(data))
+        reader.feed(data, pending)
 
 
 def ws_echo_latencies(host: str, port: int, path: str, count: int,
                       payload: bytes = b"Hello, World!", timeout: float = 30.0) -> List[float]:
     """``count`` sequential echo round trips on one new connection; seconds each."""
     sock, leftover = connect_ws(host, port, path)
-    reader, pending = FrameReader(), []
-    pending.extend(reader.feed(leftover))
+    reader = FrameReader()
+    pending: List[Tuple[int, bytes]] = []
+    reader.feed(leftover, pending)
     frame = masked_frame(OP_TEXT, payload)
     deadline = time.monotonic() + timeout
     out = []

@@ -54,7 +54,7 @@ class Holder:
             self.readers[fd] = common.FrameReader()
             self.ep.register(fd, select.EPOLLIN)
             if leftover:
-                self._frames(fd, self.readers[fd].feed(leftover))
+                self._frames(fd, leftover)
         self.ctrl_fd = ctrl.fileno()
         self.ep.register(self.ctrl_fd, select.EPOLLIN)
 
@@ -121,9 +121,11 @@ class Holder:
         if not data:
             self._drop(fd)
             return
-        self._frames(fd, self.readers[fd].feed(data))
+        self._frames(fd, data)
 
-    def _frames(self, fd: int, frames: List[Any]) -> None:
+    def _frames(self, fd: int, data: bytes) -> None:
+        frames: List[Any] = []
+        self.readers[fd].feed(data, frames)
         now = time.monotonic()
         for opcode, payload in frames:
             if opcode in (common.OP_TEXT, common.OP_BINARY):

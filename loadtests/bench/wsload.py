@@ -34,67 +34,23 @@ EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 
 
 class Conn:
-    """One echo connection: header-walk state and unsent output."""
+    """One echo connection: its frame reader (headers only) and unsent output."""
 
-    __slots__ = ("head", "op", "out", "skip", "sock", "writing")
+    __slots__ = ("out", "reader", "sock", "writing")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.head = b""  # an incomplete frame header carried to the next read
-        self.skip = 0  # bytes still to come of the frame being received
-        self.op = 0  # that frame's opcode
+        self.reader = common.FrameReader(keep=0)  # counts data frames, skips their payloads
         self.out = b""  # bytes the kernel did not take yet
         self.writing = False  # registered for EPOLLOUT
 
 
-def count_frames(conn: Conn, data: bytes, pongs: List[bytes]) -> int:
-    """Complete data frames in ``data`` (continuing ``conn``'s state), headers only.
-
-    A complete ping's payload is appended to ``pongs`` (to answer it).
-    """
-    frames = 0
-    if conn.head:
-        data = conn.head + data
-        conn.head = b""
-    size = len(data)
-    pos = 0
-    skip = conn.skip
-    if skip:
-        if skip > size:
-            conn.skip = skip - size
-            return 0
-        conn.skip = 0
-        pos = skip
-        if conn.op in (1, 2):
-            frames = 1
-    while size - pos >= 2:
-        b0 = data[pos]
-        n = data[pos + 1] & 0x7F
-        head = 2
-        if n == 126:
-            if size - pos < 4:
-                break
-            n = (data[pos + 2] << 8) | data[pos + 3]
-            head = 4
-        elif n == 127:
-            if size - pos < 10:
-                break
-            n = struct.unpack_from("!Q", data, pos + 2)[0]
-            head = 10
-        end = pos + head + n
-        op = b0 & 0x0F
-        if end > size:
-            conn.skip = end - size
-            conn.op = op
-            return frames
-        if op == 1 or op == 2:
-            frames += 1
-        elif op == common.OP_PING:
-            pongs.append(data[pos + head:end])
-        pos = end
-    if pos < size:
-        conn.head = data[pos:]
-    return frames
+def _answer_pings(conn: Conn, control: List[Any]) -> None:
+    """Queue a pong for each ping among the control frames read; forget the others."""
+    for opcode, payload in control:
+        if opcode == common.OP_PING:
+            conn.out += common.masked_frame(common.OP_PONG, payload)
+    control.clear()
 
 
 def _cpu_self() -> float:
@@ -136,7 +92,7 @@ def run_loop(opened: List[Any], frame: bytes, pipeline: int, t_start: float,
     ep = select.epoll()
     conns: Dict[int, Conn] = {}
     batches: Dict[int, bytes] = {}
-    pongs: List[bytes] = []
+    control: List[Any] = []  # control frames (the reader hands back no data frames)
     closed = 0
     errors: Dict[str, int] = {}
     for sock, leftover in opened:
@@ -145,8 +101,9 @@ def run_loop(opened: List[Any], frame: bytes, pipeline: int, t_start: float,
         conns[fd] = conn
         ep.register(fd, EPOLLIN)
         if leftover:
-            count_frames(conn, leftover, pongs)
-        conn.out = frame * pipeline
+            conn.reader.feed(leftover, control)
+            _answer_pings(conn, control)
+        conn.out += frame * pipeline
     for fd, conn in conns.items():
         _flush(ep, fd, conn)
     received = 0
@@ -184,10 +141,9 @@ def run_loop(opened: List[Any], frame: bytes, pipeline: int, t_start: float,
                 if not conns:
                     break
                 continue
-            n = count_frames(conn, data, pongs)
-            if pongs:
-                conn.out += b"".join(common.masked_frame(common.OP_PONG, p) for p in pongs)
-                pongs.clear()
+            n = conn.reader.feed(data, control)
+            if control:
+                _answer_pings(conn, control)
             if n:
                 received += n
                 batch = batches.get(n)
