@@ -6,7 +6,7 @@ import threading
 import time
 from typing import List
 
-from wssync.reactor import Reactor
+from wssync.reactor import Reactor, Timer, TimerQueue
 
 
 def run_in_thread(reactor: Reactor) -> threading.Thread:
@@ -30,13 +30,26 @@ def test_timers_fire_in_order_and_cancel() -> None:
 
 
 def test_cancelled_timers_do_not_pile_up() -> None:
-    reactor = Reactor()
+    queue = TimerQueue()
     for _ in range(5000):
-        reactor.call_later(3600, lambda: None).cancel()
-    reactor.call_later(0.0, reactor.stop)
-    reactor.run()
-    assert len(reactor._timers) < 1000
-    reactor.close()
+        timer = Timer(time.monotonic() + 3600, lambda: None, (), queue)
+        queue.add(timer)
+        timer.cancel()
+    live = Timer(time.monotonic() + 3600, lambda: None, (), queue)
+    queue.add(live)
+    queue.run_due(time.monotonic())
+    assert queue.heap == [live]  # swept: only the live timer is left
+
+
+def test_a_due_timer_fires_once_and_leaves_the_queue() -> None:
+    queue = TimerQueue()
+    fired: List[int] = []
+    timer = Timer(0.0, fired.append, (1,), queue)
+    queue.add(timer)
+    queue.run_due(time.monotonic())
+    timer.cancel()  # too late: a no-op
+    queue.run_due(time.monotonic())
+    assert fired == [1] and queue.heap == []
 
 
 def test_call_soon_threadsafe_from_many_threads_keeps_per_thread_order() -> None:

@@ -17,6 +17,7 @@ from typing import (
     List,
     Optional,
     Pattern,
+    Protocol,
     Tuple,
     Union,
 )
@@ -26,7 +27,7 @@ from .response import Response
 from .wsgi import WsgiApp, WsgiHandler
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .config import Config
     from .websocket import WebSocket
 
 Handler = Callable[[Request], Any]
@@ -84,6 +85,24 @@ class WebSocketRoute:
         return None
 
 
+class ServerHandle(Protocol):
+    """What an application may use of the :class:`~wssync.Server` serving it
+    (declared here so the routing layer does not import the server)."""
+
+    config: Config
+    host: str
+    port: int
+    threads: int
+
+    @property
+    def address(self) -> Any: ...
+    @property
+    def websockets(self) -> List[WebSocket]: ...
+    def broadcast(self, message: Union[str, bytes], path: Optional[str] = None) -> None: ...
+    def connections(self) -> List[Dict[str, Any]]: ...
+    def stop(self, timeout: Optional[float] = None) -> None: ...
+
+
 class App:
     """Routes for HTTP handlers and WebSocket endpoints.
 
@@ -92,7 +111,7 @@ class App:
     """
 
     def __init__(self) -> None:
-        self.server: Optional[Server] = None
+        self.server: Optional[ServerHandle] = None
         self._static: Dict[str, Dict[str, Handler]] = {}
         self._dynamic: List[Tuple[Pattern[str], Dict[str, Handler]]] = []
         self._ws_static: Dict[str, WebSocketRoute] = {}

@@ -24,7 +24,7 @@ from .response import Response
 from .websocket import WebSocket
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .app import ServerHandle
 
 log = logging.getLogger("wssync.demo")
 
@@ -50,7 +50,7 @@ def count_protocols(connections: List[Dict[str, Any]]) -> Dict[str, int]:
     return counts
 
 
-def snapshot(server: Server) -> Tuple[Dict[str, Any], Key]:
+def snapshot(server: ServerHandle) -> Tuple[Dict[str, Any], Key]:
     """What ``/live`` pushes, and a key that changes only when a connection
     comes, goes or changes protocol (not when its bytes or age move)."""
     connections = server.connections()
@@ -93,7 +93,7 @@ class LiveFeed:
         # without a pusher.
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
-        self._server: Optional[Server] = None  # the one _thread serves
+        self._server: Optional[ServerHandle] = None  # the one _thread serves
         self._wake = threading.Event()
 
     def client_connected(self, ws: WebSocket) -> None:
@@ -118,11 +118,11 @@ class LiveFeed:
         """Sample now rather than at the next tick (any thread; any callback's arguments)."""
         self._wake.set()
 
-    def _has_clients(self, server: Server) -> bool:
+    def _has_clients(self, server: ServerHandle) -> bool:
         return self.app.server is server and any(ws.path == LIVE_PATH
                                                  for ws in server.websockets)
 
-    def _run(self, server: Server) -> None:
+    def _run(self, server: ServerHandle) -> None:
         last_key: Optional[Key] = None
         last_push = 0.0
         try:

@@ -35,11 +35,11 @@ from .http_writer import CONTINUE, BodyFramer, error_response, error_text, frame
 from .reactor import Timer
 from .request import Request
 from .response import Response
-from .websocket_connection import WebSocketConnection, WebSocketSession
+from .websocket_connection import WebSocketApplication, WebSocketConnection
 
 if TYPE_CHECKING:
     from .config import Config
-    from .transport import Connection
+    from .transport import Transport
 
 log = logging.getLogger("wssync.http")
 access_log = logging.getLogger("wssync.access")
@@ -56,13 +56,14 @@ class _Deadline(IntEnum):
 
 
 class WebSocketAccept:
-    """The application's yes to a handshake: the session and chosen subprotocol."""
+    """The application's yes to a handshake: its side of the new connection, the
+    chosen subprotocol and extra response headers."""
 
-    __slots__ = ("headers", "session", "subprotocol")
+    __slots__ = ("app", "headers", "subprotocol")
 
-    def __init__(self, session: WebSocketSession, subprotocol: Optional[str] = None,
+    def __init__(self, app: WebSocketApplication, subprotocol: Optional[str] = None,
                  headers: Optional[List[Tuple[str, str]]] = None) -> None:
-        self.session = session
+        self.app = app
         self.subprotocol = subprotocol
         self.headers = headers or []
 
@@ -95,7 +96,7 @@ class HttpConnection:
     def __init__(self, config: Config, app: HttpApplication) -> None:
         self.config = config
         self.app = app
-        self.transport: Optional[Connection] = None
+        self.transport: Optional[Transport] = None
         self.parser: Optional[RequestParser] = None
         self.app_state: Any = None  # the application layer's own per-connection data
         self._current: Optional[Request] = None  # being handled or answered
@@ -114,7 +115,7 @@ class HttpConnection:
 
     # -- transport callbacks -----------------------------------------------------
 
-    def connection_made(self, transport: Connection) -> None:
+    def connection_made(self, transport: Transport) -> None:
         self.transport = transport
         self.parser = RequestParser(self.config, transport.peername)
         self._arm_deadline(_Deadline.IDLE)
@@ -229,7 +230,7 @@ class HttpConnection:
         transport.write(answer)
         self._log_access(request, 101, 0)
         self._cancel_timer()
-        ws = WebSocketConnection(self.config, decision.session, decision.subprotocol, deflate)
+        ws = WebSocketConnection(self.config, decision.app, decision.subprotocol, deflate)
         self._current = None
         # Undo a pause for pipelined requests before the new protocol starts:
         # from here on, only the WebSocket side decides when reading stops.

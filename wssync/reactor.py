@@ -25,15 +25,15 @@ Callback = Callable[..., Any]
 class Timer:
     """A callback scheduled at a monotonic time; :meth:`cancel` is idempotent."""
 
-    __slots__ = ("_args", "_callback", "_reactor", "cancelled", "when")
+    __slots__ = ("_args", "_callback", "_queue", "cancelled", "when")
 
     def __init__(self, when: float, callback: Callback, args: Tuple[Any, ...],
-                 reactor: Reactor) -> None:
+                 queue: TimerQueue) -> None:
         self.when = when
         self._callback = callback
         self._args = args
         self.cancelled = False
-        self._reactor: Optional[Reactor] = reactor
+        self._queue: Optional[TimerQueue] = queue
 
     def cancel(self) -> None:
         if self.cancelled:
@@ -42,11 +42,14 @@ class Timer:
         # Drop references early: a cancelled timer may sit in the heap a while.
         self._callback = _noop
         self._args = ()
-        if self._reactor is not None:
-            self._reactor._cancelled_timers += 1
-            self._reactor = None
+        if self._queue is not None:
+            self._queue.note_cancelled()
+            self._queue = None
 
-    def _run(self) -> None:
+    def fire(self) -> None:
+        """Run the callback (the queue calls this once the timer is due)."""
+        self.cancelled = True  # done: a later cancel() is a no-op
+        self._queue = None
         self._callback(*self._args)
 
     def __lt__(self, other: Timer) -> bool:
@@ -55,6 +58,41 @@ class Timer:
 
 def _noop(*_args: Any) -> None:
     return None
+
+
+class TimerQueue:
+    """Timers by due time.  Cancelled ones are skipped when they come up, and
+    swept out when they are most of the heap, so connections that re-arm
+    timers all the time cannot grow it without bound."""
+
+    __slots__ = ("_cancelled", "heap")
+
+    def __init__(self) -> None:
+        self.heap: List[Timer] = []  # read by the loop for the next due time
+        self._cancelled = 0
+
+    def add(self, timer: Timer) -> None:
+        heapq.heappush(self.heap, timer)
+
+    def note_cancelled(self) -> None:
+        self._cancelled += 1
+
+    def run_due(self, now: float) -> None:
+        heap = self.heap
+        while heap and heap[0].when <= now:
+            timer = heapq.heappop(heap)
+            if timer.cancelled:
+                self._cancelled -= 1
+                continue
+            try:
+                timer.fire()
+            except Exception:
+                log.exception("unhandled error in timer callback")
+        if self._cancelled > 512 and self._cancelled * 2 > len(heap):
+            live = [t for t in heap if not t.cancelled]
+            heapq.heapify(live)
+            heap[:] = live
+            self._cancelled = 0
 
 
 class Reactor:
@@ -67,8 +105,7 @@ class Reactor:
         # are atomic, so no lock is needed, and a signal handler cannot deadlock
         # on one.
         self._foreign: Deque[Tuple[Callback, Tuple[Any, ...]]] = collections.deque()
-        self._timers: List[Timer] = []
-        self._cancelled_timers = 0
+        self._timers = TimerQueue()
         self._stopping = False
         self._poked = False
         self._thread_id: Optional[int] = None
@@ -106,8 +143,8 @@ class Reactor:
 
     def call_at(self, when: float, callback: Callback, *args: Any) -> Timer:
         """Run ``callback(*args)`` at monotonic time ``when`` (reactor thread only)."""
-        timer = Timer(when, callback, args, self)
-        heapq.heappush(self._timers, timer)
+        timer = Timer(when, callback, args, self._timers)
+        self._timers.add(timer)
         return timer
 
     # -- the loop -----------------------------------------------------------
@@ -126,7 +163,8 @@ class Reactor:
         select = self.selector.select
         ready = self._ready
         foreign = self._foreign
-        timers = self._timers
+        timers = self._timers.heap
+        run_due = self._timers.run_due
         monotonic = time.monotonic
         try:
             while not self._stopping:
@@ -142,7 +180,7 @@ class Reactor:
                     except Exception:
                         log.exception("unhandled error in I/O callback")
                 if timers:
-                    self._run_timers(monotonic())
+                    run_due(monotonic())
                 if foreign:
                     self._poked = False
                     while foreign:
@@ -157,27 +195,6 @@ class Reactor:
                         log.exception("unhandled error in callback %r", callback)
         finally:
             self._thread_id = None
-
-    def _run_timers(self, now: float) -> None:
-        timers = self._timers
-        while timers and timers[0].when <= now:
-            timer = heapq.heappop(timers)
-            if timer.cancelled:
-                self._cancelled_timers -= 1
-                continue
-            timer.cancelled = True
-            timer._reactor = None
-            try:
-                timer._run()
-            except Exception:
-                log.exception("unhandled error in timer callback")
-        # Cancelled timers are skipped lazily; compact the heap when most of it
-        # is dead so connections re-arming timers cannot grow it forever.
-        if self._cancelled_timers > 512 and self._cancelled_timers * 2 > len(timers):
-            live = [t for t in timers if not t.cancelled]
-            heapq.heapify(live)
-            timers[:] = live
-            self._cancelled_timers = 0
 
     def _on_wakeup(self, _mask: int) -> None:
         try:

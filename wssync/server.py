@@ -3,7 +3,7 @@
 Owns the life cycle (bind, serve, start on a thread, graceful stop), the
 registry of open connections and WebSockets, and ``broadcast``.  Protocol
 details live in the protocol objects; running user code lives in
-:mod:`wssync.handlers`.
+:mod:`wssync.bridge`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from .app import App
+from .bridge import HttpBridge
 from .config import Config
-from .dispatch import ThreadPool
 from .errors import ServingWhileImported
-from .handlers import HttpBridge
 from .http_connection import HttpConnection
 from .http_writer import error_response
+from .lanes import ThreadPool
 from .reactor import BoundedHandoff, Reactor
-from .transport import Connection, Listener, WriteLimits, create_listening_socket
+from .transport import Listener, Transport, WriteLimits, create_listening_socket
 from .websocket import WebSocket
 from .websocket_connection import WebSocketConnection
 from .websocket_frames import encode_frame, message_frame_parts
@@ -99,7 +99,7 @@ class Server:
         self._listener: Optional[Listener] = None
         self._pool: Optional[ThreadPool] = None
         self._blocking_pool: Optional[ThreadPool] = None
-        self._connections: Dict[int, Connection] = {}
+        self._transports: Dict[int, Transport] = {}
         self._websockets: Dict[WebSocketConnection, WebSocket] = {}
         self._thread: Optional[threading.Thread] = None
         self._running = threading.Event()
@@ -144,10 +144,10 @@ class Server:
         elif self.app.wsgi is not None:
             # WSGI applications block: even in reactor mode they get workers.
             self._blocking_pool = ThreadPool(WSGI_THREADS, name="wssync-wsgi")
-        bridge = HttpBridge(self.app, config, reactor, handoff, self._pool, self._websockets,
+        bridge = HttpBridge(self.app, config, handoff, self._pool, self._websockets,
                             self._blocking_pool)
         self._listener = Listener(
-            reactor, self._sock, lambda: HttpConnection(config, bridge), self._connections,
+            reactor, self._sock, lambda: HttpConnection(config, bridge), self._transports,
             WriteLimits(config.write_high_water, config.max_write_buffer, config.send_timeout),
             config.max_connections, self._refuse, self._accepting,
         )
@@ -240,9 +240,9 @@ class Server:
             self._listener.close()
             self._listener = None
             self._sock = None
-        for conn in list(self._connections.values()):
+        for transport in list(self._transports.values()):
             try:
-                conn.protocol.shutdown()
+                transport.protocol.shutdown()
             except Exception:
                 log.exception("error shutting down a connection")
         deadline = time.monotonic() + self.config.shutdown_grace
@@ -251,16 +251,16 @@ class Server:
     def _wait_for_connections(self, deadline: float) -> None:
         reactor = self._reactor
         assert reactor is not None
-        if not self._connections or time.monotonic() >= deadline:
-            for conn in list(self._connections.values()):
-                conn.abort()
+        if not self._transports or time.monotonic() >= deadline:
+            for transport in list(self._transports.values()):
+                transport.abort()
             reactor.stop()
             return
         reactor.call_later(0.02, self._wait_for_connections, deadline)
 
     def _cleanup(self) -> None:
-        for conn in list(self._connections.values()):
-            conn.abort()
+        for transport in list(self._transports.values()):
+            transport.abort()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -326,9 +326,9 @@ class Server:
         handoff.call(len(frame), self._broadcast, message, frame, path)
 
     def _broadcast(self, message: Union[str, bytes], frame: bytes, path: Optional[str]) -> None:
-        for conn, handle in list(self._websockets.items()):
+        for ws_conn, handle in list(self._websockets.items()):
             if path is None or handle.path == path:
-                conn.broadcast(message, frame)
+                ws_conn.broadcast(message, frame)
 
     @property
     def websockets(self) -> List[WebSocket]:
@@ -340,20 +340,20 @@ class Server:
         read from and sent to the peer so far, and its age in seconds (a snapshot)."""
         out = []
         now = time.monotonic()
-        for conn in list(self._connections.values()):
-            client, server = conn.peername, conn.sockname
+        for transport in list(self._transports.values()):
+            client, server = transport.peername, transport.sockname
             info: Dict[str, Any] = {
                 "transport": "tcp",
                 "client_addr": client[0] if isinstance(client, tuple) else str(client),
                 "client_port": client[1] if isinstance(client, tuple) else None,
                 "server_addr": server[0] if isinstance(server, tuple) else str(server),
                 "server_port": server[1] if isinstance(server, tuple) else None,
-                "protocol": conn.protocol.name,
-                "bytes_in": conn.bytes_in,
-                "bytes_out": conn.bytes_out,
-                "age": round(now - conn.opened_at, 3),
+                "protocol": transport.protocol.name,
+                "bytes_in": transport.bytes_in,
+                "bytes_out": transport.bytes_out,
+                "age": round(now - transport.opened_at, 3),
             }
-            handle = self._websockets.get(conn.protocol)  # type: ignore[call-overload]
+            handle = self._websockets.get(transport.protocol)  # type: ignore[call-overload]
             if handle is not None:
                 info["path"] = handle.path
             out.append(info)

@@ -1,6 +1,6 @@
-"""Sockets on the reactor: the listener and one ``Connection`` per accepted socket.
+"""Sockets on the reactor: the listener and one ``Transport`` per accepted socket.
 
-A ``Connection`` owns its socket, output buffer and back-pressure state, and
+A ``Transport`` owns its socket, output buffer and back-pressure state, and
 holds the current protocol object, which it can swap (HTTP to WebSocket) on
 the same TCP connection.  It moves bytes only: it must not parse them.
 Every method here runs on the reactor thread.
@@ -48,7 +48,7 @@ class BaseProtocol(Protocol):
 
     name: str
 
-    def connection_made(self, transport: Connection) -> None: ...
+    def connection_made(self, transport: Transport) -> None: ...
     def data_received(self, data: bytes) -> None: ...
     def eof_received(self) -> None: ...
     def connection_lost(self, exc: Optional[BaseException]) -> None: ...
@@ -57,8 +57,9 @@ class BaseProtocol(Protocol):
     def shutdown(self) -> None: ...
 
 
-class Connection:
-    """One accepted TCP connection: socket, buffers, back-pressure, protocol."""
+class Transport:
+    """One accepted connection's socket: buffers, back-pressure, and the protocol
+    object it feeds (asyncio's word for this layer)."""
 
     __slots__ = (
         "_closed", "_closing", "_eof", "_events", "_high_water", "_low_water", "_max_buffer",
@@ -73,7 +74,7 @@ class Connection:
         sock: socket.socket,
         peername: Any,
         protocol: BaseProtocol,
-        registry: Dict[int, Connection],
+        registry: Dict[int, Transport],
         limits: WriteLimits,
     ) -> None:
         self.reactor = reactor
@@ -366,14 +367,14 @@ ProtocolFactory = Callable[[], BaseProtocol]
 
 
 class Listener:
-    """The listening socket: accepts in batches and wraps each socket in a Connection."""
+    """The listening socket: accepts in batches and wraps each socket in a Transport."""
 
     def __init__(
         self,
         reactor: Reactor,
         sock: socket.socket,
         protocol_factory: ProtocolFactory,
-        registry: Dict[int, Connection],
+        registry: Dict[int, Transport],
         limits: WriteLimits,
         max_connections: int,
         on_refused: Callable[[socket.socket], None],
@@ -420,12 +421,12 @@ class Listener:
                 continue
             try:
                 protocol = self._factory()
-                conn = Connection(self.reactor, sock, peer, protocol, self._registry,
-                                  self._limits)
+                transport = Transport(self.reactor, sock, peer, protocol, self._registry,
+                                      self._limits)
             except OSError:
                 sock.close()  # the peer reset before we could register it
                 continue
-            protocol.connection_made(conn)
+            protocol.connection_made(transport)
 
     def _pause(self, delay: float) -> None:
         if self._resume_timer is None:

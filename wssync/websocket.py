@@ -25,10 +25,10 @@ class WebSocket:
         "_conn", "_data", "_handoff", "close_code", "close_reason", "request", "subprotocol",
     )
 
-    def __init__(self, handoff: BoundedHandoff, request: Request,
+    def __init__(self, handoff: BoundedHandoff, conn: WebSocketConnection, request: Request,
                  subprotocol: Optional[str]) -> None:
         self._handoff = handoff
-        self._conn: Optional[WebSocketConnection] = None
+        self._conn = conn
         self.request = request
         self.subprotocol = subprotocol
         self.close_code: Optional[int] = None  # set once closed; 1006 if no close frame came
@@ -63,25 +63,19 @@ class WebSocket:
         """Send a text (``str``) or binary (bytes-like) message; dropped once closed."""
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"WebSocket messages are str or bytes, not {type(message).__name__}")
-        conn = self._conn
-        if conn is not None:
-            self._handoff.call(len(message), conn.send, message)
+        self._handoff.call(len(message), self._conn.send, message)
 
     def ping(self, payload: bytes = b"") -> None:
         if len(payload) > 125:
             raise ValueError("ping payload over 125 bytes")
-        conn = self._conn
-        if conn is not None:
-            self._handoff.call(len(payload), conn.ping, bytes(payload))
+        self._handoff.call(len(payload), self._conn.ping, bytes(payload))
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the close handshake with ``code`` and ``reason`` (at most 123 bytes)."""
         if not is_valid_close_code(code):
             raise ValueError(f"invalid close code {code}")
         encode_close_payload(code, reason)  # raises on a reason that does not fit
-        conn = self._conn
-        if conn is not None:
-            self._handoff.call(0, conn.close, code, reason)
+        self._handoff.call(0, self._conn.close, code, reason)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

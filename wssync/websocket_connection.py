@@ -2,8 +2,9 @@
 
 It binds the Sans-I/O :class:`~wssync.websocket_protocol.WebSocketProtocol`
 to a transport and the reactor's timers: keepalive pings, pong and close
-timeouts, and the close handshake.  Application events go to a *session*
-object (the application layer), which decides on which thread they run.
+timeouts, and the close handshake.  Application events go to a
+:class:`WebSocketApplication` (the application layer's side of this one
+connection), which decides on which thread they run.
 Runs on the reactor thread only; it never registers or reads a socket itself.
 """
 
@@ -30,15 +31,15 @@ from .websocket_protocol import (
 
 if TYPE_CHECKING:
     from .config import Config
-    from .transport import Connection
+    from .transport import Transport
 
 log = logging.getLogger("wssync.websocket")
 
 _OPEN = State.OPEN  # compared for every receiver of a broadcast
 
 
-class WebSocketSession(Protocol):
-    """What the application layer offers a WebSocket connection."""
+class WebSocketApplication(Protocol):
+    """What the application layer offers one WebSocket connection."""
 
     def opened(self, conn: WebSocketConnection) -> None: ...
     def message(self, data: Data) -> None: ...
@@ -53,20 +54,20 @@ class WebSocketConnection:
     __slots__ = (
         "_close_timer", "_draining", "_input_paused", "_lost", "_ping_count", "_ping_timer",
         "_pong_timer",
-        "close_code", "close_reason", "config", "proto", "session", "subprotocol", "transport",
+        "app", "close_code", "close_reason", "config", "proto", "subprotocol", "transport",
     )
 
     name = "websocket"
 
-    def __init__(self, config: Config, session: WebSocketSession,
+    def __init__(self, config: Config, app: WebSocketApplication,
                  subprotocol: Optional[str] = None,
                  deflate: Optional[PerMessageDeflate] = None) -> None:
         self.config = config
-        self.session = session
+        self.app = app
         self.subprotocol = subprotocol
         self.proto = WebSocketProtocol(client=False, max_message_size=config.max_message_size,
                                        deflate=deflate)
-        self.transport: Optional[Connection] = None
+        self.transport: Optional[Transport] = None
         self.close_code: int = CloseCode.ABNORMAL_CLOSURE  # until a close frame says otherwise
         self.close_reason = ""
         self._ping_timer: Optional[Timer] = None
@@ -79,11 +80,11 @@ class WebSocketConnection:
 
     # -- transport callbacks -----------------------------------------------------
 
-    def connection_made(self, transport: Connection) -> None:
+    def connection_made(self, transport: Transport) -> None:
         self.transport = transport
         if self.config.ping_interval:
             self._ping_timer = transport.reactor.call_later(self.config.ping_interval, self._ping)
-        self.session.opened(self)
+        self.app.opened(self)
 
     def data_received(self, data: bytes) -> None:
         """Handle what ``data`` completes, until it runs out or the application is full.
@@ -110,7 +111,7 @@ class WebSocketConnection:
             if type(event) is Message:
                 if self._input_paused:
                     continue  # closing, and the application takes no more
-                self.session.message(event.data)
+                self.app.message(event.data)
                 if self._input_paused and not proto.close_sent:
                     return  # full: the rest waits, unparsed, for resume_input
             elif type(event) is Ping:
@@ -125,11 +126,11 @@ class WebSocketConnection:
                     self._pong_timer = None
             elif type(event) is CloseReceived:
                 self.close_code, self.close_reason = event.code, event.reason
-                self.session.after_pending(self._answer_close)
+                self.app.after_pending(self._answer_close)
             elif type(event) is Failure:
                 log.info("closing %s: %d %s", transport.peername, event.code, event.reason)
                 self._draining = True
-                self.session.after_pending(partial(self._fail, event.code, event.reason))
+                self.app.after_pending(partial(self._fail, event.code, event.reason))
                 return
 
     # -- flow control from the application (reactor thread) -------------------------
@@ -165,7 +166,7 @@ class WebSocketConnection:
             if timer is not None:
                 timer.cancel()
         self.proto.connection_lost()
-        self.session.closed(self.close_code, self.close_reason)
+        self.app.closed(self.close_code, self.close_reason)
 
     def pause_writing(self) -> None:
         pass  # the transport already stops reading this peer

@@ -1,25 +1,29 @@
-"""Runs application code for the protocol objects, inline or on worker threads.
+"""The bridge between the protocol objects and the application's code.
 
 ``HttpBridge`` answers ``HttpConnection`` (route, call the handler, turn its
-return value into a ``Response``, turn an exception into 500) and accepts
-WebSocket handshakes; ``Session`` delivers one WebSocket's events to its
-route's callbacks (an exception closes with 1011) and, in thread-pool mode,
-keeps its backlog of undelivered messages within ``max_queue`` and
-``max_queue_bytes`` by pausing the connection's input.  Results always go back
-to the protocol objects on the reactor thread.  No bytes are parsed here.
+return value into a ``Response`` and an exception into 500, or into the status
+of an :class:`~wssync.errors.HttpError`) and accepts WebSocket handshakes;
+``WebSocketBridge`` delivers one WebSocket's events to its route's callbacks
+(an exception closes with 1011) and keeps its backlog of undelivered messages
+within ``max_queue`` and ``max_queue_bytes`` by pausing the connection's input.
+Code runs on the connection's lane (:mod:`wssync.lanes`); results go back to
+the protocol objects through the one hand-off to the reactor,
+:class:`~wssync.reactor.BoundedHandoff`.  No bytes are parsed here.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Union
 
 from .app import App, WebSocketRoute
 from .config import Config
-from .dispatch import Lane, ThreadPool
+from .errors import HttpError
 from .handshake import offered_subprotocols
 from .http_connection import ChunkCallback, HttpConnection, WebSocketAccept
-from .reactor import BoundedHandoff, Reactor
+from .http_writer import error_text
+from .lanes import INLINE, Lane, ThreadPool
+from .reactor import BoundedHandoff
 from .request import Request
 from .response import Response
 from .websocket import WebSocket
@@ -29,8 +33,6 @@ if TYPE_CHECKING:
     from .websocket_connection import WebSocketConnection
 
 log = logging.getLogger("wssync.app")
-
-_INLINE = Lane(None)
 
 
 def to_response(result: Any) -> Response:
@@ -45,19 +47,14 @@ def to_response(result: Any) -> Response:
                     "dict or list")
 
 
-def _server_error() -> Response:
-    return Response("500 Internal Server Error\n", 500)
-
-
 class HttpBridge:
     """The application side of every ``HttpConnection`` of one server."""
 
-    def __init__(self, app: App, config: Config, reactor: Reactor, handoff: BoundedHandoff,
+    def __init__(self, app: App, config: Config, handoff: BoundedHandoff,
                  pool: Optional[ThreadPool], registry: Dict[WebSocketConnection, WebSocket],
                  blocking_pool: Optional[ThreadPool] = None) -> None:
         self.app = app
         self.config = config
-        self.reactor = reactor
         self.handoff = handoff
         self.pool = pool
         self.blocking_pool = blocking_pool
@@ -68,7 +65,7 @@ class HttpBridge:
         pool = self.pool
         if pool is None:
             if not blocking or self.blocking_pool is None:
-                return _INLINE
+                return INLINE
             pool = self.blocking_pool
         lane: Optional[Lane] = conn.app_state
         if lane is None:
@@ -82,33 +79,28 @@ class HttpBridge:
         if isinstance(target, Response):
             conn.send_response(target)
             return
-        lane = self._lane(conn, getattr(target, "blocking", False))
-        if lane is _INLINE:
-            self._run_handler(conn, target, request, False)  # reactor mode: no queue
-        else:
-            lane.submit(self._run_handler, conn, target, request, lane.threaded)
+        self._lane(conn, getattr(target, "blocking", False)).submit(
+            self._run_handler, conn, target, request)
 
     def _run_handler(self, conn: HttpConnection, handler: Callable[[Request], Any],
-                     request: Request, threaded: bool) -> None:
+                     request: Request) -> None:
         try:
             result = handler(request)
             response = result if type(result) is Response else to_response(result)
+        except HttpError as exc:
+            response = Response(error_text(exc.status, exc.message), exc.status, exc.headers)
         except Exception:
             log.exception("error in handler for %s %s", request.method, request.target)
-            response = _server_error()
-        if threaded:
-            self.reactor.call_soon_threadsafe(conn.send_response, response)
-        else:
-            conn.send_response(response)
+            response = Response("500 Internal Server Error\n", 500)
+        self.handoff.call(0, conn.send_response, response)
 
     def next_chunk(self, conn: HttpConnection, body: Iterator[bytes],
                    callback: ChunkCallback) -> None:
         # A body from a blocking handler (WSGI) may block too: keep it on its lane.
-        lane = conn.app_state if conn.app_state is not None else _INLINE
-        lane.submit(self._run_next_chunk, body, callback, lane.threaded)
+        lane = conn.app_state if conn.app_state is not None else INLINE
+        lane.submit(self._run_next_chunk, body, callback)
 
-    def _run_next_chunk(self, body: Iterator[bytes], callback: ChunkCallback,
-                        threaded: bool) -> None:
+    def _run_next_chunk(self, body: Iterator[bytes], callback: ChunkCallback) -> None:
         chunk: Optional[bytes] = None
         error: Optional[BaseException] = None
         try:
@@ -117,10 +109,7 @@ class HttpBridge:
             pass
         except Exception as exc:
             error = exc
-        if threaded:
-            self.reactor.call_soon_threadsafe(callback, chunk, error)
-        else:
-            callback(chunk, error)
+        self.handoff.call(0, callback, chunk, error)
 
     def accept_websocket(self, conn: HttpConnection,
                          request: Request) -> Union[Response, WebSocketAccept]:
@@ -130,109 +119,105 @@ class HttpBridge:
         if not route.origin_allowed(request.headers.get("origin")):
             return Response("403 Forbidden: origin not allowed\n", 403)
         subprotocol = route.select_subprotocol(offered_subprotocols(request.headers))
-        handle = WebSocket(self.handoff, request, subprotocol)
-        lane = self._lane(conn)
-        return WebSocketAccept(Session(self, route, handle, lane), subprotocol)
+        bridge = WebSocketBridge(self, route, request, subprotocol, self._lane(conn))
+        return WebSocketAccept(bridge, subprotocol)
 
 
-class Session:
+class WebSocketBridge:
     """Delivers one WebSocket connection's events to its route, in order.
 
-    On a worker lane, messages wait for the handler; the reactor counts what
-    it queued and the worker what it delivered (each counter has one writer,
-    so no lock), and the connection's input pauses while the difference is
-    over ``max_queue`` messages or ``max_queue_bytes``.  It resumes once the
-    backlog is down to a quarter of both.
+    Messages wait on the connection's lane for the handler; the reactor counts
+    what it queued and the lane what it delivered (each counter has one
+    writer, so no lock), and the connection's input pauses while the
+    difference is over ``max_queue`` messages or ``max_queue_bytes``.  It
+    resumes once the backlog is down to a quarter of both.  On the inline
+    lane every message is delivered as it is queued, so input never pauses.
     """
 
     __slots__ = ("_delivered", "_delivered_bytes", "_paused", "_queued", "_queued_bytes",
-                 "bridge", "conn", "handle", "lane", "route")
+                 "bridge", "conn", "handle", "lane", "request", "route", "subprotocol")
 
-    def __init__(self, bridge: HttpBridge, route: WebSocketRoute, handle: WebSocket,
-                 lane: Lane) -> None:
+    handle: WebSocket  # made once the connection exists (opened)
+    conn: WebSocketConnection
+
+    def __init__(self, bridge: HttpBridge, route: WebSocketRoute, request: Request,
+                 subprotocol: Optional[str], lane: Lane) -> None:
         self.bridge = bridge
         self.route = route
-        self.handle = handle
+        self.request = request
+        self.subprotocol = subprotocol
         self.lane = lane
-        self.conn: Optional[WebSocketConnection] = None
         self._queued = self._queued_bytes = 0  # written by the reactor thread only
-        self._delivered = self._delivered_bytes = 0  # written by the lane's worker only
+        self._delivered = self._delivered_bytes = 0  # written by the lane only
         self._paused = False
+
+    # -- WebSocketApplication ------------------------------------------------------------
 
     def opened(self, conn: WebSocketConnection) -> None:
         self.conn = conn
-        self.handle.request.headers.compact()  # kept as long as the connection lives
-        self.handle._conn = conn
+        self.request.headers.compact()  # kept as long as the connection lives
+        self.handle = WebSocket(self.bridge.handoff, conn, self.request, self.subprotocol)
         self.bridge.websockets[conn] = self.handle
         if self.route.on_connect is not None:
             self.lane.submit(self._call, self.route.on_connect, self.handle)
 
     def message(self, data: Union[str, bytes]) -> None:
         on_message = self.route.on_message
-        if on_message is not None:
-            if self.lane is _INLINE:
-                self._call(on_message, self.handle, data)  # reactor mode: no queue
-                return
-            size = len(data)
-            self._queued += 1
-            self._queued_bytes += size
-            self.lane.submit(self._deliver, on_message, data, size)
-            if not self._paused and self._over_limit():
-                self._paused = True
-                # The worker may have emptied the backlog before it could see
-                # the flag: look again now that the flag is set.
-                if self._drained():
-                    self._paused = False
-                else:
-                    assert self.conn is not None
-                    self.conn.pause_input()
-
-    def _backlog(self) -> Tuple[int, int]:
-        return self._queued - self._delivered, self._queued_bytes - self._delivered_bytes
-
-    def _over_limit(self) -> bool:
-        count, size = self._backlog()
-        config = self.bridge.config
-        return count >= config.max_queue or size >= config.max_queue_bytes
-
-    def _drained(self) -> bool:
-        count, size = self._backlog()
-        config = self.bridge.config
-        return count <= config.max_queue // 4 and size <= config.max_queue_bytes // 4
-
-    def _deliver(self, on_message: Callable[..., Any], data: Union[str, bytes],
-                 size: int) -> None:
-        """A worker runs the handler for one queued message."""
-        self._call(on_message, self.handle, data)
-        self._delivered_bytes += size
-        self._delivered += 1
-        if self._paused and self._drained():
-            self.bridge.reactor.call_soon_threadsafe(self._resume)
-
-    def _resume(self) -> None:
-        if self._paused and self._drained():
-            self._paused = False
-            if self.conn is not None:
-                self.conn.resume_input()
+        if on_message is None:
+            return
+        size = len(data)
+        self._queued += 1
+        self._queued_bytes += size
+        self.lane.submit(self._deliver, on_message, data, size)
+        if not self._paused and self._over_limit():
+            self._paused = True
+            # The lane may have emptied the backlog before it could see the
+            # flag: look again now that the flag is set.
+            if self._drained():
+                self._paused = False
+            else:
+                self.conn.pause_input()
 
     def closed(self, code: int, reason: str) -> None:
-        if self.conn is not None:
-            self.bridge.websockets.pop(self.conn, None)
+        self.bridge.websockets.pop(self.conn, None)
         handle = self.handle
         handle.close_code, handle.close_reason = code, reason
         if self.route.on_close is not None:
             self.lane.submit(self._call, self.route.on_close, handle, code, reason)
 
     def after_pending(self, fn: Callable[[], None]) -> None:
-        if self.lane.threaded:
-            self.lane.submit(self.bridge.reactor.call_soon_threadsafe, fn)
-        else:
-            fn()
+        self.lane.submit(self.bridge.handoff.call, 0, fn)
+
+    # -- the backlog ---------------------------------------------------------------------
+
+    def _over_limit(self) -> bool:
+        config = self.bridge.config
+        return (self._queued - self._delivered >= config.max_queue
+                or self._queued_bytes - self._delivered_bytes >= config.max_queue_bytes)
+
+    def _drained(self) -> bool:
+        config = self.bridge.config
+        return (self._queued - self._delivered <= config.max_queue // 4
+                and self._queued_bytes - self._delivered_bytes <= config.max_queue_bytes // 4)
+
+    def _deliver(self, on_message: Callable[..., Any], data: Union[str, bytes],
+                 size: int) -> None:
+        """The lane runs the handler for one queued message."""
+        self._call(on_message, self.handle, data)
+        self._delivered_bytes += size
+        self._delivered += 1
+        if self._paused and self._drained():
+            self.bridge.handoff.call(0, self._resume)
+
+    def _resume(self) -> None:
+        if self._paused and self._drained():
+            self._paused = False
+            self.conn.resume_input()
 
     def _call(self, callback: Callable[..., Any], *args: Any) -> None:
         try:
             callback(*args)
         except Exception:
-            log.exception("error in WebSocket handler for %s", self.handle.path)
+            log.exception("error in WebSocket handler for %s", self.request.path)
             if not self.handle.closed:
                 self.handle.close(CloseCode.INTERNAL_ERROR, "internal error")

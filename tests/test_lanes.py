@@ -7,15 +7,31 @@ import threading
 import time
 from typing import Dict, List
 
-from wssync.dispatch import Lane, ThreadPool
+from wssync.lanes import INLINE, Lane, ThreadPool
 
 
 def test_inline_lane_runs_at_once() -> None:
     out: List[int] = []
-    lane = Lane(None)
-    lane.submit(out.append, 1)
-    assert out == [1]
-    assert not lane.threaded
+    INLINE.submit(out.append, 1)
+    Lane().submit(out.append, 2)
+    assert out == [1, 2]
+    assert not INLINE.tasks
+
+
+def test_pool_counts_tasks_until_they_finish() -> None:
+    pool = ThreadPool(1)
+    lane = pool.lane()
+    release = threading.Event()
+    lane.submit(release.wait, 10)
+    lane.submit(lambda: None)
+    assert pool.queued == 2  # one running, one waiting
+    release.set()
+    deadline = time.monotonic() + 10
+    while pool.queued and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.queued == 0
+    assert not lane.scheduled
+    pool.shutdown()
 
 
 def test_pool_keeps_each_lane_in_order() -> None:
