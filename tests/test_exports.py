@@ -1,0 +1,97 @@
+"""The public API, pinned: what ``wssync`` and ``wssync.client`` export and what README.rst
+documents.  A name that disappears or changes shape here is a break for users."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import wssync
+import wssync.client
+from wssync import errors
+
+README = Path(__file__).resolve().parent.parent / "README.rst"
+
+PACKAGE_API = {
+    "App", "CloseCode", "ConnectionClosed", "HandshakeRefused", "Headers", "HttpError",
+    "ProtocolError", "Request", "Response", "Server", "ServingWhileImported", "WebSocket",
+    "WssyncError", "__version__",
+}
+CLIENT_API = {"ClientConnection", "ConnectionClosed", "HandshakeRefused", "connect"}
+
+
+def test_package_exports_exactly_the_public_api() -> None:
+    assert set(wssync.__all__) == PACKAGE_API
+    for name in wssync.__all__:
+        assert getattr(wssync, name) is not None
+
+
+def test_client_exports_exactly_its_api() -> None:
+    assert set(wssync.client.__all__) == CLIENT_API
+    assert wssync.client.ConnectionClosed is wssync.ConnectionClosed
+    assert wssync.client.HandshakeRefused is wssync.HandshakeRefused
+
+
+def test_every_public_error_is_a_wssync_error_with_its_hint_first() -> None:
+    for name in ("HttpError", "ProtocolError", "HandshakeRefused", "ConnectionClosed",
+                 "ServingWhileImported"):
+        assert issubclass(getattr(wssync, name), wssync.WssyncError), name
+    assert wssync.HttpError(404, "gone").status == 404
+    assert wssync.ProtocolError(1002, "bad").code == 1002
+    assert wssync.HandshakeRefused(403, "no").status == 403
+    assert wssync.ConnectionClosed(1001, "bye").code == 1001
+    assert issubclass(wssync.ServingWhileImported, RuntimeError)
+    assert errors.HttpError is wssync.HttpError
+
+
+def test_close_codes_are_the_rfc_numbers() -> None:
+    assert wssync.CloseCode.NORMAL_CLOSURE == 1000
+    assert wssync.CloseCode.GOING_AWAY == 1001
+    assert wssync.CloseCode.PROTOCOL_ERROR == 1002
+    assert wssync.CloseCode.INVALID_DATA == 1007
+    assert wssync.CloseCode.MESSAGE_TOO_BIG == 1009
+    assert wssync.CloseCode.INTERNAL_ERROR == 1011
+
+
+def test_documented_signatures() -> None:
+    def params(fn: object) -> list:
+        return list(inspect.signature(fn).parameters)  # type: ignore[arg-type]
+
+    assert params(wssync.Server) == ["app", "host", "port", "threads", "settings"]
+    assert params(wssync.Response) == ["body", "status", "headers", "content_type"]
+    assert params(wssync.App.route)[1:] == ["path", "methods"]
+    assert params(wssync.App.websocket)[1:] == ["path", "on_connect", "on_close",
+                                                "subprotocols", "origins"]
+    assert params(wssync.WebSocket.close)[1:] == ["code", "reason"]
+    assert params(wssync.Server.broadcast)[1:] == ["message", "path"]
+    assert params(wssync.client.connect) == ["url", "subprotocols", "headers", "timeout",
+                                            "max_message_size"]
+
+
+def test_documented_members_exist() -> None:
+    members = {
+        wssync.App: ["route", "websocket", "mount_wsgi", "server"],
+        wssync.Server: ["serve_forever", "start", "stop", "broadcast", "connections",
+                        "websockets", "address", "bind"],
+        wssync.WebSocket: ["send", "ping", "close", "path", "headers", "request", "subprotocol",
+                           "remote_address", "closed", "close_code", "close_reason", "data"],
+        wssync.Request: ["method", "path", "raw_path", "query_string", "query", "arg",
+                         "headers", "body", "text", "json", "version", "remote_addr",
+                         "path_params", "keep_alive"],
+        wssync.Headers: ["get", "get_all", "items", "tokens", "by_name", "compact"],
+        wssync.Response: ["json", "html"],
+    }
+    app_attributes = vars(wssync.App())  # set in __init__, not on the class
+    for cls, names in members.items():
+        for name in names:
+            assert (hasattr(cls, name) or name in getattr(cls, "__slots__", ())
+                    or (cls is wssync.App and name in app_attributes)), f"{cls.__name__}.{name}"
+
+
+def test_readme_names_only_exported_classes() -> None:
+    text = README.read_text(encoding="utf-8")
+    for name in re.findall(r"``(?:from wssync import )?([A-Z][A-Za-z]+)\(", text):
+        if name in PACKAGE_API:
+            continue
+        assert hasattr(wssync.client, name) or name in {"Flask"}, name
