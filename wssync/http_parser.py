@@ -11,6 +11,7 @@ lenient parser behind a strict proxy is how requests get smuggled.
 from __future__ import annotations
 
 import re
+from enum import IntEnum
 from typing import List, Optional, Protocol, Tuple
 
 from .config import Config
@@ -37,14 +38,22 @@ _DIGITS = re.compile(r"[0-9]{1,18}\Z")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(;[^\r\n]*)?\Z")
 _ABSOLUTE_FORM = re.compile(r"https?://[^/?#]*", re.IGNORECASE)
 
-# Parser states.
-_HEAD = 0
-_BODY_LENGTH = 1
-_CHUNK_SIZE_LINE = 2
-_CHUNK_DATA = 3
-_CHUNK_CRLF = 4
-_TRAILERS = 5
-_FAILED = 6
+
+
+class _Reading(IntEnum):
+    """What the parser reads next."""
+
+    HEAD = 0  # a request head (or the empty lines before one)
+    BODY_LENGTH = 1  # a Content-Length body
+    CHUNK_SIZE_LINE = 2
+    CHUNK_DATA = 3
+    CHUNK_CRLF = 4
+    TRAILERS = 5
+    FAILED = 6  # an error was raised: nothing more is parsed
+
+
+# Compared for every request: a global is cheaper than an enum attribute on 3.9-3.11.
+_AT_HEAD, _FAILED = _Reading.HEAD, _Reading.FAILED
 
 
 def _diagnose_fields(block: str) -> None:
@@ -81,7 +90,7 @@ class RequestParser:
         self._pos = 0  # start of unconsumed bytes in _buf
         self._scan = 0  # where to resume looking for the end of the head (or a trailer line)
         self._line_seen = False  # the request line's CRLF has arrived
-        self._state = _HEAD
+        self._state = _Reading.HEAD
         self._request: Optional[Request] = None
         self._remaining = 0
         self._body_parts: List[bytes] = []
@@ -121,14 +130,14 @@ class RequestParser:
         """The next complete request, or None until more bytes arrive."""
         if self._state == _FAILED:
             raise HttpError(400, "connection already failed")
-        if self._state == _HEAD and self._pos == len(self._buf):
+        if self._state == _AT_HEAD and self._pos == len(self._buf):
             return None  # the common case after each request: nothing buffered
         try:
-            if self._state == _HEAD:
+            if self._state == _AT_HEAD:
                 request = self._parse_head()
-                if request is not None or self._state == _HEAD:
+                if request is not None or self._state == _AT_HEAD:
                     return request  # complete without a body, or the head is incomplete
-            if self._state == _BODY_LENGTH:
+            if self._state == _Reading.BODY_LENGTH:
                 return self._read_fixed_body()
             return self._read_chunked_body()
         except HttpError:
@@ -262,7 +271,7 @@ class RequestParser:
                 raise HttpError(501, "unsupported transfer coding")
             self._request = request
             self._trailer_size = 0
-            self._state = _CHUNK_SIZE_LINE
+            self._state = _Reading.CHUNK_SIZE_LINE
             self.expect_continue = expect is not None and version == "HTTP/1.1"
             return None
 
@@ -279,7 +288,7 @@ class RequestParser:
                 raise HttpError(413, "request body too large")
         self._request = request
         self._remaining = length
-        self._state = _BODY_LENGTH
+        self._state = _Reading.BODY_LENGTH
         self.expect_continue = expect is not None and version == "HTTP/1.1" and length > 0
         return None
 
@@ -291,7 +300,7 @@ class RequestParser:
         request.body = body
         self._request = None
         self._body_parts = []
-        self._state = _HEAD
+        self._state = _Reading.HEAD
         self.expect_continue = False
         return request
 
@@ -312,7 +321,7 @@ class RequestParser:
         while True:
             pos = self._pos
             state = self._state
-            if state == _CHUNK_SIZE_LINE:
+            if state == _Reading.CHUNK_SIZE_LINE:
                 end = buf.find(b"\r\n", pos, pos + 1026)
                 if end < 0:
                     if len(buf) - pos > 1024:
@@ -327,14 +336,14 @@ class RequestParser:
                 size = int(match.group(1), 16)
                 self._pos = end + 2
                 if size == 0:
-                    self._state = _TRAILERS
+                    self._state = _Reading.TRAILERS
                     continue
                 self._body_size += size
                 if self._body_size > limits.max_body_size:
                     raise HttpError(413, "request body too large")
                 self._remaining = size
-                self._state = _CHUNK_DATA
-            elif state == _CHUNK_DATA:
+                self._state = _Reading.CHUNK_DATA
+            elif state == _Reading.CHUNK_DATA:
                 take = min(self._remaining, len(buf) - pos)
                 if take == 0:
                     return None
@@ -342,8 +351,8 @@ class RequestParser:
                 self._pos = pos + take
                 self._remaining -= take
                 if self._remaining == 0:
-                    self._state = _CHUNK_CRLF
-            elif state == _CHUNK_CRLF:
+                    self._state = _Reading.CHUNK_CRLF
+            elif state == _Reading.CHUNK_CRLF:
                 if len(buf) - pos < 2:
                     if len(buf) - pos == 1 and buf[pos] != 13:
                         raise HttpError(400, "chunk data not followed by CRLF")
@@ -351,8 +360,8 @@ class RequestParser:
                 if buf[pos:pos + 2] != b"\r\n":
                     raise HttpError(400, "chunk data not followed by CRLF")
                 self._pos = pos + 2
-                self._state = _CHUNK_SIZE_LINE
-            else:  # _TRAILERS: header-like lines up to an empty line, then discarded
+                self._state = _Reading.CHUNK_SIZE_LINE
+            else:  # TRAILERS: header-like lines up to an empty line, then discarded
                 start = max(pos, self._scan - 1)  # resume where the last look ended
                 end = buf.find(b"\r\n", start)
                 if end < 0:
