@@ -2,8 +2,9 @@
 
 It feeds bytes to the Sans-I/O request parser, hands complete requests to the
 application layer one at a time (pipelined requests are answered in order),
-writes responses (fixed-length or streamed), enforces the HTTP timeouts, and
-on a valid WebSocket handshake answers ``101`` and installs a
+writes responses as :mod:`wssync.http_writer` frames them (pulling streamed
+bodies as fast as the peer reads), enforces the HTTP timeouts, and on a valid
+WebSocket handshake writes the ``101`` :mod:`wssync.handshake` builds and installs a
 :class:`~wssync.websocket_connection.WebSocketConnection` on the same
 transport, passing along the bytes that followed the request head.
 It runs on the reactor thread and never touches the selector.
