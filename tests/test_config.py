@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 
-from wssync.config import SETTINGS, Config
+from wssync.client import connect
+from wssync.config import SETTINGS, Config, default
+from wssync.http_parser import RequestParser
+from wssync.websocket_frames import FrameParser
+from wssync.websocket_protocol import WebSocketProtocol
 
 README = Path(__file__).resolve().parent.parent / "README.rst"
 _UNITS = {"bytes": 1, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3, "s": 1}
@@ -57,3 +62,96 @@ def test_defaults_and_overrides() -> None:
 def test_bad_settings_are_refused(settings: Dict[str, Any], error: type) -> None:
     with pytest.raises(error):
         Config(**settings)
+
+
+# -- validation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, low, high", [
+    ("compression_window_bits", 9, 15),
+    ("compression_client_window_bits", 8, 15),
+    ("compression_level", 0, 9),
+    ("compression_mem_level", 1, 9),
+])
+def test_compression_settings_take_zlib_ranges(name: str, low: int, high: int) -> None:
+    assert getattr(Config(**{name: low}), name) == low
+    assert getattr(Config(**{name: high}), name) == high
+    for bad in (low - 1, high + 1):
+        with pytest.raises(ValueError, match=name):
+            Config(**{name: bad})
+
+
+def test_unknown_settings_are_named_in_the_type_error() -> None:
+    with pytest.raises(TypeError, match="max_frame, ping_intervall"):
+        Config(ping_intervall=1, max_frame=2, max_queue=4)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("max_body_size", -1),
+    ("max_connections", -1),
+    ("keepalive_timeout", -0.5),
+    ("ping_interval", -1.0),
+])
+def test_negative_numbers_are_refused_by_name(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=name):
+        Config(**{name: value})
+
+
+def test_zero_is_a_valid_number() -> None:
+    config = Config(ping_interval=0, max_connections=0, compression_level=0)
+    assert config.ping_interval == 0.0 and isinstance(config.ping_interval, float)
+    assert config.max_connections == 0
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_flags_take_bools(value: bool) -> None:
+    assert Config(compression=value).compression is value
+
+
+@pytest.mark.parametrize("value", [0, "false", "True", 1.0])
+def test_flags_refuse_anything_but_bools(value: Any) -> None:
+    with pytest.raises(ValueError, match="compression"):
+        Config(compression=value)
+
+
+def test_numbers_are_stored_as_the_kind_of_their_default() -> None:
+    config = Config(max_body_size=2048.0, send_timeout=3)
+    assert config.max_body_size == 2048 and type(config.max_body_size) is int
+    assert config.send_timeout == 3.0 and type(config.send_timeout) is float
+
+
+def test_a_plain_config_holds_every_default() -> None:
+    config = Config()
+    for name, setting in SETTINGS.items():
+        value = getattr(config, name)
+        assert value == setting.default, name
+        assert type(value) is type(setting.default), name
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_default_is_the_settings_default(name: str) -> None:
+    assert default(name) == SETTINGS[name].default
+
+
+def test_default_of_an_unknown_name_is_a_key_error() -> None:
+    with pytest.raises(KeyError):
+        default("max_frame")
+
+
+# -- the Sans-I/O layers take their defaults from SETTINGS ----------------------------
+
+
+def test_sans_io_layers_default_to_the_settings() -> None:
+    max_message_size = SETTINGS["max_message_size"].default
+    assert FrameParser().max_size == max_message_size
+    assert FrameParser(expect_masked=False).max_size == max_message_size
+    assert WebSocketProtocol().max_message_size == max_message_size
+    assert WebSocketProtocol(client=True).max_message_size == max_message_size
+    parameter = inspect.signature(connect).parameters["max_message_size"]
+    assert parameter.default == max_message_size
+
+
+def test_request_parser_defaults_to_the_settings() -> None:
+    limits = RequestParser().limits
+    for name in ("max_body_size", "max_header_size", "max_headers", "max_request_line"):
+        assert getattr(limits, name) == SETTINGS[name].default, name
