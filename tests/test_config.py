@@ -155,3 +155,9 @@ def test_request_parser_defaults_to_the_settings() -> None:
     limits = RequestParser().limits
     for name in ("max_body_size", "max_header_size", "max_headers", "max_request_line"):
         assert getattr(limits, name) == SETTINGS[name].default, name
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), float("-inf")])
+def test_infinite_or_nan_seconds_are_refused(value: float) -> None:
+    with pytest.raises(ValueError, match="ping_interval"):
+        Config(ping_interval=value)

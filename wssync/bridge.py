@@ -61,7 +61,8 @@ class HttpBridge:
         self.websockets = registry
 
     def _lane(self, conn: HttpConnection, blocking: bool = False) -> Lane:
-        """The connection's lane; handlers marked ``blocking`` never run inline."""
+        """The connection's lane; handlers marked ``blocking`` (WSGI) go to the blocking
+        pool in reactor mode (the server makes one when a WSGI app is mounted)."""
         pool = self.pool
         if pool is None:
             if not blocking or self.blocking_pool is None:

@@ -7,6 +7,7 @@ its defaults from :data:`SETTINGS`, so each default is written once.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, NamedTuple
 
 _KiB = 1024
@@ -113,8 +114,10 @@ class Config:
             if isinstance(default, bool):
                 if not isinstance(value, bool):
                     raise ValueError(f"{name} must be True or False, not {value!r}")
-            elif not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number, not {value!r}")
+            elif (not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not math.isfinite(value) or value < 0):
+                # inf or NaN would reach the reactor as a timer it cannot schedule.
+                raise ValueError(f"{name} must be a finite non-negative number, not {value!r}")
             setattr(self, name, type(default)(value))
         if self.max_queue < 1:
             raise ValueError("max_queue must be at least 1")

@@ -86,7 +86,7 @@ class ThreadPool:
         fn, args = lane.tasks.popleft()
         try:
             fn(*args)
-        except Exception:
+        except BaseException:  # even SystemExit: a dead worker would strand the lane
             log.exception("unhandled error in worker task")
         with self._lock:
             self.queued -= 1  # counted until done: one lock round per task, not two
