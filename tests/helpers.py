@@ -120,3 +120,112 @@ def finish(proc: subprocess.Popen[str], timeout: float = 15) -> str:
         raise AssertionError(f"process did not exit within {timeout} s: {err}") from None
     return err
 
+
+class RecordingTransport:
+    """Stands in for :class:`wssync.transport.Transport` in protocol unit tests.
+
+    It offers what a protocol object uses (``reactor``, addresses, ``write``,
+    ``close``, ``close_write``, ``abort``, reading flow control, ``set_protocol``)
+    and records each call in :attr:`events` instead of touching a socket.  As
+    with a real transport whose output buffer is empty, ``close`` and ``abort``
+    end the connection at once and call the protocol's ``connection_lost``;
+    writes after ``close`` or ``close_write`` are dropped.  Timers go to
+    ``reactor``, a real :class:`wssync.reactor.Reactor`, which the test runs
+    from its own thread with :meth:`run_until`.
+    """
+
+    def __init__(self, reactor: Any, protocol: Any,
+                 peername: Any = ("127.0.0.1", 50000),
+                 sockname: Any = ("127.0.0.1", 8080)) -> None:
+        self.reactor = reactor
+        self.protocol = protocol
+        self.peername = peername
+        self.sockname = sockname
+        self.events: List[tuple[str, Any]] = []  # ("write", bytes), ("close", None), ...
+        self.reading_paused = False
+        self.write_eof = False
+        self.lost: List[Optional[BaseException]] = []  # connection_lost calls made
+        self._closing = False
+        self._closed = False
+
+    # -- what a protocol sees -----------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def is_closing(self) -> bool:
+        return self._closing or self._closed
+
+    def write(self, data: bytes) -> None:
+        if self._closing or self._closed or self.write_eof or not data:
+            return
+        self.events.append(("write", bytes(data)))
+
+    def close(self) -> None:
+        if self._closing or self._closed:
+            return
+        self._closing = True
+        self.events.append(("close", None))
+        self._lose()
+
+    def close_write(self) -> None:
+        if self.write_eof or self._closing or self._closed:
+            return
+        self.write_eof = True
+        self.events.append(("close_write", None))
+
+    def abort(self) -> None:
+        if self._closed:
+            return
+        self.events.append(("abort", None))
+        self._lose()
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused:  # recorded when it changes something, as it acts
+            self.reading_paused = True
+            self.events.append(("pause_reading", None))
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            self.events.append(("resume_reading", None))
+
+    def set_protocol(self, protocol: Any, leftover: bytes = b"") -> None:
+        self.events.append(("set_protocol", (protocol, bytes(leftover))))
+        self.protocol = protocol
+        protocol.connection_made(self)
+        if leftover and not self._closed:
+            protocol.data_received(leftover)
+
+    def _lose(self) -> None:
+        self._closing = self._closed = True
+        self.lost.append(None)
+        self.protocol.connection_lost(None)
+
+    # -- what a test looks at -------------------------------------------------------
+
+    @property
+    def written(self) -> bytes:
+        """Everything written so far, in order."""
+        return b"".join(data for kind, data in self.events if kind == "write")
+
+    def kinds(self) -> List[str]:
+        """The recorded calls by name, in order."""
+        return [kind for kind, _ in self.events]
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Run the reactor on this thread until ``predicate`` holds (checked every
+        few milliseconds) or ``timeout`` passes; the predicate's last value."""
+        reactor = self.reactor
+        deadline = time.monotonic() + timeout
+
+        def check() -> None:
+            if predicate() or time.monotonic() >= deadline:
+                reactor.stop()
+            else:
+                reactor.call_later(0.005, check)
+
+        reactor.call_soon(check)
+        reactor.run()
+        return predicate()
