@@ -52,7 +52,7 @@ class WebSocketConnection:
     """RFC 6455 over one transport, with keepalive and close timeouts."""
 
     __slots__ = (
-        "_close_timer", "_draining", "_input_paused", "_lost", "_ping_count", "_ping_timer",
+        "_close_timer", "_input_paused", "_lost", "_ping_count", "_ping_timer",
         "_pong_timer",
         "app", "close_code", "close_reason", "config", "proto", "subprotocol", "transport",
     )
@@ -74,7 +74,6 @@ class WebSocketConnection:
         self._pong_timer: Optional[Timer] = None
         self._close_timer: Optional[Timer] = None
         self._ping_count = 0
-        self._draining = False  # failed: discard input until the peer closes
         self._input_paused = False  # the application asked for no more messages for now
         self._lost = False
 
@@ -95,8 +94,6 @@ class WebSocketConnection:
         parsing goes on so the peer's answer is seen; messages the application
         can no longer take are dropped then.
         """
-        if self._draining:
-            return
         transport = self.transport
         assert transport is not None
         proto = self.proto
@@ -129,7 +126,6 @@ class WebSocketConnection:
                 self.app.after_pending(self._answer_close)
             elif type(event) is Failure:
                 log.info("closing %s: %d %s", transport.peername, event.code, event.reason)
-                self._draining = True
                 self.app.after_pending(partial(self._fail, event.code, event.reason))
                 return
 
@@ -273,5 +269,7 @@ class WebSocketConnection:
                      self.config.ping_timeout)
             self.close_code, self.close_reason = CloseCode.INTERNAL_ERROR, "keepalive ping timeout"
             self.transport.write(self.proto.send_close(self.close_code, self.close_reason))
-            self.transport.close()
+            # Armed first: a close that completes at once (nothing left to send)
+            # cancels it in connection_lost instead of leaving it behind.
             self._start_close_timer()  # a peer that reads nothing never drains the buffer
+            self.transport.close()
