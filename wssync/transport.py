@@ -108,8 +108,8 @@ class Transport:
         self._write_eof = False  # close_write() asked: send FIN once the buffer drains
         self._closed = False
         self._eof = False
+        self._set_events(EVENT_READ)  # first: if it fails, nothing is left registered
         registry[self.fileno] = self
-        self._set_events(EVENT_READ)
 
     # -- info ---------------------------------------------------------------
 
