@@ -244,6 +244,11 @@ def test_output_above_high_water_pauses_the_writer_and_reading_until_drained(
     conn.write(b"more")  # already paused: no second pause_writing
     assert protocol.kinds() == ["made", "data", "pause"]
 
+    # Reading stops as soon as the writer is paused, with nothing else happening.
+    conn.peer.sendall(b"early")
+    run_for(reactor, 0.1)
+    assert transport.bytes_in == 4
+
     # The peer keeps sending but reads nothing: we stop reading it.  The
     # protocol's own resume_reading does not override the back-pressure.
     transport.pause_reading()
@@ -260,8 +265,9 @@ def test_output_above_high_water_pauses_the_writer_and_reading_until_drained(
     assert protocol.count("resume") == 1
 
     # Reading resumed: what the peer sent during the pause arrives.
-    assert run_until(reactor, lambda: transport.bytes_in == 4 + 5 * len(b"while-paused"))
-    assert bytes(protocol.data) == b"ping" + 5 * b"while-paused"
+    assert run_until(reactor,
+                     lambda: transport.bytes_in == 4 + 5 + 5 * len(b"while-paused"))
+    assert bytes(protocol.data) == b"ping" + b"early" + 5 * b"while-paused"
 
     # Everything written arrives, in order, and the connection stays up.
     assert run_until(reactor, lambda: conn.read_peer() >= 0 and conn.received == conn.written)
