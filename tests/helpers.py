@@ -12,6 +12,24 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 
+def read_until_closed(sock: socket.socket, timeout: Optional[float] = None) -> bytes:
+    """Everything received on ``sock`` until the peer closes the connection (a
+    reset counts as the close).  With ``timeout``, a peer that neither sends nor
+    closes for that long raises ``socket.timeout``."""
+    if timeout is not None:
+        sock.settimeout(timeout)
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def raw_exchange(port: int, data: bytes, half_close: bool = False,
                  timeout: float = 5.0) -> bytes:
     """Send ``data`` on a fresh connection (then half-close if asked) and read
@@ -20,16 +38,7 @@ def raw_exchange(port: int, data: bytes, half_close: bool = False,
         sock.sendall(data)
         if half_close:
             sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_until_closed(sock)
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 import requests
-from helpers import raw_exchange
+from helpers import raw_exchange, read_until_closed
 
 from wssync import App, Request, Response, Server
 
@@ -256,12 +256,7 @@ def test_half_close_after_request_still_gets_response(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
         sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = read_until_closed(sock)
     assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello")
 
 

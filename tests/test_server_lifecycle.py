@@ -14,7 +14,7 @@ from typing import Union
 
 import pytest
 import requests
-from helpers import free_port, wait_listening, wait_until
+from helpers import free_port, read_until_closed, wait_listening, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -124,8 +124,7 @@ def test_no_fd_or_thread_leak_after_churn() -> None:
         else:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
                 sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                while sock.recv(4096):
-                    pass
+                read_until_closed(sock)
         if i % 50 == 0:
             # A client that resets mid-request.
             with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 import requests
 import websocket  # websocket-client
-from helpers import frame, settled, wait_until
+from helpers import frame, read_until_closed, settled, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -103,20 +103,6 @@ def http_exchange(port: int, request: bytes) -> Tuple[int, Dict[str, str], bytes
                 break
             body += chunk
         return status, headers, body
-
-
-def wait_eof(sock: socket.socket, timeout: float = TIMEOUT) -> bytes:
-    """Read until the peer closes the connection; what came before the end."""
-    sock.settimeout(timeout)
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
 
 
 class RawWS:
@@ -604,7 +590,7 @@ def test_client_close_1000_with_reason(serve, clients, threads):
     conn.send(Opcode.CLOSE, close_payload(1000, "bye now"))
     code, _reason = conn.recv_close()
     assert code == 1000
-    assert wait_eof(conn.sock) == b""
+    assert read_until_closed(conn.sock, TIMEOUT) == b""
     calls = fx.closes.wait(where=lambda c: c[3] == port)
     assert [c[:3] for c in calls] == [("/echo", 1000, "bye now")]
 
@@ -615,7 +601,7 @@ def test_client_close_without_code(serve, clients, threads):
     port = conn.sock.getsockname()[1]
     conn.send(Opcode.CLOSE, b"")
     assert conn.recv_close() == (None, "")
-    assert wait_eof(conn.sock) == b""
+    assert read_until_closed(conn.sock, TIMEOUT) == b""
     calls = fx.closes.wait(where=lambda c: c[3] == port)
     assert [c[1] for c in calls] == [1005]
 
@@ -633,7 +619,7 @@ def test_handler_close_with_code_and_reason(serve, clients, threads):
     conn.send_text("close:4002:raw bye")
     assert conn.recv_close() == (4002, "raw bye")
     conn.send(Opcode.CLOSE, close_payload(4002))
-    assert wait_eof(conn.sock) == b""
+    assert read_until_closed(conn.sock, TIMEOUT) == b""
     calls = fx.closes.wait(where=lambda c: c[3] == port)
     assert [c[1] for c in calls] == [4002]
 
@@ -735,7 +721,7 @@ def test_server_ends_tcp_promptly_after_failing_and_client_close_reply(serve, cl
     assert code == 1002
     conn.send(Opcode.CLOSE, close_payload(1002))
     started = time.monotonic()
-    wait_eof(conn.sock, timeout=3.0)
+    read_until_closed(conn.sock, 3.0)
     assert time.monotonic() - started < 2.0
 
 

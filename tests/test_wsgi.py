@@ -15,7 +15,7 @@ import requests
 from flask import Flask, abort, jsonify
 from flask import Response as FlaskResponse
 from flask import request as flask_request
-from helpers import finish, free_port, run_server, wait_listening
+from helpers import finish, free_port, read_until_closed, run_server, wait_listening
 
 from wssync import App, WebSocket
 from wssync.client import connect
@@ -220,12 +220,7 @@ def test_app_content_length_streams_without_chunking(start_server) -> None:
     port = start_server(combined_app(app), threads=2).address[1]
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = read_until_closed(sock)
     head, _, body = data.partition(b"\r\n\r\n")
     assert b"Content-Length: 10" in head and b"Transfer-Encoding" not in head
     assert body == b"0123456789"
