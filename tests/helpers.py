@@ -47,6 +47,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def refused(port: int) -> bool:
+    """Whether a connection to ``port`` is refused: nothing listens there (any more)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except (ConnectionRefusedError, ConnectionResetError):
+        return True  # refused, or reset: the listening socket closed with us in its queue
+    return False
+
+
 def run_server(args: List[str], cwd: Optional[Path] = None,
                env: Optional[Dict[str, str]] = None) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "wssync", *args], cwd=cwd, env=env,

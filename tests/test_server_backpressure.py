@@ -15,7 +15,7 @@ import time
 from typing import Any, Iterator, List
 
 import pytest
-from helpers import settled, wait_until
+from helpers import refused, settled, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -289,14 +289,6 @@ def test_broadcast_from_a_thread_waits_for_a_blocked_reactor(start_server) -> No
 # -- 3. a graceful stop tells keep-alive clients it is closing ------------------------
 
 
-def _refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except (ConnectionRefusedError, ConnectionResetError):
-        return True  # refused, or reset: the listening socket closed with us in its queue
-    return False
-
-
 def test_responses_during_stop_say_connection_close(start_server, threads: int) -> None:
     release = threading.Event()
     started = threading.Semaphore(0)
@@ -319,7 +311,7 @@ def test_responses_during_stop_say_connection_close(start_server, threads: int) 
         assert started.acquire(timeout=10)
     stopper = threading.Thread(target=server.stop)
     stopper.start()
-    assert wait_until(lambda: _refused(port))  # the stop has begun: no more accepting
+    assert wait_until(lambda: refused(port))  # the stop has begun: no more accepting
     release.set()
     for conn in clients:
         resp = conn.getresponse()
