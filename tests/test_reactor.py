@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
-from typing import List
+from typing import Any, List, Optional
 
 from wssync.reactor import Reactor, Timer, TimerQueue
 
@@ -84,13 +83,21 @@ def test_call_soon_threadsafe_from_many_threads_keeps_per_thread_order() -> None
 
 def test_wakeup_interrupts_a_long_select() -> None:
     reactor = Reactor()
+    real_select = reactor.selector.select
+    blocking = threading.Event()
+
+    def select(timeout: Optional[float] = None) -> Any:
+        if timeout is None:
+            blocking.set()
+        return real_select(timeout)
+
+    reactor.selector.select = select  # type: ignore[method-assign]
     thread = run_in_thread(reactor)
-    time.sleep(0.1)  # the loop now sleeps in select() with no timeout
+    assert blocking.wait(10)  # the loop sleeps in select() with no timeout
     ran = threading.Event()
-    started = time.monotonic()
     reactor.call_soon_threadsafe(ran.set)
-    assert ran.wait(2)
-    assert time.monotonic() - started < 1
+    # Nothing else could end that select(): only the wake-up can run the callback.
+    assert ran.wait(10)
     reactor.stop()
     thread.join(5)
     assert not thread.is_alive()
