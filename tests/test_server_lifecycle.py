@@ -9,12 +9,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from typing import Union
 
 import pytest
 import requests
-from helpers import free_port, read_until_closed, wait_listening, wait_until
+from helpers import free_port, read_until_closed, refused, wait_listening, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -31,11 +30,6 @@ def make_app() -> App:
     @app.route("/hello")
     def hello(request: Request) -> str:
         return "hello"
-
-    @app.route("/slow")
-    def slow(request: Request) -> str:
-        time.sleep(1.0)
-        return "finished"
 
     @app.websocket("/ws")
     def echo(ws: WebSocket, message: Union[str, bytes]) -> None:
@@ -72,17 +66,34 @@ def test_stop_closes_websockets_with_1001(threads: int) -> None:
 
 
 def test_stop_lets_in_flight_response_finish() -> None:
-    server = Server(make_app(), "127.0.0.1", 0, threads=2).start()
+    app = make_app()
+    entered, release = threading.Event(), threading.Event()
+
+    @app.route("/slow")
+    def slow(request: Request) -> str:
+        entered.set()
+        release.wait(30)
+        return "finished"
+
+    server = Server(app, "127.0.0.1", 0, threads=2).start()
     port = server.address[1]
     result = {}
 
     def fetch() -> None:
-        result["text"] = requests.get(f"http://127.0.0.1:{port}/slow", timeout=10).text
+        result["text"] = requests.get(f"http://127.0.0.1:{port}/slow", timeout=30).text
 
     thread = threading.Thread(target=fetch)
     thread.start()
-    time.sleep(0.3)  # the handler is running
-    server.stop()
+    stopper = threading.Thread(target=server.stop)
+    try:
+        assert entered.wait(10)  # the handler is running
+        stopper.start()
+        assert wait_until(lambda: refused(port))  # the stop has begun
+    finally:
+        release.set()
+        if stopper.ident is None:  # failed before the stop: stop anyway
+            stopper.start()
+    stopper.join(20)
     thread.join(10)
     assert result.get("text") == "finished"
 
@@ -91,22 +102,28 @@ def test_stop_after_grace_period_closes_everything() -> None:
     app = App()
     release = threading.Event()
 
+    entered = threading.Event()
+
     @app.route("/stuck")
     def stuck(request: Request) -> str:
-        release.wait(10)
+        entered.set()
+        release.wait(30)
         return "late"
 
     server = Server(app, "127.0.0.1", 0, threads=1, shutdown_grace=0.5).start()
     port = server.address[1]
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
-    time.sleep(0.2)
-    started = time.monotonic()
-    server.stop()
-    assert time.monotonic() - started < 3
-    assert sock.recv(4096) == b""  # connection closed, no response
-    sock.close()
-    release.set()
+    try:
+        sock.sendall(b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert entered.wait(10)
+        # The handler stays stuck (for 30 s): only the 0.5 s grace can end the stop
+        # before stop() gives up waiting.
+        server.stop(timeout=20)
+        assert server._stopped.is_set()
+        assert sock.recv(4096) == b""  # connection closed, no response
+    finally:
+        sock.close()
+        release.set()
 
 
 def test_no_fd_or_thread_leak_after_churn() -> None:
@@ -114,7 +131,7 @@ def test_no_fd_or_thread_leak_after_churn() -> None:
     port = server.address[1]
     # Warm up, then count.
     requests.get(f"http://127.0.0.1:{port}/hello", timeout=5)
-    time.sleep(0.1)
+    assert wait_until(lambda: server.connections() == [])
     fds, threads = open_fds(), threading.active_count()
     for i in range(200):
         if i % 2:
@@ -131,11 +148,10 @@ def test_no_fd_or_thread_leak_after_churn() -> None:
                 sock.sendall(b"GET /hel")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
     try:
-        assert wait_until(lambda: server.connections() == [], 5)
-        assert open_fds() <= fds
+        assert wait_until(lambda: server.connections() == [])
+        assert wait_until(lambda: open_fds() <= fds), os.listdir("/proc/self/fd")
         # The clients' own background threads end shortly after they close.
-        assert wait_until(lambda: threading.active_count() <= threads, 5), \
-            threading.enumerate()
+        assert wait_until(lambda: threading.active_count() <= threads), threading.enumerate()
     finally:
         server.stop()
 
