@@ -254,9 +254,11 @@ def test_broadcast_frames_are_shared_not_copied_per_receiver(start_server, threa
 def test_broadcast_from_a_thread_waits_for_a_blocked_reactor(start_server) -> None:
     app = App()
     reactor_free = threading.Event()
+    reactor_blocked = threading.Event()
 
     @app.route("/block")
     def block(request: Request) -> str:
+        reactor_blocked.set()
         reactor_free.wait(30)  # a reactor-mode handler that blocks: the reactor stops
         return "ok"
 
@@ -273,10 +275,11 @@ def test_broadcast_from_a_thread_waits_for_a_blocked_reactor(start_server) -> No
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", "/block")
-    time.sleep(0.2)  # not a correctness wait: the producer must block either way
-    producer = threading.Thread(target=produce)
-    producer.start()
     with _releasing(reactor_free):
+        # A reactor still running would fan out broadcasts before it blocks.
+        assert reactor_blocked.wait(10)
+        producer = threading.Thread(target=produce)
+        producer.start()
         returned = settled(lambda: calls[0])
     producer.join(30)
     assert conn.getresponse().status == 200
