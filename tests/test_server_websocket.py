@@ -210,6 +210,7 @@ class Fixture:
         self.closes = Recorder()  # (path, code, reason, remote port)
         self.connects: queue.Queue[WebSocket] = queue.Queue()
         self.release = threading.Event()
+        self.blocked = threading.Event()  # a "block" message reached the handler
 
 
 def make_app() -> Tuple[App, Fixture]:
@@ -235,7 +236,8 @@ def make_app() -> Tuple[App, Fixture]:
         if message == "raise":
             raise RuntimeError("handler failure (expected by the test)")
         if message == "block":
-            fx.release.wait(TIMEOUT)
+            fx.blocked.set()
+            fx.release.wait(30)
             ws.send("unblocked")
         elif message.startswith("close:"):
             _, code, reason = message.split(":", 2)
@@ -698,15 +700,14 @@ def test_message_over_max_message_size_closes_1009(serve, clients, threads):
 def test_websockets_client_sees_failure_close_promptly(serve, clients):
     """A well-behaved client answers the server's 1009 close; the connection must
     then end at once, not after the server's close_timeout."""
-    server, fx = serve(max_message_size=1000, close_timeout=5.0)
-    ws = clients.enter_context(ws_connect(server))
+    server, fx = serve(max_message_size=1000, close_timeout=20.0)
+    ws = clients.enter_context(ws_connect(server, close_timeout=20.0))
     port = ws.socket.getsockname()[1]
     ws.send("z" * 2000)
-    started = time.monotonic()
+    # recv() ends when TCP does: waiting for either close_timeout would take 20 s.
     with pytest.raises(ConnectionClosed) as info:
-        ws.recv(timeout=3.0)
+        ws.recv(timeout=10)
     assert info.value.rcvd is not None and info.value.rcvd.code == 1009
-    assert time.monotonic() - started < 2.0
     calls = fx.closes.wait(where=lambda c: c[3] == port)
     assert [c[1] for c in calls] == [1009]
 
@@ -714,15 +715,14 @@ def test_websockets_client_sees_failure_close_promptly(serve, clients):
 def test_server_ends_tcp_promptly_after_failing_and_client_close_reply(serve, clients, threads):
     """After a protocol failure and the client's close reply, TCP must end well
     before close_timeout: the server is waiting for exactly that reply."""
-    server, _ = serve(threads, close_timeout=5.0)
+    server, _ = serve(threads, close_timeout=20.0)
     conn = raw(server, clients)
     conn.send(Opcode.TEXT, b"not masked", mask=False)
     code, _ = conn.recv_close()
     assert code == 1002
     conn.send(Opcode.CLOSE, close_payload(1002))
-    started = time.monotonic()
-    read_until_closed(conn.sock, 3.0)
-    assert time.monotonic() - started < 2.0
+    # Waiting out close_timeout (20 s) would raise socket.timeout here.
+    assert read_until_closed(conn.sock, 10) == b""
 
 
 def test_handler_exception_closes_1011_and_server_keeps_serving(serve, clients, threads):
@@ -758,9 +758,9 @@ def test_tcp_drop_calls_on_close_once_with_1006(serve, clients, threads, how):
     conn.sock.close()
     calls = fx.closes.wait(where=lambda c: c[3] == port)
     assert [c[:3] for c in calls] == [("/echo", 1006, "")]
-    assert wait_until(lambda: not server.websockets, 2.0)
-    time.sleep(0.2)
-    assert len(fx.closes.wait(where=lambda c: c[3] == port)) == 1
+    assert wait_until(lambda: not server.websockets)
+    # And no second call comes later.
+    assert settled(lambda: len(fx.closes.wait(where=lambda c: c[3] == port))) == 1
 
 
 # -- keepalive -------------------------------------------------------------------------------
@@ -773,21 +773,21 @@ def test_keepalive_closes_silent_client_and_keeps_live_one(serve, clients, threa
     silent_port = silent.sock.getsockname()[1]
     started = time.monotonic()
     pings, close_code, ended = 0, None, False
-    while time.monotonic() - started < 3.0:
+    # The defaults (20 s interval, 20 s timeout) would take far longer than this.
+    while not ended and time.monotonic() - started < 15.0:
         try:
-            _fin, opcode, payload = silent.recv_frame(timeout=3.0)
-        except (EOFError, ConnectionResetError, socket.timeout):
-            ended = True
+            _fin, opcode, payload = silent.recv_frame(timeout=10.0)
+        except (EOFError, ConnectionResetError):
+            ended = True  # dropped without a close frame
             break
         if opcode == Opcode.PING:
             pings += 1  # and never answered
         elif opcode == Opcode.CLOSE:
             close_code = parse_close(payload)[0]
             ended = True
-            break
     elapsed = time.monotonic() - started
     assert pings >= 1
-    assert ended and elapsed < 2.0
+    assert ended
     assert close_code in (1011, None)
     calls = fx.closes.wait(where=lambda c: c[3] == silent_port)
     assert [c[1] for c in calls] == [1011]
@@ -875,7 +875,7 @@ def test_nonreading_client_eventually_dropped(serve, clients, threads):
     def flooder_gone() -> bool:
         return all(c["client_port"] != flooder_port for c in server.connections())
 
-    dropped = wait_until(flooder_gone, 4.0, 0.05)
+    dropped = wait_until(flooder_gone, 15.0, 0.05)  # well before the 20 s default ping_interval
     flooder.stop.set()
     flooder.join(2.0)
     assert dropped, "the non-reading client was never dropped"
@@ -904,7 +904,7 @@ def test_broadcast_drops_only_the_nonreading_receiver(serve, clients, threads):
         received.append(reader.recv(timeout=TIMEOUT))
     assert all(m == chunk for m in received)
     assert wait_until(lambda: all(c["client_port"] != stuck_port
-                                  for c in server.connections()), 3.0)
+                                  for c in server.connections()))
     assert [ws.path for ws in server.websockets] == ["/room/a"]
     reader.send("still here")
     assert reader.recv(timeout=TIMEOUT) == "still here"
@@ -998,15 +998,12 @@ def test_blocked_handler_does_not_stall_other_connections(serve, clients):
     clients.callback(fx.release.set)
     blocked.send("block")
     blocked.send("queued behind the block")
-    time.sleep(0.1)
+    assert fx.blocked.wait(TIMEOUT)
+    # The handler stays blocked until released below: these are served meanwhile.
     for i in range(3):
-        started = time.monotonic()
         other.send(f"quick {i}")
         assert other.recv(timeout=TIMEOUT) == f"quick {i}"
-        assert time.monotonic() - started < 1.0
-    started = time.monotonic()
     assert http_get(port_of(server)) == (200, b"ok")
-    assert time.monotonic() - started < 1.0
     with pytest.raises(TimeoutError):
         blocked.recv(timeout=0.2)
     fx.release.set()
@@ -1055,7 +1052,7 @@ def test_http_and_websocket_share_the_port(serve, clients, threads):
 
 
 def test_stop_closes_websockets_with_1001(serve, clients, threads):
-    server, fx = serve(threads)
+    server, fx = serve(threads, shutdown_grace=20.0, close_timeout=20.0)
     sockets = [clients.enter_context(ws_connect(server)) for _ in range(3)]
     conn = raw(server, clients)
     for ws in sockets:
@@ -1063,7 +1060,6 @@ def test_stop_closes_websockets_with_1001(serve, clients, threads):
         assert ws.recv(timeout=TIMEOUT) == "up"
     assert wait_until(lambda: len(server.websockets) == 4)
     stopper = threading.Thread(target=server.stop, name="test-stopper")
-    started = time.monotonic()
     stopper.start()
     code, _reason = conn.recv_close()
     assert code == 1001
@@ -1072,8 +1068,9 @@ def test_stop_closes_websockets_with_1001(serve, clients, threads):
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=TIMEOUT)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1001
-    stopper.join(TIMEOUT)
+    # Every peer answered: the stop ends at once, not after the grace or
+    # close_timeout (20 s).
+    stopper.join(10)
     assert not stopper.is_alive()
-    assert time.monotonic() - started < 3.0
     calls = fx.closes.wait(4)
     assert sorted(c[1] for c in calls) == [1001] * 4
