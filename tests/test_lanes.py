@@ -59,10 +59,12 @@ def test_a_blocked_lane_does_not_block_others() -> None:
     pool = ThreadPool(2)
     release = threading.Event()
     ran = threading.Event()
-    pool.lane().submit(release.wait, 5)
+    pool.lane().submit(release.wait, 30)
     pool.lane().submit(ran.set)
-    assert ran.wait(2)
-    release.set()
+    try:
+        assert ran.wait(10)  # while the first lane still blocks
+    finally:
+        release.set()
     pool.shutdown()
 
 
@@ -72,5 +74,5 @@ def test_a_failing_task_does_not_kill_the_worker() -> None:
     ran = threading.Event()
     lane.submit(lambda: 1 / 0)
     lane.submit(ran.set)
-    assert ran.wait(2)
+    assert ran.wait(10)
     pool.shutdown()
