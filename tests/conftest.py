@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import ssl
+import subprocess
 import threading
-from typing import Any, Callable, Iterator, List
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, NamedTuple
 
 import pytest
 
@@ -43,3 +47,63 @@ def no_leaked_threads() -> Iterator[None]:
         thread.join(3)
     leaked = [t for t in leaked if t.is_alive()]
     assert not leaked, f"threads left running: {leaked}"
+
+
+class TlsFiles(NamedTuple):
+    """A private CA and certificates it signed, as PEM files (see ``tls_files``)."""
+
+    ca: Path  # the CA certificate clients trust
+    cert: Path  # server certificate for localhost and 127.0.0.1
+    key: Path
+    renewed_cert: Path  # the same names, a new key and serial (a renewal)
+    renewed_key: Path
+    other_cert: Path  # for other.example only: a host name mismatch on loopback
+    other_key: Path
+    client_cert: Path  # a client certificate (CN=test client) for mutual TLS
+    client_key: Path
+    encrypted_key: Path  # ``key`` encrypted with the password "secret"
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def server_context(self) -> ssl.SSLContext:
+        from wssync.tls import server_context
+
+        return server_context(str(self.cert), str(self.key))
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _issue(cwd: Path, name: str, subject: str, extensions: str) -> None:
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=cwd)
+    (cwd / f"{name}.ext").write_text(extensions)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
+             cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A test CA and certificates, made with the ``openssl`` command once per run."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (apt-get install openssl)")
+    cwd = tmp_path_factory.mktemp("tls")
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=wssync test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=cwd)
+    server_ext = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+    _issue(cwd, "server", "/CN=localhost", server_ext)
+    _issue(cwd, "renewed", "/CN=localhost", server_ext)
+    _issue(cwd, "other", "/CN=other.example",
+           "subjectAltName=DNS:other.example\nextendedKeyUsage=serverAuth\n")
+    _issue(cwd, "client", "/CN=test client", "extendedKeyUsage=clientAuth\n")
+    _openssl("pkey", "-in", "server.key", "-out", "encrypted.key", "-aes256",
+             "-passout", "pass:secret", cwd=cwd)
+    return TlsFiles(cwd / "ca.pem", cwd / "server.pem", cwd / "server.key",
+                    cwd / "renewed.pem", cwd / "renewed.key", cwd / "other.pem",
+                    cwd / "other.key", cwd / "client.pem", cwd / "client.key",
+                    cwd / "encrypted.key")

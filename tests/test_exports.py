@@ -15,10 +15,10 @@ README = Path(__file__).resolve().parent.parent / "README.rst"
 
 PACKAGE_API = {
     "App", "CloseCode", "ConnectionClosed", "HandshakeRefused", "Headers", "HttpError",
-    "ProtocolError", "Request", "Response", "Server", "ServingWhileImported", "WebSocket",
-    "WssyncError", "__version__",
+    "ProtocolError", "Request", "Response", "Server", "ServingWhileImported", "TlsError",
+    "WebSocket", "WssyncError", "__version__",
 }
-CLIENT_API = {"ClientConnection", "ConnectionClosed", "HandshakeRefused", "connect"}
+CLIENT_API = {"ClientConnection", "ConnectionClosed", "HandshakeRefused", "TlsError", "connect"}
 
 
 def test_package_exports_exactly_the_public_api() -> None:
@@ -35,7 +35,7 @@ def test_client_exports_exactly_its_api() -> None:
 
 def test_every_public_error_is_a_wssync_error_with_its_hint_first() -> None:
     for name in ("HttpError", "ProtocolError", "HandshakeRefused", "ConnectionClosed",
-                 "ServingWhileImported"):
+                 "ServingWhileImported", "TlsError"):
         assert issubclass(getattr(wssync, name), wssync.WssyncError), name
     assert wssync.HttpError(404, "gone").status == 404
     assert wssync.ProtocolError(1002, "bad").code == 1002
@@ -58,7 +58,8 @@ def test_documented_signatures() -> None:
     def params(fn: object) -> list:
         return list(inspect.signature(fn).parameters)  # type: ignore[arg-type]
 
-    assert params(wssync.Server) == ["app", "host", "port", "threads", "settings"]
+    assert params(wssync.Server) == ["app", "host", "port", "threads", "ssl_context",
+                                     "settings"]
     assert params(wssync.Response) == ["body", "status", "headers", "content_type"]
     assert params(wssync.App.route)[1:] == ["path", "methods"]
     assert params(wssync.App.websocket)[1:] == ["path", "on_connect", "on_close",
@@ -66,19 +67,19 @@ def test_documented_signatures() -> None:
     assert params(wssync.WebSocket.close)[1:] == ["code", "reason"]
     assert params(wssync.Server.broadcast)[1:] == ["message", "path"]
     assert params(wssync.client.connect) == ["url", "subprotocols", "headers", "timeout",
-                                            "max_message_size"]
+                                            "max_message_size", "ssl_context"]
 
 
 def test_documented_members_exist() -> None:
     members = {
         wssync.App: ["route", "websocket", "mount_wsgi", "server"],
         wssync.Server: ["serve_forever", "start", "stop", "broadcast", "connections",
-                        "websockets", "address", "bind"],
+                        "websockets", "address", "bind", "reload_certificates"],
         wssync.WebSocket: ["send", "ping", "close", "path", "headers", "request", "subprotocol",
                            "remote_address", "closed", "close_code", "close_reason", "data"],
         wssync.Request: ["method", "path", "raw_path", "query_string", "query", "arg",
                          "headers", "body", "text", "json", "version", "remote_addr",
-                         "path_params", "keep_alive"],
+                         "path_params", "keep_alive", "scheme"],
         wssync.Headers: ["get", "get_all", "items", "tokens", "by_name", "compact"],
         wssync.Response: ["json", "html"],
     }

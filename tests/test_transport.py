@@ -185,7 +185,7 @@ def connect() -> Iterator[Callable[..., Conn]]:
         protocol = protocol or Recorder()
         registry: Dict[int, Transport] = {}
         transport = Transport(reactor, ours, "peer", protocol, registry, limits)
-        protocol.connection_made(transport)
+        transport.start()
         conn = Conn(reactor, transport, protocol, peer, registry)
         conns.append(conn)
         return conn

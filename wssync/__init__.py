@@ -8,6 +8,7 @@ from .errors import (
     HttpError,
     ProtocolError,
     ServingWhileImported,
+    TlsError,
     WssyncError,
 )
 from .request import Headers, Request
@@ -28,6 +29,7 @@ __all__ = [
     "Response",
     "Server",
     "ServingWhileImported",
+    "TlsError",
     "WebSocket",
     "WssyncError",
     "__version__",

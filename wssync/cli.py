@@ -14,6 +14,8 @@ import logging
 import math
 import os
 import re
+import signal
+import ssl
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -22,6 +24,7 @@ from .app import App
 from .config import SETTINGS
 from .errors import ServingWhileImported, WssyncError
 from .server import LOG_FORMAT, Server, refuse_to_serve
+from .tls import server_context
 
 ENV_PREFIX = "WSSYNC_"
 _SIZE = re.compile(r"([0-9]+)\s*(|k|kb|kib|m|mb|mib|g|gb|gib)", re.IGNORECASE)
@@ -108,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-access-log", action="store_true",
                         help="do not log each HTTP request")
     parser.add_argument("--version", action="version", version=f"wssync {__version__}")
+    tls = parser.add_argument_group("TLS (HTTPS and WSS on the same port)")
+    tls.add_argument("--certfile", metavar="FILE",
+                     help="the server's certificate chain (PEM); turns TLS on. SIGHUP reloads "
+                          "it (and the key) for new connections")
+    tls.add_argument("--keyfile", metavar="FILE",
+                     help="the private key (PEM), if not in --certfile")
+    tls.add_argument("--ssl-password-env", metavar="VAR",
+                     help="name of the environment variable holding the key's password")
+    tls.add_argument("--ca-certs", metavar="FILE",
+                     help="CA certificates (PEM) that client certificates must chain to")
+    tls.add_argument("--client-cert", choices=["none", "optional", "required"], default="none",
+                     help="ask clients for a certificate (default: none)")
     limits = parser.add_argument_group("limits and timeouts (every Server setting)")
     for name, setting in SETTINGS.items():
         flag = "--" + name.replace("_", "-")
@@ -178,6 +193,47 @@ def load_app(spec: str) -> App:
     raise CliError(f"{spec} is a {type(app).__name__}, not a wssync.App or WSGI callable")
 
 
+def _password(args: argparse.Namespace) -> Optional[str]:
+    if not args.ssl_password_env:
+        return None
+    password = os.environ.get(args.ssl_password_env)
+    if password is None:
+        raise CliError(f"--ssl-password-env: ${args.ssl_password_env} is not set")
+    return password
+
+
+def tls_context(args: argparse.Namespace) -> Optional[ssl.SSLContext]:
+    """The server's TLS context from the command line, or None without --certfile."""
+    if not args.certfile:
+        if args.keyfile or args.ca_certs or args.client_cert != "none":
+            raise CliError("--keyfile, --ca-certs and --client-cert need --certfile")
+        return None
+    try:
+        return server_context(args.certfile, args.keyfile, _password(args), args.ca_certs,
+                              args.client_cert)
+    except FileNotFoundError as exc:
+        raise CliError(f"cannot read {exc.filename}: no such file") from None
+    except ssl.SSLError as exc:
+        raise CliError(f"cannot use the certificate {args.certfile}: "
+                       f"{exc.reason or exc.strerror or exc} (a wrong password, a key that "
+                       f"does not match, or not PEM?)") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {exc.filename or args.certfile}: {exc.strerror}") from None
+
+
+def reload_on_sighup(server: Server, args: argparse.Namespace) -> None:
+    """SIGHUP: load the renewed certificate files for new connections."""
+
+    def reload(_signum: int, _frame: Any) -> None:
+        try:
+            server.reload_certificates(args.certfile, args.keyfile, _password(args))
+        except (CliError, OSError, ssl.SSLError) as exc:
+            logging.getLogger("wssync.server").error(
+                "SIGHUP: certificate not reloaded, the old one stays: %s", exc)
+
+    signal.signal(signal.SIGHUP, reload)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     try:
@@ -196,11 +252,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .demo import create_app
 
             app = create_app()
-        server = Server(app, args.host, args.port, threads=args.threads,
+        context = tls_context(args)
+        server = Server(app, args.host, args.port, threads=args.threads, ssl_context=context,
                         **settings_from(args))
     except (CliError, TypeError, ValueError) as exc:
         print(f"wssync: error: {exc}", file=sys.stderr)
         return 2
+    if context is not None:
+        reload_on_sighup(server, args)
     try:
         server.bind()
     except PermissionError:

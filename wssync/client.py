@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -19,7 +20,7 @@ from typing import Any, Deque, Iterator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from .config import default
-from .errors import ConnectionClosed, HandshakeRefused
+from .errors import ConnectionClosed, HandshakeRefused, TlsError
 from .handshake import check_response, client_request, parse_response_head
 from .websocket_frames import CloseCode
 from .websocket_protocol import (
@@ -32,10 +33,24 @@ from .websocket_protocol import (
     WebSocketProtocol,
 )
 
-__all__ = ["ClientConnection", "ConnectionClosed", "HandshakeRefused", "connect"]
+__all__ = ["ClientConnection", "ConnectionClosed", "HandshakeRefused", "TlsError", "connect"]
 
 # Closes that end iteration quietly; others raise ConnectionClosed.
 _NORMAL_ENDS = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
+def _start_tls(sock: socket.socket, host: str, port: int,
+               context: Optional[ssl.SSLContext]) -> ssl.SSLSocket:
+    if context is None:
+        context = ssl.create_default_context()
+        context.set_alpn_protocols(["http/1.1"])
+    try:
+        return context.wrap_socket(sock, server_hostname=host)
+    except ssl.SSLCertVerificationError as exc:
+        raise TlsError(f"the certificate of {host}:{port} is not trusted: "
+                       f"{exc.verify_message}") from None
+    except ssl.SSLError as exc:
+        raise TlsError(f"TLS with {host}:{port} failed: {exc.reason or exc}") from None
+
+
 _MAX_HEAD = default("max_header_size")  # the server's own limit on a head
 
 
@@ -192,35 +207,44 @@ class ClientConnection:
         self.close()
 
 
-def _parse_url(url: str) -> Tuple[str, int, str, str]:
+def _parse_url(url: str) -> Tuple[bool, str, int, str, str]:
+    """(secure, host, port, target, Host header) of a ``ws://`` or ``wss://`` URL."""
     parts = urlsplit(url)
-    if parts.scheme != "ws":
-        raise ValueError(f"only ws:// URLs are supported, not {url!r}")
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"only ws:// and wss:// URLs are supported, not {url!r}")
     if not parts.hostname:
         raise ValueError(f"no host in {url!r}")
-    port = parts.port or 80
+    secure = parts.scheme == "wss"
+    default_port = 443 if secure else 80
+    port = parts.port or default_port
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host = parts.hostname
     host_header = f"[{host}]" if ":" in host else host
-    if port != 80:
+    if port != default_port:
         host_header += f":{port}"
-    return host, port, target, host_header
+    return secure, host, port, target, host_header
 
 
 def connect(url: str, subprotocols: Optional[List[str]] = None,
             headers: Optional[List[Tuple[str, str]]] = None, timeout: float = 10.0,
-            max_message_size: int = default("max_message_size")) -> ClientConnection:
-    """Open a WebSocket to ``ws://host[:port]/path[?query]``.
+            max_message_size: int = default("max_message_size"),
+            ssl_context: Optional[ssl.SSLContext] = None) -> ClientConnection:
+    """Open a WebSocket to ``ws://`` or ``wss://host[:port]/path[?query]``.
 
-    Raises :class:`HandshakeRefused` if the server does not switch protocols
-    correctly, ``OSError`` if it cannot be reached, ``TimeoutError`` if the
-    handshake takes longer than ``timeout``.
+    For ``wss://`` the server's certificate and host name are verified
+    against the system's trust store, or against ``ssl_context`` (for a
+    private CA: ``ssl.create_default_context(cafile=...)``).  Raises
+    :class:`TlsError` if TLS cannot be set up, :class:`HandshakeRefused` if
+    the server does not switch protocols correctly, ``OSError`` if it cannot
+    be reached, ``TimeoutError`` if the handshake takes longer than ``timeout``.
     """
-    host, port, target, host_header = _parse_url(url)
+    secure, host, port, target, host_header = _parse_url(url)
     key = base64.b64encode(os.urandom(16)).decode("ascii")
     sock = socket.create_connection((host, port), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if secure:
+            sock = _start_tls(sock, host, port, ssl_context)
         sock.sendall(client_request(host_header, target, key, subprotocols, headers))
         buf = b""
         deadline = time.monotonic() + timeout

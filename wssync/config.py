@@ -68,6 +68,9 @@ SETTINGS: Dict[str, Setting] = {
     "max_connections": Setting(0, "count", "open connections; more get 503 (0: as many as file "
                                            "descriptors allow)"),
     "backlog": Setting(1024, "count", "the listening socket's accept queue"),
+    "tls_handshake_timeout": Setting(10.0, "seconds", "TLS only: a client that has not "
+                                                      "finished its handshake by then is "
+                                                      "dropped"),
     "shutdown_grace": Setting(10.0, "seconds", "how long a stop waits for in-flight work"),
 }
 
@@ -100,6 +103,7 @@ class Config:
     send_timeout: float
     max_connections: int
     backlog: int
+    tls_handshake_timeout: float
     shutdown_grace: float
 
     def __init__(self, **settings: Any) -> None:

@@ -51,6 +51,15 @@ class HandshakeRefused(WssyncError):
         self.message = message
 
 
+class TlsError(WssyncError, ConnectionError):
+    """The client could not set up TLS with the server: an untrusted or wrong
+    certificate, no common protocol version, or a server that does not speak TLS."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class ConnectionClosed(WssyncError):
     """The WebSocket is closed; ``code`` and ``reason`` tell how (1006: no close frame)."""
 

@@ -184,6 +184,8 @@ class HttpConnection:
                 self._phase = _Deadline.NONE
                 self._current = request
                 request.local_addr = transport.sockname
+                if transport.secure:
+                    request.scheme = "https"
                 self._continue_sent = False
                 if handshake.is_handshake(request):
                     self._upgrade(request)

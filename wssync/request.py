@@ -119,6 +119,7 @@ class Request:
         "method",
         "path_params",
         "remote_addr",
+        "scheme",
         "target",
         "version",
     )
@@ -139,6 +140,7 @@ class Request:
         self.body = body
         self.remote_addr = remote_addr
         self.local_addr: Any = None  # the server's end of the connection
+        self.scheme = "http"  # "https" when it came over TLS
         self.path_params: Dict[str, str] = {}
         raw_path, _, query = target.partition("?")
         self._path = raw_path

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
@@ -24,7 +25,14 @@ from .http_connection import HttpConnection
 from .http_writer import error_response
 from .lanes import ThreadPool
 from .reactor import BoundedHandoff, Reactor
-from .transport import Listener, Transport, WriteLimits, create_listening_socket
+from .tls import TlsSettings
+from .transport import (
+    Listener,
+    Transport,
+    TransportFactory,
+    WriteLimits,
+    create_listening_socket,
+)
 from .websocket import WebSocket
 from .websocket_connection import WebSocketConnection
 from .websocket_frames import encode_frame, message_frame_parts
@@ -77,12 +85,14 @@ class Server:
     """Serves ``app`` over HTTP/1.1 and WebSocket on one port.
 
     ``threads=0`` runs handlers on the reactor thread (they must not block);
-    ``threads=N`` runs them on N worker threads.  Settings (limits and
-    timeouts) are keyword arguments; see :class:`~wssync.config.Config`.
+    ``threads=N`` runs them on N worker threads.  With ``ssl_context`` (see
+    :func:`wssync.tls.server_context`) the port speaks HTTPS and WSS.
+    Settings (limits and timeouts) are keyword arguments; see
+    :class:`~wssync.config.Config`.
     """
 
     def __init__(self, app: App, host: str = "0.0.0.0", port: int = 80, threads: int = 0,
-                 **settings: Any) -> None:
+                 ssl_context: Optional[ssl.SSLContext] = None, **settings: Any) -> None:
         if threads < 0:
             raise ValueError("threads must be 0 (reactor mode) or more")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -92,6 +102,7 @@ class Server:
         self.port = port
         self.threads = threads
         self.config = Config(**settings)
+        self.ssl_context = ssl_context
         app.server = self
         self._sock: Optional[socket.socket] = None
         self._reactor: Optional[Reactor] = None
@@ -146,14 +157,21 @@ class Server:
             self._blocking_pool = ThreadPool(WSGI_THREADS, name="wssync-wsgi")
         bridge = HttpBridge(self.app, config, handoff, self._pool, self._websockets,
                             self._blocking_pool)
+        transport_factory: TransportFactory = Transport
+        if self.ssl_context is not None:
+            transport_factory = TlsSettings(
+                self.ssl_context, config.tls_handshake_timeout,
+                error_response(400, "this port speaks TLS: use https:// or wss://"),
+            ).transport
         self._listener = Listener(
             reactor, self._sock, lambda: HttpConnection(config, bridge), self._transports,
             WriteLimits(config.write_high_water, config.max_write_buffer, config.send_timeout),
-            config.max_connections, self._refuse, self._accepting,
+            config.max_connections, self._refuse, self._accepting, transport_factory,
         )
         self._stopped.clear()
         reactor.call_soon(self._running.set)
-        log.info("serving on %s (%s mode)", self._display_address(),
+        log.info("serving %s on %s (%s mode)", "HTTPS and WSS" if self.ssl_context else
+                 "HTTP and WebSocket", self._display_address(),
                  f"thread-pool, {self.threads} threads" if self.threads else "reactor")
         restore = self._handle_signals()
         try:
@@ -192,6 +210,35 @@ class Server:
         self._stopped.wait(timeout if timeout is not None else self.config.shutdown_grace + 5)
         if self._thread is not None:
             self._thread.join(1.0)
+
+    def reload_certificates(self, certfile: str, keyfile: Optional[str] = None,
+                            password: Optional[str] = None) -> None:
+        """Use a renewed certificate for new TLS connections; open ones keep theirs.
+
+        The files are checked here first (a bad file raises ``ssl.SSLError``
+        or ``OSError`` and the current certificate stays); the server's
+        context takes them on the reactor thread.  Safe from any thread and
+        from a signal handler.
+        """
+        context = self.ssl_context
+        if context is None:
+            raise RuntimeError("this server does not use TLS")
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certfile, keyfile, password)
+        reactor = self._reactor
+        if reactor is None or self._stopped.is_set():
+            context.load_cert_chain(certfile, keyfile, password)
+        else:
+            reactor.call_soon_threadsafe(self._load_certificates, certfile, keyfile, password)
+
+    def _load_certificates(self, certfile: str, keyfile: Optional[str],
+                           password: Optional[str]) -> None:
+        assert self.ssl_context is not None
+        try:
+            self.ssl_context.load_cert_chain(certfile, keyfile, password)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("certificate not reloaded: %s", exc)
+            return
+        log.info("certificate reloaded from %s; new connections use it", certfile)
 
     def __enter__(self) -> Server:
         return self.start()
@@ -343,7 +390,7 @@ class Server:
         for transport in list(self._transports.values()):
             client, server = transport.peername, transport.sockname
             info: Dict[str, Any] = {
-                "transport": "tcp",
+                "transport": "tls" if transport.secure else "tcp",
                 "client_addr": client[0] if isinstance(client, tuple) else str(client),
                 "client_port": client[1] if isinstance(client, tuple) else None,
                 "server_addr": server[0] if isinstance(server, tuple) else str(server),

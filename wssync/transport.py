@@ -22,7 +22,7 @@ log = logging.getLogger("wssync.transport")
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 
-_RECV_SIZE = 65536
+RECV_SIZE = 65536
 # Buffers handed to one sendmsg(): enough to fill a socket buffer with small
 # frames, far below the kernel's IOV_MAX (1024 on Linux).
 _IOV_BATCH = 64
@@ -64,9 +64,11 @@ class Transport:
     __slots__ = (
         "_closed", "_closing", "_eof", "_events", "_high_water", "_low_water", "_max_buffer",
         "_out", "_out_size", "_progress", "_reading_paused", "_registry", "_send_timeout",
-        "_send_timer", "_write_eof", "_writing_paused", "bytes_in", "bytes_out", "fileno",
-        "opened_at", "peername", "protocol", "reactor", "sock", "sockname",
+        "_send_timer", "_started", "_write_eof", "_writing_paused", "bytes_in", "bytes_out",
+        "fileno", "opened_at", "peername", "protocol", "reactor", "sock", "sockname",
     )
+
+    secure = False  # the bytes are encrypted on the wire (TlsTransport)
 
     def __init__(
         self,
@@ -108,6 +110,7 @@ class Transport:
         self._write_eof = False  # close_write() asked: send FIN once the buffer drains
         self._closed = False
         self._eof = False
+        self._started = False  # the protocol was told (connection_made)
         self._set_events(EVENT_READ)  # first: if it fails, nothing is left registered
         registry[self.fileno] = self
 
@@ -119,6 +122,11 @@ class Transport:
 
     def is_closing(self) -> bool:
         return self._closing or self._closed
+
+    def start(self) -> None:
+        """The connection is ready for its protocol (a TLS transport first shakes hands)."""
+        self._started = True
+        self.protocol.connection_made(self)
 
     # -- protocol swap --------------------------------------------------------
 
@@ -155,7 +163,7 @@ class Transport:
         if self._closed:
             return  # closed by an earlier callback of the same select() round
         try:
-            data = self.sock.recv(_RECV_SIZE)
+            data = self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -165,6 +173,9 @@ class Transport:
             self.bytes_in += len(data)
             self.protocol.data_received(data)
             return
+        self._received_eof()
+
+    def _received_eof(self) -> None:
         # The peer half-closed.  Stop reading; the protocol decides whether to
         # finish writing (HTTP response in flight) or to close now.
         self._eof = True
@@ -250,7 +261,7 @@ class Transport:
                 log.exception("resume_writing failed")
         if not out:
             if self._closing:
-                self._force_close(None)
+                self._force_close(None, graceful=True)
                 return
             if self._write_eof:
                 self._shutdown_write()
@@ -281,7 +292,7 @@ class Transport:
             return
         self._closing = True
         if not self._out:
-            self._force_close(None)
+            self._force_close(None, graceful=True)
         else:
             self._update_events()
 
@@ -310,7 +321,9 @@ class Transport:
         self._out_size = 0
         self._force_close(None)
 
-    def _force_close(self, exc: Optional[BaseException]) -> None:
+    def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:
+        """Close the socket now and tell the protocol; ``graceful`` when all
+        output went out (a TLS transport then says close_notify first)."""
         if self._closed:
             return
         self._closed = True
@@ -325,16 +338,21 @@ class Transport:
                 pass
             self._events = 0
         self._registry.pop(self.fileno, None)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        self._close_socket(graceful)
         if exc is not None and not isinstance(exc, _GONE):
             log.debug("connection %s closed on error: %r", self.peername, exc)
+        if not self._started:
+            return  # the protocol never heard of this connection
         try:
             self.protocol.connection_lost(exc)
         except Exception:
             log.exception("connection_lost failed")
+
+    def _close_socket(self, _graceful: bool) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
     # -- selector registration ---------------------------------------------------
 
@@ -364,6 +382,9 @@ class Transport:
 
 
 ProtocolFactory = Callable[[], BaseProtocol]
+# Makes the transport of an accepted socket: plain by default, TLS from wssync.tls.
+TransportFactory = Callable[
+    [Reactor, socket.socket, Any, BaseProtocol, Dict[int, Transport], WriteLimits], Transport]
 
 
 class Listener:
@@ -379,8 +400,10 @@ class Listener:
         max_connections: int,
         on_refused: Callable[[socket.socket], None],
         accepting: Optional[Callable[[], bool]] = None,
+        transport_factory: TransportFactory = Transport,
     ) -> None:
         self.reactor = reactor
+        self._transport_factory = transport_factory
         self.sock = sock
         self._factory = protocol_factory
         self._registry = registry
@@ -421,12 +444,12 @@ class Listener:
                 continue
             try:
                 protocol = self._factory()
-                transport = Transport(self.reactor, sock, peer, protocol, self._registry,
-                                      self._limits)
+                transport = self._transport_factory(self.reactor, sock, peer, protocol,
+                                                    self._registry, self._limits)
             except OSError:
                 sock.close()  # the peer reset before we could register it
                 continue
-            protocol.connection_made(transport)
+            transport.start()
 
     def _pause(self, delay: float) -> None:
         if self._resume_timer is None:

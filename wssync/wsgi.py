@@ -79,7 +79,7 @@ def build_environ(request: Request, server_name: str, server_port: str) -> Envir
         "SERVER_SOFTWARE": "wssync",
         "REMOTE_ADDR": "",
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
+        "wsgi.url_scheme": request.scheme,
         "wsgi.input": io.BytesIO(request.body),
         "wsgi.input_terminated": True,
         "wsgi.errors": sys.stderr,
@@ -123,7 +123,8 @@ class WsgiHandler:
         if not name:
             name = local[0] if isinstance(local, tuple) else "localhost"
         if not port:
-            port = str(local[1]) if isinstance(local, tuple) else "80"
+            port = str(local[1]) if isinstance(local, tuple) else \
+                ("443" if request.scheme == "https" else "80")
         environ = build_environ(request, name, port)
         start = _StartResponse()
         result = self.wsgi_app(environ, start)
