@@ -7,8 +7,10 @@ taken on this machine is the number replaced by a free port (and said so).
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -18,6 +20,7 @@ from typing import Callable, Dict, List
 
 import pytest
 import requests
+from conftest import TlsFiles
 from helpers import free_port, run_server, wait_listening
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -163,12 +166,51 @@ def run_client_example(code: str, tmp_path: Path, port: int) -> None:
         _stop(demo, signal.SIGTERM)
 
 
+def run_tls_server_example(code: str, tmp_path: Path, port: int) -> None:
+    path = tmp_path / "tls_server.py"
+    path.write_text(code.replace("8443", str(port)))
+    proc = _script(path)
+    try:
+        wait_listening(port, proc)
+        answer = requests.get(f"https://localhost:{port}/", verify=str(tmp_path / "ca.pem"),
+                              timeout=5)
+        assert answer.text == "hello over https\n"
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        with connect(f"wss://localhost:{port}/ws", ssl=context) as ws:
+            ws.send("over wss")
+            assert ws.recv(timeout=5) == "over wss"
+    finally:
+        _stop(proc)
+
+
+def run_tls_client_example(code: str, tmp_path: Path, port: int) -> None:
+    server = run_server(["--host", "127.0.0.1", "--port", str(port), "--certfile",
+                         str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem")])
+    try:
+        wait_listening(port, server)
+        path = tmp_path / "tls_client.py"
+        path.write_text(code.replace("8443", str(port)))
+        done = subprocess.run([sys.executable, path.name], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "hello\n"
+        (tmp_path / "ca.pem").write_bytes((tmp_path / "cert.pem").read_bytes())  # wrong CA
+        done = subprocess.run([sys.executable, path.name], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("refused: the certificate of localhost:")
+    finally:
+        _stop(server, signal.SIGTERM)
+
+
 # Each example, recognised by a line of its own, and how to check it.
 DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     '@app.route("/items/<item_id>"': run_app_example,
     "with Server(app, host=": run_embedding_example,
     "flask_app = Flask(__name__)": run_flask_example,
     "from wssync.client import connect": run_client_example,
+    "ssl_context=context).serve_forever()": run_tls_server_example,
+    "from wssync.client import TlsError, connect": run_tls_client_example,
 }
 
 
@@ -192,8 +234,13 @@ def test_every_example_has_a_driver() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(DRIVERS)))
-def test_readme_example_runs_as_written(index: int, tmp_path: Path, port: int) -> None:
+def test_readme_example_runs_as_written(index: int, tmp_path: Path, port: int,
+                                        tls_files: TlsFiles) -> None:
     code = python_examples()[index]
+    # The files the TLS examples name, as a reader would have them beside the script.
+    for source, name in ((tls_files.ca, "ca.pem"), (tls_files.cert, "cert.pem"),
+                         (tls_files.key, "key.pem")):
+        shutil.copy(source, tmp_path / name)
     start = time.monotonic()
     _driver(code)(code, tmp_path, port)
     print(f"example {index} checked in {time.monotonic() - start:.1f} s")

@@ -170,8 +170,8 @@ class Server:
         )
         self._stopped.clear()
         reactor.call_soon(self._running.set)
-        log.info("serving %s on %s (%s mode)", "HTTPS and WSS" if self.ssl_context else
-                 "HTTP and WebSocket", self._display_address(),
+        log.info("serving on %s (%s, %s mode)", self._display_address(),
+                 "HTTPS and WSS" if self.ssl_context else "HTTP and WebSocket",
                  f"thread-pool, {self.threads} threads" if self.threads else "reactor")
         restore = self._handle_signals()
         try:

@@ -1,0 +1,244 @@
+"""HTTPS and WSS on one port, end to end with independent clients, in both modes.
+
+The server speaks TLS through ``wssync.tls``; the clients are the ``ssl``
+module's own sockets, ``http.client``, the ``websockets`` library and
+``wssync.client``, all verifying against the test CA of ``tls_files``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import threading
+from typing import Any, Callable, List
+
+import pytest
+import websockets.exceptions
+from conftest import TlsFiles
+from helpers import read_until_closed, wait_until
+from websockets.sync.client import connect as ws_connect
+
+from wssync import App, Request, Response, Server, TlsError, WebSocket
+from wssync.client import connect
+
+MiB = 1024 * 1024
+
+
+def make_app() -> App:
+    app = App()
+    seen: List[str] = []
+
+    @app.route("/hello")
+    def hello(request: Request) -> str:
+        return f"hello over {request.scheme}"
+
+    @app.route("/big")
+    def big(request: Request) -> Response:
+        return Response(b"z" * (4 * MiB))
+
+    @app.route("/stream")
+    def stream(request: Request) -> Response:
+        return Response(iter([b"a" * 70000, b"b" * 70000, b"end"]))
+
+    @app.websocket("/echo")
+    def echo(ws: WebSocket, message: Any) -> None:
+        if message == "close-4001":
+            ws.close(4001, "as asked")
+            return
+        seen.append(ws.request.scheme)
+        ws.send(message)
+
+    app.seen = seen  # type: ignore[attr-defined]
+    return app
+
+
+@pytest.fixture
+def tls_server(start_server: Callable[..., Server], tls_files: TlsFiles,
+               threads: int) -> Server:
+    return start_server(make_app(), threads, ssl_context=tls_files.server_context(),
+                        max_message_size=17 * MiB)
+
+
+def https(server: Server, tls_files: TlsFiles) -> http.client.HTTPSConnection:
+    return http.client.HTTPSConnection("localhost", server.address[1], timeout=10,
+                                       context=tls_files.client_context())
+
+
+def test_https_keep_alive_requests_on_one_connection(tls_server: Server,
+                                                     tls_files: TlsFiles) -> None:
+    conn = https(tls_server, tls_files)
+    ports = set()
+    for _ in range(3):
+        conn.request("GET", "/hello")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.read() == b"hello over https"
+        assert conn.sock is not None
+        ports.add(conn.sock.getsockname()[1])
+    assert len(ports) == 1  # one TLS connection served all three
+    conn.request("GET", "/big")
+    assert len(conn.getresponse().read()) == 4 * MiB
+    conn.request("GET", "/stream")
+    response = conn.getresponse()
+    assert response.getheader("Transfer-Encoding") == "chunked"
+    assert response.read() == b"a" * 70000 + b"b" * 70000 + b"end"
+    assert [c["transport"] for c in tls_server.connections()] == ["tls"]
+    conn.close()
+
+
+def test_wss_echo_big_messages_pings_and_close_codes(tls_server: Server,
+                                                     tls_files: TlsFiles) -> None:
+    url = f"wss://localhost:{tls_server.address[1]}/echo"
+    with ws_connect(url, ssl=tls_files.client_context(), max_size=None,
+                    compression=None) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
+        payload = bytes(range(256)) * (16 * MiB // 256)
+        ws.send(payload)
+        assert ws.recv(timeout=30) == payload
+        for i in range(500):
+            ws.send(str(i))
+        assert [ws.recv(timeout=10) for _ in range(500)] == [str(i) for i in range(500)]
+        ws.ping(b"are you there").wait(10)
+        connections = tls_server.connections()
+        assert [c["transport"] for c in connections if c["protocol"] == "websocket"] == ["tls"]
+        ws.send("close-4001")
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+    assert set(tls_server.app.seen) == {"https"}  # type: ignore[attr-defined]
+
+
+def test_wssync_client_over_tls_and_its_errors(tls_server: Server, tls_files: TlsFiles,
+                                               start_server: Callable[..., Server],
+                                               threads: int) -> None:
+    port = tls_server.address[1]
+    with connect(f"wss://localhost:{port}/echo", ssl_context=tls_files.client_context()) as ws:
+        ws.send(b"\x00binary")
+        assert ws.recv(timeout=10) == b"\x00binary"
+    # The system trust store does not know the test CA: a clear error, no traceback maze.
+    with pytest.raises(TlsError, match="not trusted"):
+        connect(f"wss://localhost:{port}/echo")
+    # A certificate for another name.
+    other = start_server(make_app(), threads, ssl_context=_context(tls_files.other_cert,
+                                                                   tls_files.other_key))
+    with pytest.raises(TlsError, match=r"not trusted|match"):
+        connect(f"wss://localhost:{other.address[1]}/echo",
+                ssl_context=tls_files.client_context())
+    # wss:// to a plain server: TLS fails, and says so.
+    plain = start_server(make_app(), threads)
+    with pytest.raises(TlsError):
+        connect(f"wss://127.0.0.1:{plain.address[1]}/echo",
+                ssl_context=tls_files.client_context(), timeout=5)
+
+
+def _context(cert: Any, key: Any) -> ssl.SSLContext:
+    from wssync.tls import server_context
+
+    return server_context(str(cert), str(key))
+
+
+def tls_socket(server: Server, tls_files: TlsFiles) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", server.address[1]), timeout=10)
+    # suppress_ragged_eofs=False: an end without close_notify raises instead of b"".
+    return tls_files.client_context().wrap_socket(raw, server_hostname="localhost",
+                                                  suppress_ragged_eofs=False)
+
+
+def test_graceful_close_sends_close_notify(tls_server: Server, tls_files: TlsFiles) -> None:
+    sock = tls_socket(tls_server, tls_files)
+    sock.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    data = read_until_closed(sock)  # raises SSLEOFError if the server just dropped TCP
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"hello over https")
+    sock.close()
+
+
+def test_pipelined_requests_in_one_tls_write_are_all_answered(tls_server: Server,
+                                                             tls_files: TlsFiles) -> None:
+    # Many requests in one write arrive as a few records; every one must be read
+    # even though the socket signals readiness only once for them.
+    sock = tls_socket(tls_server, tls_files)
+    sock.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n" * 200
+                 + b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    data = read_until_closed(sock)
+    assert data.count(b"HTTP/1.1 200 OK") == 201
+    sock.close()
+
+
+def test_plain_http_on_the_tls_port_gets_a_plain_400(tls_server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", tls_server.address[1]), timeout=10) as sock:
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        data = read_until_closed(sock)
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"Connection: close" in data
+    assert b"speaks TLS" in data
+
+
+def test_a_non_reading_wss_peer_is_no_longer_read(start_server: Callable[..., Server],
+                                                  tls_files: TlsFiles, threads: int) -> None:
+    # Back-pressure through TLS: the echoes pile up, so the server stops reading.
+    server = start_server(make_app(), threads, ssl_context=tls_files.server_context(),
+                          write_high_water=64 * 1024, max_write_buffer=64 * MiB,
+                          send_timeout=0)
+    url = f"wss://localhost:{server.address[1]}/echo"
+    ws = connect(url, ssl_context=tls_files.client_context())
+    ws.sock.settimeout(0.5)
+    message = b"m" * 32 * 1024
+    sent = 0
+    try:
+        while sent < 64 * MiB:
+            ws.send(message)
+            sent += len(message)
+    except Exception:  # our send times out once the server stops reading
+        pass
+    read = [c["bytes_in"] for c in server.connections() if c["protocol"] == "websocket"]
+    assert read and read[0] < 32 * MiB  # far less than we tried to push
+    settled_read = read[0]
+    assert wait_until(lambda: [c["bytes_in"] for c in server.connections()
+                               if c["protocol"] == "websocket"] == [settled_read], 10)
+    ws.sock.close()
+
+
+def test_reload_certificates_serves_the_new_one_to_new_connections(
+        start_server: Callable[..., Server], tls_files: TlsFiles, threads: int) -> None:
+    server = start_server(make_app(), threads, ssl_context=tls_files.server_context())
+    old = tls_socket(server, tls_files)
+    first = old.getpeercert(binary_form=True)
+    server.reload_certificates(str(tls_files.renewed_cert), str(tls_files.renewed_key))
+
+    def new_cert() -> Any:
+        sock = tls_socket(server, tls_files)
+        cert = sock.getpeercert(binary_form=True)
+        sock.close()
+        return cert
+
+    assert wait_until(lambda: new_cert() != first, 10)
+    # The open connection keeps its session and is still served.
+    old.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    assert read_until_closed(old).endswith(b"hello over https")
+    old.close()
+    # A broken file is refused at once and the renewed certificate stays.
+    with pytest.raises((ssl.SSLError, OSError)):
+        server.reload_certificates(str(tls_files.ca), str(tls_files.key))
+
+
+def test_many_clients_at_once(tls_server: Server, tls_files: TlsFiles) -> None:
+    errors: List[BaseException] = []
+
+    def client() -> None:
+        try:
+            conn = https(tls_server, tls_files)
+            for _ in range(5):
+                conn.request("GET", "/hello")
+                assert conn.getresponse().read() == b"hello over https"
+            conn.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=client) for _ in range(20)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert not errors
