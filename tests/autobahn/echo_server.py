@@ -4,6 +4,7 @@ Usage::
 
     python tests/autobahn/echo_server.py [--host 127.0.0.1] [--port 9001] [--threads N]
                                          [--max-message-size BYTES] [--set NAME=VALUE ...]
+                                         [--certfile PEM --keyfile PEM]
 
 A WebSocket route ``/`` sends every message back unchanged (text as text,
 binary as binary).  Keepalive pings are off (``ping_interval=0``): the suite
@@ -74,6 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="largest message in bytes (default: 64 MiB; the suite sends 16 MiB)")
     parser.add_argument("--set", dest="settings", type=_setting, action="append", default=[],
                         metavar="NAME=VALUE", help="any other server setting")
+    parser.add_argument("--certfile", help="serve wss:// with this certificate (PEM)")
+    parser.add_argument("--keyfile", help="its private key (PEM)")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error", "critical"])
     args = parser.parse_args(argv)
@@ -82,7 +85,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     settings: Dict[str, Any] = {"max_message_size": args.max_message_size, "ping_interval": 0}
     settings.update(dict(args.settings))
-    server = Server(create_app(), args.host, args.port, threads=args.threads, **settings)
+    context = None
+    if args.certfile:
+        from wssync.tls import server_context
+
+        context = server_context(args.certfile, args.keyfile)
+    server = Server(create_app(), args.host, args.port, threads=args.threads,
+                    ssl_context=context, **settings)
     server.bind()
     host, port = server.address[:2]
 

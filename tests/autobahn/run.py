@@ -13,6 +13,7 @@ Typical runs::
     python tests/autobahn/run.py --cases '9.*' --timeout 7200   # performance cases (slow)
     python tests/autobahn/run.py --cases '12.*,13.*'  # permessage-deflate
     python tests/autobahn/run.py --cases '*' --exclude-cases ''  # everything
+    python tests/autobahn/run.py --tls                # the same over wss://
 
 What it does:
 
@@ -241,9 +242,12 @@ def source_state() -> str:
 class EchoServer:
     """``echo_server.py`` in a subprocess; its stderr goes to ``server.log``."""
 
-    def __init__(self, threads: int, settings: List[str], logfile: str) -> None:
+    def __init__(self, threads: int, settings: List[str], logfile: str,
+                 tls: Optional[Tuple[str, str]] = None) -> None:
         command = [sys.executable, ECHO_SERVER, "--host", "127.0.0.1", "--port", "0",
                    "--threads", str(threads)]
+        if tls is not None:
+            command += ["--certfile", tls[0], "--keyfile", tls[1]]
         for setting in settings:
             command += ["--set", setting]
         self._log = open(logfile, "wb")  # noqa: SIM115 (open while the server runs)
@@ -285,6 +289,18 @@ class EchoServer:
         return self.proc.returncode
 
 
+def self_signed(outdir: str) -> Tuple[str, str]:
+    """A certificate and key for 127.0.0.1 in ``outdir`` (the suite does not verify it)."""
+    cert, key = os.path.join(outdir, "cert.pem"), os.path.join(outdir, "key.pem")
+    try:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1"],
+                       check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise RunError(f"cannot make a certificate with openssl: {exc}") from None
+    return cert, key
+
+
 # -- wstest ---------------------------------------------------------------------------
 
 
@@ -293,10 +309,10 @@ def split_patterns(text: str) -> List[str]:
 
 
 def write_spec(path: str, outdir: str, port: int, cases: List[str],
-               exclude: List[str]) -> None:
+               exclude: List[str], scheme: str = "ws") -> None:
     spec = {
         "outdir": outdir,
-        "servers": [{"agent": AGENT, "url": f"ws://127.0.0.1:{port}"}],
+        "servers": [{"agent": AGENT, "url": f"{scheme}://127.0.0.1:{port}"}],
         "cases": cases,
         "exclude-cases": exclude,
         "exclude-agent-cases": {},
@@ -472,6 +488,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         metavar="NAME=VALUE", help="an extra server setting (repeatable)")
     parser.add_argument("--verbose", "-v", action="store_true", help="show wstest's output")
+    parser.add_argument("--tls", action="store_true",
+                        help="run over wss:// (a self-signed certificate made with openssl)")
     parser.add_argument("--setup-only", action="store_true",
                         help="only make the virtualenv, then exit")
     return parser.parse_args(argv)
@@ -511,11 +529,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             outdir = tempfile.mkdtemp(prefix="wssync-autobahn-")
         log(f"cases {cases}, excluded {exclude}, server threads {args.threads}, "
             f"report in {outdir}")
-        server = EchoServer(args.threads, args.settings, os.path.join(outdir, "server.log"))
-        log(f"echo server pid {server.proc.pid} on ws://127.0.0.1:{server.port} "
+        tls = self_signed(outdir) if args.tls else None
+        scheme = "wss" if tls else "ws"
+        server = EchoServer(args.threads, args.settings, os.path.join(outdir, "server.log"),
+                            tls)
+        log(f"echo server pid {server.proc.pid} on {scheme}://127.0.0.1:{server.port} "
             f"({source_state()})")
         spec = os.path.join(outdir, "spec.json")
-        write_spec(spec, outdir, server.port, cases, exclude)
+        write_spec(spec, outdir, server.port, cases, exclude, scheme)
         wstest_started = time.monotonic()
         facts = run_wstest(wstest, spec, os.path.join(outdir, "wstest.log"), args.timeout,
                            server, args.verbose)
