@@ -1,5 +1,5 @@
 """Shared pieces of the benchmark suite: /proc readings, CPU pinning, WebSocket
-client frames and handshakes, and a many-connection opener.
+client frames and handshakes, a many-connection opener, and the TLS test certificate.
 
 Everything here is standard library only and Linux-specific (/proc, epoll,
 sched_setaffinity).
@@ -14,7 +14,9 @@ import os
 import resource
 import select
 import socket
+import ssl
 import struct
+import subprocess
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -28,6 +30,11 @@ LOAD_CPU = 1  # load generators, the orchestrator and its helpers run here
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+# What a non-blocking recv/send may raise instead of moving bytes: on a plain socket
+# BlockingIOError; on an SSLSocket also a want-read/want-write (OSErrors, but not
+# BlockingIOErrors), e.g. a recv that only consumed a TLS 1.3 session ticket.
+WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 # -- process and machine ------------------------------------------------------------
@@ -182,6 +189,63 @@ def median(values: List[float]) -> float:
     return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+# -- TLS -------------------------------------------------------------------------------
+
+
+def make_test_cert(directory: str, host: str = "127.0.0.1") -> Tuple[str, str]:
+    """A self-signed certificate for ``host`` (ECDSA P-256, subjectAltName IP:``host``)
+    and its key, made with the ``openssl`` command in ``directory``; (certfile, keyfile).
+    """
+    cert = os.path.join(directory, "cert.pem")
+    key = os.path.join(directory, "key.pem")
+    cmd = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+           "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+           "-days", "2", "-subj", f"/CN={host}", "-addext", f"subjectAltName=IP:{host}"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        raise RuntimeError(f"cannot run openssl to make the test certificate: {exc}") from None
+    if proc.returncode:
+        raise RuntimeError(f"openssl failed ({proc.returncode}): {proc.stderr.strip()[-300:]}")
+    return cert, key
+
+
+def client_context(cafile: Optional[str] = None) -> ssl.SSLContext:
+    """A client context that trusts ``cafile`` (the test certificate: its name and chain
+    are checked), or that checks nothing without one.  No ALPN, no session reuse: every
+    connection does a full handshake, as a new client would."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cafile:
+        context.load_verify_locations(cafile)
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def tls_session(sock: Any) -> Optional[str]:
+    """"TLSv1.3 TLS_AES_256_GCM_SHA384" for an SSLSocket, None for a plain one."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    cipher = sock.cipher()
+    return f"{sock.version()} {cipher[0] if cipher else '?'}"
+
+
+def recv_tls(sock: Any, size: int) -> bytes:
+    """recv, then what OpenSSL already decrypted beyond it: the socket will not signal
+    those bytes again.  Raises like ``sock.recv`` (see :data:`WOULD_BLOCK`)."""
+    data: bytes = sock.recv(size)
+    if data:
+        pending = sock.pending()
+        while pending:
+            more = sock.recv(pending)
+            if not more:
+                break
+            data += more
+            pending = sock.pending()
+    return data
+
+
 # -- WebSocket client side ------------------------------------------------------------
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -223,11 +287,18 @@ def check_handshake(head: bytes) -> None:
         raise HandshakeError("server negotiated an extension nobody offered")
 
 
-def connect_ws(host: str, port: int, path: str, timeout: float = 10.0) -> Tuple[socket.socket,
-                                                                                bytes]:
-    """A blocking WebSocket connection; returns the socket and bytes read past the head."""
+def connect_ws(host: str, port: int, path: str, timeout: float = 10.0,
+               ssl_context: Optional[ssl.SSLContext] = None) -> Tuple[socket.socket, bytes]:
+    """A blocking WebSocket connection (over TLS with ``ssl_context``); returns the
+    socket and bytes read past the head."""
     sock = socket.create_connection((host, port), timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if ssl_context is not None:
+        try:
+            sock = ssl_context.wrap_socket(sock, server_hostname=host)
+        except OSError:
+            sock.close()
+            raise
     sock.sendall(handshake_request(host, port, path))
     head = b""
     while b"\r\n\r\n" not in head:
@@ -379,9 +450,14 @@ def recv_frame(sock: socket.socket, reader: FrameReader, pending: List[Tuple[int
 
 
 def ws_echo_latencies(host: str, port: int, path: str, count: int,
-                      payload: bytes = b"Hello, World!", timeout: float = 30.0) -> List[float]:
-    """``count`` sequential echo round trips on one new connection; seconds each."""
-    sock, leftover = connect_ws(host, port, path)
+                      payload: bytes = b"Hello, World!", timeout: float = 30.0,
+                      ssl_context: Optional[ssl.SSLContext] = None,
+                      info: Optional[Dict[str, Any]] = None) -> List[float]:
+    """``count`` sequential echo round trips on one new connection; seconds each.
+    ``info["tls"]`` gets the TLS version and cipher, if ``info`` is given."""
+    sock, leftover = connect_ws(host, port, path, ssl_context=ssl_context)
+    if info is not None:
+        info["tls"] = tls_session(sock)
     reader = FrameReader()
     pending: List[Tuple[int, bytes]] = []
     reader.feed(leftover, pending)
@@ -405,13 +481,21 @@ def ws_echo_latencies(host: str, port: int, path: str, count: int,
     return out
 
 
-def http_latencies(host: str, port: int, count: int, path: str = "/",
-                   expect: Optional[bytes] = b"Hello, World!",
-                   timeout: float = 30.0) -> List[float]:
-    """``count`` sequential keep-alive GETs on one connection; seconds each."""
+def _http_connection(host: str, port: int, timeout: float,
+                     ssl_context: Optional[ssl.SSLContext]) -> Any:
     import http.client
 
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    if ssl_context is not None:
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_context)
+    return http.client.HTTPConnection(host, port, timeout=timeout)
+
+
+def http_latencies(host: str, port: int, count: int, path: str = "/",
+                   expect: Optional[bytes] = b"Hello, World!",
+                   timeout: float = 30.0,
+                   ssl_context: Optional[ssl.SSLContext] = None) -> List[float]:
+    """``count`` sequential keep-alive GETs on one connection; seconds each."""
+    conn = _http_connection(host, port, timeout, ssl_context)
     out = []
     deadline = time.monotonic() + timeout
     try:
@@ -432,33 +516,42 @@ def http_latencies(host: str, port: int, count: int, path: str = "/",
     return out
 
 
-def http_get(host: str, port: int, path: str, timeout: float = 30.0) -> Tuple[int, bytes,
-                                                                               Dict[str, str]]:
-    import http.client
-
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+def http_get(host: str, port: int, path: str, timeout: float = 30.0,
+             ssl_context: Optional[ssl.SSLContext] = None,
+             info: Optional[Dict[str, Any]] = None) -> Tuple[int, bytes, Dict[str, str]]:
+    """One GET; ``info["tls"]`` gets the TLS version and cipher, if ``info`` is given."""
+    conn = _http_connection(host, port, timeout, ssl_context)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
+        if info is not None:
+            info["tls"] = tls_session(conn.sock)
         body = resp.read()
         return resp.status, body, {k.lower(): v for k, v in resp.getheaders()}
     finally:
         conn.close()
 
 
+_CONNECTING, _TLS_HANDSHAKE, _UPGRADING = 0, 1, 2
+
+
 def open_ws_many(host: str, port: int, path: str, count: int, *, concurrency: int = 64,
                  timeout: float = 120.0, source_ip: Optional[str] = None,
                  nodelay: bool = True, max_failures: Optional[int] = None,
+                 ssl_context: Optional[ssl.SSLContext] = None,
                  ) -> Tuple[List[Tuple[socket.socket, bytes]], Dict[str, int]]:
     """Open ``count`` WebSocket connections with at most ``concurrency`` handshakes in flight.
 
     Returns the non-blocking sockets (each with the bytes read past its 101 head)
     and a tally of failures by kind.  Failed attempts are retried until
-    ``max_failures`` (default: ``count``) or ``timeout`` runs out.
+    ``max_failures`` (default: ``count``) or ``timeout`` runs out.  With
+    ``ssl_context`` every connection does its TLS handshake first (non-blocking,
+    on the same epoll) and the sockets returned are ``ssl.SSLSocket``s.
     """
     request = handshake_request(host, port, path)
     ep = select.epoll()
-    pending: Dict[int, List[object]] = {}  # fd -> [sock, connected?, head bytes]
+    # fd -> [sock, stage, head bytes]; stage: _CONNECTING, _TLS_HANDSHAKE, _UPGRADING
+    pending: Dict[int, List[object]] = {}
     done: List[Tuple[socket.socket, bytes]] = []
     failures: Dict[str, int] = {}
     max_failures = count if max_failures is None else max_failures
@@ -501,29 +594,60 @@ def open_ws_many(host: str, port: int, path: str, count: int, *, concurrency: in
                     failures[kind] = failures.get(kind, 0) + 1
                     time.sleep(0.01)
                     break
-                pending[sock.fileno()] = [sock, False, b""]
+                pending[sock.fileno()] = [sock, _CONNECTING, b""]
                 ep.register(sock.fileno(), select.EPOLLOUT)
             for fd, _events in ep.poll(0.2):
                 entry = pending.get(fd)
                 if entry is None:
                     continue
                 sock = entry[0]  # type: ignore[assignment]
-                if not entry[1]:
+                if entry[1] == _CONNECTING:
                     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     if err:
                         fail(fd, errno.errorcode.get(err, str(err)))
                         continue
+                    if ssl_context is not None:
+                        # same fd, still non-blocking; the handshake starts below
+                        sock = ssl_context.wrap_socket(sock, server_hostname=host,
+                                                       do_handshake_on_connect=False)
+                        entry[0] = sock
+                        entry[1] = _TLS_HANDSHAKE
+                    else:
+                        entry[1] = _UPGRADING
+                        try:
+                            sock.send(request)  # small: it goes out whole on a fresh socket
+                        except OSError as exc:
+                            fail(fd, errno.errorcode.get(exc.errno or 0, "send"))
+                            continue
+                        ep.modify(fd, select.EPOLLIN)
+                        continue
+                if entry[1] == _TLS_HANDSHAKE:
                     try:
-                        sock.send(request)  # small: it goes out whole on a fresh socket
+                        sock.do_handshake()  # type: ignore[attr-defined]
+                    except ssl.SSLWantReadError:
+                        ep.modify(fd, select.EPOLLIN)
+                        continue
+                    except ssl.SSLWantWriteError:
+                        ep.modify(fd, select.EPOLLOUT)
+                        continue
+                    except ssl.SSLError as exc:
+                        fail(fd, f"TLS: {exc.reason or exc}"[:60])
+                        continue
+                    except OSError as exc:
+                        fail(fd, errno.errorcode.get(exc.errno or 0, "TLS handshake"))
+                        continue
+                    entry[1] = _UPGRADING
+                    try:
+                        sock.send(request)  # one small record on a fresh connection
                     except OSError as exc:
                         fail(fd, errno.errorcode.get(exc.errno or 0, "send"))
                         continue
-                    entry[1] = True
                     ep.modify(fd, select.EPOLLIN)
                     continue
                 try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
+                    data = (recv_tls(sock, 65536) if ssl_context is not None
+                            else sock.recv(65536))
+                except WOULD_BLOCK:
                     continue
                 except OSError as exc:
                     fail(fd, errno.errorcode.get(exc.errno or 0, "recv"))

@@ -7,12 +7,14 @@ waiting for a broadcast).  One process holds at most ``per_proc`` sockets
 Holders answer pings, count and check data messages, and obey commands on a
 pipe: ``stats``, ``reset`` (with the payload to expect), ``wait`` (until every
 held connection received a message since the reset, bounded) and ``close``.
+With an ``ssl_context`` the connections are WSS (a full TLS handshake each).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import select
+import ssl
 import time
 from typing import Any, Dict, List, Optional
 
@@ -20,14 +22,15 @@ import common
 
 
 def holder_main(host: str, port: int, path: str, count: int, cpu: int, source_ip: str,
-                concurrency: int, timeout: float, ctrl: Any) -> None:
+                concurrency: int, timeout: float, ctrl: Any,
+                ssl_context: Optional[ssl.SSLContext] = None) -> None:
     common.pin(cpu)
     common.raise_nofile()
     start = time.monotonic()
     try:
         opened, failures = common.open_ws_many(host, port, path, count, concurrency=concurrency,
                                                timeout=timeout, source_ip=source_ip,
-                                               nodelay=True)
+                                               nodelay=True, ssl_context=ssl_context)
     except OSError as exc:
         ctrl.send({"opened": 0, "failures": {str(exc): 1}, "seconds": 0.0})
         return
@@ -113,8 +116,9 @@ class Holder:
         if sock is None:
             return
         try:
-            data = sock.recv(65536)
-        except BlockingIOError:
+            data = (common.recv_tls(sock, 65536) if isinstance(sock, ssl.SSLSocket)
+                    else sock.recv(65536))
+        except common.WOULD_BLOCK:
             return
         except OSError:
             data = b""
@@ -183,8 +187,9 @@ class Holder:
                     if sock is None:
                         continue
                     try:
-                        data = sock.recv(65536)
-                    except BlockingIOError:
+                        data = (common.recv_tls(sock, 65536) if isinstance(sock, ssl.SSLSocket)
+                                else sock.recv(65536))
+                    except common.WOULD_BLOCK:
                         continue
                     except OSError:
                         data = b""
@@ -203,8 +208,8 @@ class HolderPool:
     """``count`` client connections spread over ``ceil(count / per_proc)`` processes."""
 
     def __init__(self, host: str, port: int, path: str, count: int, *, per_proc: int = 5000,
-                 cpu: int = common.LOAD_CPU, concurrency: int = 48, timeout: float = 180.0
-                 ) -> None:
+                 cpu: int = common.LOAD_CPU, concurrency: int = 48, timeout: float = 180.0,
+                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
         self.count = count
         procs = max(1, -(-count // per_proc))
         shares = [count // procs + (1 if i < count % procs else 0) for i in range(procs)]
@@ -216,7 +221,7 @@ class HolderPool:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=holder_main, daemon=True,
                                args=(host, port, path, share, cpu, f"127.0.0.{2 + i}",
-                                     concurrency, timeout, child))
+                                     concurrency, timeout, child, ssl_context))
             proc.start()
             child.close()
             self.pipes.append(parent)

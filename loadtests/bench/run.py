@@ -4,7 +4,8 @@ On a fresh Linux machine (2+ CPUs, Python 3.9+, ``wrk`` and ``taskset`` installe
 e.g. ``apt-get install wrk util-linux``), from the repository root::
 
     python3 loadtests/bench/run.py --install            # venv + wssync (editable) + anchors
-    python3 loadtests/bench/run.py                       # everything, 5 rounds of 8 s
+    python3 loadtests/bench/run.py                       # plain workloads, 5 rounds of 8 s
+    python3 loadtests/bench/run.py --only tls            # the TLS workloads (or --only all)
     python3 loadtests/bench/run.py --rounds 3 --seconds 5 --only http,ws13 \
         --servers wssync,uvicorn,tornado
     python3 loadtests/bench/run.py --report loadtests/bench/results/bench-<time>.json
@@ -49,6 +50,30 @@ CPU 1; RLIMIT_NOFILE is raised to the hard limit for all of them):
     (trigger round trip) and until the last client read it, server CPU, and a
     check that every client got exactly the right payload.
 
+The TLS workloads (not run by default: ``--only tls`` selects all three,
+``--only all`` plain and TLS, or name them, e.g. ``--only http,https``) serve
+the same apps over TLS with one self-signed certificate, made once per run with
+the ``openssl`` command (ECDSA P-256, subjectAltName IP:127.0.0.1) in a
+temporary directory removed at the end.  Every server gets the same files
+(wssync ``--certfile/--keyfile``, uvicorn ``--ssl-certfile/--ssl-keyfile``,
+gunicorn ``--certfile/--keyfile``, the other apps an ``ssl.SSLContext``); the
+TLS version and cipher each one negotiated are in the JSON and the summary.
+Handshakes happen before the measured window (keep-alive connections); the
+Python clients check the certificate, wrk does not check it.
+
+``https``
+    As ``http``, with wrk against ``https://127.0.0.1:PORT/``.  Servers: wssync
+    (both modes), gunicorn gthread, uvicorn (asyncio and uvloop), tornado.
+``wss13``
+    As ``ws13`` over TLS (``wsload.py`` with ``ssl.SSLSocket``s: 50
+    connections, ``--pipeline13`` in flight).  Servers: wssync reactor,
+    uvicorn, tornado, websockets asyncio and sync.
+``idle-tls``
+    As ``idle`` with ``--idle-tls-connections`` (default 5,000) WSS connections,
+    the probes over HTTPS / WSS: KiB per connection includes the server's TLS
+    state (asyncio's TLS layer alone keeps a 256 KiB buffer per connection, so
+    19,000 would need gigabytes per anchor).  Same servers as ``wss13``.
+
 Servers: wssync reactor (``--threads 0``), wssync thread pool (4 threads, HTTP
 only), waitress (4 threads), gunicorn gthread (1 worker, 4 threads), uvicorn
 with httptools on asyncio and on uvloop, tornado, and the websockets library's
@@ -60,6 +85,12 @@ a temporary directory, removed at the end; its fingerprint, the git HEAD and
 whether the optional C masking accelerator was in use are in the JSON), so edits
 to the working tree during a run cannot mix two versions; ``--no-snapshot``
 serves the live tree instead.
+
+For the TLS targets (wssync against uvicorn on ``https``, against the websockets
+asyncio server on ``wss13``, and both servers' memory on ``idle-tls``)::
+
+    python3 loadtests/bench/run.py --only tls \
+        --servers wssync,wssync-threads,uvicorn,gunicorn-gthread,websockets
 
 ``--baseline DIR`` adds ``wssync-before`` (and ``wssync-threads-before``), the same
 servers importing wssync from another checkout, so a change is measured against the
@@ -98,7 +129,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common
 import servers
-from servers import BROADCAST, HTTP, IDLE, WS13, WS16K
+from servers import BROADCAST, HTTP, HTTPS, IDLE, IDLE_TLS, WS13, WS16K, WSS13
 
 DEFAULT_VENV = os.path.join(common.BENCH_DIR, ".venv")
 BASELINES = ("wssync", "wssync-threads")
@@ -111,7 +142,15 @@ METRICS: Dict[str, Tuple[str, str, bool, str, str, bool]] = {
     IDLE: ("kib_per_conn", "KiB/conn", False, "http_p99_ms", "loaded HTTP p99 ms", False),
     BROADCAST: ("deliver_ms", "ms to deliver", False, "cpu_us", "server CPU us/recipient",
                 False),
+    HTTPS: ("rate", "req/s", True, "cpu_us", "server CPU us/req", False),
+    WSS13: ("rate", "msg/s", True, "cpu_us", "server CPU us/msg", False),
+    IDLE_TLS: ("kib_per_conn", "KiB/conn", False, "http_p99_ms", "loaded HTTP p99 ms", False),
 }
+RATE_WORKLOADS = (HTTP, HTTPS, WS13, WSS13, WS16K)
+IDLE_WORKLOADS = (IDLE, IDLE_TLS)
+# --only shorthands
+WORKLOAD_GROUPS = {"plain": servers.ALL_WORKLOADS, "tls": servers.TLS_WORKLOADS,
+                   "all": servers.ALL_WORKLOADS + servers.TLS_WORKLOADS}
 
 
 # -- install / venv ---------------------------------------------------------------------------
@@ -283,12 +322,14 @@ class Sampler:
             rec["core1_other"] = round(max(0.0, rec["core1_procs"] - rec["gen_share"]), 3)
 
 
-def measure_http(spec: servers.ServerSpec, args: argparse.Namespace, log: str) -> Dict[str, Any]:
+def measure_http(spec: servers.ServerSpec, args: argparse.Namespace, log: str,
+                 tls: Optional[servers.TlsFiles] = None) -> Dict[str, Any]:
     rec: Dict[str, Any] = {}
-    server = servers.ServerProcess(spec, log)
+    server = servers.ServerProcess(spec, log, tls=tls)
     try:
         server.wait_ready()
-        url = f"http://{server.host}:{server.port}/"
+        rec["tls_session"] = server.tls_session
+        url = f"{'https' if tls else 'http'}://{server.host}:{server.port}/"
         run_wrk(url, 1, args.connections)  # warm-up
         sampler = Sampler(server)
         sampler.start()
@@ -315,19 +356,21 @@ def measure_http(spec: servers.ServerSpec, args: argparse.Namespace, log: str) -
 
 
 def measure_ws(spec: servers.ServerSpec, args: argparse.Namespace, log: str, size: int,
-               binary: bool, pipeline: int) -> Dict[str, Any]:
+               binary: bool, pipeline: int,
+               tls: Optional[servers.TlsFiles] = None) -> Dict[str, Any]:
     import wsload
 
     rec: Dict[str, Any] = {"pipeline": pipeline, "size": size}
-    server = servers.ServerProcess(spec, log)
+    server = servers.ServerProcess(spec, log, tls=tls)
     try:
         server.wait_ready()
+        rec["tls_session"] = server.tls_session
         sampler = Sampler(server)
         res = wsload.run_echo(server.host, server.port, spec.ws_path,
                               connections=args.connections, size=size, binary=binary,
                               pipeline=pipeline, warmup=1.0, seconds=args.seconds,
                               procs=args.gen_procs, on_start=sampler.start,
-                              on_end=sampler.end)
+                              on_end=sampler.end, ssl_context=server.ssl_context)
         rec.update(rate=round(res["msg_per_s"], 1), messages=res["messages"],
                    gen_share=round(res["gen_cpu_share"], 3), closed=res["closed"],
                    gen_errors=res["errors"])
@@ -342,11 +385,13 @@ def measure_ws(spec: servers.ServerSpec, args: argparse.Namespace, log: str, siz
     return rec
 
 
-def measure_idle(spec: servers.ServerSpec, args: argparse.Namespace, log: str) -> Dict[str, Any]:
+def measure_idle(spec: servers.ServerSpec, args: argparse.Namespace, log: str,
+                 tls: Optional[servers.TlsFiles] = None) -> Dict[str, Any]:
     import idle
 
-    r = idle.run_idle(spec, args.idle_connections, log, verbose=False)
-    rec: Dict[str, Any] = {"detail": r}
+    count = args.idle_tls_connections if tls else args.idle_connections
+    r = idle.run_idle(spec, count, log, verbose=False, tls=tls)
+    rec: Dict[str, Any] = {"detail": r, "tls_session": r.get("tls_session")}
     if "error" in r:
         rec["error"] = r["error"]
     if "kib_per_conn" in r:
@@ -392,6 +437,12 @@ def measure(workload: str, spec: servers.ServerSpec, args: argparse.Namespace,
         return measure_ws(spec, args, log, 16384, True, args.pipeline16k)
     if workload == IDLE:
         return measure_idle(spec, args, log)
+    if workload == HTTPS:
+        return measure_http(spec, args, log, tls=args.tls_files)
+    if workload == WSS13:
+        return measure_ws(spec, args, log, 13, False, args.pipeline13, tls=args.tls_files)
+    if workload == IDLE_TLS:
+        return measure_idle(spec, args, log, tls=args.tls_files)
     return measure_broadcast(spec, args, log)
 
 
@@ -401,7 +452,7 @@ def one_line(rec: Dict[str, Any]) -> str:
     if rec.get("error") and rec.get(METRICS[w][0]) is None:
         return f"{head} FAILED: {rec['error']}"
     parts = []
-    if w in (HTTP, WS13, WS16K):
+    if w in RATE_WORKLOADS:
         parts.append(f"{rec['rate']:>9.0f} {METRICS[w][1]}  {rec['cpu_us']:7.2f} us/op  "
                      f"server {100 * rec['server_share']:3.0f}%  gen "
                      f"{100 * rec['gen_share']:3.0f}%  other on core0/1 "
@@ -409,9 +460,9 @@ def one_line(rec: Dict[str, Any]) -> str:
                      f"{100 * (rec.get('core1_other') or 0):3.0f}%  errors {rec['errors']}")
         if (rec.get("gen_share") or 0) > GEN_BOUND:
             parts.append("GENERATOR MAY BE THE BOTTLENECK")
-        if w == HTTP and rec.get("p99_ms") is not None:
+        if w in (HTTP, HTTPS) and rec.get("p99_ms") is not None:
             parts.append(f"p50/p99 {rec['p50_ms']:.2f}/{rec['p99_ms']:.2f} ms")
-    elif w == IDLE:
+    elif w in IDLE_WORKLOADS:
         parts.append(f"{rec['kib_per_conn']:7.2f} KiB/conn ({rec['opened']} conns, threads "
                      f"+{rec['threads_added']}, open {rec['open_seconds']} s), loaded HTTP p99 "
                      f"{rec['http_p99_ms']} ms, WS p99 {rec['ws_p99_ms']} ms, errors "
@@ -429,6 +480,8 @@ def one_line(rec: Dict[str, Any]) -> str:
         parts.append(f"log: {stop['log_problems'][0][:100]}")
     if rec.get("error"):
         parts.append(f"error: {rec['error']}")
+    if rec.get("tls_session"):
+        parts.append(rec["tls_session"])
     return head + " " + "; ".join(parts)
 
 
@@ -439,6 +492,13 @@ def summarize(records: List[Dict[str, Any]], workloads: List[str],
               names: List[str]) -> Dict[str, Any]:
     medians: Dict[str, Dict[str, Dict[str, Any]]] = {}
     ratios: Dict[str, List[Dict[str, Any]]] = {}
+    tls_sessions: Dict[str, List[str]] = {}  # server -> TLS version and cipher(s) seen
+    for rec in records:
+        session = rec.get("tls_session")
+        if session and rec["workload"] in workloads:
+            seen = tls_sessions.setdefault(rec["server"], [])
+            if session not in seen:
+                seen.append(session)
     for w in workloads:
         primary, _, _, secondary, _, _ = METRICS[w]
         medians[w] = {}
@@ -480,7 +540,7 @@ def summarize(records: List[Dict[str, Any]], workloads: List[str],
                         row[key] = round(common.median(per_round), 3)
                         row[key + "_rounds"] = len(per_round)
                 ratios[w].append(row)
-    return {"medians": medians, "ratios": ratios}
+    return {"medians": medians, "ratios": ratios, "tls_sessions": tls_sessions}
 
 
 def _f(v: Any, digits: int = 1) -> str:
@@ -506,7 +566,7 @@ def _bound(e: Dict[str, Any]) -> str:
 def format_summary(summary: Dict[str, Any], workloads: List[str]) -> str:
     out = []
     med, ratios = summary["medians"], summary["ratios"]
-    rate_w = [w for w in workloads if w in (HTTP, WS13, WS16K)]
+    rate_w = [w for w in workloads if w in RATE_WORKLOADS]
     if rate_w:
         out.append("Medians over rounds (throughput workloads)")
         out.append(f"{'workload':9} {'server':17} {'rate/s':>10} {'(min-max)':>19} "
@@ -524,12 +584,15 @@ def format_summary(summary: Dict[str, Any], workloads: List[str]) -> str:
         out.append(f"(srv/gen CPU: share of one core used by the server / the load generator; "
                    f"'%!' marks a generator above {100 * GEN_BOUND:.0f}%, possibly the "
                    f"bottleneck; core0/1 other: CPU 0 / CPU 1 time used by other processes)")
-    if IDLE in workloads and med.get(IDLE):
+    for idle_w in IDLE_WORKLOADS:
+        if idle_w not in workloads or not med.get(idle_w):
+            continue
         out.append("")
-        out.append("Idle connections (medians)")
+        out.append("Idle connections (medians)" if idle_w == IDLE
+                   else "Idle TLS connections: WSS, probes over HTTPS / WSS (medians)")
         out.append(f"{'server':17} {'conns':>6} {'KiB/conn':>9} {'threads+':>8} "
                    f"{'idle CPU%':>9} {'HTTP p50/p99 ms':>16} {'WS p99 ms':>9} {'errors':>6}")
-        for name, e in med[IDLE].items():
+        for name, e in med[idle_w].items():
             http = f"{_f(e.get('http_p50_ms'), 2)}/{_f(e.get('http_p99_ms'), 2)}"
             out.append(f"{name:17} {_f(e.get('opened'), 0):>6} {e['kib_per_conn']:>9.2f} "
                        f"{_f(e.get('threads_added'), 0):>8} {_f(e.get('idle_cpu_pct'), 1):>9} "
@@ -543,6 +606,11 @@ def format_summary(summary: Dict[str, Any], workloads: List[str]) -> str:
             out.append(f"{name:17} {e['deliver_ms']:>10.1f} {_f(e.get('trigger_ms')):>10} "
                        f"{_f(e.get('server_cpu_ms')):>10} {_f(e.get('cpu_us'), 2):>12} "
                        f"{e['errors']:>6}")
+    sessions = summary.get("tls_sessions") or {}
+    if sessions:
+        out.append("")
+        out.append("TLS negotiated (same certificate for all): " + "; ".join(
+            f"{name} {', '.join(seen)}" for name, seen in sessions.items()))
     out.append("")
     out.append("Median of same-round ratios baseline/anchor "
                "(throughput: >1 = baseline faster; CPU, memory, time: <1 = baseline cheaper)")
@@ -624,6 +692,16 @@ def versions() -> Dict[str, str]:
     return out
 
 
+def tls_commands(names: List[str]) -> Dict[str, str]:
+    """What each server's command gets for the TLS workloads (CERT and KEY: the run's files)."""
+    out = {}
+    for n in names:
+        tls_args = servers.BY_NAME[n].tls_args
+        if tls_args is not None:
+            out[n] = " ".join(tls_args("CERT", "KEY"))
+    return out
+
+
 def report(path: str) -> int:
     """Tables and chart again from a results JSON (e.g. after changing the chart code)."""
     with open(path) as f:
@@ -660,11 +738,14 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=8.0,
                         help="measured seconds per throughput run")
     parser.add_argument("--only", default=",".join(servers.ALL_WORKLOADS),
-                        help="workloads, comma-separated (default: %(default)s)")
+                        help="workloads, comma-separated (default: %(default)s); also "
+                             "'tls' for " + ",".join(servers.TLS_WORKLOADS) + ", 'plain' for "
+                             "the default ones, 'all' for both")
     parser.add_argument("--servers", default=",".join(s.name for s in servers.SERVERS),
                         help="servers, comma-separated (default: all)")
     parser.add_argument("--connections", type=int, default=50,
-                        help="connections for http/ws13/ws16k (default: %(default)s)")
+                        help="connections for http/https/ws13/wss13/ws16k (default: "
+                             "%(default)s)")
     parser.add_argument("--pipeline13", type=int, default=1,
                         help="13-byte messages in flight per connection (default: %(default)s)")
     parser.add_argument("--pipeline16k", type=int, default=4,
@@ -672,6 +753,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--gen-procs", type=int, default=1,
                         help="WebSocket generator processes, all on CPU 1 (default: 1)")
     parser.add_argument("--idle-connections", type=int, default=19000)
+    parser.add_argument("--idle-tls-connections", type=int, default=5000,
+                        help="held WSS connections for idle-tls (default: %(default)s; "
+                             "asyncio's TLS keeps a 256 KiB buffer per connection)")
     parser.add_argument("--broadcast-clients", type=int, default=10000)
     parser.add_argument("--broadcast-repeats", type=int, default=5)
     return parser.parse_args(argv)
@@ -686,10 +770,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         maybe_reexec(args.venv, argv)
     if args.report:
         return report(args.report)
-    workloads = [w.strip() for w in args.only.split(",") if w.strip()]
-    for w in workloads:
-        if w not in METRICS:
-            sys.exit(f"unknown workload {w!r}; choose from {', '.join(METRICS)}")
+    workloads: List[str] = []
+    for w in (w.strip() for w in args.only.split(",") if w.strip()):
+        for name in WORKLOAD_GROUPS.get(w, (w,)):
+            if name not in METRICS:
+                sys.exit(f"unknown workload {name!r}; choose from {', '.join(METRICS)} "
+                         f"or {', '.join(WORKLOAD_GROUPS)}")
+            if name not in workloads:
+                workloads.append(name)
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
     for n in names:
         if n not in servers.BY_NAME:
@@ -714,8 +802,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             skipped[n] = why
             print(f"skipping {n}: {why}", flush=True)
     names = [n for n in names if n not in skipped]
-    if HTTP in workloads and subprocess.run(["which", "wrk"], capture_output=True).returncode:
-        sys.exit("wrk is not installed (apt-get install wrk); or leave out http with --only")
+    if (HTTP in workloads or HTTPS in workloads) and \
+            subprocess.run(["which", "wrk"], capture_output=True).returncode:
+        sys.exit("wrk is not installed (apt-get install wrk); or leave out http/https with "
+                 "--only")
+    tls_dir: Optional[str] = None
+    args.tls_files = None
+    if any(w in servers.TLS_WORKLOADS for w in workloads):
+        # one certificate for every server of the run, outside the repository
+        tls_dir = tempfile.mkdtemp(prefix="wssync-bench-tls-")
+        try:
+            args.tls_files = common.make_test_cert(tls_dir)
+        except RuntimeError as exc:
+            shutil.rmtree(tls_dir, ignore_errors=True)
+            sys.exit(f"TLS workloads: {exc}")
     nofile = common.raise_nofile()
     common.pin(common.LOAD_CPU)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -742,8 +842,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             "commands": {n: " ".join(["taskset", "-c", str(common.SERVER_CPU), "python",
                                       *servers.BY_NAME[n].argv("127.0.0.1", 0)])
                          for n in names},
+            "tls_args": tls_commands(names) if args.tls_files else None,
+            "tls_certificate": "self-signed, ECDSA P-256, subjectAltName IP:127.0.0.1 "
+                               "(openssl req -x509)" if args.tls_files else None,
             "skipped": skipped, "settings": {k: v for k, v in vars(args).items()
-                                             if k not in ("install",)}}
+                                             if k not in ("install", "tls_files")}}
     print(f"wssync under test: {code.get('snapshot') or code['working_tree']} "
           f"({'snapshot of' if not args.no_snapshot else 'live'} the working tree; "
           f"HEAD {code['git']['head'][:60]}"
@@ -789,6 +892,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         if snap is not None:
             shutil.rmtree(snap, ignore_errors=True)
+        if tls_dir is not None:
+            shutil.rmtree(tls_dir, ignore_errors=True)
     now = fingerprint(os.path.join(common.REPO_DIR, "wssync"))
     if now != code["working_tree"]:
         code["working_tree_at_end"] = now

@@ -4,7 +4,9 @@ it answers correctly, measure its process tree, and stop it.
 Every server serves the same thing (see ``apps/``): ``GET /`` gives
 ``Hello, World!`` as text/plain, ``/ws`` echoes WebSocket messages, and
 ``GET /broadcast?seq=N`` (where supported) sends a 100-byte text message to
-every WebSocket client.
+every WebSocket client.  Servers with ``tls_args`` also serve it over TLS (HTTPS
+and WSS on the one port) when started with a certificate and key, for the TLS
+workloads.
 """
 
 from __future__ import annotations
@@ -18,13 +20,19 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, FrozenSet, List, Optional
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 import common
 
 HTTP, WS13, WS16K, IDLE, BROADCAST = "http", "ws13", "ws16k", "idle", "broadcast"
-ALL_WORKLOADS = (HTTP, WS13, WS16K, IDLE, BROADCAST)
-WS_WORKLOADS = frozenset({WS13, WS16K, IDLE, BROADCAST})
+ALL_WORKLOADS = (HTTP, WS13, WS16K, IDLE, BROADCAST)  # plain: the default selection
+# The same over TLS: keep-alive HTTPS hello, 13-byte WSS echo, idle WSS connections.
+HTTPS, WSS13, IDLE_TLS = "https", "wss13", "idle-tls"
+TLS_WORKLOADS = (HTTPS, WSS13, IDLE_TLS)
+WS_WORKLOADS = frozenset({WS13, WS16K, IDLE, BROADCAST, WSS13, IDLE_TLS})
+TLS_WS_WORKLOADS = frozenset({WSS13, IDLE_TLS})
+
+TlsFiles = Tuple[str, str]  # (certfile, keyfile) the server is started with
 
 
 def _uvicorn_ws_impl() -> str:
@@ -45,6 +53,8 @@ class ServerSpec:
     idle_cap: Optional[int] = None  # most idle connections worth opening (thread per connection)
     log_ignore: Optional[str] = None  # regex of routine log lines that are no problem
     pythonpath: Optional[str] = None  # import wssync from here, not from the run's snapshot
+    # (certfile, keyfile) -> the arguments that turn TLS on; None: no TLS workloads
+    tls_args: Optional[Callable[[str, str], List[str]]] = None
 
     def available(self) -> Optional[str]:
         """None if it can run here, else why not."""
@@ -60,6 +70,10 @@ def _wssync(threads: int) -> Callable[[str, int], List[str]]:
                                "--no-access-log", "--log-level", "warning"]
 
 
+def _tls_flags(cert_flag: str, key_flag: str) -> Callable[[str, str], List[str]]:
+    return lambda cert, key: [cert_flag, cert, key_flag, key]
+
+
 def _uvicorn(loop: str) -> Callable[[str, int], List[str]]:
     return lambda host, port: ["-m", "uvicorn", "asgi_app:app", "--host", host, "--port",
                                str(port), "--http", "httptools", "--ws", _uvicorn_ws_impl(),
@@ -68,38 +82,46 @@ def _uvicorn(loop: str) -> Callable[[str, int], List[str]]:
 
 
 SERVERS: List[ServerSpec] = [
-    ServerSpec("wssync", "wssync reactor mode (--threads 0)", frozenset(ALL_WORKLOADS),
-               ["wssync"], _wssync(0)),
-    ServerSpec("wssync-threads", "wssync thread-pool mode (--threads 4)", frozenset({HTTP}),
-               ["wssync"], _wssync(4)),
+    ServerSpec("wssync", "wssync reactor mode (--threads 0)",
+               frozenset(ALL_WORKLOADS + TLS_WORKLOADS), ["wssync"], _wssync(0),
+               tls_args=_tls_flags("--certfile", "--keyfile")),
+    ServerSpec("wssync-threads", "wssync thread-pool mode (--threads 4)",
+               frozenset({HTTP, HTTPS}), ["wssync"], _wssync(4),
+               tls_args=_tls_flags("--certfile", "--keyfile")),
     ServerSpec("waitress", "waitress, threads=4", frozenset({HTTP}), ["waitress"],
                lambda host, port: ["-m", "waitress", "--threads=4", f"--listen={host}:{port}",
                                    "wsgi_app:app"],
                # waitress logs every time requests wait for one of its 4 threads
                log_ignore=r"waitress.queue:Task queue depth"),
-    ServerSpec("gunicorn-gthread", "gunicorn -k gthread, 1 worker, 4 threads", frozenset({HTTP}),
-               ["gunicorn"],
+    ServerSpec("gunicorn-gthread", "gunicorn -k gthread, 1 worker, 4 threads",
+               frozenset({HTTP, HTTPS}), ["gunicorn"],
                lambda host, port: ["-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads",
                                    "4", "-b", f"{host}:{port}", "--log-level", "warning",
-                                   "wsgi_app:app"]),
-    ServerSpec("uvicorn", "uvicorn --http httptools --loop asyncio", frozenset(ALL_WORKLOADS),
-               ["uvicorn", "httptools", "websockets"], _uvicorn("asyncio")),
+                                   "wsgi_app:app"],
+               tls_args=_tls_flags("--certfile", "--keyfile")),
+    ServerSpec("uvicorn", "uvicorn --http httptools --loop asyncio",
+               frozenset(ALL_WORKLOADS + TLS_WORKLOADS), ["uvicorn", "httptools", "websockets"],
+               _uvicorn("asyncio"), tls_args=_tls_flags("--ssl-certfile", "--ssl-keyfile")),
     ServerSpec("uvicorn-uvloop", "uvicorn --http httptools --loop uvloop",
-               frozenset(ALL_WORKLOADS), ["uvicorn", "httptools", "websockets", "uvloop"],
-               _uvicorn("uvloop")),
+               frozenset(ALL_WORKLOADS + TLS_WORKLOADS),
+               ["uvicorn", "httptools", "websockets", "uvloop"],
+               _uvicorn("uvloop"), tls_args=_tls_flags("--ssl-certfile", "--ssl-keyfile")),
     ServerSpec("tornado", "tornado RequestHandler + WebSocketHandler, asyncio IOLoop",
-               frozenset(ALL_WORKLOADS), ["tornado"],
-               lambda host, port: ["tornado_app.py", "--host", host, "--port", str(port)]),
+               frozenset(ALL_WORKLOADS + TLS_WORKLOADS), ["tornado"],
+               lambda host, port: ["tornado_app.py", "--host", host, "--port", str(port)],
+               tls_args=_tls_flags("--certfile", "--keyfile")),
     ServerSpec("websockets", "websockets asyncio server (WebSocket only)",
-               frozenset(WS_WORKLOADS), ["websockets"],
+               frozenset({WS13, WS16K, IDLE, BROADCAST, WSS13, IDLE_TLS}), ["websockets"],
                lambda host, port: ["websockets_asyncio_app.py", "--host", host, "--port",
-                                   str(port)], has_http=False),
+                                   str(port)], has_http=False,
+               tls_args=_tls_flags("--certfile", "--keyfile")),
     # A thread per connection: more than a few thousand idle ones would mostly measure
     # thread stacks (and could exhaust the machine's PIDs), so idle is capped.
     ServerSpec("websockets-sync", "websockets threaded sync server (WebSocket only)",
-               frozenset({WS13, WS16K, IDLE}), ["websockets"],
+               frozenset({WS13, WS16K, IDLE, WSS13, IDLE_TLS}), ["websockets"],
                lambda host, port: ["websockets_sync_app.py", "--host", host, "--port",
-                                   str(port)], has_http=False, idle_cap=2000),
+                                   str(port)], has_http=False, idle_cap=2000,
+               tls_args=_tls_flags("--certfile", "--keyfile")),
 ]
 BY_NAME = {spec.name: spec for spec in SERVERS}
 
@@ -111,12 +133,20 @@ _LOG_PROBLEM = re.compile(r"Traceback|ERROR|CRITICAL|Exception|WARNING|Error", r
 
 
 class ServerProcess:
-    """One running server, pinned to ``common.SERVER_CPU`` with ``taskset``."""
+    """One running server, pinned to ``common.SERVER_CPU`` with ``taskset``; with ``tls``
+    (certificate and key files) it serves HTTPS and WSS instead, and :attr:`ssl_context`
+    is a client context that trusts that certificate."""
 
     def __init__(self, spec: ServerSpec, log_path: str, host: str = "127.0.0.1",
-                 python: str = sys.executable, port: Optional[int] = None) -> None:
+                 python: str = sys.executable, port: Optional[int] = None,
+                 tls: Optional[TlsFiles] = None) -> None:
+        if tls is not None and spec.tls_args is None:
+            raise ValueError(f"{spec.name} has no TLS set-up")
         self.spec = spec
         self.host = host
+        self.tls = tls
+        self.ssl_context = common.client_context(tls[0]) if tls is not None else None
+        self.tls_session: Optional[str] = None  # version and cipher seen by the checks
         self.port = port or common.free_port(host)
         self.log_path = log_path
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
@@ -127,6 +157,8 @@ class ServerProcess:
                                              env.get("PYTHONPATH", "")])
         env["PYTHONUNBUFFERED"] = "1"
         argv = ["taskset", "-c", str(common.SERVER_CPU), python, *spec.argv(host, self.port)]
+        if tls is not None and spec.tls_args is not None:
+            argv += spec.tls_args(*tls)
         self.argv = argv
         self.proc = subprocess.Popen(argv, cwd=common.APPS_DIR, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -147,16 +179,20 @@ class ServerProcess:
                 break
         else:
             raise RuntimeError(f"{self.spec.name} did not listen within {timeout} s")
+        info: Dict[str, Any] = {}
         if self.spec.has_http:
-            status, body, headers = common.http_get(self.host, self.port, "/")
+            status, body, headers = common.http_get(self.host, self.port, "/",
+                                                    ssl_context=self.ssl_context, info=info)
             if status != 200 or body != b"Hello, World!" or \
                     not headers.get("content-type", "").startswith("text/plain"):
                 raise RuntimeError(f"{self.spec.name}: GET / gave {status} {body[:60]!r} "
                                    f"{headers.get('content-type')}")
-        if self.spec.workloads & WS_WORKLOADS:
-            lat = common.ws_echo_latencies(self.host, self.port, self.spec.ws_path, 3)
+        if self.spec.workloads & (TLS_WS_WORKLOADS if self.tls else WS_WORKLOADS):
+            lat = common.ws_echo_latencies(self.host, self.port, self.spec.ws_path, 3,
+                                           ssl_context=self.ssl_context, info=info)
             if len(lat) != 3:
                 raise RuntimeError(f"{self.spec.name}: WebSocket echo check failed")
+        self.tls_session = info.get("tls")
 
     # -- measurements ---------------------------------------------------------------------
 

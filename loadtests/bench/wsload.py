@@ -4,6 +4,7 @@ Usage (standalone, against a running server)::
 
     python loadtests/bench/wsload.py ws://127.0.0.1:8080/ws --connections 50 \
         --size 13 --pipeline 8 --seconds 8 [--binary] [--procs 1]
+    python loadtests/bench/wsload.py wss://127.0.0.1:8443/ws [--cafile cert.pem] ...
 
 Each of ``--connections`` connections (split over ``--procs`` processes, all
 pinned to the load CPU) keeps ``--pipeline`` messages in flight: every echoed
@@ -12,6 +13,13 @@ frame that arrives is answered with one more pre-built masked frame (one
 hot loop: only frame headers are read to count complete frames.  Every
 process measures its own CPU time in the measured window so the caller can
 check that the generator is not the bottleneck.
+
+Over TLS (``wss://``, or ``ssl_context`` in :func:`run_echo`) the same loop runs
+on ``ssl.SSLSocket``s: the handshakes happen while connecting, before the
+window; each read also takes what OpenSSL already decrypted (``pending()``),
+and a write the TLS layer could not finish is retried with the same bytes
+first.  Each connection does a full handshake (no session reuse); the
+certificate is checked against ``--cafile`` when given, else not at all.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import multiprocessing
 import resource
 import select
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -59,12 +68,13 @@ def _cpu_self() -> float:
 
 
 def worker(host: str, port: int, path: str, connections: int, frame: bytes, pipeline: int,
-           cpu: int, ctrl: Any) -> None:
+           cpu: int, ctrl: Any, ssl_context: Optional[ssl.SSLContext] = None) -> None:
     """A generator process: connect, report ready, run the window it is told, report."""
     common.pin(cpu)
     try:
         opened, failures = common.open_ws_many(host, port, path, connections, concurrency=16,
-                                               timeout=30.0, max_failures=10)
+                                               timeout=30.0, max_failures=10,
+                                               ssl_context=ssl_context)
     except OSError as exc:
         ctrl.send({"error": f"connect: {exc}"})
         return
@@ -80,15 +90,16 @@ def worker(host: str, port: int, path: str, connections: int, frame: bytes, pipe
     if command.get("abort"):
         return
     t_start, t_end = command["start"], command["end"]
-    result = run_loop(opened, frame, pipeline, t_start, t_end)
+    result = run_loop(opened, frame, pipeline, t_start, t_end, tls=ssl_context is not None)
     for sock, _ in opened:
         sock.close()
     ctrl.send(result)
 
 
 def run_loop(opened: List[Any], frame: bytes, pipeline: int, t_start: float,
-             t_end: float) -> Dict[str, Any]:
-    """Echo until ``t_end``; count frames and own CPU between ``t_start`` and ``t_end``."""
+             t_end: float, tls: bool = False) -> Dict[str, Any]:
+    """Echo until ``t_end``; count frames and own CPU between ``t_start`` and ``t_end``.
+    ``tls``: the sockets are ``ssl.SSLSocket``s."""
     ep = select.epoll()
     conns: Dict[int, Conn] = {}
     batches: Dict[int, bytes] = {}
@@ -112,6 +123,8 @@ def run_loop(opened: List[Any], frame: bytes, pipeline: int, t_start: float,
     in_window = False
     monotonic = time.monotonic
     recv_size = 262144
+    would_block = common.WOULD_BLOCK
+    recv_tls = common.recv_tls
     while True:
         now = monotonic()
         if not in_window and now >= t_start:
@@ -127,12 +140,13 @@ def run_loop(opened: List[Any], frame: bytes, pipeline: int, t_start: float,
             if not events & (EPOLLIN | select.EPOLLERR | select.EPOLLHUP):
                 continue
             try:
-                data = conn.sock.recv(recv_size)
-            except BlockingIOError:
+                data = recv_tls(conn.sock, recv_size) if tls else conn.sock.recv(recv_size)
+            except would_block:
                 continue
             except OSError as exc:
                 data = b""
-                name = errno.errorcode.get(exc.errno or 0, "recv")
+                name = (f"TLS {exc.reason}" if isinstance(exc, ssl.SSLError) and exc.reason
+                        else errno.errorcode.get(exc.errno or 0, "recv"))
                 errors[name] = errors.get(name, 0) + 1
             if not data:
                 closed += 1
@@ -156,14 +170,15 @@ def run_loop(opened: List[Any], frame: bytes, pipeline: int, t_start: float,
             break
     cpu_end = _cpu_self()
     end = monotonic()
-    _close_all(ep, conns)
+    _close_all(ep, conns, tls=tls)
     ep.close()
     return {"messages": received - counted, "cpu": cpu_end - (cpu_start or cpu_end),
             "window": end - max(t_start, 0.0) if in_window else 0.0, "closed": closed,
             "errors": errors, "total_messages": received}
 
 
-def _close_all(ep: select.epoll, conns: Dict[int, Conn], timeout: float = 3.0) -> None:
+def _close_all(ep: select.epoll, conns: Dict[int, Conn], timeout: float = 3.0,
+               tls: bool = False) -> None:
     """Send every connection a close frame, read until the server closes (bounded)."""
     close = common.masked_frame(common.OP_CLOSE, struct.pack("!H", 1000))
     for fd, conn in conns.items():
@@ -176,8 +191,9 @@ def _close_all(ep: select.epoll, conns: Dict[int, Conn], timeout: float = 3.0) -
             if events & EPOLLOUT:
                 _flush(ep, fd, conn)
             try:
-                data = conn.sock.recv(262144)
-            except BlockingIOError:
+                data = (common.recv_tls(conn.sock, 262144) if tls
+                        else conn.sock.recv(262144))
+            except common.WOULD_BLOCK:
                 continue
             except OSError:
                 data = b""
@@ -195,7 +211,8 @@ def _flush(ep: select.epoll, fd: int, conn: Conn) -> None:
         return
     try:
         sent = conn.sock.send(out)
-    except BlockingIOError:
+    except common.WOULD_BLOCK:
+        # TLS: OpenSSL wants this write retried starting with the same bytes: they stay
         sent = 0
     except OSError:
         conn.out = b""
@@ -216,9 +233,11 @@ def run_echo(host: str, port: int, path: str, *, connections: int = 50, size: in
              binary: bool = False, pipeline: int = 8, warmup: float = 1.0,
              seconds: float = 8.0, procs: int = 1, cpu: int = common.LOAD_CPU,
              on_start: Optional[Callable[[], None]] = None,
-             on_end: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
-    """Run the echo load; ``on_start``/``on_end`` fire at the measured window's edges
-    (the caller samples the server's CPU there).  Returns totals over all processes."""
+             on_end: Optional[Callable[[], None]] = None,
+             ssl_context: Optional[ssl.SSLContext] = None) -> Dict[str, Any]:
+    """Run the echo load (over TLS with ``ssl_context``); ``on_start``/``on_end`` fire at
+    the measured window's edges (the caller samples the server's CPU there).  Returns
+    totals over all processes."""
     frame = common.masked_frame(common.OP_BINARY if binary else common.OP_TEXT,
                                 (b"x" * size))
     ctx = multiprocessing.get_context("fork")
@@ -229,7 +248,7 @@ def run_echo(host: str, port: int, path: str, *, connections: int = 50, size: in
         for share in per:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker, args=(host, port, path, share, frame, pipeline,
-                                                    cpu, child), daemon=True)
+                                                    cpu, child, ssl_context), daemon=True)
             proc.start()
             child.close()
             workers.append(proc)
@@ -288,14 +307,19 @@ def main() -> int:
     parser.add_argument("--pipeline", type=int, default=8)
     parser.add_argument("--procs", type=int, default=1)
     parser.add_argument("--cpu", type=int, default=common.LOAD_CPU)
+    parser.add_argument("--cafile", help="wss://: check the server's certificate against "
+                                         "this PEM file (default: no check)")
     args = parser.parse_args()
     url = urlsplit(args.url)
+    tls = url.scheme == "wss"
     common.raise_nofile()
     common.pin(args.cpu)
-    result = run_echo(url.hostname or "127.0.0.1", url.port or 80, url.path or "/",
+    result = run_echo(url.hostname or "127.0.0.1", url.port or (443 if tls else 80),
+                      url.path or "/",
                       connections=args.connections, size=args.size, binary=args.binary,
                       pipeline=args.pipeline, warmup=args.warmup, seconds=args.seconds,
-                      procs=args.procs, cpu=args.cpu)
+                      procs=args.procs, cpu=args.cpu,
+                      ssl_context=common.client_context(args.cafile) if tls else None)
     print(f"{result['msg_per_s']:.0f} msg/s ({result['messages']} echoes in "
           f"{args.seconds:.1f} s, {args.connections} connections, {args.size} B, pipeline "
           f"{args.pipeline}); generator CPU {100 * result['gen_cpu_share']:.0f}% of a core; "

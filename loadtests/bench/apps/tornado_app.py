@@ -1,8 +1,9 @@
-"""Tornado: ``python tornado_app.py --host 127.0.0.1 --port N``.
+"""Tornado: ``python tornado_app.py --host 127.0.0.1 --port N [--certfile F --keyfile F]``.
 
 RequestHandler "Hello, World!" on ``/``, WebSocketHandler echo on ``/ws``,
 ``GET /broadcast?seq=N`` writes a 100-byte message to every WebSocket client.
-One process, Tornado's default (asyncio) IOLoop.
+One process, Tornado's default (asyncio) IOLoop.  With a certificate: HTTPS and WSS
+(``ssl_options``, an ``ssl.SSLContext``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from typing import Set, Union
+import ssl
+from typing import Optional, Set, Union
 
 import tornado.web
 import tornado.websocket
@@ -20,6 +22,15 @@ CLIENTS: Set[EchoHandler] = set()
 
 def broadcast_message(seq: str) -> str:
     return f"{seq}:".ljust(100, "x")[:100]
+
+
+def tls_context(certfile: Optional[str], keyfile: Optional[str]) -> Optional[ssl.SSLContext]:
+    """A server context for ``--certfile``/``--keyfile`` (TLS 1.2+), or None: plain."""
+    if not certfile:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 class HelloHandler(tornado.web.RequestHandler):
@@ -62,8 +73,8 @@ def make_app() -> tornado.web.Application:
     ])
 
 
-async def main(host: str, port: int) -> None:
-    server = make_app().listen(port, address=host, backlog=1024)
+async def main(host: str, port: int, context: Optional[ssl.SSLContext] = None) -> None:
+    server = make_app().listen(port, address=host, backlog=1024, ssl_options=context)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -76,5 +87,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--certfile", help="serve over TLS with this certificate (PEM)")
+    parser.add_argument("--keyfile", help="its private key (PEM)")
     args = parser.parse_args()
-    asyncio.run(main(args.host, args.port))
+    asyncio.run(main(args.host, args.port, tls_context(args.certfile, args.keyfile)))

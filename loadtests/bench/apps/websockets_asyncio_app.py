@@ -1,6 +1,7 @@
 """The ``websockets`` library's asyncio server: echo on any path.
 
-``python websockets_asyncio_app.py --host 127.0.0.1 --port N``.  A plain
+``python websockets_asyncio_app.py --host 127.0.0.1 --port N [--certfile F --keyfile F]``
+(with a certificate: WSS, the ``ssl`` context passed to ``serve``).  A plain
 ``GET /broadcast?seq=N`` (no upgrade) is answered by ``process_request`` after
 ``websockets.asyncio.server.broadcast`` sent a 100-byte message to every client.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 from typing import Optional
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
@@ -19,6 +21,15 @@ from websockets.http11 import Request, Response
 
 def broadcast_message(seq: str) -> str:
     return f"{seq}:".ljust(100, "x")[:100]
+
+
+def tls_context(certfile: Optional[str], keyfile: Optional[str]) -> Optional[ssl.SSLContext]:
+    """A server context for ``--certfile``/``--keyfile`` (TLS 1.2+), or None: plain."""
+    if not certfile:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 async def echo(ws: ServerConnection) -> None:
@@ -39,8 +50,9 @@ def process_request(connection: ServerConnection, request: Request) -> Optional[
     return None
 
 
-async def main(host: str, port: int) -> None:
-    async with serve(echo, host, port, process_request=process_request, backlog=1024) as server:
+async def main(host: str, port: int, context: Optional[ssl.SSLContext] = None) -> None:
+    async with serve(echo, host, port, process_request=process_request, backlog=1024,
+                     ssl=context) as server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.close)
@@ -51,5 +63,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--certfile", help="serve over TLS with this certificate (PEM)")
+    parser.add_argument("--keyfile", help="its private key (PEM)")
     args = parser.parse_args()
-    asyncio.run(main(args.host, args.port))
+    asyncio.run(main(args.host, args.port, tls_context(args.certfile, args.keyfile)))

@@ -1,14 +1,16 @@
 """The ``websockets`` library's threaded sync server (one thread per connection): echo.
 
-``python websockets_sync_app.py --host 127.0.0.1 --port N``.
+``python websockets_sync_app.py --host 127.0.0.1 --port N [--certfile F --keyfile F]``
+(with a certificate: WSS).
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import ssl
 import threading
-from typing import Any
+from typing import Any, Optional
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
@@ -22,8 +24,17 @@ def echo(ws: ServerConnection) -> None:
         pass  # the client closed while an echo was due: nothing to log
 
 
-def main(host: str, port: int) -> None:
-    with serve(echo, host, port, backlog=1024) as server:
+def tls_context(certfile: Optional[str], keyfile: Optional[str]) -> Optional[ssl.SSLContext]:
+    """A server context for ``--certfile``/``--keyfile`` (TLS 1.2+), or None: plain."""
+    if not certfile:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+def main(host: str, port: int, context: Optional[ssl.SSLContext] = None) -> None:
+    with serve(echo, host, port, backlog=1024, ssl=context) as server:
         def stop(*_args: Any) -> None:
             threading.Thread(target=server.shutdown, daemon=True).start()
 
@@ -36,5 +47,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--certfile", help="serve over TLS with this certificate (PEM)")
+    parser.add_argument("--keyfile", help="its private key (PEM)")
     args = parser.parse_args()
-    main(args.host, args.port)
+    main(args.host, args.port, tls_context(args.certfile, args.keyfile))
