@@ -143,8 +143,13 @@ class TlsTransport(Transport):
             # Answer in clear, as nginx does, rather than with a TLS alert the
             # client cannot read.
             log.info("%s: plain HTTP sent to the TLS port", self.peername)
+            raw = socket.socket  # the socket's own methods, below the TLS layer
             try:
-                socket.socket.send(self.sock, self._settings.plain_answer)
+                raw.send(self.sock, self._settings.plain_answer)
+                # Closing with the rest of the request unread would reset the
+                # connection, and the client could lose the answer: read it first.
+                while raw.recv(self.sock, RECV_SIZE):
+                    pass
             except OSError:
                 pass
         else:
