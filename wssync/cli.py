@@ -72,8 +72,9 @@ def parse_flag(text: str) -> bool:
 
 _PARSERS: Dict[str, Callable[[str], Any]] = {
     "bytes": parse_size, "seconds": parse_seconds, "count": int, "flag": parse_flag,
+    "text": str,
 }
-_METAVARS = {"bytes": "BYTES", "seconds": "SECONDS", "count": "N"}
+_METAVARS = {"bytes": "BYTES", "seconds": "SECONDS", "count": "N", "text": "LIST"}
 
 
 def _describe(value: Any, kind: str) -> str:

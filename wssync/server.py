@@ -21,6 +21,7 @@ from .app import App
 from .bridge import HttpBridge
 from .config import Config
 from .errors import ServingWhileImported
+from .forwarded import trusted_peers
 from .http_connection import HttpConnection
 from .http_writer import error_response
 from .lanes import ThreadPool
@@ -102,6 +103,7 @@ class Server:
         self.port = port
         self.threads = threads
         self.config = Config(**settings)
+        trusted_peers(self.config.forwarded_allow_ips)  # a ValueError names a bad entry now
         self.ssl_context = ssl_context
         app.server = self
         self._sock: Optional[socket.socket] = None
@@ -383,24 +385,42 @@ class Server:
         return list(self._websockets.values())
 
     def connections(self) -> List[Dict[str, Any]]:
-        """Every open connection: its TCP 5-tuple, current protocol, the bytes
-        read from and sent to the peer so far, and its age in seconds (a snapshot)."""
+        """Every open connection: its client, the socket's two ends, current protocol,
+        the bytes read from and sent to the peer so far, and its age in seconds (a
+        snapshot).
+
+        ``peer_addr``/``peer_port`` and ``server_addr``/``server_port`` are the
+        socket's ends (with ``transport``, the 5-tuple); ``client_addr``/``client_port``
+        are who the client is as far as the server knows: what a trusted proxy's
+        headers said in the last request or the WebSocket handshake (port 0 if they
+        gave none), else the peer itself.  A Unix socket's peer has no address (None).
+        """
         out = []
         now = time.monotonic()
         for transport in list(self._transports.values()):
-            client, server = transport.peername, transport.sockname
+            protocol = transport.protocol
+            peer = transport.peername
+            client = transport.peername
+            handle = self._websockets.get(protocol)  # type: ignore[call-overload]
+            if handle is not None:
+                client = handle.remote_address
+            elif isinstance(protocol, HttpConnection):
+                client = protocol.client_addr
+            server = transport.sockname
             info: Dict[str, Any] = {
-                "transport": "tls" if transport.secure else "tcp",
-                "client_addr": client[0] if isinstance(client, tuple) else str(client),
+                "transport": "tls" if transport.secure else
+                             "tcp" if isinstance(server, tuple) else "unix",
+                "client_addr": client[0] if isinstance(client, tuple) else None,
                 "client_port": client[1] if isinstance(client, tuple) else None,
+                "peer_addr": peer[0] if isinstance(peer, tuple) else None,
+                "peer_port": peer[1] if isinstance(peer, tuple) else None,
                 "server_addr": server[0] if isinstance(server, tuple) else str(server),
                 "server_port": server[1] if isinstance(server, tuple) else None,
-                "protocol": transport.protocol.name,
+                "protocol": protocol.name,
                 "bytes_in": transport.bytes_in,
                 "bytes_out": transport.bytes_out,
                 "age": round(now - transport.opened_at, 3),
             }
-            handle = self._websockets.get(transport.protocol)  # type: ignore[call-overload]
             if handle is not None:
                 info["path"] = handle.path
             out.append(info)
