@@ -78,6 +78,12 @@ SETTINGS: Dict[str, Setting] = {
                                    "X-Forwarded-For, X-Forwarded-Proto and Forwarded headers "
                                    "are believed; '*' trusts every peer, 'unix' peers on a "
                                    "Unix socket"),
+    "proxy_protocol": Setting(False, "flag", "every connection starts with a PROXY protocol "
+                                             "header (v1 or v2, HAProxy's send-proxy) naming "
+                                             "the client; without one it is closed"),
+    "proxy_protocol_timeout": Setting(5.0, "seconds", "proxy_protocol only: a connection "
+                                                      "whose PROXY header has not arrived by "
+                                                      "then is closed"),
 }
 
 
@@ -112,6 +118,8 @@ class Config:
     tls_handshake_timeout: float
     shutdown_grace: float
     forwarded_allow_ips: str
+    proxy_protocol: bool
+    proxy_protocol_timeout: float
 
     def __init__(self, **settings: Any) -> None:
         unknown = set(settings) - set(SETTINGS)

@@ -25,9 +25,11 @@ from .forwarded import trusted_peers
 from .http_connection import HttpConnection
 from .http_writer import error_response
 from .lanes import ThreadPool
+from .preamble import ProxyPreamble
 from .reactor import BoundedHandoff, Reactor
 from .tls import TlsSettings
 from .transport import (
+    BaseProtocol,
     Listener,
     Transport,
     TransportFactory,
@@ -88,7 +90,7 @@ class Server:
     ``threads=0`` runs handlers on the reactor thread (they must not block);
     ``threads=N`` runs them on N worker threads.  With ``ssl_context`` (see
     :func:`wssync.tls.server_context`) the port speaks HTTPS and WSS.
-    Settings (limits and timeouts) are keyword arguments; see
+    Settings (limits, timeouts, proxies) are keyword arguments; see
     :class:`~wssync.config.Config`.
     """
 
@@ -104,6 +106,10 @@ class Server:
         self.threads = threads
         self.config = Config(**settings)
         trusted_peers(self.config.forwarded_allow_ips)  # a ValueError names a bad entry now
+        if self.config.proxy_protocol and ssl_context is not None:
+            raise ValueError("proxy_protocol with TLS at wssync is not supported: terminate "
+                             "TLS at the proxy, or let the proxy pass TLS through without a "
+                             "PROXY header")
         self.ssl_context = ssl_context
         app.server = self
         self._sock: Optional[socket.socket] = None
@@ -165,8 +171,15 @@ class Server:
                 self.ssl_context, config.tls_handshake_timeout,
                 error_response(400, "this port speaks TLS: use https:// or wss://"),
             ).transport
+
+        def http() -> BaseProtocol:
+            return HttpConnection(config, bridge)
+
+        def proxied() -> BaseProtocol:
+            return ProxyPreamble(http, config.proxy_protocol_timeout)
+
         self._listener = Listener(
-            reactor, self._sock, lambda: HttpConnection(config, bridge), self._transports,
+            reactor, self._sock, proxied if config.proxy_protocol else http, self._transports,
             WriteLimits(config.write_high_water, config.max_write_buffer, config.send_timeout),
             config.max_connections, self._refuse, self._accepting, transport_factory,
         )
@@ -391,15 +404,16 @@ class Server:
 
         ``peer_addr``/``peer_port`` and ``server_addr``/``server_port`` are the
         socket's ends (with ``transport``, the 5-tuple); ``client_addr``/``client_port``
-        are who the client is as far as the server knows: what a trusted proxy's
-        headers said in the last request or the WebSocket handshake (port 0 if they
-        gave none), else the peer itself.  A Unix socket's peer has no address (None).
+        are who the client is as far as the server knows: the source a PROXY header
+        named, or what a trusted proxy's headers said in the last request or the
+        WebSocket handshake (port 0 if they gave none), else the peer itself.  A Unix
+        socket's peer has no address (None).
         """
         out = []
         now = time.monotonic()
         for transport in list(self._transports.values()):
             protocol = transport.protocol
-            peer = transport.peername
+            peer = transport.proxy_peername or transport.peername
             client = transport.peername
             handle = self._websockets.get(protocol)  # type: ignore[call-overload]
             if handle is not None:

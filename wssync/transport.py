@@ -65,7 +65,8 @@ class Transport:
         "_closed", "_closing", "_eof", "_events", "_high_water", "_low_water", "_max_buffer",
         "_out", "_out_size", "_progress", "_reading_paused", "_registry", "_send_timeout",
         "_send_timer", "_started", "_write_eof", "_writing_paused", "bytes_in", "bytes_out",
-        "fileno", "opened_at", "peername", "protocol", "reactor", "sock", "sockname",
+        "fileno", "opened_at", "peername", "protocol", "proxy_peername", "reactor", "sock",
+        "sockname",
     )
 
     secure = False  # the bytes are encrypted on the wire (TlsTransport)
@@ -83,6 +84,9 @@ class Transport:
         self.sock = sock
         self.fileno = sock.fileno()
         self.peername = peername
+        # The socket's own peer once a PROXY protocol header named the client in
+        # ``peername`` (that proxy's address); None otherwise.
+        self.proxy_peername: Any = None
         sockname = sock.getsockname()
         # Every connection of a listener shares a handful of local addresses:
         # share the tuples too (idle connections are counted in thousands).
