@@ -33,6 +33,7 @@ from .transport import (
     Listener,
     Transport,
     TransportFactory,
+    UnixSocketFile,
     WriteLimits,
     create_listening_socket,
 )
@@ -89,17 +90,22 @@ class Server:
 
     ``threads=0`` runs handlers on the reactor thread (they must not block);
     ``threads=N`` runs them on N worker threads.  With ``ssl_context`` (see
-    :func:`wssync.tls.server_context`) the port speaks HTTPS and WSS.
-    Settings (limits, timeouts, proxies) are keyword arguments; see
-    :class:`~wssync.config.Config`.
+    :func:`wssync.tls.server_context`) the port speaks HTTPS and WSS.  With
+    ``uds`` it listens on that Unix domain socket (file mode ``uds_mode``)
+    instead of ``host`` and ``port``.  Settings (limits, timeouts, proxies) are
+    keyword arguments; see :class:`~wssync.config.Config`.
     """
 
     def __init__(self, app: App, host: str = "0.0.0.0", port: int = 80, threads: int = 0,
-                 ssl_context: Optional[ssl.SSLContext] = None, **settings: Any) -> None:
+                 ssl_context: Optional[ssl.SSLContext] = None, uds: Optional[str] = None,
+                 uds_mode: int = 0o660, **settings: Any) -> None:
         if threads < 0:
             raise ValueError("threads must be 0 (reactor mode) or more")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be a number from 0 to 65535, not {port!r}")
+        if isinstance(uds_mode, bool) or not isinstance(uds_mode, int) \
+                or not 0 <= uds_mode <= 0o777:
+            raise ValueError(f"uds_mode must be a file mode from 0 to 0o777, not {uds_mode!r}")
         self.app = app
         self.host = host
         self.port = port
@@ -111,8 +117,11 @@ class Server:
                              "TLS at the proxy, or let the proxy pass TLS through without a "
                              "PROXY header")
         self.ssl_context = ssl_context
+        self.uds = uds
+        self.uds_mode = uds_mode
         app.server = self
         self._sock: Optional[socket.socket] = None
+        self._socket_file: Optional[UnixSocketFile] = None
         self._reactor: Optional[Reactor] = None
         self._handoff: Optional[BoundedHandoff] = None
         self._listener: Optional[Listener] = None
@@ -132,12 +141,17 @@ class Server:
     def bind(self) -> None:
         """Open the listening socket now (errors such as ``PermissionError`` raise here)."""
         if self._sock is None:
+            if self.uds is not None:
+                self._socket_file = UnixSocketFile(self.uds, self.uds_mode)
+                self._sock = self._socket_file.listen(self.config.backlog)
+                return
             self._sock = create_listening_socket(self.host, self.port, self.config.backlog)
             self.port = self._sock.getsockname()[1]
 
     @property
     def address(self) -> Any:
-        """The bound ``(host, port, ...)``; the port is real even after ``port=0``."""
+        """The bound ``(host, port, ...)``; the port is real even after ``port=0``.
+        With ``uds``, the socket's path."""
         self.bind()
         assert self._sock is not None
         return self._sock.getsockname()
@@ -302,6 +316,9 @@ class Server:
             self._listener.close()
             self._listener = None
             self._sock = None
+        if self._socket_file is not None:
+            self._socket_file.remove()  # nothing listens there any more
+            self._socket_file = None
         for transport in list(self._transports.values()):
             try:
                 transport.protocol.shutdown()
@@ -329,6 +346,9 @@ class Server:
         elif self._sock is not None:
             self._sock.close()
         self._sock = None
+        if self._socket_file is not None:
+            self._socket_file.remove()
+            self._socket_file = None
         for pool in (self._pool, self._blocking_pool):
             if pool is not None:
                 pool.shutdown(timeout=2.0)
@@ -367,6 +387,8 @@ class Server:
         sock.close()
 
     def _display_address(self) -> str:
+        if self.uds is not None:
+            return f"unix:{self.uds}"
         host, port = self.address[:2]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
