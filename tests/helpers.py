@@ -152,6 +152,8 @@ class RecordingTransport:
     from its own thread with :meth:`run_until`.
     """
 
+    secure = False  # as a plain TCP transport
+
     def __init__(self, reactor: Any, protocol: Any,
                  peername: Any = ("127.0.0.1", 50000),
                  sockname: Any = ("127.0.0.1", 8080)) -> None:

@@ -236,3 +236,38 @@ def test_app_module_that_serves_on_import_is_reported(tmp_path: Path) -> None:
                     cwd=tmp_path)
     assert "starts a server while being imported" in err
     assert "__name__" in err
+
+
+# -- behind proxies, and on Unix domain sockets ------------------------------------------
+
+
+def test_proxy_flags_and_environment() -> None:
+    parser = build_parser()
+    parser.set_defaults(**environment_defaults(parser, {
+        "WSSYNC_FORWARDED_ALLOW_IPS": "10.0.0.0/8, 127.0.0.1", "WSSYNC_UDS": "/tmp/x.sock"}))
+    args = parser.parse_args(["--proxy-protocol", "--proxy-protocol-timeout", "2",
+                              "--uds-mode", "0o600"])
+    assert settings_from(args) == {"forwarded_allow_ips": "10.0.0.0/8, 127.0.0.1",
+                                   "proxy_protocol": True, "proxy_protocol_timeout": 2.0}
+    assert args.uds == "/tmp/x.sock" and args.uds_mode == 0o600
+    args = parser.parse_args(["--forwarded-allow-ips", "*", "--uds-mode", "666"])
+    assert settings_from(args)["forwarded_allow_ips"] == "*" and args.uds_mode == 0o666
+    assert build_parser().parse_args([]).uds_mode == 0o660
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--forwarded-allow-ips", "127.0.0.1,proxy.example"], "'proxy.example' is not an IP"),
+    (["--uds-mode", "999"], "not a file mode"),
+    (["--uds-mode", "rw"], "not a file mode"),
+])
+def test_bad_proxy_options_give_one_line_errors(argv: List[str], message: str) -> None:
+    assert message in cli_error(["--port", "0", *argv])
+
+
+def test_uds_on_a_file_that_is_not_a_socket(tmp_path: Path) -> None:
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    err = cli_error(["--uds", str(target)])
+    assert f"{target} exists and is not a socket" in err
+    assert len(err.strip().splitlines()) == 1
+    assert target.read_text() == "keep me"

@@ -28,7 +28,9 @@ def _readme_defaults() -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for name, cell in rows:
         number, _, unit = cell.partition(" ")
-        if number in ("True", "False"):
+        if SETTINGS.get(name, SETTINGS["backlog"]).kind == "text":
+            out[name] = cell
+        elif number in ("True", "False"):
             out[name] = number == "True"
         else:
             out[name] = float(number) * _UNITS[unit or "bytes"]

@@ -58,8 +58,8 @@ def test_documented_signatures() -> None:
     def params(fn: object) -> list:
         return list(inspect.signature(fn).parameters)  # type: ignore[arg-type]
 
-    assert params(wssync.Server) == ["app", "host", "port", "threads", "ssl_context",
-                                     "settings"]
+    assert params(wssync.Server) == ["app", "host", "port", "threads", "ssl_context", "uds",
+                                     "uds_mode", "settings"]
     assert params(wssync.Response) == ["body", "status", "headers", "content_type"]
     assert params(wssync.App.route)[1:] == ["path", "methods"]
     assert params(wssync.App.websocket)[1:] == ["path", "on_connect", "on_close",

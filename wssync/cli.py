@@ -51,6 +51,16 @@ def parse_port(text: str) -> int:
     return int(digits)
 
 
+def parse_mode(text: str) -> int:
+    """``660``, ``0660`` or ``0o660``: a file mode in octal."""
+    digits = text.strip().lower()
+    digits = digits[2:] if digits.startswith("0o") else digits
+    if not 1 <= len(digits) <= 4 or any(c not in "01234567" for c in digits) \
+            or int(digits, 8) > 0o777:
+        raise argparse.ArgumentTypeError(f"not a file mode in octal (e.g. 660): {text!r}")
+    return int(digits, 8)
+
+
 def parse_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -72,8 +82,9 @@ def parse_flag(text: str) -> bool:
 
 _PARSERS: Dict[str, Callable[[str], Any]] = {
     "bytes": parse_size, "seconds": parse_seconds, "count": int, "flag": parse_flag,
+    "text": str,
 }
-_METAVARS = {"bytes": "BYTES", "seconds": "SECONDS", "count": "N"}
+_METAVARS = {"bytes": "BYTES", "seconds": "SECONDS", "count": "N", "text": "LIST"}
 
 
 def _describe(value: Any, kind: str) -> str:
@@ -99,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to listen on; '::' for IPv6 and IPv4 (default: 0.0.0.0)")
     parser.add_argument("--port", type=parse_port, default=80,
                         help="port to listen on, 0-65535 (default: 80)")
+    parser.add_argument("--uds", metavar="PATH",
+                        help="listen on this Unix domain socket instead of --host and --port "
+                             "(a stale socket file there is replaced; removed at exit)")
+    parser.add_argument("--uds-mode", type=parse_mode, default=0o660, metavar="MODE",
+                        help="file mode of the --uds socket, in octal (default: 660)")
     parser.add_argument("--threads", type=int, default=0,
                         help="worker threads for handlers; 0 runs them on the reactor "
                              "thread, so they must not block (default: 0)")
@@ -234,6 +250,25 @@ def reload_on_sighup(server: Server, args: argparse.Namespace) -> None:
     signal.signal(signal.SIGHUP, reload)
 
 
+def _bind_error(server: Server, exc: OSError) -> str:
+    """One line saying why the server could not listen, and what to do."""
+    if server.uds is not None:
+        where = server.uds
+        if isinstance(exc, FileExistsError):
+            return f"{where} exists and is not a socket; remove it or choose another --uds"
+        if exc.errno == errno.EADDRINUSE:
+            return f"another server listens on {where}; stop it or choose another --uds"
+        return f"cannot listen on {where}: {exc.strerror or exc}"
+    if isinstance(exc, PermissionError):
+        return (f"no permission to listen on port {server.port}; use a port above 1023 "
+                f"(--port 8080) or run with the privilege to bind low ports (root or "
+                f"CAP_NET_BIND_SERVICE)")
+    where = f"{server.host}:{server.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{where} is already in use; choose another --port"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     try:
@@ -254,7 +289,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             app = create_app()
         context = tls_context(args)
         server = Server(app, args.host, args.port, threads=args.threads, ssl_context=context,
-                        **settings_from(args))
+                        uds=args.uds, uds_mode=args.uds_mode, **settings_from(args))
     except (CliError, TypeError, ValueError) as exc:
         print(f"wssync: error: {exc}", file=sys.stderr)
         return 2
@@ -262,19 +297,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         reload_on_sighup(server, args)
     try:
         server.bind()
-    except PermissionError:
-        print(f"wssync: error: no permission to listen on port {server.port}; "
-              f"use a port above 1023 (--port 8080) or run with the privilege to bind "
-              f"low ports (root or CAP_NET_BIND_SERVICE)", file=sys.stderr)
-        return 2
     except OSError as exc:
-        where = f"{server.host}:{server.port}"
-        if exc.errno == errno.EADDRINUSE:
-            print(f"wssync: error: {where} is already in use; choose another --port",
-                  file=sys.stderr)
-        else:
-            print(f"wssync: error: cannot listen on {where}: {exc.strerror or exc}",
-                  file=sys.stderr)
+        print(f"wssync: error: {_bind_error(server, exc)}", file=sys.stderr)
         return 2
     server.serve_forever()  # SIGINT and SIGTERM stop it gracefully
     return 0

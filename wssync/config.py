@@ -18,7 +18,7 @@ class Setting(NamedTuple):
     """One tunable: its default, what kind of value it takes, and its help text."""
 
     default: Any
-    kind: str  # "bytes", "seconds", "count" or "flag": how the CLI reads it
+    kind: str  # "bytes", "seconds", "count", "flag" or "text": how the CLI reads it
     help: str
 
 
@@ -72,6 +72,18 @@ SETTINGS: Dict[str, Setting] = {
                                                       "finished its handshake by then is "
                                                       "dropped"),
     "shutdown_grace": Setting(10.0, "seconds", "how long a stop waits for in-flight work"),
+    # Behind a proxy
+    "forwarded_allow_ips": Setting("127.0.0.1", "text",
+                                   "comma-separated IPs and networks of proxies whose "
+                                   "X-Forwarded-For, X-Forwarded-Proto and Forwarded headers "
+                                   "are believed; '*' trusts every peer, 'unix' peers on a "
+                                   "Unix socket"),
+    "proxy_protocol": Setting(False, "flag", "every connection starts with a PROXY protocol "
+                                             "header (v1 or v2, HAProxy's send-proxy) naming "
+                                             "the client; without one it is closed"),
+    "proxy_protocol_timeout": Setting(5.0, "seconds", "proxy_protocol only: a connection "
+                                                      "whose PROXY header has not arrived by "
+                                                      "then is closed"),
 }
 
 
@@ -105,6 +117,9 @@ class Config:
     backlog: int
     tls_handshake_timeout: float
     shutdown_grace: float
+    forwarded_allow_ips: str
+    proxy_protocol: bool
+    proxy_protocol_timeout: float
 
     def __init__(self, **settings: Any) -> None:
         unknown = set(settings) - set(SETTINGS)
@@ -118,6 +133,9 @@ class Config:
             if isinstance(default, bool):
                 if not isinstance(value, bool):
                     raise ValueError(f"{name} must be True or False, not {value!r}")
+            elif isinstance(default, str):
+                if not isinstance(value, str):
+                    raise ValueError(f"{name} must be a string, not {value!r}")
             elif (not isinstance(value, (int, float)) or isinstance(value, bool)
                     or not math.isfinite(value) or value < 0):
                 # inf or NaN would reach the reactor as a timer it cannot schedule.

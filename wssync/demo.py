@@ -59,7 +59,7 @@ def snapshot(server: ServerHandle) -> Tuple[Dict[str, Any], Key]:
     if total > MAX_SHOWN:
         # The youngest connections are where things happen.
         connections = sorted(connections, key=lambda c: c["age"])[:MAX_SHOWN]
-    identity = frozenset((c["client_addr"], c["client_port"], c["protocol"], c.get("path"))
+    identity = frozenset((c["peer_addr"], c["peer_port"], c["protocol"], c.get("path"))
                          for c in connections)
     data = {
         "type": "snapshot",

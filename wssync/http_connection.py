@@ -31,6 +31,7 @@ from typing import (
 
 from . import handshake
 from .errors import HttpError
+from .forwarded import TrustedPeers, resolve, trusted_peers
 from .http_parser import RequestParser
 from .http_writer import CONTINUE, BodyFramer, error_response, error_text, frame_response
 from .reactor import Timer
@@ -100,6 +101,10 @@ class HttpConnection:
         self.transport: Optional[Transport] = None
         self.parser: Optional[RequestParser] = None
         self.app_state: Any = None  # the application layer's own per-connection data
+        # Who the client is, as the last request said (through a trusted proxy's
+        # headers) or as the transport knows it; None for a Unix socket's peer.
+        self.client_addr: Any = None
+        self._trusted: Optional[TrustedPeers] = None  # the peer is a trusted proxy
         self._current: Optional[Request] = None  # being handled or answered
         self._processing = False  # re-entrancy guard for _process
         self._continue_sent = False
@@ -118,7 +123,14 @@ class HttpConnection:
 
     def connection_made(self, transport: Transport) -> None:
         self.transport = transport
-        self.parser = RequestParser(self.config, transport.peername)
+        peer = transport.peername
+        if not isinstance(peer, tuple):
+            peer = None  # a Unix domain socket's peer has no address
+        self.client_addr = peer
+        trusted = trusted_peers(self.config.forwarded_allow_ips)
+        if trusted.trusts(peer):
+            self._trusted = trusted
+        self.parser = RequestParser(self.config, peer)
         self._arm_deadline(_Deadline.IDLE)
 
     def data_received(self, data: bytes) -> None:
@@ -186,6 +198,12 @@ class HttpConnection:
                 request.local_addr = transport.sockname
                 if transport.secure:
                     request.scheme = "https"
+                if self._trusted is not None:
+                    request.remote_addr, scheme = resolve(
+                        request.headers.by_name(), request.remote_addr, self._trusted)
+                    if scheme is not None:
+                        request.scheme = scheme
+                self.client_addr = request.remote_addr
                 self._continue_sent = False
                 if handshake.is_handshake(request):
                     self._upgrade(request)
@@ -327,7 +345,7 @@ class HttpConnection:
     def _log_access(self, request: Request, status: int, size: int) -> None:
         if access_log.isEnabledFor(logging.INFO):
             peer = request.remote_addr
-            host = peer[0] if isinstance(peer, tuple) else str(peer)
+            host = peer[0] if isinstance(peer, tuple) else "-"
             access_log.info('%s "%s %s %s" %d %s', host, request.method, request.target,
                             request.version, status, size if size >= 0 else "-")
 

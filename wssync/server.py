@@ -21,15 +21,19 @@ from .app import App
 from .bridge import HttpBridge
 from .config import Config
 from .errors import ServingWhileImported
+from .forwarded import trusted_peers
 from .http_connection import HttpConnection
 from .http_writer import error_response
 from .lanes import ThreadPool
+from .preamble import ProxyPreamble
 from .reactor import BoundedHandoff, Reactor
 from .tls import TlsSettings
 from .transport import (
+    BaseProtocol,
     Listener,
     Transport,
     TransportFactory,
+    UnixSocketFile,
     WriteLimits,
     create_listening_socket,
 )
@@ -86,25 +90,38 @@ class Server:
 
     ``threads=0`` runs handlers on the reactor thread (they must not block);
     ``threads=N`` runs them on N worker threads.  With ``ssl_context`` (see
-    :func:`wssync.tls.server_context`) the port speaks HTTPS and WSS.
-    Settings (limits and timeouts) are keyword arguments; see
-    :class:`~wssync.config.Config`.
+    :func:`wssync.tls.server_context`) the port speaks HTTPS and WSS.  With
+    ``uds`` it listens on that Unix domain socket (file mode ``uds_mode``)
+    instead of ``host`` and ``port``.  Settings (limits, timeouts, proxies) are
+    keyword arguments; see :class:`~wssync.config.Config`.
     """
 
     def __init__(self, app: App, host: str = "0.0.0.0", port: int = 80, threads: int = 0,
-                 ssl_context: Optional[ssl.SSLContext] = None, **settings: Any) -> None:
+                 ssl_context: Optional[ssl.SSLContext] = None, uds: Optional[str] = None,
+                 uds_mode: int = 0o660, **settings: Any) -> None:
         if threads < 0:
             raise ValueError("threads must be 0 (reactor mode) or more")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be a number from 0 to 65535, not {port!r}")
+        if isinstance(uds_mode, bool) or not isinstance(uds_mode, int) \
+                or not 0 <= uds_mode <= 0o777:
+            raise ValueError(f"uds_mode must be a file mode from 0 to 0o777, not {uds_mode!r}")
         self.app = app
         self.host = host
         self.port = port
         self.threads = threads
         self.config = Config(**settings)
+        trusted_peers(self.config.forwarded_allow_ips)  # a ValueError names a bad entry now
+        if self.config.proxy_protocol and ssl_context is not None:
+            raise ValueError("proxy_protocol with TLS at wssync is not supported: terminate "
+                             "TLS at the proxy, or let the proxy pass TLS through without a "
+                             "PROXY header")
         self.ssl_context = ssl_context
+        self.uds = uds
+        self.uds_mode = uds_mode
         app.server = self
         self._sock: Optional[socket.socket] = None
+        self._socket_file: Optional[UnixSocketFile] = None
         self._reactor: Optional[Reactor] = None
         self._handoff: Optional[BoundedHandoff] = None
         self._listener: Optional[Listener] = None
@@ -124,12 +141,17 @@ class Server:
     def bind(self) -> None:
         """Open the listening socket now (errors such as ``PermissionError`` raise here)."""
         if self._sock is None:
+            if self.uds is not None:
+                self._socket_file = UnixSocketFile(self.uds, self.uds_mode)
+                self._sock = self._socket_file.listen(self.config.backlog)
+                return
             self._sock = create_listening_socket(self.host, self.port, self.config.backlog)
             self.port = self._sock.getsockname()[1]
 
     @property
     def address(self) -> Any:
-        """The bound ``(host, port, ...)``; the port is real even after ``port=0``."""
+        """The bound ``(host, port, ...)``; the port is real even after ``port=0``.
+        With ``uds``, the socket's path."""
         self.bind()
         assert self._sock is not None
         return self._sock.getsockname()
@@ -163,8 +185,15 @@ class Server:
                 self.ssl_context, config.tls_handshake_timeout,
                 error_response(400, "this port speaks TLS: use https:// or wss://"),
             ).transport
+
+        def http() -> BaseProtocol:
+            return HttpConnection(config, bridge)
+
+        def proxied() -> BaseProtocol:
+            return ProxyPreamble(http, config.proxy_protocol_timeout)
+
         self._listener = Listener(
-            reactor, self._sock, lambda: HttpConnection(config, bridge), self._transports,
+            reactor, self._sock, proxied if config.proxy_protocol else http, self._transports,
             WriteLimits(config.write_high_water, config.max_write_buffer, config.send_timeout),
             config.max_connections, self._refuse, self._accepting, transport_factory,
         )
@@ -287,6 +316,9 @@ class Server:
             self._listener.close()
             self._listener = None
             self._sock = None
+        if self._socket_file is not None:
+            self._socket_file.remove()  # nothing listens there any more
+            self._socket_file = None
         for transport in list(self._transports.values()):
             try:
                 transport.protocol.shutdown()
@@ -314,6 +346,9 @@ class Server:
         elif self._sock is not None:
             self._sock.close()
         self._sock = None
+        if self._socket_file is not None:
+            self._socket_file.remove()
+            self._socket_file = None
         for pool in (self._pool, self._blocking_pool):
             if pool is not None:
                 pool.shutdown(timeout=2.0)
@@ -352,6 +387,8 @@ class Server:
         sock.close()
 
     def _display_address(self) -> str:
+        if self.uds is not None:
+            return f"unix:{self.uds}"
         host, port = self.address[:2]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -383,24 +420,43 @@ class Server:
         return list(self._websockets.values())
 
     def connections(self) -> List[Dict[str, Any]]:
-        """Every open connection: its TCP 5-tuple, current protocol, the bytes
-        read from and sent to the peer so far, and its age in seconds (a snapshot)."""
+        """Every open connection: its client, the socket's two ends, current protocol,
+        the bytes read from and sent to the peer so far, and its age in seconds (a
+        snapshot).
+
+        ``peer_addr``/``peer_port`` and ``server_addr``/``server_port`` are the
+        socket's ends (with ``transport``, the 5-tuple); ``client_addr``/``client_port``
+        are who the client is as far as the server knows: the source a PROXY header
+        named, or what a trusted proxy's headers said in the last request or the
+        WebSocket handshake (port 0 if they gave none), else the peer itself.  A Unix
+        socket's peer has no address (None).
+        """
         out = []
         now = time.monotonic()
         for transport in list(self._transports.values()):
-            client, server = transport.peername, transport.sockname
+            protocol = transport.protocol
+            peer = transport.proxy_peername or transport.peername
+            client = transport.peername
+            handle = self._websockets.get(protocol)  # type: ignore[call-overload]
+            if handle is not None:
+                client = handle.remote_address
+            elif isinstance(protocol, HttpConnection):
+                client = protocol.client_addr
+            server = transport.sockname
             info: Dict[str, Any] = {
-                "transport": "tls" if transport.secure else "tcp",
-                "client_addr": client[0] if isinstance(client, tuple) else str(client),
+                "transport": "tls" if transport.secure else
+                             "tcp" if isinstance(server, tuple) else "unix",
+                "client_addr": client[0] if isinstance(client, tuple) else None,
                 "client_port": client[1] if isinstance(client, tuple) else None,
+                "peer_addr": peer[0] if isinstance(peer, tuple) else None,
+                "peer_port": peer[1] if isinstance(peer, tuple) else None,
                 "server_addr": server[0] if isinstance(server, tuple) else str(server),
                 "server_port": server[1] if isinstance(server, tuple) else None,
-                "protocol": transport.protocol.name,
+                "protocol": protocol.name,
                 "bytes_in": transport.bytes_in,
                 "bytes_out": transport.bytes_out,
                 "age": round(now - transport.opened_at, 3),
             }
-            handle = self._websockets.get(transport.protocol)  # type: ignore[call-overload]
             if handle is not None:
                 info["path"] = handle.path
             out.append(info)

@@ -8,12 +8,15 @@ Every method here runs on the reactor thread.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import selectors
 import socket
+import stat
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Union
 
 from .reactor import Reactor, Timer
 
@@ -65,7 +68,8 @@ class Transport:
         "_closed", "_closing", "_eof", "_events", "_high_water", "_low_water", "_max_buffer",
         "_out", "_out_size", "_progress", "_reading_paused", "_registry", "_send_timeout",
         "_send_timer", "_started", "_write_eof", "_writing_paused", "bytes_in", "bytes_out",
-        "fileno", "opened_at", "peername", "protocol", "reactor", "sock", "sockname",
+        "fileno", "opened_at", "peername", "protocol", "proxy_peername", "reactor", "sock",
+        "sockname",
     )
 
     secure = False  # the bytes are encrypted on the wire (TlsTransport)
@@ -83,6 +87,9 @@ class Transport:
         self.sock = sock
         self.fileno = sock.fileno()
         self.peername = peername
+        # The socket's own peer once a PROXY protocol header named the client in
+        # ``peername`` (that proxy's address); None otherwise.
+        self.proxy_peername: Any = None
         sockname = sock.getsockname()
         # Every connection of a listener shares a handful of local addresses:
         # share the tuples too (idle connections are counted in thousands).
@@ -498,3 +505,68 @@ def create_listening_socket(host: str, port: int, backlog: int = 1024) -> socket
     assert last_exc is not None
     raise last_exc
 
+
+
+class UnixSocketFile:
+    """A listening Unix domain socket at ``path`` with file mode ``mode``.
+
+    A socket file left by a server that is gone (nothing accepts on it) is
+    replaced; one that a live server still listens on is ``EADDRINUSE``, and a
+    file that is not a socket is never touched (``FileExistsError``).
+    :meth:`remove` deletes the file, if it is still the one made here.
+    """
+
+    def __init__(self, path: str, mode: int) -> None:
+        self.path = path
+        self.mode = mode
+        self._identity: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) once bound
+
+    def listen(self, backlog: int) -> socket.socket:
+        self._remove_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(self.path)
+            info = os.stat(self.path)
+            self._identity = (info.st_dev, info.st_ino)
+            # Before listen(): no client can connect with the umask's mode.
+            os.chmod(self.path, self.mode)
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            self.remove()
+            raise
+        return sock
+
+    def _remove_stale(self) -> None:
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(info.st_mode):
+            raise FileExistsError(errno.EEXIST, "exists and is not a socket", self.path)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(self.path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                pass  # nobody listens: a stale file from an earlier run
+            except OSError:
+                raise OSError(errno.EADDRINUSE, "a server may still listen on it",
+                              self.path) from None
+            else:
+                raise OSError(errno.EADDRINUSE, "another server listens on it", self.path)
+        log.info("removing the stale socket file %s", self.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def remove(self) -> None:
+        """Delete the socket file if it is still the one this object bound."""
+        identity, self._identity = self._identity, None
+        if identity is None:
+            return
+        try:
+            info = os.stat(self.path)
+            if (info.st_dev, info.st_ino) == identity:
+                os.unlink(self.path)
+        except OSError:
+            pass

@@ -87,10 +87,13 @@ def build_environ(request: Request, server_name: str, server_port: str) -> Envir
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
     }
+    # The client (behind a trusted proxy, the one its headers name); REMOTE_ADDR
+    # stays empty for a Unix socket's peer that no proxy named.
     peer = request.remote_addr
     if isinstance(peer, tuple):
         environ["REMOTE_ADDR"] = peer[0]
-        environ["REMOTE_PORT"] = str(peer[1])
+        if peer[1]:  # 0: a proxy named the client without its port
+            environ["REMOTE_PORT"] = str(peer[1])
     for name, value in request.headers.items():
         key = name.upper()
         if "_" in key:
