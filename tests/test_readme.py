@@ -103,7 +103,7 @@ def run_app_example(code: str, tmp_path: Path, port: int) -> None:
             assert one.close_code == 1001
     finally:
         err = _stop(proc)
-    assert f"WebSocket on 0.0.0.0:{port}" in err  # where it listens, unasked
+    assert f"serving on 0.0.0.0:{port}" in err  # where it listens, unasked
     # The same module under the command line: its flags win, its own Server stays idle.
     other = free_port()
     cli = run_server(["--app", "mymodule:app", "--host", "127.0.0.1", "--port", str(other),
