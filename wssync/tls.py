@@ -155,7 +155,7 @@ class TlsTransport(Transport):
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         if self._handshaking and not self._closed:
-            log.info("%s: TLS handshake not done within %.0f s", self.peername,
+            log.info("%s: TLS handshake not done within %g s", self.peername,
                      self._settings.handshake_timeout)
             self.abort()
 
