@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from .reactor import Reactor, Timer
 from .transport import (
@@ -42,7 +42,8 @@ CLIENT_CERT_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
 
 
 def server_context(certfile: str, keyfile: Optional[str] = None,
-                   password: Optional[str] = None, ca_certs: Optional[str] = None,
+                   password: Union[str, Callable[[], str], None] = None,
+                   ca_certs: Optional[str] = None,
                    client_cert: str = "none") -> ssl.SSLContext:
     """A server context for ``certfile`` (and ``keyfile``): TLS 1.2+, secure defaults.
 
