@@ -20,16 +20,21 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this ma
 
 
 @pytest.fixture
-def page() -> Iterator[sync_api.Page]:
+def browser() -> Iterator[sync_api.Browser]:
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
         try:
-            yield browser.new_page()
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(browser: sync_api.Browser) -> sync_api.Page:
+    return browser.new_page()
 
 
 @pytest.mark.parametrize("threads", [0, 2])
@@ -48,6 +53,34 @@ def test_demo_page_echoes_and_lists_both_protocols(start_server, page, threads: 
     rows = page.inner_text("#stats")
     assert f"127.0.0.1:{port}\twebsocket\t/ws" in rows
     assert f"127.0.0.1:{port}\thttp" in rows
+
+
+def test_demo_page_over_https_echoes_over_wss(start_server, browser, threads: int,
+                                             tls_files) -> None:
+    """The demo page from a TLS server: the page loads over https (the test CA is
+    not trusted by the browser, hence ``ignore_https_errors``), opens its echo
+    WebSocket with wss:// on the same port, and the echo comes back."""
+    server = start_server(create_app(), threads=threads, ssl_context=tls_files.server_context())
+    port = server.address[1]
+    context = browser.new_context(ignore_https_errors=True)
+    try:
+        page = context.new_page()
+        sockets: List[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        response = page.goto(f"https://127.0.0.1:{port}/")
+        assert response is not None and response.status == 200
+        page.wait_for_function("document.getElementById('status').textContent === 'open'")
+        page.fill("#text", "hello over wss")
+        page.click("#send")
+        page.wait_for_function(
+            "document.getElementById('log').textContent.includes('echo: hello over wss')")
+        assert f"wss://127.0.0.1:{port}/ws" in sockets
+        # The server sees the page's echo WebSocket as a TLS connection.
+        echo = [c for c in server.connections() if c.get("path") == "/ws"]
+        assert echo and all(c["transport"] == "tls" for c in echo), server.connections()
+        assert all(c["transport"] == "tls" for c in server.connections())
+    finally:
+        context.close()
 
 
 def test_a_legacy_thread_pushes_to_the_browser(start_server, page) -> None:

@@ -17,7 +17,7 @@ import re
 import signal
 import ssl
 import sys
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from ._version import __version__
 from .app import App
@@ -209,9 +209,16 @@ def load_app(spec: str) -> App:
     raise CliError(f"{spec} is a {type(app).__name__}, not a wssync.App or WSGI callable")
 
 
-def _password(args: argparse.Namespace) -> Optional[str]:
+def _password(args: argparse.Namespace) -> Union[str, Callable[[], str]]:
+    """The key's password.  Without --ssl-password-env an encrypted key is an
+    error: OpenSSL would prompt on the terminal, and a SIGHUP reload would then
+    block the server waiting for an answer."""
     if not args.ssl_password_env:
-        return None
+        def not_given() -> str:  # called by OpenSSL only for an encrypted key
+            raise CliError(f"the key in {args.keyfile or args.certfile} is encrypted: give "
+                           f"its password with --ssl-password-env VAR")
+
+        return not_given
     password = os.environ.get(args.ssl_password_env)
     if password is None:
         raise CliError(f"--ssl-password-env: ${args.ssl_password_env} is not set")
@@ -228,7 +235,11 @@ def tls_context(args: argparse.Namespace) -> Optional[ssl.SSLContext]:
         return server_context(args.certfile, args.keyfile, _password(args), args.ca_certs,
                               args.client_cert)
     except FileNotFoundError as exc:
-        raise CliError(f"cannot read {exc.filename}: no such file") from None
+        # OpenSSL does not say which file: the first one that is not there.
+        missing = exc.filename or next((name for name in (args.certfile, args.keyfile,
+                                                          args.ca_certs)
+                                        if name and not os.path.exists(name)), args.certfile)
+        raise CliError(f"cannot read {missing}: no such file") from None
     except ssl.SSLError as exc:
         raise CliError(f"cannot use the certificate {args.certfile}: "
                        f"{exc.reason or exc.strerror or exc} (a wrong password, a key that "

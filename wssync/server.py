@@ -241,7 +241,7 @@ class Server:
             self._thread.join(1.0)
 
     def reload_certificates(self, certfile: str, keyfile: Optional[str] = None,
-                            password: Optional[str] = None) -> None:
+                            password: Union[str, Callable[[], str], None] = None) -> None:
         """Use a renewed certificate for new TLS connections; open ones keep theirs.
 
         The files are checked here first (a bad file raises ``ssl.SSLError``
@@ -260,7 +260,7 @@ class Server:
             reactor.call_soon_threadsafe(self._load_certificates, certfile, keyfile, password)
 
     def _load_certificates(self, certfile: str, keyfile: Optional[str],
-                           password: Optional[str]) -> None:
+                           password: Union[str, Callable[[], str], None]) -> None:
         assert self.ssl_context is not None
         try:
             self.ssl_context.load_cert_chain(certfile, keyfile, password)

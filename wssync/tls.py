@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from .reactor import Reactor, Timer
 from .transport import (
@@ -42,7 +42,8 @@ CLIENT_CERT_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
 
 
 def server_context(certfile: str, keyfile: Optional[str] = None,
-                   password: Optional[str] = None, ca_certs: Optional[str] = None,
+                   password: Union[str, Callable[[], str], None] = None,
+                   ca_certs: Optional[str] = None,
                    client_cert: str = "none") -> ssl.SSLContext:
     """A server context for ``certfile`` (and ``keyfile``): TLS 1.2+, secure defaults.
 
@@ -161,7 +162,7 @@ class TlsTransport(Transport):
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         if self._handshaking and not self._closed:
-            log.info("%s: TLS handshake not done within %.0f s", self.peername,
+            log.info("%s: TLS handshake not done within %g s", self.peername,
                      self._settings.handshake_timeout)
             self.abort()
 
