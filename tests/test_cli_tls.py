@@ -118,7 +118,7 @@ def test_certfile_and_keyfile_serve_https_and_wss(tls_files, threads: str) -> No
             assert ws.recv(timeout=10) == "over tls"
     finally:
         err = stop(proc)
-    assert "serving HTTPS and WSS on 127.0.0.1" in err
+    assert "(HTTPS and WSS" in err
 
 
 def test_encrypted_key_with_password_from_the_environment(tls_files) -> None:

@@ -11,12 +11,13 @@ import http.client
 import socket
 import ssl
 import threading
+import time
 from typing import Any, Callable, List
 
 import pytest
 import websockets.exceptions
 from conftest import TlsFiles
-from helpers import read_until_closed, wait_until
+from helpers import frame, read_until_closed, settled, wait_until
 from websockets.sync.client import connect as ws_connect
 
 from wssync import App, Request, Response, Server, TlsError, WebSocket
@@ -177,27 +178,41 @@ def test_plain_http_on_the_tls_port_gets_a_plain_400(tls_server: Server) -> None
 
 def test_a_non_reading_wss_peer_is_no_longer_read(start_server: Callable[..., Server],
                                                   tls_files: TlsFiles, threads: int) -> None:
-    # Back-pressure through TLS: the echoes pile up, so the server stops reading.
+    # Back-pressure through TLS: the echoes pile up unread, so the server stops
+    # reading this peer; what it has read (bytes_in) then stays put.
     server = start_server(make_app(), threads, ssl_context=tls_files.server_context(),
                           write_high_water=64 * 1024, max_write_buffer=64 * MiB,
                           send_timeout=0)
-    url = f"wss://localhost:{server.address[1]}/echo"
-    ws = connect(url, ssl_context=tls_files.client_context())
-    ws.sock.settimeout(0.5)
-    message = b"m" * 32 * 1024
+    sock = tls_socket(server, tls_files)
+    sock.sendall(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    message = frame(0x2, b"m" * 32 * 1024)
+    sock.setblocking(False)
     sent = 0
-    try:
-        while sent < 64 * MiB:
-            ws.send(message)
+    stuck_since = None
+    while sent < 64 * MiB:  # push until both sides' buffers are full for a while
+        try:
+            sock.send(message)
             sent += len(message)
-    except Exception:  # our send times out once the server stops reading
-        pass
-    read = [c["bytes_in"] for c in server.connections() if c["protocol"] == "websocket"]
-    assert read and read[0] < 32 * MiB  # far less than we tried to push
-    settled_read = read[0]
-    assert wait_until(lambda: [c["bytes_in"] for c in server.connections()
-                               if c["protocol"] == "websocket"] == [settled_read], 10)
-    ws.sock.close()
+            stuck_since = None
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            stuck_since = stuck_since or time.monotonic()
+            if time.monotonic() - stuck_since > 2:
+                break
+            time.sleep(0.01)
+
+    def bytes_read() -> List[int]:
+        return [c["bytes_in"] for c in server.connections() if c["protocol"] == "websocket"]
+
+    read = bytes_read()
+    assert read and read[0] < sent < 64 * MiB  # the server stopped taking our bytes
+    assert settled(bytes_read, quiet=1.0) == read  # and does not read on
+    sock.close()
 
 
 def test_reload_certificates_serves_the_new_one_to_new_connections(

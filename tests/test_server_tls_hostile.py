@@ -167,7 +167,7 @@ def test_reset_mid_handshake_leaves_the_server_fine(tls_server: TlsServer, when:
         client_port = sock.getsockname()[1]
         if when == "after half a ClientHello":
             sock.sendall(hello[:len(hello) // 2])
-            assert wait_until(lambda: any(c["client_port"] == client_port
+            assert wait_until(lambda: any(c["peer_port"] == client_port
                                           for c in tls_server.server.connections()))
         else:
             sock.sendall(hello)

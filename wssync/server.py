@@ -440,8 +440,8 @@ class Server:
             handle = self._websockets.get(protocol)  # type: ignore[call-overload]
             if handle is not None:
                 client = handle.remote_address
-            elif isinstance(protocol, HttpConnection):
-                client = protocol.client_addr
+            elif isinstance(protocol, HttpConnection) and protocol.client_addr is not None:
+                client = protocol.client_addr  # (None while TLS still shakes hands)
             server = transport.sockname
             info: Dict[str, Any] = {
                 "transport": "tls" if transport.secure else

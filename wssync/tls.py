@@ -139,24 +139,28 @@ class TlsTransport(Transport):
         self._read_decrypted()
 
     def _handshake_failed(self, exc: ssl.SSLError) -> None:
+        raw = socket.socket  # the socket's own methods, below the TLS layer
         if exc.reason == "HTTP_REQUEST" and self._settings.plain_answer:
             # Plain HTTP on the TLS port: OpenSSL recognised a request line.
             # Answer in clear, as nginx does, rather than with a TLS alert the
             # client cannot read.
             log.info("%s: plain HTTP sent to the TLS port", self.peername)
-            raw = socket.socket  # the socket's own methods, below the TLS layer
             try:
                 raw.send(self.sock, self._settings.plain_answer)
-                # Closing with the rest of the request unread would reset the
-                # connection, and the client could lose the answer: read it first.
-                for _ in range(16):  # what has arrived, not a stream without end
-                    if not raw.recv(self.sock, RECV_SIZE):
-                        break
             except OSError:
                 pass
         else:
             log.info("%s: TLS handshake failed: %s", self.peername,
                      exc.reason or exc.strerror or exc)
+        # OpenSSL has sent its alert (or we our answer).  Closing with the
+        # client's last bytes unread would reset the connection, and the client
+        # could lose what we sent: read what has arrived first.
+        try:
+            for _ in range(16):  # what has arrived, not a stream without end
+                if not raw.recv(self.sock, RECV_SIZE):
+                    break
+        except OSError:
+            pass
         self._force_close(None)
 
     def _handshake_expired(self) -> None:
