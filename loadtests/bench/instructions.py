@@ -101,7 +101,9 @@ def run(checkout: str, threads: int, requests: int, messages: int, workdir: str)
     """Total instructions of one server process under callgrind."""
     port = free_port()
     out = os.path.join(workdir, f"callgrind.{os.getpid()}.{port}")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath(checkout), APPS]))
+    # A fixed hash seed, so dict and set layouts (and instruction counts) repeat.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath(checkout), APPS]),
+               PYTHONHASHSEED="0")
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
          "wssync", "--app", "wssync_app:app", "--host", "127.0.0.1", "--port", str(port),
