@@ -135,8 +135,9 @@ class WebSocketBridge:
     lane every message is delivered as it is queued, so input never pauses.
     """
 
-    __slots__ = ("_delivered", "_delivered_bytes", "_paused", "_queued", "_queued_bytes",
-                 "bridge", "conn", "handle", "lane", "request", "route", "subprotocol")
+    __slots__ = ("_delivered", "_delivered_bytes", "_max_bytes", "_max_count", "_paused",
+                 "_queued", "_queued_bytes", "bridge", "conn", "handle", "lane", "request",
+                 "route", "subprotocol")
 
     handle: WebSocket  # made once the connection exists (opened)
     conn: WebSocketConnection
@@ -151,6 +152,8 @@ class WebSocketBridge:
         self._queued = self._queued_bytes = 0  # written by the reactor thread only
         self._delivered = self._delivered_bytes = 0  # written by the lane only
         self._paused = False
+        self._max_count = bridge.config.max_queue  # read per message: kept at hand
+        self._max_bytes = bridge.config.max_queue_bytes
 
     # -- WebSocketApplication ------------------------------------------------------------
 
@@ -192,14 +195,12 @@ class WebSocketBridge:
     # -- the backlog ---------------------------------------------------------------------
 
     def _over_limit(self) -> bool:
-        config = self.bridge.config
-        return (self._queued - self._delivered >= config.max_queue
-                or self._queued_bytes - self._delivered_bytes >= config.max_queue_bytes)
+        return (self._queued - self._delivered >= self._max_count
+                or self._queued_bytes - self._delivered_bytes >= self._max_bytes)
 
     def _drained(self) -> bool:
-        config = self.bridge.config
-        return (self._queued - self._delivered <= config.max_queue // 4
-                and self._queued_bytes - self._delivered_bytes <= config.max_queue_bytes // 4)
+        return (self._queued - self._delivered <= self._max_count // 4
+                and self._queued_bytes - self._delivered_bytes <= self._max_bytes // 4)
 
     def _deliver(self, on_message: Callable[..., Any], data: Union[str, bytes],
                  size: int) -> None:

@@ -238,6 +238,12 @@ class BoundedHandoff:
         if reactor.in_reactor_thread():
             callback(*args)
             return
+        if not size:
+            # Nothing to bound (a handler's response, a close): the same queue
+            # keeps it in order with the sized calls, without their lock.
+            if not self._closed:
+                reactor.call_soon_threadsafe(callback, *args)
+            return
         with self._cond:
             # One call larger than the limit still goes, alone.
             while self._pending and self._pending + size > self._limit and not self._closed:

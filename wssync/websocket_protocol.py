@@ -60,6 +60,7 @@ _TEXT, _CONTINUATION = Opcode.TEXT, Opcode.CONTINUATION
 _MESSAGE_OPCODES = (Opcode.TEXT, Opcode.BINARY)
 _PING, _PONG, _CLOSE = Opcode.PING, Opcode.PONG, Opcode.CLOSE
 _RECEIVING = State.LOCAL_CLOSING
+_SENT = (State.LOCAL_CLOSING, State.CLOSED)
 
 
 class Message:
@@ -132,9 +133,20 @@ class WebSocketProtocol:
     """
 
     __slots__ = (
-        "_compressed", "_decoder", "_deflate", "_fragment_opcode", "_fragment_size",
-        "_fragments", "_parser", "_peek_decoder", "_peek_offset", "_state", "_text_parts",
-        "client", "max_message_size",
+        "_close_sent",
+        "_compressed",
+        "_decoder",
+        "_deflate",
+        "_fragment_opcode",
+        "_fragment_size",
+        "_fragments",
+        "_parser",
+        "_peek_decoder",
+        "_peek_offset",
+        "_state",
+        "_text_parts",
+        "client",
+        "max_message_size",
     )
 
     def __init__(self, client: bool = False, max_message_size: int = default("max_message_size"),
@@ -144,6 +156,7 @@ class WebSocketProtocol:
         self._deflate = deflate
         self._compressed = False
         self._state = State.OPEN
+        self._close_sent = False  # derived from _state by _enter, read on every send
         self._parser = FrameParser(expect_masked=not client, max_size=max_message_size,
                                    allow_rsv1=deflate is not None)
         self._fragments: List[bytes] = []
@@ -164,14 +177,15 @@ class WebSocketProtocol:
     @property
     def close_sent(self) -> bool:
         """Our close frame is out (or can no longer be sent): nothing more goes out."""
-        return self._state in (State.LOCAL_CLOSING, State.CLOSED)
+        return self._close_sent
 
     @property
     def close_received(self) -> bool:
         return self._state in (State.REMOTE_CLOSING, State.CLOSED)
 
     def _enter(self, cause: str) -> None:
-        self._state = _TRANSITIONS[cause].get(self._state, self._state)
+        state = self._state = _TRANSITIONS[cause].get(self._state, self._state)
+        self._close_sent = state in _SENT
 
     def connection_lost(self) -> None:
         """The transport is gone: nothing more is received or sent."""
@@ -332,7 +346,7 @@ class WebSocketProtocol:
         A receive-side failure does not stop sending: replies to messages that
         came before the bad frame still go out before our close frame.
         """
-        if self.close_sent:
+        if self._close_sent:
             return b""
         opcode, payload = message_frame_parts(data)
         deflate = self._deflate
@@ -348,20 +362,20 @@ class WebSocketProtocol:
     def send_ping(self, payload: bytes = b"") -> bytes:
         if len(payload) > 125:
             raise ValueError("ping payload over 125 bytes")
-        if self.close_sent:
+        if self._close_sent:
             return b""
         return self._frame(_PING, payload)
 
     def send_pong(self, payload: bytes) -> bytes:
         """The answer to a :class:`Ping` event (RFC 6455 5.5.2: the same payload)."""
-        if self.close_sent:
+        if self._close_sent:
             return b""
         return self._frame(_PONG, payload)
 
     def send_close(self, code: Optional[int] = CloseCode.NORMAL_CLOSURE,
                    reason: str = "") -> bytes:
         """Our close frame (once); 1005 or ``None`` sends an empty close payload."""
-        if self.close_sent:
+        if self._close_sent:
             return b""
         if code == CloseCode.NO_STATUS_RCVD:
             code = None
