@@ -57,6 +57,11 @@ class _Deadline(IntEnum):
     BODY = 3  # a request body is arriving (body_timeout)
 
 
+# Set and compared for every request: a global is cheaper than an enum attribute
+# on Python 3.9-3.11 (about 70 ns each).
+_NO_PHASE, _IDLE_PHASE, _HEAD_PHASE, _BODY_PHASE = _Deadline
+
+
 class WebSocketAccept:
     """The application's yes to a handshake: its side of the new connection, the
     chosen subprotocol and extra response headers."""
@@ -193,7 +198,7 @@ class HttpConnection:
                     return
                 # The deadline timer stays armed: it ignores a connection with a
                 # request in flight, which saves a heap push per request.
-                self._phase = _Deadline.NONE
+                self._phase = _NO_PHASE
                 self._current = request
                 request.local_addr = transport.sockname
                 if transport.secure:
@@ -226,11 +231,11 @@ class HttpConnection:
             if parser.expect_continue and not self._continue_sent:
                 self._continue_sent = True
                 self.transport.write(CONTINUE)
-            self._arm_deadline(_Deadline.BODY)
+            self._arm_deadline(_BODY_PHASE)
         elif parser.buffered:
-            self._arm_deadline(_Deadline.HEAD)
+            self._arm_deadline(_HEAD_PHASE)
         else:
-            self._arm_deadline(_Deadline.IDLE)
+            self._arm_deadline(_IDLE_PHASE)
 
     def _upgrade(self, request: Request) -> None:
         transport = self.transport
@@ -362,8 +367,8 @@ class HttpConnection:
             return
         self._phase = phase
         config = self.config
-        timeout = (config.keepalive_timeout if phase == _Deadline.IDLE
-                   else config.header_timeout if phase == _Deadline.HEAD else config.body_timeout)
+        timeout = (config.keepalive_timeout if phase == _IDLE_PHASE
+                   else config.header_timeout if phase == _HEAD_PHASE else config.body_timeout)
         if not timeout:
             self._cancel_timer()
             return

@@ -300,7 +300,7 @@ class RequestParser:
         request.body = body
         self._request = None
         self._body_parts = []
-        self._state = _Reading.HEAD
+        self._state = _AT_HEAD
         self.expect_continue = False
         return request
 

@@ -10,12 +10,11 @@ operation with the checkouts side by side::
     python3 loadtests/bench/instructions.py --checkout before=/tmp/before \\
         --checkout after=. [--requests 3000] [--messages 3000]
 
-Each run does ``--requests`` keep-alive GETs of ``/`` (one at a time, on one
-connection) and then ``--messages`` 13-byte WebSocket echoes (one in flight),
-each phase bracketed by a run of the other kind's idle time so the two can be
-told apart: the counts are measured twice, with the load and with
-``--requests 0 --messages 0`` (start-up and shutdown only), and the
-difference divided by the operations.  Python and valgrind must be the same for
+Each run does ``--requests`` keep-alive GETs of ``/`` and then ``--messages``
+13-byte WebSocket echoes over 50 connections, one in flight on each (so one
+``select()`` round serves many, as under wrk); three runs per checkout and mode
+(no load, HTTP only, both) and the differences divided by the operations give
+the per-operation counts.  Python and valgrind must be the same for
 every checkout; the C masking accelerator is used if the checkout built it.
 """
 
@@ -68,13 +67,25 @@ def recv_until(sock: socket.socket, marker: bytes, buf: bytearray) -> bytes:
     return data
 
 
+CONNECTIONS = 50  # as wrk -c50 and wsload.py: one select() round serves many of them
+
+
+def connections(port: int) -> List[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNECTIONS)]
+
+
 def http_load(port: int, count: int) -> None:
+    """``count`` requests: one in flight on each of the connections at a time."""
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        buf = bytearray()
-        for _ in range(count):
+    socks = connections(port)
+    buffers = [bytearray() for _ in socks]
+    for _ in range(count // CONNECTIONS):
+        for sock in socks:
             sock.sendall(request)
+        for sock, buf in zip(socks, buffers):
             recv_until(sock, b"Hello, World!", buf)
+    for sock in socks:
+        sock.close()
 
 
 def masked_text(payload: bytes) -> bytes:
@@ -83,18 +94,24 @@ def masked_text(payload: bytes) -> bytes:
 
 
 def ws_load(port: int, count: int) -> None:
+    """``count`` 13-byte echoes: one in flight on each of the connections at a time."""
     payload = b"0123456789abc"
     frame = masked_text(payload)
-    with socket.create_connection(("127.0.0.1", port)) as sock:
+    echo = bytes((0x81, len(payload))) + payload
+    socks = connections(port)
+    buffers = [bytearray() for _ in socks]
+    for sock, buf in zip(socks, buffers):
         sock.sendall(b"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
                      b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                      b"Sec-WebSocket-Version: 13\r\n\r\n")
-        buf = bytearray()
         recv_until(sock, b"\r\n\r\n", buf)
-        echo = bytes((0x81, len(payload))) + payload
-        for _ in range(count):
+    for _ in range(count // CONNECTIONS):
+        for sock in socks:
             sock.sendall(frame)
+        for sock, buf in zip(socks, buffers):
             recv_until(sock, echo, buf)
+    for sock in socks:
+        sock.close()
 
 
 def run(checkout: str, threads: int, requests: int, messages: int, workdir: str) -> int:
@@ -104,11 +121,17 @@ def run(checkout: str, threads: int, requests: int, messages: int, workdir: str)
     # A fixed hash seed, so dict and set layouts (and instruction counts) repeat.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath(checkout), APPS]),
                PYTHONHASHSEED="0")
+    imported = subprocess.run([sys.executable, "-c", "import wssync; print(wssync.__file__)"],
+                              env=env, cwd=APPS, capture_output=True, text=True).stdout.strip()
+    if not imported.startswith(os.path.abspath(checkout) + os.sep):
+        raise SystemExit(f"{checkout}: the server would import wssync from {imported}")
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
          "wssync", "--app", "wssync_app:app", "--host", "127.0.0.1", "--port", str(port),
          "--threads", str(threads), "--no-access-log", "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Not started from the repository root: ``-m`` puts the working directory
+        # first on sys.path, and ./wssync would win over the checkout measured.
+        env=env, cwd=APPS, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_listening(port, proc)
         http_load(port, requests)
