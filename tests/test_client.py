@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from typing import Any, Iterator, Union
 
 import pytest
+from conftest import TlsFiles
 from websockets.sync.server import ServerConnection, serve
 
 from wssync import App, WebSocket
-from wssync.client import ConnectionClosed, HandshakeRefused, connect
+from wssync.client import ConnectionClosed, HandshakeRefused, TlsError, connect
 
 
 def echo_app() -> App:
@@ -199,3 +201,29 @@ def test_works_under_gevent_monkey_patching(wssync_url: str) -> None:
 
 
 
+
+
+def test_wss_against_the_websockets_library_tls_server(tls_files: TlsFiles) -> None:
+    """``wss://`` to an independent TLS server: verified with the test CA, refused without."""
+
+    def handler(conn: ServerConnection) -> None:
+        for message in conn:
+            conn.send(message)
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls_files.cert), str(tls_files.key))
+    with serve(handler, "127.0.0.1", 0, ssl=context, compression=None) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"wss://localhost:{server.socket.getsockname()[1]}/echo"
+            with connect(url, ssl_context=tls_files.client_context()) as ws:
+                ws.send("over TLS")
+                assert ws.recv(timeout=10) == "over TLS"
+                ws.send(b"\x00" * 70000)
+                assert ws.recv(timeout=10) == b"\x00" * 70000
+            with pytest.raises(TlsError, match="not trusted"):
+                connect(url, timeout=5)  # the system's trust store does not know the test CA
+        finally:
+            server.shutdown()
+            thread.join(5)
