@@ -244,8 +244,10 @@ class RequestParser:
         if not hosts and version == "HTTP/1.1":
             raise HttpError(400, "missing Host header")
 
+        connection = index.get("connection")
         request = Request(method, target, version, headers, b"", self.remote_addr,
-                          client_keep_alive(version, index.get("connection")))
+                          client_keep_alive(version, connection) if connection
+                          else version == "HTTP/1.1")
         expects = index.get("expect")
         expect = expects[0] if expects else None
         if expect is not None and expect.lower() != "100-continue":

@@ -115,12 +115,12 @@ class Request:
     """One HTTP request: method, target, headers, body and who sent it."""
 
     __slots__ = (
-        "_keep_alive",
         "_path",
         "_query",
         "_query_string",
         "body",
         "headers",
+        "keep_alive",
         "local_addr",
         "method",
         "path_params",
@@ -145,25 +145,17 @@ class Request:
         self.headers = headers
         self.body = body
         self.remote_addr = remote_addr
-        self._keep_alive = keep_alive  # None: read from the headers when asked
+        # What the client asked for the connection (the parser passes it; it is
+        # derived here otherwise).  Whether it stays open is the server's
+        # decision: wssync.http_writer.frame_response.
+        self.keep_alive = keep_alive if keep_alive is not None else client_keep_alive(
+            version, headers.by_name().get("connection"))
         self.local_addr: Any = None  # the server's end of the connection
         self.path_params: Dict[str, str] = {}
         raw_path, _, query = target.partition("?")
         self._path = raw_path
         self._query_string = query
         self._query: Optional[Dict[str, List[str]]] = None
-
-    @property
-    def keep_alive(self) -> bool:
-        """Whether the client asked to keep the connection open afterwards:
-        HTTP/1.1 unless ``Connection: close``, HTTP/1.0 only with
-        ``Connection: keep-alive``.  Whether it stays open is the server's
-        decision (:func:`wssync.http_writer.frame_response`)."""
-        keep_alive = self._keep_alive
-        if keep_alive is None:
-            keep_alive = self._keep_alive = client_keep_alive(
-                self.version, self.headers.by_name().get("connection"))
-        return keep_alive
 
     @property
     def path(self) -> str:
