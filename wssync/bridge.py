@@ -173,7 +173,9 @@ class WebSocketBridge:
         self._queued += 1
         self._queued_bytes += size
         self.lane.submit(self._deliver, on_message, data, size)
-        if not self._paused and self._over_limit():
+        if not self._paused and (self._queued - self._delivered >= self._max_count
+                                 or self._queued_bytes - self._delivered_bytes
+                                 >= self._max_bytes):
             self._paused = True
             # The lane may have emptied the backlog before it could see the
             # flag: look again now that the flag is set.
@@ -194,18 +196,18 @@ class WebSocketBridge:
 
     # -- the backlog ---------------------------------------------------------------------
 
-    def _over_limit(self) -> bool:
-        return (self._queued - self._delivered >= self._max_count
-                or self._queued_bytes - self._delivered_bytes >= self._max_bytes)
-
     def _drained(self) -> bool:
         return (self._queued - self._delivered <= self._max_count // 4
                 and self._queued_bytes - self._delivered_bytes <= self._max_bytes // 4)
 
     def _deliver(self, on_message: Callable[..., Any], data: Union[str, bytes],
                  size: int) -> None:
-        """The lane runs the handler for one queued message."""
-        self._call(on_message, self.handle, data)
+        """The lane runs the handler for one queued message (as ``_call`` would:
+        this runs per message, so without the extra call)."""
+        try:
+            on_message(self.handle, data)
+        except Exception:
+            self._failed()
         self._delivered_bytes += size
         self._delivered += 1
         if self._paused and self._drained():
@@ -220,6 +222,10 @@ class WebSocketBridge:
         try:
             callback(*args)
         except Exception:
-            log.exception("error in WebSocket handler for %s", self.request.path)
-            if not self.handle.closed:
-                self.handle.close(CloseCode.INTERNAL_ERROR, "internal error")
+            self._failed()
+
+    def _failed(self) -> None:
+        """A callback raised (in its except block): log it and close with 1011."""
+        log.exception("error in WebSocket handler for %s", self.request.path)
+        if not self.handle.closed:
+            self.handle.close(CloseCode.INTERNAL_ERROR, "internal error")

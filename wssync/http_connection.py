@@ -285,7 +285,7 @@ class HttpConnection:
         transport.write(data)
         self._log_access(request, response.status, size)
         if framer is None:
-            if not isinstance(body, (bytes, bytearray, memoryview)):
+            if type(body) is not bytes:
                 _close_iterable(body)  # a HEAD, 204 or 304 answer: nothing is sent
             self._finish_response()
             return

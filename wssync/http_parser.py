@@ -16,7 +16,7 @@ from typing import List, Optional, Protocol, Tuple
 
 from .config import Config
 from .errors import HttpError
-from .request import Headers, Request
+from .request import Headers, Request, client_keep_alive
 
 # Heads are decoded as latin-1 once, so every pattern here works on str.
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -244,7 +244,10 @@ class RequestParser:
         if not hosts and version == "HTTP/1.1":
             raise HttpError(400, "missing Host header")
 
-        request = Request(method, target, version, headers, remote_addr=self.remote_addr)
+        connection = index.get("connection")
+        request = Request(method, target, version, headers, b"", self.remote_addr,
+                          client_keep_alive(version, connection) if connection
+                          else version == "HTTP/1.1")
         expects = index.get("expect")
         expect = expects[0] if expects else None
         if expect is not None and expect.lower() != "100-continue":

@@ -154,10 +154,11 @@ def frame_response(request: Request, status: int, headers: Fields,
     keep_alive = not must_close and request.keep_alive
     no_body = request.method == "HEAD" or status < 200 or status in _NO_BODY_STATUSES
     streamer: Optional[BodyFramer] = None
-    if isinstance(body, (bytes, bytearray, memoryview)):
+    whole = body if isinstance(body, (bytes, bytearray, memoryview)) else None
+    if whole is not None:
         # HEAD still says how long the body would be.
         length = b"" if status < 200 or status in _NO_BODY_STATUSES \
-            else b"Content-Length: %d\r\n" % len(body)
+            else b"Content-Length: %d\r\n" % len(whole)
     elif no_body:
         length = b""
     elif any(name.lower() == "content-length" for name, _ in headers):
@@ -177,6 +178,6 @@ def frame_response(request: Request, status: int, headers: Fields,
     head = render_head(version, status, headers, framing)
     if streamer is not None:
         return head, streamer, keep_alive, -1
-    if no_body or not isinstance(body, (bytes, bytearray, memoryview)):
+    if no_body or whole is None:
         return head, None, keep_alive, 0
-    return head + body, None, keep_alive, len(body)
+    return head + whole, None, keep_alive, len(whole)

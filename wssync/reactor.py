@@ -20,6 +20,7 @@ from typing import Any, Callable, Deque, List, Optional, Tuple
 log = logging.getLogger("wssync.reactor")
 
 Callback = Callable[..., Any]
+_get_ident = threading.get_ident
 
 
 class Timer:
@@ -108,7 +109,7 @@ class Reactor:
         self._timers = TimerQueue()
         self._stopping = False
         self._poked = False
-        self._thread_id: Optional[int] = None
+        self.thread_id: Optional[int] = None  # of the thread in run(), while it runs
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -117,7 +118,7 @@ class Reactor:
     # -- scheduling ---------------------------------------------------------
 
     def in_reactor_thread(self) -> bool:
-        return threading.get_ident() == self._thread_id
+        return threading.get_ident() == self.thread_id
 
     def call_soon(self, callback: Callback, *args: Any) -> None:
         """Run ``callback(*args)`` on the next loop iteration (reactor thread only)."""
@@ -158,7 +159,7 @@ class Reactor:
 
     def run(self) -> None:
         """Run until :meth:`stop`; the calling thread becomes the reactor thread."""
-        self._thread_id = threading.get_ident()
+        self.thread_id = threading.get_ident()
         self._stopping = False
         select = self.selector.select
         ready = self._ready
@@ -194,7 +195,7 @@ class Reactor:
                     except Exception:
                         log.exception("unhandled error in callback %r", callback)
         finally:
-            self._thread_id = None
+            self.thread_id = None
 
     def _on_wakeup(self, _mask: int) -> None:
         try:
@@ -235,7 +236,7 @@ class BoundedHandoff:
     def call(self, size: int, callback: Callback, *args: Any) -> None:
         """Run ``callback(*args)`` on the reactor; ``size`` is what it carries."""
         reactor = self._reactor
-        if reactor.in_reactor_thread():
+        if _get_ident() == reactor.thread_id:  # the reactor itself: no queue
             callback(*args)
             return
         if not size:

@@ -7,7 +7,7 @@ sockets or of how the request arrived.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote
 
 
@@ -42,12 +42,9 @@ class Headers:
             ] if self._block else []
         return items
 
-    def by_name(self) -> Mapping[str, Sequence[str]]:
+    def by_name(self) -> Dict[str, List[str]]:
         """Every value of each field, under its lower-case name, in arrival
-        order; a read-only view for code that looks up several fields at once."""
-        return self._lookup()
-
-    def _lookup(self) -> Dict[str, List[str]]:
+        order; for code that looks up several fields at once (do not change it)."""
         index = self._index
         if index is None:
             index = self._index = {}
@@ -65,19 +62,19 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         self._list().append((name, value))
-        self._lookup().setdefault(name.lower(), []).append(value)
+        self.by_name().setdefault(name.lower(), []).append(value)
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        values = self._lookup().get(name.lower())
+        values = self.by_name().get(name.lower())
         return values[0] if values else default
 
     def get_all(self, name: str) -> List[str]:
-        return list(self._lookup().get(name.lower(), ()))
+        return list(self.by_name().get(name.lower(), ()))
 
     def tokens(self, name: str) -> List[str]:
         """The comma-separated tokens of every ``name`` field, lower-cased."""
         out = []
-        for value in self._lookup().get(name.lower(), ()):
+        for value in self.by_name().get(name.lower(), ()):
             for token in value.split(","):
                 token = token.strip()
                 if token:
@@ -85,13 +82,13 @@ class Headers:
         return out
 
     def __getitem__(self, name: str) -> str:
-        values = self._lookup().get(name.lower())
+        values = self.by_name().get(name.lower())
         if not values:
             raise KeyError(name)
         return values[0]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._lookup()
+        return isinstance(name, str) and name.lower() in self.by_name()
 
     def __iter__(self) -> Iterator[str]:
         return (name for name, _ in self._list())
@@ -106,6 +103,14 @@ class Headers:
         return f"Headers({self._list()!r})"
 
 
+def client_keep_alive(version: str, connection: Optional[List[str]]) -> bool:
+    """What a request's version and ``Connection`` values ask for the connection."""
+    if not connection:
+        return version == "HTTP/1.1"
+    tokens = {token.strip().lower() for value in connection for token in value.split(",")}
+    return "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
+
+
 class Request:
     """One HTTP request: method, target, headers, body and who sent it."""
 
@@ -115,6 +120,7 @@ class Request:
         "_query_string",
         "body",
         "headers",
+        "keep_alive",
         "local_addr",
         "method",
         "path_params",
@@ -132,6 +138,7 @@ class Request:
         headers: Headers,
         body: bytes = b"",
         remote_addr: Any = None,
+        keep_alive: Optional[bool] = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -139,6 +146,11 @@ class Request:
         self.headers = headers
         self.body = body
         self.remote_addr = remote_addr
+        # What the client asked for the connection (the parser passes it; it is
+        # derived here otherwise).  Whether it stays open is the server's
+        # decision: wssync.http_writer.frame_response.
+        self.keep_alive = keep_alive if keep_alive is not None else client_keep_alive(
+            version, headers.by_name().get("connection"))
         self.local_addr: Any = None  # the server's end of the connection
         self.scheme = "http"  # "https" when it came over TLS
         self.path_params: Dict[str, str] = {}
@@ -146,18 +158,6 @@ class Request:
         self._path = raw_path
         self._query_string = query
         self._query: Optional[Dict[str, List[str]]] = None
-
-    @property
-    def keep_alive(self) -> bool:
-        """Whether the client asked to keep the connection open afterwards:
-        HTTP/1.1 unless ``Connection: close``, HTTP/1.0 only with
-        ``Connection: keep-alive``.  The server may still close it."""
-        if "connection" not in self.headers:
-            return self.version == "HTTP/1.1"
-        tokens = self.headers.tokens("connection")
-        if self.version == "HTTP/1.1":
-            return "close" not in tokens
-        return "keep-alive" in tokens
 
     @property
     def path(self) -> str:
