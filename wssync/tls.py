@@ -185,10 +185,11 @@ class TlsTransport(Transport):
         if self._closed:
             return
         sock = self.sock
-        # One recv gives at most one TLS record (16 KiB): read on while records
-        # are there, up to a bound so one busy peer cannot starve the others.
-        # Decrypted bytes OpenSSL still holds are never signalled by the socket
-        # again; _update_events schedules a read for them when reading resumes.
+        # One recv gives at most one TLS record (16 KiB).  Read again only while
+        # OpenSSL holds decrypted bytes (the socket will not signal those): a
+        # recv that finds nothing raises SSLWantReadError, and an exception per
+        # message is the dearest part of a small echo.  Bytes still in the
+        # socket make the selector call again.
         for _ in range(_READS_PER_EVENT):
             try:
                 data = sock.recv(RECV_SIZE)
@@ -203,9 +204,10 @@ class TlsTransport(Transport):
                 return
             self.bytes_in += len(data)
             self.protocol.data_received(data)
-            if self._closed or self._reading_paused or self._writing_paused:
+            if self._closed or self._reading_paused or self._writing_paused \
+                    or not sock.pending():
                 return
-        if sock.pending() and not self._read_soon:
+        if not self._read_soon:  # a bound on one peer's turn; the rest comes next round
             self._read_soon = True
             self.reactor.call_soon(self._read_decrypted)
 
