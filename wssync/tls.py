@@ -97,6 +97,8 @@ class TlsTransport(Transport):
 
     sock: ssl.SSLSocket
     secure = True
+    _would_block = (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError,
+                    InterruptedError)
 
     def __init__(self, reactor: Reactor, sock: ssl.SSLSocket, peername: Any,
                  protocol: BaseProtocol, registry: Dict[int, Transport], limits: WriteLimits,
@@ -239,16 +241,7 @@ class TlsTransport(Transport):
                 if size >= _WRITE_BATCH:
                     break
             data = b"".join(batch)
-        try:
-            sent = self.sock.send(data)
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError,
-                InterruptedError):
-            return 0
-        except OSError as exc:
-            self._force_close(exc)
-            return -1
-        self.bytes_out += sent
-        return sent
+        return super()._send(data)  # TLS's would-block errors are in _would_block
 
     # -- closing ------------------------------------------------------------------
 

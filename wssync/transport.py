@@ -16,7 +16,7 @@ import selectors
 import socket
 import stat
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Type, Union
 
 from .reactor import Reactor, Timer
 
@@ -73,6 +73,8 @@ class Transport:
     )
 
     secure = False  # the bytes are encrypted on the wire (TlsTransport)
+    # What a send raises when the socket cannot take more now (TLS adds its own).
+    _would_block: Tuple[Type[BaseException], ...] = (BlockingIOError, InterruptedError)
 
     def __init__(
         self,
@@ -231,7 +233,7 @@ class Transport:
         """
         try:
             sent = self.sock.sendmsg(data) if isinstance(data, list) else self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
+        except self._would_block:
             return 0
         except OSError as exc:
             self._force_close(exc)
