@@ -16,21 +16,13 @@ from typing import Optional, Set, Union
 
 import tornado.web
 import tornado.websocket
+from bench_tls import tls_context
 
 CLIENTS: Set[EchoHandler] = set()
 
 
 def broadcast_message(seq: str) -> str:
     return f"{seq}:".ljust(100, "x")[:100]
-
-
-def tls_context(certfile: Optional[str], keyfile: Optional[str]) -> Optional[ssl.SSLContext]:
-    """A server context for ``--certfile``/``--keyfile`` (TLS 1.2+), or None: plain."""
-    if not certfile:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certfile, keyfile)
-    return context
 
 
 class HelloHandler(tornado.web.RequestHandler):

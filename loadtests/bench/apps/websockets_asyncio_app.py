@@ -14,6 +14,7 @@ import signal
 import ssl
 from typing import Optional
 
+from bench_tls import tls_context
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -21,15 +22,6 @@ from websockets.http11 import Request, Response
 
 def broadcast_message(seq: str) -> str:
     return f"{seq}:".ljust(100, "x")[:100]
-
-
-def tls_context(certfile: Optional[str], keyfile: Optional[str]) -> Optional[ssl.SSLContext]:
-    """A server context for ``--certfile``/``--keyfile`` (TLS 1.2+), or None: plain."""
-    if not certfile:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certfile, keyfile)
-    return context
 
 
 async def echo(ws: ServerConnection) -> None:

@@ -12,6 +12,7 @@ import ssl
 import threading
 from typing import Any, Optional
 
+from bench_tls import tls_context
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
@@ -22,15 +23,6 @@ def echo(ws: ServerConnection) -> None:
             ws.send(message)
     except ConnectionClosed:
         pass  # the client closed while an echo was due: nothing to log
-
-
-def tls_context(certfile: Optional[str], keyfile: Optional[str]) -> Optional[ssl.SSLContext]:
-    """A server context for ``--certfile``/``--keyfile`` (TLS 1.2+), or None: plain."""
-    if not certfile:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certfile, keyfile)
-    return context
 
 
 def main(host: str, port: int, context: Optional[ssl.SSLContext] = None) -> None:
