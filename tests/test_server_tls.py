@@ -22,6 +22,7 @@ from websockets.sync.client import connect as ws_connect
 
 from wssync import App, Request, Response, Server, TlsError, WebSocket
 from wssync.client import connect
+from wssync.websocket_frames import FrameParser, Opcode, decode_close_payload
 
 MiB = 1024 * 1024
 
@@ -257,3 +258,25 @@ def test_many_clients_at_once(tls_server: Server, tls_files: TlsFiles) -> None:
     for worker in workers:
         worker.join(30)
     assert not errors
+
+
+def test_protocol_error_over_tls_half_closes_cleanly(tls_server: Server,
+                                                     tls_files: TlsFiles) -> None:
+    # An unmasked frame: the server answers 1002, then says close_notify and
+    # sends FIN (half-close), while still reading until the client closes too.
+    sock = tls_socket(tls_server, tls_files)
+    sock.sendall(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    sock.sendall(frame(0x1, b"unmasked", mask=False))
+    rest = read_until_closed(sock)  # raises if the end came without close_notify
+    parser = FrameParser(expect_masked=False)
+    parser.feed(rest)
+    close = parser.next_frame()
+    assert close is not None and close.opcode == Opcode.CLOSE
+    assert decode_close_payload(close.payload)[0] == 1002
+    sock.sendall(frame(0x8, (1002).to_bytes(2, "big")))  # our side still works
+    sock.close()
