@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 from helpers import finish, free_port, read_until_closed, run_server, wait_until
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection, connect, unix_connect
 
 from wssync import App, Server
 
@@ -617,15 +617,13 @@ def test_uds_serves_http_and_websocket(socket_path: str, threads: int, start_ser
     assert body_of(unix_exchange(socket_path, spoof))["remote"] is None
     lines = [r.getMessage() for r in caplog.records if r.name == "wssync.access"]
     assert any(line.startswith('- "GET /who ') for line in lines), lines
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        sock.connect(socket_path)
-        with connect("ws://localhost/echo", sock=sock, open_timeout=10) as ws:
-            ws.send("who")
-            assert json.loads(ws.recv(timeout=10)) == {"remote": None, "scheme": "http"}
-            [entry] = [c for c in server.connections() if c["protocol"] == "websocket"]
-            assert entry["transport"] == "unix" and entry["server_addr"] == socket_path
-            assert entry["client_addr"] is None and entry["peer_addr"] is None
+    # unix_connect: the library then knows not to set TCP options on the socket.
+    with unix_connect(socket_path, "ws://localhost/echo", open_timeout=10) as ws:
+        ws.send("who")
+        assert json.loads(ws.recv(timeout=10)) == {"remote": None, "scheme": "http"}
+        [entry] = [c for c in server.connections() if c["protocol"] == "websocket"]
+        assert entry["transport"] == "unix" and entry["server_addr"] == socket_path
+        assert entry["client_addr"] is None and entry["peer_addr"] is None
     server.stop(timeout=10)
     assert not os.path.exists(socket_path)  # removed at stop
 
