@@ -148,6 +148,19 @@ def tls_socket(server: Server, tls_files: TlsFiles) -> ssl.SSLSocket:
                                                   suppress_ragged_eofs=False)
 
 
+def upgraded_tls_socket(server: Server, tls_files: TlsFiles) -> ssl.SSLSocket:
+    """A raw TLS socket that has switched ``/echo`` to WebSocket (101 read, nothing more)."""
+    sock = tls_socket(server, tls_files)
+    sock.sendall(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    return sock
+
+
 def test_graceful_close_sends_close_notify(tls_server: Server, tls_files: TlsFiles) -> None:
     sock = tls_socket(tls_server, tls_files)
     sock.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -184,14 +197,7 @@ def test_a_non_reading_wss_peer_is_no_longer_read(start_server: Callable[..., Se
     server = start_server(make_app(), threads, ssl_context=tls_files.server_context(),
                           write_high_water=64 * 1024, max_write_buffer=64 * MiB,
                           send_timeout=0)
-    sock = tls_socket(server, tls_files)
-    sock.sendall(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101 ")
+    sock = upgraded_tls_socket(server, tls_files)
     message = frame(0x2, b"m" * 32 * 1024)
     sock.setblocking(False)
     sent = 0
@@ -264,13 +270,7 @@ def test_protocol_error_over_tls_half_closes_cleanly(tls_server: Server,
                                                      tls_files: TlsFiles) -> None:
     # An unmasked frame: the server answers 1002, then says close_notify and
     # sends FIN (half-close), while still reading until the client closes too.
-    sock = tls_socket(tls_server, tls_files)
-    sock.sendall(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
+    sock = upgraded_tls_socket(tls_server, tls_files)
     sock.sendall(frame(0x1, b"unmasked", mask=False))
     rest = read_until_closed(sock)  # raises if the end came without close_notify
     parser = FrameParser(expect_masked=False)
