@@ -194,7 +194,9 @@ def run_tls_client_example(code: str, tmp_path: Path, port: int) -> None:
                               text=True, timeout=30)
         assert done.returncode == 0, done.stderr
         assert done.stdout == "hello\n"
-        (tmp_path / "ca.pem").write_bytes((tmp_path / "cert.pem").read_bytes())  # wrong CA
+        # A wrong trust anchor: another leaf of the same CA (not the server's own
+        # certificate, which Python 3.13's partial-chain checking would accept).
+        (tmp_path / "ca.pem").write_bytes((tmp_path / "other.pem").read_bytes())
         done = subprocess.run([sys.executable, path.name], cwd=tmp_path, capture_output=True,
                               text=True, timeout=30)
         assert done.returncode == 0, done.stderr
@@ -239,7 +241,7 @@ def test_readme_example_runs_as_written(index: int, tmp_path: Path, port: int,
     code = python_examples()[index]
     # The files the TLS examples name, as a reader would have them beside the script.
     for source, name in ((tls_files.ca, "ca.pem"), (tls_files.cert, "cert.pem"),
-                         (tls_files.key, "key.pem")):
+                         (tls_files.key, "key.pem"), (tls_files.renewed_cert, "other.pem")):
         shutil.copy(source, tmp_path / name)
     start = time.monotonic()
     _driver(code)(code, tmp_path, port)
