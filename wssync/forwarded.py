@@ -63,13 +63,16 @@ class TrustedPeers:
     """The peers whose forwarded headers are believed, from a comma-separated spec:
     IP addresses, networks (``10.0.0.0/8``, ``fd00::/8``), ``*`` and ``unix``."""
 
-    __slots__ = ("_all", "_networks", "_unix", "spec")
+    __slots__ = ("_all", "_known", "_networks", "_unix", "spec")
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
         self._all = False
         self._unix = False
         self._networks: List[Network] = []
+        # Peer host -> trusted: each connection (and each proxied request) asks,
+        # and an address parse costs microseconds.  Bounded: cleared when full.
+        self._known: Dict[str, bool] = {}
         for item in spec.split(","):
             item = item.strip()
             if not item:
@@ -98,9 +101,15 @@ class TrustedPeers:
     def trusts(self, peer: Any) -> bool:
         """Whether a connection from ``peer`` (a socket address; anything else is a
         Unix domain socket's peer) may tell who the client is."""
-        if isinstance(peer, tuple):
-            return self.trusts_ip(_ip(str(peer[0])))
-        return self._unix
+        if not isinstance(peer, tuple):
+            return self._unix
+        host = str(peer[0])
+        known = self._known.get(host)
+        if known is None:
+            if len(self._known) >= 1024:
+                self._known.clear()
+            known = self._known[host] = self.trusts_ip(_ip(host))
+        return known
 
     def trusts_ip(self, ip: Optional[IPAddress]) -> bool:
         if self._all:
