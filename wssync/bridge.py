@@ -21,7 +21,7 @@ from .config import Config
 from .errors import HttpError
 from .handshake import offered_subprotocols
 from .http_connection import ChunkCallback, HttpConnection, WebSocketAccept
-from .http_writer import error_text
+from .http_writer import error_answer
 from .lanes import INLINE, Lane, ThreadPool
 from .reactor import BoundedHandoff
 from .request import Request
@@ -89,7 +89,7 @@ class HttpBridge:
             result = handler(request)
             response = result if type(result) is Response else to_response(result)
         except HttpError as exc:
-            response = Response(error_text(exc.status, exc.message), exc.status, exc.headers)
+            response = error_answer(exc)
         except Exception:
             log.exception("error in handler for %s %s", request.method, request.target)
             response = Response("500 Internal Server Error\n", 500)

@@ -33,7 +33,7 @@ from . import handshake
 from .errors import HttpError
 from .forwarded import TrustedPeers, resolve, trusted_peers
 from .http_parser import RequestParser
-from .http_writer import CONTINUE, BodyFramer, error_response, error_text, frame_response
+from .http_writer import CONTINUE, BodyFramer, error_answer, error_response, frame_response
 from .reactor import Timer
 from .request import Request
 from .response import Response
@@ -244,8 +244,7 @@ class HttpConnection:
         try:
             key = handshake.validate_request(request)
         except HttpError as exc:
-            self.send_response(Response(error_text(exc.status, exc.message), exc.status,
-                                        exc.headers), close=True)
+            self.send_response(error_answer(exc), close=True)
             return
         decision = self.app.accept_websocket(self, request)
         if isinstance(decision, Response):

@@ -16,7 +16,9 @@ from http import HTTPStatus
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from ._version import __version__
+from .errors import HttpError
 from .request import Request
+from .response import Response
 
 SERVER_HEADER = f"wssync/{__version__}"
 
@@ -97,6 +99,12 @@ def render_head(version: str, status: int, headers: Fields, framing: bytes = b""
 def error_text(status: int, message: str) -> str:
     """The plain-text body of an error answer: status, reason and why."""
     return f"{status} {reason_phrase(status)}: {message}\n"
+
+
+def error_answer(error: HttpError) -> Response:
+    """The plain-text answer to a refused request, as a :class:`Response` (its
+    framing then decided like any other)."""
+    return Response(error_text(error.status, error.message), error.status, error.headers)
 
 
 def error_response(status: int, message: str, headers: Optional[Fields] = None) -> bytes:
