@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log level (default: info)")
     parser.add_argument("--no-access-log", action="store_true",
                         help="do not log each HTTP request")
+    parser.add_argument("--broker", metavar="URL",
+                        help="share broadcasts with every server using this broker: "
+                             "redis://host:port/db (needs the wssync[redis] extra)")
     parser.add_argument("--version", action="version", version=f"wssync {__version__}")
     tls = parser.add_argument_group("TLS (HTTPS and WSS on the same port)")
     tls.add_argument("--certfile", metavar="FILE",
@@ -300,8 +303,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             app = create_app()
         context = tls_context(args)
         server = Server(app, args.host, args.port, threads=args.threads, ssl_context=context,
-                        uds=args.uds, uds_mode=args.uds_mode, **settings_from(args))
-    except (CliError, TypeError, ValueError) as exc:
+                        uds=args.uds, uds_mode=args.uds_mode, broker=args.broker,
+                        **settings_from(args))
+    except (CliError, ImportError, TypeError, ValueError) as exc:
         print(f"wssync: error: {exc}", file=sys.stderr)
         return 2
     if context is not None:

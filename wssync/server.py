@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from .app import App
 from .bridge import HttpBridge
+from .broker import Broker, broker_from_url, decode_record, encode_record, new_origin
 from .config import Config
 from .errors import ServingWhileImported
 from .forwarded import trusted_peers
@@ -98,7 +99,8 @@ class Server:
 
     def __init__(self, app: App, host: str = "0.0.0.0", port: int = 80, threads: int = 0,
                  ssl_context: Optional[ssl.SSLContext] = None, uds: Optional[str] = None,
-                 uds_mode: int = 0o660, **settings: Any) -> None:
+                 uds_mode: int = 0o660, broker: Union[str, Broker, None] = None,
+                 **settings: Any) -> None:
         if threads < 0:
             raise ValueError("threads must be 0 (reactor mode) or more")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -119,6 +121,9 @@ class Server:
         self.ssl_context = ssl_context
         self.uds = uds
         self.uds_mode = uds_mode
+        self.broker: Optional[Broker] = broker_from_url(broker) if isinstance(broker, str) \
+            else broker
+        self._origin = b""  # set per serving process (see serve_forever)
         app.server = self
         self._sock: Optional[socket.socket] = None
         self._socket_file: Optional[UnixSocketFile] = None
@@ -198,6 +203,9 @@ class Server:
             config.max_connections, self._refuse, self._accepting, transport_factory,
         )
         self._stopped.clear()
+        self._origin = new_origin()  # after any fork: each serving process is its own
+        if self.broker is not None:
+            self.broker.start(self._deliver)
         reactor.call_soon(self._running.set)
         log.info("serving on %s (%s, %s mode)", self._display_address(),
                  "HTTPS and WSS" if self.ssl_context else "HTTP and WebSocket",
@@ -353,6 +361,11 @@ class Server:
             if pool is not None:
                 pool.shutdown(timeout=2.0)
         self._pool = self._blocking_pool = None
+        if self.broker is not None:
+            try:
+                self.broker.close()
+            except Exception:
+                log.exception("error closing the broker")
         if self._handoff is not None:
             self._handoff.close()  # threads waiting to send give up
         if self._reactor is not None:
@@ -398,7 +411,9 @@ class Server:
         """Send ``message`` to every open WebSocket (on ``path`` only, if given).
 
         Encoded once: every receiver's output buffer refers to the same frame,
-        so a broadcast costs its size once, however many receive it.  Safe from
+        so a broadcast costs its size once, however many receive it.  With a
+        broker (or several workers) it is also published once to the other
+        servers, which send it to their matching WebSockets.  Safe from
         any thread; a thread waits while more than ``max_send_queue`` bytes it
         and others handed over are not yet fanned out.  A receiver that falls
         more than ``max_write_buffer`` behind is dropped; the others go on.
@@ -410,9 +425,30 @@ class Server:
         handoff.call(len(frame), self._broadcast, message, frame, path)
 
     def _broadcast(self, message: Union[str, bytes], frame: bytes, path: Optional[str]) -> None:
+        self._fan_out(message, frame, path)
+        broker = self.broker
+        if broker is not None:
+            # Published from the reactor thread, so records leave in the order
+            # the broadcasts were made.
+            broker.publish(encode_record(self._origin, path, message))
+
+    def _fan_out(self, message: Union[str, bytes], frame: bytes, path: Optional[str]) -> None:
         for ws_conn, handle in list(self._websockets.items()):
             if path is None or handle.path == path:
                 ws_conn.broadcast(message, frame)
+
+    def _deliver(self, record: bytes) -> None:
+        """A broadcast another server published (any thread): fan it out here."""
+        try:
+            origin, path, message = decode_record(record)
+        except ValueError as exc:
+            log.warning("ignoring a malformed broadcast record: %s", exc)
+            return
+        handoff = self._handoff
+        if origin == self._origin or handoff is None:
+            return  # our own, back from a broker that delivers to every subscriber
+        frame = encode_frame(*message_frame_parts(message))
+        handoff.call(len(frame), self._fan_out, message, frame, path)
 
     @property
     def websockets(self) -> List[WebSocket]:
