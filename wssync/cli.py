@@ -24,6 +24,7 @@ from .app import App
 from .config import SETTINGS
 from .errors import ServingWhileImported, WssyncError
 from .server import LOG_FORMAT, Server, refuse_to_serve
+from .supervisor import BOOT_FAILED, worker_count
 from .tls import server_context
 
 ENV_PREFIX = "WSSYNC_"
@@ -118,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=0,
                         help="worker threads for handlers; 0 runs them on the reactor "
                              "thread, so they must not block (default: 0)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="processes serving the port, each a full server with its own "
+                             "threads; 0: one per CPU (default: 1). Each worker loads the app; "
+                             "SIGHUP restarts them one at a time (new code, new certificates) "
+                             "without closing the port")
     parser.add_argument("--app", metavar="MODULE:ATTRIBUTE",
                         help="the wssync.App or WSGI application to serve "
                              "(default: the built-in demo)")
@@ -295,25 +301,41 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.no_access_log:
         logging.getLogger("wssync.access").setLevel(logging.WARNING)
     try:
-        if args.app:
-            app = load_app(args.app)
-        else:
-            from .demo import create_app
-
-            app = create_app()
-        context = tls_context(args)
+        workers = worker_count(args.workers)
+        # With workers, each one loads the app after the fork (a SIGHUP then
+        # serves new code, and nothing the app opens is shared between processes).
+        app = App() if workers > 1 else _app(args)
+        context = tls_context(args)  # with workers: checked here, loaded by each
         server = Server(app, args.host, args.port, threads=args.threads, ssl_context=context,
                         uds=args.uds, uds_mode=args.uds_mode, broker=args.broker,
-                        **settings_from(args))
+                        workers=workers, **settings_from(args))
     except (CliError, ImportError, TypeError, ValueError) as exc:
         print(f"wssync: error: {exc}", file=sys.stderr)
         return 2
-    if context is not None:
-        reload_on_sighup(server, args)
     try:
         server.bind()
     except OSError as exc:
         print(f"wssync: error: {_bind_error(server, exc)}", file=sys.stderr)
         return 2
+    if workers > 1:
+        def prepare(worker: Server) -> None:
+            try:
+                worker._use_app(_app(args))
+                worker.ssl_context = tls_context(args)
+            except (CliError, ImportError, TypeError, ValueError) as exc:
+                print(f"wssync: error: {exc}", file=sys.stderr)
+                raise SystemExit(BOOT_FAILED) from None
+
+        return server.supervise(prepare)  # SIGTERM, SIGINT: every worker drains
+    if context is not None:
+        reload_on_sighup(server, args)
     server.serve_forever()  # SIGINT and SIGTERM stop it gracefully
     return 0
+
+
+def _app(args: argparse.Namespace) -> App:
+    if args.app:
+        return load_app(args.app)
+    from .demo import create_app
+
+    return create_app()

@@ -215,6 +215,15 @@ class Reactor:
         self.selector.close()
 
 
+    def forget_in_child(self) -> None:
+        """In a forked child: close our copies of the descriptors without
+        changing the parent's loop (an epoll set is shared across fork, so
+        unregistering here would unregister there too)."""
+        self._wake_r.close()
+        self._wake_w.close()
+        self.selector.close()  # closes the descriptor only: no epoll_ctl
+
+
 class BoundedHandoff:
     """Calls other threads hand the reactor, bounded by the bytes they carry.
 

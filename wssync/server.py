@@ -10,24 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from .app import App
 from .bridge import HttpBridge
 from .broker import Broker, broker_from_url, decode_record, encode_record, new_origin
 from .config import Config
-from .errors import ServingWhileImported
+from .errors import ServingWhileImported, WssyncError
 from .forwarded import trusted_peers
 from .http_connection import HttpConnection
 from .http_writer import error_response
 from .lanes import ThreadPool
 from .preamble import ProxyPreamble
 from .reactor import BoundedHandoff, Reactor
+from .relay import WorkerLink
+from .supervisor import REPORT_INTERVAL, Supervisor, worker_count
 from .tls import TlsSettings
 from .transport import (
     BaseProtocol,
@@ -93,14 +96,17 @@ class Server:
     ``threads=N`` runs them on N worker threads.  With ``ssl_context`` (see
     :func:`wssync.tls.server_context`) the port speaks HTTPS and WSS.  With
     ``uds`` it listens on that Unix domain socket (file mode ``uds_mode``)
-    instead of ``host`` and ``port``.  Settings (limits, timeouts, proxies) are
-    keyword arguments; see :class:`~wssync.config.Config`.
+    instead of ``host`` and ``port``.  ``workers=N`` (0: one per CPU) serves
+    from N forked processes sharing the port (:meth:`serve_forever` only);
+    ``broker`` (a ``redis://`` URL) shares broadcasts with other servers.
+    Settings (limits, timeouts, proxies) are keyword arguments; see
+    :class:`~wssync.config.Config`.
     """
 
     def __init__(self, app: App, host: str = "0.0.0.0", port: int = 80, threads: int = 0,
                  ssl_context: Optional[ssl.SSLContext] = None, uds: Optional[str] = None,
                  uds_mode: int = 0o660, broker: Union[str, Broker, None] = None,
-                 **settings: Any) -> None:
+                 workers: int = 1, **settings: Any) -> None:
         if threads < 0:
             raise ValueError("threads must be 0 (reactor mode) or more")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
@@ -112,6 +118,9 @@ class Server:
         self.host = host
         self.port = port
         self.threads = threads
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise ValueError(f"workers must be a number, not {workers!r}")
+        self.workers = worker_count(workers)
         self.config = Config(**settings)
         trusted_peers(self.config.forwarded_allow_ips)  # a ValueError names a bad entry now
         if self.config.proxy_protocol and ssl_context is not None:
@@ -124,6 +133,11 @@ class Server:
         self.broker: Optional[Broker] = broker_from_url(broker) if isinstance(broker, str) \
             else broker
         self._origin = b""  # set per serving process (see serve_forever)
+        self._bus: Optional[Broker] = None  # where broadcasts are published, if anywhere
+        self._link: Optional[WorkerLink] = None  # to the supervisor, in a worker
+        self._link_sock: Optional[socket.socket] = None
+        self._worker_index: Optional[int] = None
+        self._stop_signals: Tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
         app.server = self
         self._sock: Optional[socket.socket] = None
         self._socket_file: Optional[UnixSocketFile] = None
@@ -138,6 +152,7 @@ class Server:
         self._running = threading.Event()
         self._stopped = threading.Event()
         self._stopping = False
+        self._signalled = False  # a stop signal arrived (set before the reactor sees it)
         self._refused_logged = 0.0
         self._saturated_logged = 0.0
 
@@ -170,6 +185,10 @@ class Server:
         signal stops at once.  Without any logging configured, the
         server logs to stderr as the command line does.
         """
+        if self.workers > 1:
+            if self.supervise() != 0:
+                raise WssyncError("the workers could not start (see the log)")
+            return
         _check_serving_allowed()
         _default_logging()
         self.bind()
@@ -204,10 +223,19 @@ class Server:
         )
         self._stopped.clear()
         self._origin = new_origin()  # after any fork: each serving process is its own
-        if self.broker is not None:
-            self.broker.start(self._deliver)
+        if self._link_sock is not None:
+            self._link = WorkerLink(reactor, self._link_sock, config.max_message_size,
+                                    self._supervisor_lost)
+            reactor.call_soon(self._link.ready, {"pid": os.getpid()})
+            reactor.call_soon(self._report)
+        self._bus = self.broker if self.broker is not None else self._link
+        if self._bus is not None:
+            self._bus.start(self._deliver)
         reactor.call_soon(self._running.set)
-        log.info("serving on %s (%s, %s mode)", self._display_address(),
+        log.info("%sserving on %s (%s, %s mode)",
+                 "" if self._worker_index is None else
+                 f"worker {self._worker_index} (pid {os.getpid()}) ",
+                 self._display_address(),
                  "HTTPS and WSS" if self.ssl_context else "HTTP and WebSocket",
                  f"thread-pool, {self.threads} threads" if self.threads else "reactor")
         restore = self._handle_signals()
@@ -217,10 +245,75 @@ class Server:
             restore()
             self._cleanup()
 
+    def supervise(self, prepare: Optional[Callable[[Server], None]] = None) -> int:
+        """Serve from ``workers`` forked processes until SIGTERM or SIGINT; returns
+        the exit status (0, or 2 when the workers could not start).
+
+        The port is bound here, once; every worker inherits it.  ``prepare``
+        runs in each new worker before it serves (the command line loads the
+        application there, so SIGHUP's rolling restart picks up new code); it
+        may ``raise SystemExit(supervisor.BOOT_FAILED)``.
+        """
+        _check_serving_allowed()
+        _default_logging()
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("workers need serve_forever() on the main thread")
+        self.bind()
+        log.info("listening on %s with %d workers (%s)", self._display_address(), self.workers,
+                 f"thread-pool, {self.threads} threads each" if self.threads else "reactor")
+
+        def run_worker(index: int, link: socket.socket) -> int:
+            return self._serve_worker(index, link, prepare)
+
+        try:
+            return Supervisor(self.workers, run_worker, self.config.shutdown_grace,
+                              self.config.max_message_size).run()
+        finally:
+            self._cleanup()
+
+    def _serve_worker(self, index: int, link: socket.socket,
+                      prepare: Optional[Callable[[Server], None]]) -> int:
+        """A forked worker's life: serve the inherited socket until told to stop."""
+        # Ctrl-C reaches every process of the terminal's group: the supervisor
+        # decides, and forwards SIGTERM.  SIGHUP is the supervisor's too.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # SIGTERM drains; SIGQUIT (the supervisor's second stop signal) stops now.
+        self._stop_signals = (signal.SIGTERM, signal.SIGQUIT)
+        self.workers = 1
+        self._worker_index = index
+        self._link_sock = link
+        self._socket_file = None  # the supervisor removes it, once all are gone
+        if prepare is not None:
+            prepare(self)
+        self.serve_forever()
+        return 0
+
+    def _use_app(self, app: App) -> None:
+        """Serve ``app`` (the command line's workers load it after the fork)."""
+        self.app = app
+        app.server = self
+
+    def _report(self) -> None:
+        """A worker's counts to the supervisor, every REPORT_INTERVAL seconds."""
+        link, reactor = self._link, self._reactor
+        if link is None or reactor is None or self._stopping:
+            return
+        link.report(self._counts())
+        reactor.call_later(REPORT_INTERVAL, self._report)
+
+    def _supervisor_lost(self) -> None:
+        if not self._stopping:
+            log.warning("the supervisor is gone; stopping")
+            self._begin_shutdown()
+
     def start(self) -> Server:
         """Serve on a background thread; returns once the port is listening."""
         if self._thread is not None:
             raise RuntimeError("server already started")
+        if self.workers > 1:
+            raise RuntimeError("workers need serve_forever() on the main thread; start() "
+                               "serves from this process")
         _check_serving_allowed()
         self.bind()
         self._thread = threading.Thread(target=self.serve_forever, name="wssync-reactor",
@@ -288,7 +381,7 @@ class Server:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         installed: Dict[int, Any] = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in self._stop_signals:
             previous = signal.getsignal(signum)
             # The application's own handler stays; defaults, and the SIG_IGN a
             # shell gives background jobs, are ours to replace.
@@ -307,10 +400,18 @@ class Server:
         if reactor is None:
             return
         name = signal.Signals(signum).name
-        if self._stopping:
-            log.info("%s received again, stopping now", name)
+        worker = self._worker_index is not None
+        if self._signalled or (worker and signum == signal.SIGQUIT):
+            if worker and signum != signal.SIGQUIT:
+                # The same SIGTERM again, from the supervisor and from whoever
+                # signalled the whole process group (systemd does): keep draining.
+                return
+            log.info("%s received%s, stopping now", name, "" if worker else " again")
+            self._signalled = True
+            self.stop()
             reactor.call_soon_threadsafe(self._wait_for_connections, 0.0)
             return
+        self._signalled = True
         log.info("%s received, stopping", name)
         self.stop()
 
@@ -361,18 +462,22 @@ class Server:
             if pool is not None:
                 pool.shutdown(timeout=2.0)
         self._pool = self._blocking_pool = None
-        if self.broker is not None:
+        if self._bus is not None:
             try:
-                self.broker.close()
+                self._bus.close()
             except Exception:
                 log.exception("error closing the broker")
+        if self._link is not None and self._link is not self._bus:
+            self._link.close()
+        self._bus = self._link = None
         if self._handoff is not None:
             self._handoff.close()  # threads waiting to send give up
         if self._reactor is not None:
             self._reactor.close()
         self._running.clear()
         self._stopped.set()
-        log.info("server stopped")
+        if self.workers == 1:  # (a supervisor logs its own end)
+            log.info("server stopped")
 
     def _accepting(self) -> bool:
         """Whether to take new connections: not while workers are far behind."""
@@ -426,7 +531,7 @@ class Server:
 
     def _broadcast(self, message: Union[str, bytes], frame: bytes, path: Optional[str]) -> None:
         self._fan_out(message, frame, path)
-        broker = self.broker
+        broker = self._bus
         if broker is not None:
             # Published from the reactor thread, so records leave in the order
             # the broadcasts were made.
@@ -449,6 +554,24 @@ class Server:
             return  # our own, back from a broker that delivers to every subscriber
         frame = encode_frame(*message_frame_parts(message))
         handoff.call(len(frame), self._fan_out, message, frame, path)
+
+    def stats(self) -> Dict[str, Any]:
+        """This process's counts: ``pid``, ``worker`` (its index under a
+        supervisor, else None), ``connections``, ``http``, ``websocket``,
+        ``broker`` (its counters: ``published``, ``received``, ``dropped``; None
+        without one) and ``cluster``: with workers, the supervisor's table of
+        every worker's counts (at most a second old), else None."""
+        counts: Dict[str, Any] = self._counts()
+        counts["broker"] = self._bus.stats() if self._bus is not None else None
+        counts["cluster"] = (self._link.view or None) if self._link is not None else None
+        return counts
+
+    def _counts(self) -> Dict[str, Any]:
+        websockets = len(self._websockets)
+        return {"pid": os.getpid(), "worker": self._worker_index,
+                "connections": len(self._transports), "http": len(self._transports) - websockets,
+                "websocket": websockets,
+                "dropped": self._bus.stats().get("dropped", 0) if self._bus is not None else 0}
 
     @property
     def websockets(self) -> List[WebSocket]:
