@@ -59,7 +59,7 @@ def test_documented_signatures() -> None:
         return list(inspect.signature(fn).parameters)  # type: ignore[arg-type]
 
     assert params(wssync.Server) == ["app", "host", "port", "threads", "ssl_context", "uds",
-                                     "uds_mode", "settings"]
+                                     "uds_mode", "broker", "workers", "settings"]
     assert params(wssync.Response) == ["body", "status", "headers", "content_type"]
     assert params(wssync.App.route)[1:] == ["path", "methods"]
     assert params(wssync.App.websocket)[1:] == ["path", "on_connect", "on_close",
@@ -74,7 +74,8 @@ def test_documented_members_exist() -> None:
     members = {
         wssync.App: ["route", "websocket", "mount_wsgi", "server"],
         wssync.Server: ["serve_forever", "start", "stop", "broadcast", "connections",
-                        "websockets", "address", "bind", "reload_certificates"],
+                        "websockets", "address", "bind", "reload_certificates", "stats",
+                        "supervise"],
         wssync.WebSocket: ["send", "ping", "close", "path", "headers", "request", "subprotocol",
                            "remote_address", "closed", "close_code", "close_reason", "data"],
         wssync.Request: ["method", "path", "raw_path", "query_string", "query", "arg",
