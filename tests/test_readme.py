@@ -6,6 +6,7 @@ taken on this machine is the number replaced by a free port (and said so).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import signal
@@ -153,6 +154,32 @@ def run_flask_example(code: str, tmp_path: Path, port: int) -> None:
         _stop(proc)
 
 
+def run_workers_example(code: str, tmp_path: Path, port: int) -> None:
+    proc = _script(_write(tmp_path, "workers.py", code, port))
+    try:
+        wait_listening(port, proc)
+        base = f"http://127.0.0.1:{port}"
+        pids = set()
+        for _ in range(200):  # a new connection each time: the kernel spreads them
+            pids.add(requests.get(base + "/", headers={"Connection": "close"}, timeout=5).text)
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2  # two workers answer
+        assert f"served by process {proc.pid}\n" not in pids  # (not the supervisor)
+        with contextlib.ExitStack() as stack:
+            clients = [stack.enter_context(connect(f"ws://127.0.0.1:{port}/feed"))
+                       for _ in range(10)]
+            clients[0].send("news")
+            assert [ws.recv(timeout=10) for ws in clients] == ["news"] * 10
+            proc.send_signal(signal.SIGINT)  # Ctrl-C: every worker's clients get 1001
+            for ws in clients:
+                with pytest.raises(ConnectionClosed):
+                    ws.recv(timeout=10)
+                assert ws.close_code == 1001
+    finally:
+        _stop(proc)
+
+
 def run_client_example(code: str, tmp_path: Path, port: int) -> None:
     demo = run_server(["--host", "127.0.0.1", "--port", str(port)])
     try:
@@ -211,6 +238,7 @@ DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     "with Server(app, host=": run_embedding_example,
     "flask_app = Flask(__name__)": run_flask_example,
     "from wssync.client import connect": run_client_example,
+    "workers=2, threads=4).serve_forever()": run_workers_example,
     "ssl_context=context).serve_forever()": run_tls_server_example,
     "from wssync.client import TlsError, connect": run_tls_client_example,
 }

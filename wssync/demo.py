@@ -173,8 +173,15 @@ def create_app() -> App:
 
     @app.route("/stats")
     def stats(request: Request) -> Response:
-        connections = app.server.connections() if app.server is not None else []
-        return Response.json({"connections": connections, **count_protocols(connections)})
+        if app.server is None:
+            return Response.json({"connections": [], **count_protocols([])})
+        # Which process answered (its pid, its worker index), its broker's
+        # counters and, under a supervisor, every worker's counts; then this
+        # process's connections in full.
+        data = app.server.stats()
+        data["connections"] = app.server.connections()
+        data.update(count_protocols(data["connections"]))
+        return Response.json(data)
 
     # The hooks only wake the live feed: /ws itself stays a pure echo.
     @app.websocket("/ws", on_connect=feed.poke, on_close=feed.poke)
