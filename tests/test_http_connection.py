@@ -378,12 +378,33 @@ def test_request_in_flight_has_no_deadline(reactor: Reactor) -> None:
 # -- shutdown ---------------------------------------------------------------------
 
 
-def test_shutdown_without_a_request_closes_at_once(reactor: Reactor) -> None:
+def test_shutdown_closes_an_idle_keep_alive_connection_at_once(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(get("/first"))
+    conn.send_response(Response(b"one"))
+    conn.shutdown()
+    assert transport.kinds()[-1] == "close"
+
+
+def test_shutdown_waits_a_moment_for_a_new_connections_first_request(
+        reactor: Reactor) -> None:
     app = RecordingApp()
     conn, transport = connect(reactor, app)
     conn.shutdown()
-    assert transport.kinds() == ["close"]
-    assert transport.written == b""
+    assert not transport.is_closing()  # accepted just now: its request is on its way
+    conn.data_received(get("/arrived"))
+    conn.send_response(Response(b"served"))
+    assert b"Connection: close\r\n" in transport.written
+    assert transport.written.endswith(b"served") and transport.kinds()[-1] == "close"
+
+
+def test_shutdown_closes_a_new_connection_that_sends_nothing(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app, keepalive_timeout=60)
+    conn.shutdown()
+    assert transport.run_until(lambda: transport.is_closing(), timeout=10)
+    assert transport.written == b"" and app.targets == []
 
 
 def test_shutdown_with_a_request_in_flight_closes_after_its_response(

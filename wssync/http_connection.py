@@ -48,6 +48,11 @@ access_log = logging.getLogger("wssync.access")
 
 
 
+# While the server stops: how long a connection accepted just before may take to
+# send its first request.
+FIRST_REQUEST_GRACE = 1.0
+
+
 class _Deadline(IntEnum):
     """What the connection's one deadline timer is waiting for."""
 
@@ -115,6 +120,7 @@ class HttpConnection:
         self._continue_sent = False
         self._eof = False
         self._stopping = False
+        self._fresh = True  # no request has arrived on this connection yet
         self._stream: Optional[Iterator[bytes]] = None
         self._framer: Optional[BodyFramer] = None  # how the stream's chunks are framed
         self._keep_alive = False  # the response being sent leaves the connection open
@@ -170,10 +176,30 @@ class HttpConnection:
             self._pull()
 
     def shutdown(self) -> None:
-        """Server is stopping: finish the request in flight, then close."""
+        """Server is stopping: finish the request in flight, then close.
+
+        A request still arriving counts as in flight (its timeouts apply), and
+        so does the first request of a connection accepted a moment ago: a client
+        opens a connection to send one, and closing it unanswered would fail a
+        request that reached the server before the stop (during a rolling
+        restart, one the next worker would have served).  An idle keep-alive
+        connection closes now.
+        """
         self._stopping = True
-        if self._current is None and self.transport is not None:
-            self.transport.close()
+        transport, parser = self.transport, self.parser
+        if self._current is not None or transport is None or parser is None:
+            return
+        if parser.buffered:
+            return  # _waiting() closes after the answer
+        if self._fresh:
+            deadline = time.monotonic() + FIRST_REQUEST_GRACE
+            if self._phase != _IDLE_PHASE or deadline < self._deadline:
+                self._phase = _IDLE_PHASE
+                self._deadline = deadline
+                self._cancel_timer()
+                self._timer = transport.reactor.call_at(deadline, self._on_deadline)
+            return
+        transport.close()
 
     # -- request processing ----------------------------------------------------------
 
@@ -200,6 +226,7 @@ class HttpConnection:
                 # request in flight, which saves a heap push per request.
                 self._phase = _NO_PHASE
                 self._current = request
+                self._fresh = False
                 request.local_addr = transport.sockname
                 if transport.secure:
                     request.scheme = "https"
