@@ -21,7 +21,6 @@ from wssync.relay import (
     WorkerLink,
     encode_frame,
 )
-from wssync.supervisor import worker_count
 
 
 def test_frames_split_anywhere_come_out_whole() -> None:
@@ -38,13 +37,6 @@ def test_frames_split_anywhere_come_out_whole() -> None:
 def test_a_corrupt_stream_is_refused(data: bytes) -> None:
     with pytest.raises(ValueError):
         FrameReader(max_body=100).feed(data)
-
-
-def test_worker_count() -> None:
-    assert worker_count(3) == 3
-    assert worker_count(0) >= 1
-    with pytest.raises(ValueError):
-        worker_count(-1)
 
 
 class Relay:

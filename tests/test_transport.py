@@ -594,7 +594,7 @@ def serve() -> Iterator[Callable[..., Served]]:
     made: List[Served] = []
 
     def make(max_connections: int = 0,
-             accepting: Optional[Callable[[], bool]] = None) -> Served:
+             accepting: Optional[Callable[[], float]] = None) -> Served:
         reactor = Reactor()
         sock = create_listening_socket("127.0.0.1", 0)
         registry: Dict[int, Transport] = {}
@@ -680,9 +680,9 @@ def test_listener_leaves_clients_in_the_backlog_while_not_accepting(
     open_ = [False]
     asked = [0]
 
-    def accepting() -> bool:
+    def accepting() -> float:
         asked[0] += 1
-        return open_[0]
+        return 0.0 if open_[0] else 0.05
 
     served = serve(accepting=accepting)
     client = served.connect()  # the kernel completes the handshake on its own
@@ -698,7 +698,7 @@ def test_listener_leaves_clients_in_the_backlog_while_not_accepting(
 
 
 def test_listener_close_while_paused_stops_accepting(serve: Callable[..., Served]) -> None:
-    served = serve(accepting=lambda: False)
+    served = serve(accepting=lambda: 0.05)
     served.connect()
     run_for(served.reactor, 0.1)  # the listener is paused, its resume timer pending
     served.listener.close()

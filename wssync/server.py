@@ -30,7 +30,7 @@ from .lanes import ThreadPool
 from .preamble import ProxyPreamble
 from .reactor import BoundedHandoff, Reactor
 from .relay import WorkerLink
-from .supervisor import REPORT_INTERVAL, Supervisor, worker_count
+from .supervisor import REPORT_INTERVAL, AcceptBalance, Supervisor, worker_count
 from .tls import TlsSettings
 from .transport import (
     BaseProtocol,
@@ -137,6 +137,7 @@ class Server:
         self._link: Optional[WorkerLink] = None  # to the supervisor, in a worker
         self._link_sock: Optional[socket.socket] = None
         self._worker_index: Optional[int] = None
+        self._balance: Optional[AcceptBalance] = None  # among workers sharing the socket
         self._stop_signals: Tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
         app.server = self
         self._sock: Optional[socket.socket] = None
@@ -262,8 +263,8 @@ class Server:
         log.info("listening on %s with %d workers (%s)", self._display_address(), self.workers,
                  f"thread-pool, {self.threads} threads each" if self.threads else "reactor")
 
-        def run_worker(index: int, link: socket.socket) -> int:
-            return self._serve_worker(index, link, prepare)
+        def run_worker(index: int, link: socket.socket, balance: AcceptBalance) -> int:
+            return self._serve_worker(index, link, balance, prepare)
 
         try:
             return Supervisor(self.workers, run_worker, self.config.shutdown_grace,
@@ -271,7 +272,7 @@ class Server:
         finally:
             self._cleanup()
 
-    def _serve_worker(self, index: int, link: socket.socket,
+    def _serve_worker(self, index: int, link: socket.socket, balance: AcceptBalance,
                       prepare: Optional[Callable[[Server], None]]) -> int:
         """A forked worker's life: serve the inherited socket until told to stop."""
         # Ctrl-C reaches every process of the terminal's group: the supervisor
@@ -283,6 +284,7 @@ class Server:
         self.workers = 1
         self._worker_index = index
         self._link_sock = link
+        self._balance = balance
         self._socket_file = None  # the supervisor removes it, once all are gone
         if prepare is not None:
             prepare(self)
@@ -425,6 +427,8 @@ class Server:
             self._listener.close()
             self._listener = None
             self._sock = None
+        if self._balance is not None:
+            self._balance.withdraw()
         if self._socket_file is not None:
             self._socket_file.remove()  # nothing listens there any more
             self._socket_file = None
@@ -479,8 +483,9 @@ class Server:
         if self.workers == 1:  # (a supervisor logs its own end)
             log.info("server stopped")
 
-    def _accepting(self) -> bool:
-        """Whether to take new connections: not while workers are far behind."""
+    def _accepting(self) -> float:
+        """Seconds to leave new connections in the backlog: while handler threads
+        are far behind, or (a worker) while another worker serves fewer."""
         for pool in (self._pool, self._blocking_pool):
             if pool is not None and pool.queued >= self.config.max_queued_tasks:
                 now = time.monotonic()
@@ -488,8 +493,10 @@ class Server:
                     self._saturated_logged = now
                     log.warning("%d handler calls wait for a worker (max_queued_tasks); "
                                 "new connections wait", pool.queued)
-                return False
-        return True
+                return 0.05
+        if self._balance is not None:
+            return self._balance.wait(len(self._transports))
+        return 0.0
 
     def _refuse(self, sock: socket.socket) -> None:
         """Over ``max_connections``: a best-effort 503, then close."""

@@ -18,9 +18,11 @@ application code and serves no connection itself; what a worker runs is the
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 import traceback
@@ -38,14 +40,86 @@ MAX_BACKOFF = 30.0
 REPORT_INTERVAL = 1.0  # statistics: workers report, the supervisor sends the table back
 STOP_MARGIN = 5.0  # beyond shutdown_grace, before a worker that does not stop is killed
 
-RunWorker = Callable[[int, socket.socket], int]
+BALANCE_WAIT = 0.005  # how long a busier worker leaves a new connection to the others
+
+
+class ConnectionCounts:
+    """Every worker's open connections, in memory shared across the fork.
+
+    One slot per worker process (twice the worker count: a rolling restart
+    runs an old and a new worker side by side), each written by its worker
+    only; -1 marks a slot with no worker accepting.  Reads need no lock: an
+    aligned 8-byte value is never seen half-written, and a count one
+    connection old is good enough to balance by.
+    """
+
+    _SLOT = struct.Struct("q")
+
+    def __init__(self, slots: int) -> None:
+        self._map = mmap.mmap(-1, self._SLOT.size * slots)  # anonymous, MAP_SHARED
+        self.slots = slots
+        for slot in range(slots):
+            self.set(slot, -1)
+
+    def set(self, slot: int, value: int) -> None:
+        self._SLOT.pack_into(self._map, slot * self._SLOT.size, value)
+
+    def get(self, slot: int) -> int:
+        return int(self._SLOT.unpack_from(self._map, slot * self._SLOT.size)[0])
+
+    def least_other(self, slot: int) -> Optional[int]:
+        """The fewest connections of any other accepting worker (None: no other)."""
+        least: Optional[int] = None
+        for other in range(self.slots):
+            if other != slot:
+                value = self.get(other)
+                if value >= 0 and (least is None or value < least):
+                    least = value
+        return least
+
+
+class AcceptBalance:
+    """A worker's part in spreading connections evenly over the workers.
+
+    All workers wait on the one listening socket and the kernel wakes them
+    all; the first to call ``accept`` wins, and on an idle machine that is
+    mostly the same one, so connections arriving one at a time (WebSockets
+    that then stay for hours) pile up on one worker.  A worker clearly busier
+    than another therefore leaves a new connection in the backlog for a few
+    milliseconds, once, for the other one to take; if nobody does, it takes it.
+    """
+
+    def __init__(self, counts: ConnectionCounts, slot: int) -> None:
+        self._counts = counts
+        self._slot = slot
+        self._waited_at = 0.0
+
+    def wait(self, mine: int) -> float:
+        """Seconds to leave new connections to the others (0: accept now)."""
+        self._counts.set(self._slot, mine)
+        least = self._counts.least_other(self._slot)
+        if least is None or mine <= least + 1 + mine // 32:
+            return 0.0
+        now = time.monotonic()
+        if now - self._waited_at < 2 * BALANCE_WAIT:
+            return 0.0  # waited just now and the connection is still there: take it
+        self._waited_at = now
+        return BALANCE_WAIT
+
+    def withdraw(self) -> None:
+        """This worker accepts no more (it is stopping)."""
+        self._counts.set(self._slot, -1)
+
+
+RunWorker = Callable[[int, socket.socket, AcceptBalance], int]
 
 
 class _Worker:
-    __slots__ = ("index", "pid", "ready", "replaces", "retiring", "started")
+    __slots__ = ("index", "pid", "ready", "replaces", "retiring", "slot", "started")
 
-    def __init__(self, index: int, pid: int, replaces: Optional[int]) -> None:
+    def __init__(self, index: int, slot: int, pid: int, replaces: Optional[int]) -> None:
         self.index = index
+        self.slot = slot
         self.pid = pid
         self.started = time.monotonic()
         self.ready = False
@@ -76,6 +150,7 @@ class Supervisor:
         self._shutdown_grace = shutdown_grace
         self._reactor = Reactor()
         self._hub = RelayHub(self._reactor, max_record, self._on_ready)
+        self._counts = ConnectionCounts(2 * count)
         self._workers: Dict[int, _Worker] = {}  # by pid, every live child
         self._slots: List[Optional[int]] = [None] * count  # the serving pid of each index
         self._failures = [0] * count  # consecutive young deaths, for the back-off
@@ -135,6 +210,9 @@ class Supervisor:
         return restore
 
     def _spawn(self, index: int, replaces: Optional[int] = None) -> _Worker:
+        taken = {worker.slot for worker in self._workers.values()}
+        slot = next(n for n in range(self._counts.slots) if n not in taken)
+        self._counts.set(slot, -1)  # until the worker accepts
         ours, theirs = socket.socketpair()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -144,7 +222,7 @@ class Supervisor:
             try:
                 ours.close()
                 self._forget_in_child()
-                status = self._run_worker(index, theirs)
+                status = self._run_worker(index, theirs, AcceptBalance(self._counts, slot))
             except SystemExit as exc:
                 status = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
@@ -156,7 +234,7 @@ class Supervisor:
                 finally:
                     os._exit(status)
         theirs.close()
-        worker = self._workers[pid] = _Worker(index, pid, replaces)
+        worker = self._workers[pid] = _Worker(index, slot, pid, replaces)
         if replaces is None:
             self._slots[index] = pid
         self._hub.attach(pid, ours)
@@ -209,6 +287,7 @@ class Supervisor:
         if worker is None:
             return
         self._hub.detach(pid)
+        self._counts.set(worker.slot, -1)
         index = worker.index
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
         if worker.retiring or self._stopping:

@@ -408,7 +408,7 @@ class Listener:
         limits: WriteLimits,
         max_connections: int,
         on_refused: Callable[[socket.socket], None],
-        accepting: Optional[Callable[[], bool]] = None,
+        accepting: Optional[Callable[[], float]] = None,
         transport_factory: TransportFactory = Transport,
     ) -> None:
         self.reactor = reactor
@@ -419,18 +419,22 @@ class Listener:
         self._limits = limits
         self._max_connections = max_connections
         self._on_refused = on_refused
-        self._accepting = accepting  # False: leave new connections in the backlog for now
+        # Seconds to leave new connections in the backlog for now (0: accept).
+        self._accepting = accepting
         self._resume_timer: Optional[Timer] = None
         self._closed = False
         sock.setblocking(False)
         reactor.selector.register(sock, EVENT_READ, self._on_readable)
 
     def _on_readable(self, _mask: int) -> None:
-        if self._accepting is not None and not self._accepting():
-            # The layer above is saturated: the kernel's backlog holds new
+        if self._accepting is not None:
+            # The layer above is saturated, or another process sharing this
+            # socket should take the connection: the kernel's backlog holds new
             # clients (and finally refuses them) instead of our memory.
-            self._pause(0.05)
-            return
+            wait = self._accepting()
+            if wait:
+                self._pause(wait)
+                return
         # Accept a batch: one selector round per connection is too slow under a
         # connection storm, an unbounded loop would starve everyone else.
         for _ in range(64):
