@@ -19,7 +19,9 @@ from typing import (
     Pattern,
     Protocol,
     Tuple,
+    TypeVar,
     Union,
+    cast,
 )
 
 from .request import Request
@@ -28,12 +30,14 @@ from .wsgi import WsgiApp, WsgiHandler
 
 if TYPE_CHECKING:
     from .config import Config
-    from .websocket import WebSocket
+    from .websocket import BlockingWebSocket, WebSocket
 
 Handler = Callable[[Request], Any]
 OnConnect = Callable[["WebSocket"], Any]
 OnMessage = Callable[["WebSocket", Union[str, bytes]], Any]
 OnClose = Callable[["WebSocket", int, str], Any]
+BlockingHandler = Callable[["BlockingWebSocket"], Any]
+_H = TypeVar("_H", bound=Callable[..., Any])
 OriginCheck = Union[Iterable[str], Callable[[Optional[str]], bool]]
 
 _PARAM = re.compile(r"<([A-Za-z_][A-Za-z0-9_]*)>")
@@ -53,17 +57,21 @@ def _compile(path: str) -> Optional[Pattern[str]]:
 
 
 class WebSocketRoute:
-    """A WebSocket endpoint: its callbacks, subprotocols and allowed origins."""
+    """A WebSocket endpoint: its callbacks (or, blocking style, its one ``handler``
+    that runs as long as the connection), subprotocols and allowed origins."""
 
-    __slots__ = ("on_close", "on_connect", "on_message", "origins", "path", "subprotocols")
+    __slots__ = ("handler", "on_close", "on_connect", "on_message", "origins", "path",
+                 "subprotocols")
 
     def __init__(self, path: str, on_message: Optional[OnMessage], on_connect: Optional[OnConnect],
                  on_close: Optional[OnClose], subprotocols: Iterable[str],
-                 origins: Optional[OriginCheck]) -> None:
+                 origins: Optional[OriginCheck],
+                 handler: Optional[BlockingHandler] = None) -> None:
         self.path = path
         self.on_message = on_message
         self.on_connect = on_connect
         self.on_close = on_close
+        self.handler = handler
         self.subprotocols = list(subprotocols)
         if origins is not None and not callable(origins):
             origins = frozenset(origins)
@@ -156,23 +164,34 @@ class App:
 
     def websocket(self, path: str, *, on_connect: Optional[OnConnect] = None,
                   on_close: Optional[OnClose] = None, subprotocols: Iterable[str] = (),
-                  origins: Optional[OriginCheck] = None) -> Callable[[OnMessage], OnMessage]:
+                  origins: Optional[OriginCheck] = None,
+                  blocking: bool = False) -> Callable[[_H], _H]:
         """Decorator: ``on_message(ws, message)`` serves WebSocket messages on ``path``.
 
         ``on_connect(ws)`` runs after the handshake, ``on_close(ws, code,
         reason)`` once the connection is gone.  ``subprotocols`` lists what the
         endpoint speaks (the client's first match is chosen); ``origins`` is a
         set of allowed ``Origin`` values or a predicate (others get 403).
-        """
 
-        def register(on_message: OnMessage) -> OnMessage:
-            route = WebSocketRoute(path, on_message, on_connect, on_close, subprotocols, origins)
+        With ``blocking=True`` the decorated function is ``handler(ws)``
+        instead, run on a thread of its own for the whole connection; it
+        reads with ``ws.receive()`` (see :class:`~wssync.websocket.BlockingWebSocket`).
+        """
+        if blocking and (on_connect is not None or on_close is not None):
+            raise TypeError("a blocking WebSocket handler has no on_connect or on_close: "
+                            "its own code runs before the first receive() and after the last")
+
+        def register(fn: _H) -> _H:
+            if blocking:
+                route = WebSocketRoute(path, None, None, None, subprotocols, origins, fn)
+            else:
+                route = WebSocketRoute(path, fn, on_connect, on_close, subprotocols, origins)
             regex = _compile(path)
             if regex is None:
                 self._ws_static[path] = route
             else:
                 self._ws_dynamic.append((regex, route))
-            return on_message
+            return fn
 
         return register
 
@@ -197,7 +216,8 @@ class App:
             return Response("405 Method Not Allowed\n", 405, [("Allow", allow)])
         # A WebSocket route is ours even with a WSGI app mounted: a plain GET
         # there is a client that forgot to upgrade, not a page of the WSGI app.
-        if self.match_websocket(request) is not None:
+        # (Routes the WSGI application declares itself are its own to refuse.)
+        if self._own_websocket(request) is not None:
             return Response("426 Upgrade Required: this is a WebSocket endpoint\n", 426,
                             [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")])
         if self.wsgi is not None:
@@ -205,6 +225,16 @@ class App:
         return Response("404 Not Found\n", 404)
 
     def match_websocket(self, request: Request) -> Optional[WebSocketRoute]:
+        """The route for a handshake: ours, else one the mounted WSGI application
+        declares (a Flask app's :class:`wssync.flask.Sock` routes)."""
+        route = self._own_websocket(request)
+        if route is None and self.wsgi is not None:
+            routes = self.wsgi.websocket_routes()
+            if routes is not None:
+                return cast(Optional[WebSocketRoute], routes.match_websocket(request))
+        return route
+
+    def _own_websocket(self, request: Request) -> Optional[WebSocketRoute]:
         path = request.path
         route = self._ws_static.get(path)
         if route is not None:

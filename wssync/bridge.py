@@ -8,25 +8,31 @@ of an :class:`~wssync.errors.HttpError`) and accepts WebSocket handshakes;
 within ``max_queue`` and ``max_queue_bytes`` by pausing the connection's input.
 Code runs on the connection's lane (:mod:`wssync.lanes`); results go back to
 the protocol objects through the one hand-off to the reactor,
-:class:`~wssync.reactor.BoundedHandoff`.  No bytes are parsed here.
+:class:`~wssync.reactor.BoundedHandoff`.  ``BlockingWebSocketBridge`` runs a
+blocking-style route's ``handler(ws)`` on a thread of its own instead, which
+takes messages from an inbox bounded by the same backlog rule.  No bytes are
+parsed here.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Union
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, Optional, Union
 
 from .app import App, WebSocketRoute
 from .config import Config
-from .errors import HttpError
+from .errors import ConnectionClosed, HttpError
 from .handshake import offered_subprotocols
 from .http_connection import ChunkCallback, HttpConnection, WebSocketAccept
 from .http_writer import error_answer
-from .lanes import INLINE, Lane, ThreadPool
+from .lanes import INLINE, Lane, OwnThreads, ThreadPool
 from .reactor import BoundedHandoff
 from .request import Request
 from .response import Response
-from .websocket import WebSocket
+from .websocket import BlockingWebSocket, WebSocket
 from .websocket_frames import CloseCode
 
 if TYPE_CHECKING:
@@ -52,13 +58,16 @@ class HttpBridge:
 
     def __init__(self, app: App, config: Config, handoff: BoundedHandoff,
                  pool: Optional[ThreadPool], registry: Dict[WebSocketConnection, WebSocket],
-                 blocking_pool: Optional[ThreadPool] = None) -> None:
+                 blocking_pool: Optional[ThreadPool] = None,
+                 own_threads: Optional[OwnThreads] = None) -> None:
         self.app = app
         self.config = config
         self.handoff = handoff
         self.pool = pool
         self.blocking_pool = blocking_pool
         self.websockets = registry
+        # Blocking-style WebSocket handlers, a thread each (max_blocking_websockets).
+        self.own_threads = own_threads or OwnThreads(config.max_blocking_websockets)
 
     def _lane(self, conn: HttpConnection, blocking: bool = False) -> Lane:
         """The connection's lane; handlers marked ``blocking`` (WSGI) go to the blocking
@@ -120,6 +129,14 @@ class HttpBridge:
         if not route.origin_allowed(request.headers.get("origin")):
             return Response("403 Forbidden: origin not allowed\n", 403)
         subprotocol = route.select_subprotocol(offered_subprotocols(request.headers))
+        if route.handler is not None:
+            if not self.own_threads.reserve():
+                log.warning("max_blocking_websockets (%d) reached; refusing %s",
+                            self.own_threads.limit, request.path)
+                return Response("503 Service Unavailable: too many WebSocket handlers\n", 503,
+                                [("Retry-After", "1")])
+            return WebSocketAccept(BlockingWebSocketBridge(self, route, request, subprotocol),
+                                   subprotocol)
         bridge = WebSocketBridge(self, route, request, subprotocol, self._lane(conn))
         return WebSocketAccept(bridge, subprotocol)
 
@@ -173,11 +190,15 @@ class WebSocketBridge:
         self._queued += 1
         self._queued_bytes += size
         self.lane.submit(self._deliver, on_message, data, size)
+        self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        """After queueing a message (reactor): pause the input if it is too far behind."""
         if not self._paused and (self._queued - self._delivered >= self._max_count
                                  or self._queued_bytes - self._delivered_bytes
                                  >= self._max_bytes):
             self._paused = True
-            # The lane may have emptied the backlog before it could see the
+            # The consumer may have emptied the backlog before it could see the
             # flag: look again now that the flag is set.
             if self._drained():
                 self._paused = False
@@ -213,6 +234,13 @@ class WebSocketBridge:
         if self._paused and self._drained():
             self.bridge.handoff.call(0, self._resume)
 
+    def _taken(self, size: int) -> None:
+        """The consumer took one message of ``size`` (consumer side only)."""
+        self._delivered_bytes += size
+        self._delivered += 1
+        if self._paused and self._drained():
+            self.bridge.handoff.call(0, self._resume)
+
     def _resume(self) -> None:
         if self._paused and self._drained():
             self._paused = False
@@ -229,3 +257,99 @@ class WebSocketBridge:
         log.exception("error in WebSocket handler for %s", self.request.path)
         if not self.handle.closed:
             self.handle.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+
+class BlockingWebSocketBridge(WebSocketBridge):
+    """A blocking-style route's connection: ``handler(ws)`` runs on a thread of
+    its own (a place in ``HttpBridge.own_threads``, reserved at the handshake)
+    as long as the connection lives, and reads messages from an inbox.
+
+    The reactor appends to the inbox and the handler's thread takes from it;
+    the backlog between them is bounded exactly as a lane's (``max_queue``,
+    ``max_queue_bytes``: the peer is no longer read until the handler has
+    taken it down to a quarter).  When the handler returns the connection is
+    closed with 1000 (1011 if it raised), unless it was closed already.
+    """
+
+    __slots__ = ("_closed", "_cond", "_done", "_inbox")
+
+    def __init__(self, bridge: HttpBridge, route: WebSocketRoute, request: Request,
+                 subprotocol: Optional[str]) -> None:
+        super().__init__(bridge, route, request, subprotocol, INLINE)
+        self._inbox: Deque[Union[str, bytes]] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closed: Optional[ConnectionClosed] = None  # set once the connection is gone
+        self._done = False  # the handler returned: nobody takes messages any more
+
+    # -- WebSocketApplication (reactor thread) -----------------------------------------
+
+    def opened(self, conn: WebSocketConnection) -> None:
+        self.conn = conn
+        self.request.headers.compact()
+        handle = self.handle = BlockingWebSocket(self.bridge.handoff, conn, self.request,
+                                                 self.subprotocol, self)
+        self.bridge.websockets[conn] = handle
+        try:
+            self.bridge.own_threads.start(self._run, handle)
+        except RuntimeError:
+            log.error("no thread for the WebSocket handler of %s", self.request.path)
+            with self._cond:
+                self._done = True
+            conn.close(CloseCode.TRY_AGAIN_LATER, "no thread for the handler")
+
+    def message(self, data: Union[str, bytes]) -> None:
+        size = len(data)
+        with self._cond:
+            if self._done:
+                return
+            self._inbox.append(data)
+            self._cond.notify()
+        self._queued += 1
+        self._queued_bytes += size
+        self._check_backlog()
+
+    def closed(self, code: int, reason: str) -> None:
+        self.bridge.websockets.pop(self.conn, None)
+        handle = self.handle
+        handle.close_code, handle.close_reason = code, reason
+        with self._cond:
+            self._closed = ConnectionClosed(code, reason)
+            self._cond.notify_all()
+
+    # -- the handler's thread ------------------------------------------------------------
+
+    def receive(self, timeout: Optional[float]) -> Union[str, bytes, None]:
+        with self._cond:
+            if not self._inbox and self._closed is None:
+                if timeout is None:
+                    while not self._inbox and self._closed is None:
+                        self._cond.wait()
+                else:
+                    deadline = time.monotonic() + timeout
+                    while not self._inbox and self._closed is None:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+            if not self._inbox:
+                if self._closed is not None:
+                    raise ConnectionClosed(self._closed.code, self._closed.reason)
+                return None
+            data = self._inbox.popleft()
+        self._taken(len(data))
+        return data
+
+    def _run(self, handle: BlockingWebSocket) -> None:
+        handler = self.route.handler
+        assert handler is not None
+        try:
+            handler(handle)
+        except ConnectionClosed:
+            pass  # the connection ended under the handler: nothing left to do
+        except Exception:
+            self._failed()
+        finally:
+            with self._cond:
+                self._done = True
+                self._inbox.clear()
+            handle.close()  # 1000, unless the handler or the peer closed it already

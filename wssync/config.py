@@ -55,6 +55,11 @@ SETTINGS: Dict[str, Setting] = {
     "max_queued_tasks": Setting(10000, "count", "thread-pool mode: handler calls queued or "
                                                 "running, all connections together, before new "
                                                 "connections wait to be accepted"),
+    "max_blocking_websockets": Setting(
+        1000, "count", "blocking-style WebSocket handlers (one thread each) running at once; "
+                       "more handshakes get 503 with Retry-After. Each thread reserves 8 MiB "
+                       "of stack address space and uses ~100 KiB of memory while idle, so "
+                       "1000 keeps them within ~100 MiB on a small machine"),
     "max_send_queue": Setting(4 * _MiB, "bytes", "bytes other threads may hand the reactor to "
                                                  "send (WebSocket.send, broadcast) before such a "
                                                  "thread waits"),
@@ -109,6 +114,7 @@ class Config:
     max_queue: int
     max_queue_bytes: int
     max_queued_tasks: int
+    max_blocking_websockets: int
     max_send_queue: int
     write_high_water: int
     max_write_buffer: int

@@ -105,3 +105,66 @@ class ThreadPool:
             if thread.is_alive():
                 log.warning("worker %s still busy at shutdown; leaving it", thread.name)
                 timeout = 0.0
+
+
+class OwnThreads:
+    """Work that needs a thread of its own for as long as it runs (a blocking-style
+    WebSocket handler), at most ``limit`` at once.
+
+    A place is reserved first (:meth:`reserve`, so a caller can refuse work before
+    accepting it), then filled by :meth:`start`; it is free again when the
+    function returns.  Daemon threads, as the pool's: a handler that never
+    returns must not keep the process alive.
+    """
+
+    def __init__(self, limit: int, name: str = "wssync-ws") -> None:
+        self.limit = limit
+        self._name = name
+        self._count = 0  # reserved or running
+        self._started = 0
+        self._cond = threading.Condition(threading.Lock())
+
+    @property
+    def count(self) -> int:
+        """Places reserved or running."""
+        return self._count
+
+    def reserve(self) -> bool:
+        """Take a place, or False when all ``limit`` are taken."""
+        with self._cond:
+            if self._count >= self.limit:
+                return False
+            self._count += 1
+            return True
+
+    def release(self) -> None:
+        """Give back a reserved place that :meth:`start` will not use."""
+        with self._cond:
+            self._count -= 1
+            if not self._count:
+                self._cond.notify_all()
+
+    def start(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on a new thread in a reserved place (raises RuntimeError,
+        with the place given back, if the system has no thread to give)."""
+        self._started += 1
+        thread = threading.Thread(target=self._run, args=(fn, args),
+                                  name=f"{self._name}-{self._started}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            self.release()
+            raise
+
+    def _run(self, fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except BaseException:
+            log.exception("unhandled error in a thread of its own")
+        finally:
+            self.release()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until none runs; whether none does."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._count, timeout)

@@ -26,7 +26,7 @@ from .errors import ServingWhileImported, WssyncError
 from .forwarded import trusted_peers
 from .http_connection import HttpConnection
 from .http_writer import error_response
-from .lanes import ThreadPool
+from .lanes import OwnThreads, ThreadPool
 from .preamble import ProxyPreamble
 from .reactor import BoundedHandoff, Reactor
 from .relay import WorkerLink
@@ -147,6 +147,7 @@ class Server:
         self._listener: Optional[Listener] = None
         self._pool: Optional[ThreadPool] = None
         self._blocking_pool: Optional[ThreadPool] = None
+        self._own_threads: Optional[OwnThreads] = None
         self._transports: Dict[int, Transport] = {}
         self._websockets: Dict[WebSocketConnection, WebSocket] = {}
         self._thread: Optional[threading.Thread] = None
@@ -202,8 +203,9 @@ class Server:
         elif self.app.wsgi is not None:
             # WSGI applications block: even in reactor mode they get workers.
             self._blocking_pool = ThreadPool(WSGI_THREADS, name="wssync-wsgi")
+        own_threads = self._own_threads = OwnThreads(config.max_blocking_websockets)
         bridge = HttpBridge(self.app, config, handoff, self._pool, self._websockets,
-                            self._blocking_pool)
+                            self._blocking_pool, own_threads)
         transport_factory: TransportFactory = Transport
         if self.ssl_context is not None:
             transport_factory = TlsSettings(
@@ -443,7 +445,13 @@ class Server:
     def _wait_for_connections(self, deadline: float) -> None:
         reactor = self._reactor
         assert reactor is not None
-        if not self._transports or time.monotonic() >= deadline:
+        # Blocking handlers are waited for too: their last sends and closes
+        # still go through this reactor.
+        handlers = self._own_threads.count if self._own_threads is not None else 0
+        if (not self._transports and not handlers) or time.monotonic() >= deadline:
+            if handlers:
+                log.warning("%d blocking WebSocket handler(s) still running after "
+                            "shutdown_grace; leaving them", handlers)
             for transport in list(self._transports.values()):
                 transport.abort()
             reactor.stop()

@@ -3,13 +3,16 @@
 Every method is safe from any thread: calls from outside the reactor thread
 are handed to it, and sends from one thread keep their order.  A thread that
 sends faster than the reactor can take waits (``max_send_queue``).  The handle
-never writes to a socket itself.
+never writes to a socket itself.  :class:`BlockingWebSocket` adds the
+blocking reads of a handler that has a thread of its own; the inbox it reads
+belongs to the bridge.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Protocol, Union
 
+from .errors import ConnectionClosed
 from .request import Headers, Request
 from .websocket_frames import CloseCode, encode_close_payload, is_valid_close_code
 
@@ -80,3 +83,67 @@ class WebSocket:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<WebSocket {self.path} {self.remote_address} {state}>"
+
+
+class Inbox(Protocol):
+    """Where a blocking handler's messages wait (the bridge keeps it bounded)."""
+
+    def receive(self, timeout: Optional[float]) -> Union[str, bytes, None]: ...
+
+
+# Close codes after which iteration simply ends: a normal close, going away, or a
+# close frame without a code.
+_CLEAN_CLOSE = frozenset((CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY,
+                          CloseCode.NO_STATUS_RCVD))
+
+
+class BlockingWebSocket(WebSocket):
+    """The handle a blocking-style handler (``handler(ws)``) gets: a
+    :class:`WebSocket` that also reads, from the handler's own thread.
+
+    ``receive`` and iteration take messages in the order they came; ``send``
+    raises :class:`~wssync.errors.ConnectionClosed` once the connection is
+    closing, so a loop that only pushes ends when the peer goes away.
+    """
+
+    __slots__ = ("_closing", "_inbox")
+
+    def __init__(self, handoff: BoundedHandoff, conn: WebSocketConnection, request: Request,
+                 subprotocol: Optional[str], inbox: Inbox) -> None:
+        super().__init__(handoff, conn, request, subprotocol)
+        self._inbox = inbox
+        self._closing = False  # this handle started the close
+
+    def receive(self, timeout: Optional[float] = None) -> Union[str, bytes, None]:
+        """The next message (``str`` or ``bytes``); None if none came within
+        ``timeout`` seconds (None: wait as long as the connection lives).  Raises
+        :class:`~wssync.errors.ConnectionClosed` once the connection is closed and
+        every message before the close was taken."""
+        return self._inbox.receive(timeout)
+
+    def __iter__(self) -> Iterator[Union[str, bytes]]:
+        """Every message until the connection closes: the loop ends after a normal
+        close (1000, 1001, or no code) and raises ``ConnectionClosed`` after others."""
+        while True:
+            try:
+                message = self._inbox.receive(None)
+            except ConnectionClosed as exc:
+                if exc.code in _CLEAN_CLOSE:
+                    return
+                raise
+            if message is not None:
+                yield message
+
+    def send(self, message: Union[str, bytes]) -> None:
+        """As :meth:`WebSocket.send`; raises ``ConnectionClosed`` once closing."""
+        if self._closing or self.close_code is not None:
+            raise ConnectionClosed(self.close_code or CloseCode.NORMAL_CLOSURE,
+                                   self.close_reason)
+        super().send(message)
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """As :meth:`WebSocket.close`; only the first close counts."""
+        if self._closing or self.close_code is not None:
+            return
+        super().close(code, reason)
+        self._closing = True

@@ -21,6 +21,8 @@ log = logging.getLogger("wssync.wsgi")
 Environ = Dict[str, Any]
 WsgiApp = Callable[[Environ, Callable[..., Any]], Iterable[bytes]]
 
+EXTENSION = "wssync"  # the key of a framework adapter in the application's ``extensions``
+
 # Hop-by-hop headers belong to the connection, which the server manages.
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate",
                          "proxy-authorization", "te", "trailers", "transfer-encoding",
@@ -118,6 +120,13 @@ class WsgiHandler:
 
     def __init__(self, wsgi_app: WsgiApp) -> None:
         self.wsgi_app = wsgi_app
+
+    def websocket_routes(self) -> Any:
+        """WebSocket routes the application declares: what a framework adapter
+        (:class:`wssync.flask.Sock`) left in its ``extensions`` under
+        :data:`EXTENSION`, with a ``match_websocket(request)``; else None."""
+        extensions = getattr(self.wsgi_app, "extensions", None)
+        return extensions.get(EXTENSION) if isinstance(extensions, dict) else None
 
     def __call__(self, request: Request) -> Response:
         host = request.headers.get("host") or ""
