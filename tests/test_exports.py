@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import wssync
 import wssync.client
@@ -14,7 +18,7 @@ from wssync import errors
 README = Path(__file__).resolve().parent.parent / "README.rst"
 
 PACKAGE_API = {
-    "App", "CloseCode", "ConnectionClosed", "HandshakeRefused", "Headers", "HttpError",
+    "App", "BlockingWebSocket", "CloseCode", "ConnectionClosed", "HandshakeRefused", "Headers", "HttpError",
     "ProtocolError", "Request", "Response", "Server", "ServingWhileImported", "TlsError",
     "WebSocket", "WssyncError", "__version__",
 }
@@ -45,6 +49,24 @@ def test_every_public_error_is_a_wssync_error_with_its_hint_first() -> None:
     assert errors.HttpError is wssync.HttpError
 
 
+def test_flask_adapter_exports_flask_socks_names() -> None:
+    pytest.importorskip("flask")
+    import wssync.flask
+
+    assert set(wssync.flask.__all__) == {"ConnectionClosed", "Sock", "WebSocket"}
+    closed = wssync.flask.ConnectionClosed(1001, "bye")
+    assert (closed.reason, closed.message) == (1001, "bye")  # simple-websocket's names
+    assert list(inspect.signature(wssync.flask.Sock.route).parameters)[1:] == ["path", "bp",
+                                                                              "kwargs"]
+    assert list(inspect.signature(wssync.flask.WebSocket.close).parameters)[1:] == [
+        "reason", "message"]
+
+
+def test_importing_wssync_does_not_import_flask() -> None:
+    code = "import sys, wssync, wssync.client; assert 'flask' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_close_codes_are_the_rfc_numbers() -> None:
     assert wssync.CloseCode.NORMAL_CLOSURE == 1000
     assert wssync.CloseCode.GOING_AWAY == 1001
@@ -63,7 +85,7 @@ def test_documented_signatures() -> None:
     assert params(wssync.Response) == ["body", "status", "headers", "content_type"]
     assert params(wssync.App.route)[1:] == ["path", "methods"]
     assert params(wssync.App.websocket)[1:] == ["path", "on_connect", "on_close",
-                                                "subprotocols", "origins"]
+                                                "subprotocols", "origins", "blocking"]
     assert params(wssync.WebSocket.close)[1:] == ["code", "reason"]
     assert params(wssync.Server.broadcast)[1:] == ["message", "path"]
     assert params(wssync.client.connect) == ["url", "subprotocols", "headers", "timeout",
@@ -78,6 +100,8 @@ def test_documented_members_exist() -> None:
                         "supervise"],
         wssync.WebSocket: ["send", "ping", "close", "path", "headers", "request", "subprotocol",
                            "remote_address", "closed", "close_code", "close_reason", "data"],
+        wssync.BlockingWebSocket: ["receive", "__iter__", "send", "ping", "close", "closed",
+                                   "close_code"],
         wssync.Request: ["method", "path", "raw_path", "query_string", "query", "arg",
                          "headers", "body", "text", "json", "version", "remote_addr",
                          "path_params", "keep_alive", "scheme"],

@@ -14,11 +14,12 @@ from .errors import (
 from .request import Headers, Request
 from .response import Response
 from .server import Server
-from .websocket import WebSocket
+from .websocket import BlockingWebSocket, WebSocket
 from .websocket_frames import CloseCode
 
 __all__ = [
     "App",
+    "BlockingWebSocket",
     "CloseCode",
     "ConnectionClosed",
     "HandshakeRefused",

@@ -113,6 +113,20 @@ def build_environ(request: Request, server_name: str, server_port: str) -> Envir
     return environ
 
 
+def request_environ(request: Request) -> Environ:
+    """The environ of ``request``, its server name and port from ``Host`` (else the
+    listening socket's address)."""
+    host = request.headers.get("host") or ""
+    local = request.local_addr
+    name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    if not name:
+        name = local[0] if isinstance(local, tuple) else "localhost"
+    if not port:
+        port = str(local[1]) if isinstance(local, tuple) else \
+            ("443" if request.scheme == "https" else "80")
+    return build_environ(request, name, port)
+
+
 class WsgiHandler:
     """An HTTP handler that runs a WSGI application; it blocks, so it runs on a worker."""
 
@@ -129,15 +143,7 @@ class WsgiHandler:
         return extensions.get(EXTENSION) if isinstance(extensions, dict) else None
 
     def __call__(self, request: Request) -> Response:
-        host = request.headers.get("host") or ""
-        local = request.local_addr
-        name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
-        if not name:
-            name = local[0] if isinstance(local, tuple) else "localhost"
-        if not port:
-            port = str(local[1]) if isinstance(local, tuple) else \
-                ("443" if request.scheme == "https" else "80")
-        environ = build_environ(request, name, port)
+        environ = request_environ(request)
         start = _StartResponse()
         result = self.wsgi_app(environ, start)
         try:
