@@ -18,8 +18,8 @@ from wssync import errors
 README = Path(__file__).resolve().parent.parent / "README.rst"
 
 PACKAGE_API = {
-    "App", "BlockingWebSocket", "CloseCode", "ConnectionClosed", "HandshakeRefused", "Headers", "HttpError",
-    "ProtocolError", "Request", "Response", "Server", "ServingWhileImported", "TlsError",
+    "App", "BlockingWebSocket", "CloseCode", "ConnectionClosed", "HandshakeRefused", "Headers",
+    "HttpError", "ProtocolError", "Request", "Response", "Server", "ServingWhileImported", "TlsError",
     "WebSocket", "WssyncError", "__version__",
 }
 CLIENT_API = {"ClientConnection", "ConnectionClosed", "HandshakeRefused", "TlsError", "connect"}

@@ -120,12 +120,11 @@ def test_handler_that_raises_closes_with_1011_and_is_logged(start_server, thread
         raise RuntimeError("handler bug")
 
     server = start_server(app, threads=threads)
-    with caplog.at_level(logging.ERROR, logger="wssync.app"):
-        with connect(_url(server)) as client:
-            client.send("boom")
-            with pytest.raises(ConnectionClosed):
-                client.recv(timeout=10)
-            assert client.close_code == 1011
+    with caplog.at_level(logging.ERROR, logger="wssync.app"), connect(_url(server)) as client:
+        client.send("boom")
+        with pytest.raises(ConnectionClosed):
+            client.recv(timeout=10)
+        assert client.close_code == 1011
     assert any("handler bug" in (r.exc_text or "") or
                (r.exc_info and "handler bug" in str(r.exc_info[1])) for r in caplog.records)
     # The server goes on.
@@ -252,9 +251,8 @@ def test_max_blocking_websockets_answers_503_with_retry_after(start_server, thre
 
     server = start_server(app, threads=threads, max_blocking_websockets=2)
     with connect(_url(server)), connect(_url(server)) as second:
-        with pytest.raises(InvalidStatus) as refused:
-            with connect(_url(server)):
-                pass
+        with pytest.raises(InvalidStatus) as refused, connect(_url(server)):
+            pass
         assert refused.value.response.status_code == 503
         assert refused.value.response.headers["Retry-After"] == "1"
         with connect(_url(server, "/callback")) as other:  # the callback style is not capped
