@@ -19,8 +19,8 @@ README = Path(__file__).resolve().parent.parent / "README.rst"
 
 PACKAGE_API = {
     "App", "BlockingWebSocket", "CloseCode", "ConnectionClosed", "HandshakeRefused", "Headers",
-    "HttpError", "ProtocolError", "Request", "Response", "Server", "ServingWhileImported", "TlsError",
-    "WebSocket", "WssyncError", "__version__",
+    "HttpError", "ProtocolError", "Request", "Response", "Server", "ServingWhileImported",
+    "TlsError", "WebSocket", "WssyncError", "__version__",
 }
 CLIENT_API = {"ClientConnection", "ConnectionClosed", "HandshakeRefused", "TlsError", "connect"}
 
