@@ -56,10 +56,10 @@ SETTINGS: Dict[str, Setting] = {
                                                 "running, all connections together, before new "
                                                 "connections wait to be accepted"),
     "max_blocking_websockets": Setting(
-        1000, "count", "blocking-style WebSocket handlers (one thread each) running at once; "
-                       "more handshakes get 503 with Retry-After. Each thread reserves 8 MiB "
-                       "of stack address space and uses ~100 KiB of memory while idle, so "
-                       "1000 keeps them within ~100 MiB on a small machine"),
+        1000, "count", "blocking-style WebSocket handlers running at once, a thread each; more "
+                       "handshakes get 503 with Retry-After. An idle one costs ~25 KiB (the "
+                       "thread's stack is reserved address space, touched only as used), so "
+                       "1000 stay within ~25 MiB and a small share of the machine's threads"),
     "max_send_queue": Setting(4 * _MiB, "bytes", "bytes other threads may hand the reactor to "
                                                  "send (WebSocket.send, broadcast) before such a "
                                                  "thread waits"),
