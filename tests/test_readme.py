@@ -180,6 +180,40 @@ def run_workers_example(code: str, tmp_path: Path, port: int) -> None:
         _stop(proc)
 
 
+def run_blocking_example(code: str, tmp_path: Path, port: int) -> None:
+    proc = _script(_write(tmp_path, "blocking_echo.py", code, port))
+    try:
+        wait_listening(port, proc)
+        with connect(f"ws://127.0.0.1:{port}/echo") as ws:
+            assert ws.recv(timeout=5) == "hello"
+            for text in ("one", "two"):
+                ws.send(text)
+                assert ws.recv(timeout=5) == text
+            ws.send("bye")
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+            assert ws.close_code == 1000  # the handler returned
+    finally:
+        _stop(proc)
+
+
+def run_flask_sock_example(code: str, tmp_path: Path, port: int) -> None:
+    pytest.importorskip("flask")
+    _write(tmp_path, "chat.py", code, port)
+    proc = run_server(["--app", "chat:app", "--host", "127.0.0.1", "--port", str(port),
+                       "--threads", "8"], cwd=tmp_path)
+    try:
+        wait_listening(port, proc)
+        base = f"http://127.0.0.1:{port}"
+        assert requests.get(base + "/", timeout=5).text == "the page"
+        assert requests.get(base + "/chat/lobby", timeout=5).status_code == 400
+        with connect(f"ws://127.0.0.1:{port}/chat/lobby?user=ann") as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=5) == "ann@lobby: hi"
+    finally:
+        _stop(proc, signal.SIGTERM)
+
+
 def run_client_example(code: str, tmp_path: Path, port: int) -> None:
     demo = run_server(["--host", "127.0.0.1", "--port", str(port)])
     try:
@@ -238,6 +272,8 @@ DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     "with Server(app, host=": run_embedding_example,
     "flask_app = Flask(__name__)": run_flask_example,
     "from wssync.client import connect": run_client_example,
+    '@app.websocket("/echo", blocking=True)': run_blocking_example,
+    "from wssync.flask import Sock": run_flask_sock_example,
     "workers=2, threads=4).serve_forever()": run_workers_example,
     "ssl_context=context).serve_forever()": run_tls_server_example,
     "from wssync.client import TlsError, connect": run_tls_client_example,

@@ -3,7 +3,9 @@
 A *lane* is one connection's ordered queue of work: tasks of one lane run one
 after another, tasks of different lanes run in parallel on the pool.  How a
 task's result gets back to the reactor is not a lane's business
-(:class:`wssync.reactor.BoundedHandoff` is).  This module knows nothing of
+(:class:`wssync.reactor.BoundedHandoff` is).  :class:`OwnThreads` is the other
+place code runs: a capped number of threads of their own, for work that blocks
+as long as a connection lives.  This module knows nothing of
 HTTP, WebSocket or sockets.
 """
 
