@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Dict, List
 
-from wssync.lanes import INLINE, Lane, ThreadPool
+from wssync.lanes import INLINE, Lane, OwnThreads, ThreadPool
 
 
 def test_inline_lane_runs_at_once() -> None:
@@ -76,3 +76,24 @@ def test_a_failing_task_does_not_kill_the_worker() -> None:
     lane.submit(ran.set)
     assert ran.wait(10)
     pool.shutdown()
+
+
+def test_own_threads_reserve_up_to_the_limit_and_free_a_place_when_done() -> None:
+    threads = OwnThreads(2, name="wssync-test-own")
+    assert threads.reserve() and threads.reserve()
+    assert not threads.reserve()  # full: the caller refuses the work
+    threads.release()  # a reservation given back unused
+    release = threading.Event()
+    ran = threading.Event()
+
+    def work() -> None:
+        ran.set()
+        release.wait(30)
+
+    threads.start(work)  # in the place reserved first
+    assert ran.wait(10)
+    assert threads.count == 1 and threads.reserve() and not threads.reserve()
+    threads.release()
+    assert not threads.wait(0.01)  # work still runs
+    release.set()
+    assert threads.wait(10) and threads.count == 0
