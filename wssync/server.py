@@ -261,6 +261,10 @@ class Server:
         _default_logging()
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("workers need serve_forever() on the main thread")
+        if threading.active_count() > 1:
+            log.warning("%d threads run in the supervisor: a forked worker has only a copy "
+                        "of this one; start threads in handlers or after serving begins",
+                        threading.active_count())
         self.bind()
         log.info("listening on %s with %d workers (%s)", self._display_address(), self.workers,
                  f"thread-pool, {self.threads} threads each" if self.threads else "reactor")
