@@ -589,6 +589,15 @@ def unix_exchange(path: str, data: bytes) -> bytes:
         return read_until_closed(sock)
 
 
+def _unix_listening(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 @pytest.fixture
 def socket_path() -> Iterator[str]:
     # AF_UNIX paths are short (108 bytes): pytest's tmp_path can be too deep.
@@ -686,7 +695,8 @@ def test_uds_behind_nginx(nginx: ProxyStarter, socket_path: str, threads: int,
 def test_cli_serves_on_a_unix_socket(socket_path: str) -> None:
     proc = run_server(["--uds", socket_path, "--uds-mode", "640", "--no-access-log"])
     try:
-        assert wait_until(lambda: os.path.exists(socket_path) or proc.poll() is not None,
+        # The file appears at bind(), a moment before listen(): wait for a listener.
+        assert wait_until(lambda: proc.poll() is not None or _unix_listening(socket_path),
                           timeout=20)
         health = unix_exchange(socket_path,
                                b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
