@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
 import ssl
 import subprocess
 import threading
+import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, NamedTuple
+from typing import Any, Callable, Iterator, List, NamedTuple, Optional
 
 import pytest
+from helpers import free_port
 
 from wssync import App, Server
 
@@ -107,3 +112,81 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
                     cwd / "renewed.pem", cwd / "renewed.key", cwd / "other.pem",
                     cwd / "other.key", cwd / "client.pem", cwd / "client.key",
                     cwd / "encrypted.key")
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free loopback port, without persistence; it can
+    be killed and started again on the same port (an outage, then recovery)."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+
+    def url(self, channel: str = "") -> str:
+        return f"redis://127.0.0.1:{self.port}/0" + (f"?channel={channel}" if channel else "")
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 (closed below)
+        with log:
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.directory)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server exited: "
+                                     + (self.directory / "redis.log").read_text()[-2000:])
+            if self.ping():
+                return
+            time.sleep(0.02)
+        raise AssertionError("redis-server did not answer PING")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Stop it abruptly (SIGKILL: no goodbye to its clients), and wait for the end."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(15)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A started :class:`RedisServer`, always stopped afterwards.  Skips where
+    redis-server or the redis client library is missing, unless
+    WSSYNC_REQUIRE_PROXIES is set (CI installs them: there the tests must run)."""
+    binary = shutil.which("redis-server") or \
+        ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+    why = None
+    if binary is None:
+        why = "redis-server is not installed (apt-get install redis-server)"
+    else:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            why = "the redis client library is not installed (pip install 'wssync[redis]')"
+    if why is not None:
+        if os.environ.get("WSSYNC_REQUIRE_PROXIES"):
+            pytest.fail(f"{why}, and WSSYNC_REQUIRE_PROXIES is set")
+        pytest.skip(why)
+    assert binary is not None
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill(signal.SIGTERM)
