@@ -6,7 +6,8 @@ waiting for a broadcast).  One process holds at most ``per_proc`` sockets
 (127.0.0.2, 127.0.0.3, ...) so that each has a full ephemeral port range.
 Holders answer pings, count and check data messages, and obey commands on a
 pipe: ``stats``, ``reset`` (with the payload to expect), ``wait`` (until every
-held connection received a message since the reset, bounded) and ``close``.
+held connection received a message since the reset, bounded; the answer lists
+when each connection got it) and ``close``.
 With an ``ssl_context`` the connections are WSS (a full TLS handshake each).
 """
 
@@ -67,6 +68,7 @@ class Holder:
         self.bad = 0
         self.dups = 0
         self.got = {}
+        self.rx_at: Dict[int, float] = {}  # each connection's first message since the reset
         self.first_rx: Optional[float] = None
         self.last_rx: Optional[float] = None
 
@@ -82,7 +84,7 @@ class Holder:
             timeout = 1.0
             if waiting_until is not None:
                 if len(self.got) >= len(self.socks) or time.monotonic() >= waiting_until:
-                    self.ctrl.send(self.stats())
+                    self.ctrl.send({**self.stats(), "rx": list(self.rx_at.values())})
                     waiting_until = None
                     continue
                 timeout = max(0.0, min(0.05, waiting_until - time.monotonic()))
@@ -138,6 +140,8 @@ class Holder:
                 self.got[fd] = n
                 if n > 1:
                     self.dups += 1
+                else:
+                    self.rx_at[fd] = now
                 if self.expect is not None and payload != self.expect:
                     self.bad += 1
                 if self.first_rx is None:
@@ -262,6 +266,8 @@ class HolderPool:
             out["close_seconds"] = max(s["close_seconds"] for s in stats)
         firsts = [s["first_rx"] for s in stats if s["first_rx"] is not None]
         lasts = [s["last_rx"] for s in stats if s["last_rx"] is not None]
+        if "rx" in stats[0]:  # a wait's answer: when each connection got its message
+            out["rx"] = [t for s in stats for t in s["rx"]]
         out["first_rx"] = min(firsts) if firsts else None
         out["last_rx"] = max(lasts) if lasts else None
         return out
