@@ -164,11 +164,10 @@ class RedisServer:
         self.start()
 
 
-@pytest.fixture
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A started :class:`RedisServer`, always stopped afterwards.  Skips where
-    redis-server or the redis client library is missing, unless
-    WSSYNC_REQUIRE_PROXIES is set (CI installs them: there the tests must run)."""
+def redis_binary() -> str:
+    """The redis-server to run; skips where it or the redis client library is
+    missing, unless WSSYNC_REQUIRE_PROXIES is set (CI installs them: there the
+    tests must run)."""
     binary = shutil.which("redis-server") or \
         ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
     why = None
@@ -184,7 +183,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
             pytest.fail(f"{why}, and WSSYNC_REQUIRE_PROXIES is set")
         pytest.skip(why)
     assert binary is not None
-    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    return binary
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A started :class:`RedisServer`, always stopped afterwards (see :func:`redis_binary`)."""
+    server = RedisServer(redis_binary(), tmp_path_factory.mktemp("redis"))
     server.start()
     try:
         yield server

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List
 
 import pytest
 import requests
-from conftest import TlsFiles
+from conftest import RedisServer, TlsFiles, redis_binary
 from helpers import free_port, run_server, wait_listening
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -266,6 +266,36 @@ def run_tls_client_example(code: str, tmp_path: Path, port: int) -> None:
         _stop(server, signal.SIGTERM)
 
 
+def run_redis_example(code: str, tmp_path: Path, port: int) -> None:
+    redis = RedisServer(redis_binary(), tmp_path)
+    redis.start()
+    code = code.replace("6379", str(redis.port))  # the Redis of this test
+    other = free_port()  # the second host
+    one = _script(_write(tmp_path, "news.py", code, port))
+    two = _script(_write(tmp_path, "news_b.py", code.replace("8080", str(other)), port))
+    try:
+        wait_listening(port, one)
+        wait_listening(other, two)
+        with connect(f"ws://127.0.0.1:{port}/news") as a, \
+                connect(f"ws://127.0.0.1:{other}/news") as b:
+            for attempt in range(30):  # until both servers have subscribed
+                a.send(f"hello {attempt}")
+                try:
+                    if b.recv(timeout=1).startswith("hello"):
+                        break
+                except TimeoutError:
+                    continue
+            else:
+                raise AssertionError("a broadcast never crossed to the other server")
+            b.send("from b")
+            while a.recv(timeout=5) != "from b":  # after a's own hellos
+                pass
+    finally:
+        errors = [_stop(proc) for proc in (one, two)]
+        redis.kill(signal.SIGTERM)
+    assert all("broadcasting on channel 'news'" in err for err in errors), errors
+
+
 # Each example, recognised by a line of its own, and how to check it.
 DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     '@app.route("/items/<item_id>"': run_app_example,
@@ -277,6 +307,7 @@ DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     "workers=2, threads=4).serve_forever()": run_workers_example,
     "ssl_context=context).serve_forever()": run_tls_server_example,
     "from wssync.client import TlsError, connect": run_tls_client_example,
+    'broker="redis://': run_redis_example,
 }
 
 
