@@ -12,6 +12,10 @@ Users:
 Weights and pacing come from the environment (defaults in brackets):
 ``HTTP_WEIGHT`` [6], ``ECHO_WEIGHT`` [3], ``CHAT_WEIGHT`` [1], ``WAIT_MIN`` [0.5],
 ``WAIT_MAX`` [1.5] seconds between tasks, ``WS_MESSAGE_SIZE`` [64] bytes.
+``CHAT_HOSTS`` (comma-separated base URLs, e.g. two servers sharing Redis)
+spreads the WebSocket users over those servers, one after the other; chat
+broadcasts are then reported as ``broadcast`` (sent through the same server)
+and ``broadcast remote`` (sent through another one).
 Locust's own options (``-u``, ``-r``, ``-t``, ``--host``, tags, ...) apply as usual.
 
 Run headless against a running server::
@@ -21,6 +25,7 @@ Run headless against a running server::
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -35,6 +40,8 @@ from wssync.client import ClientConnection, ConnectionClosed, connect
 
 WAIT = between(float(os.environ.get("WAIT_MIN", "0.5")), float(os.environ.get("WAIT_MAX", "1.5")))
 MESSAGE_SIZE = int(os.environ.get("WS_MESSAGE_SIZE", "64"))
+CHAT_HOSTS = [h for h in os.environ.get("CHAT_HOSTS", "").split(",") if h]
+_next_host = itertools.cycle(CHAT_HOSTS)
 
 
 def ws_url(host: str, path: str) -> str:
@@ -51,6 +58,8 @@ class WebSocketUser(User):
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
         self.ws: Optional[ClientConnection] = None
+        if CHAT_HOSTS:
+            self.host = next(_next_host)
 
     def fire(self, name: str, started: float, length: int,
              exception: Optional[BaseException] = None) -> None:
@@ -146,14 +155,16 @@ class ChatUser(WebSocketUser):
             except ConnectionClosed:
                 return
             try:
-                sent_at = json.loads(message)["t"]
+                data = json.loads(message)
+                sent_at = data["t"]
             except (ValueError, KeyError, TypeError) as exc:
                 self.fire("broadcast", time.perf_counter(), 0, exc)
                 continue
             # Latency measured from the sender's timestamp inside the message
             # (wall clock, shared by all users of one load-generator machine).
+            remote = data.get("via", self.host) != self.host
             self.environment.events.request.fire(
-                request_type="WS", name="broadcast",
+                request_type="WS", name="broadcast remote" if remote else "broadcast",
                 response_time=(time.time() - sent_at) * 1000,
                 response_length=len(message), exception=None, context={})
 
@@ -161,7 +172,8 @@ class ChatUser(WebSocketUser):
     def say(self) -> None:
         assert self.ws is not None
         started = time.perf_counter()
-        message = json.dumps({"t": time.time(), "user": id(self), "text": "x" * MESSAGE_SIZE})
+        message = json.dumps({"t": time.time(), "user": id(self), "via": self.host,
+                              "text": "x" * MESSAGE_SIZE})
         try:
             self.ws.send(message)
         except ConnectionClosed as exc:

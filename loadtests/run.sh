@@ -5,6 +5,10 @@
 #   bash loadtests/run.sh                      # 50 users, 60 s
 #   USERS=200 SPAWN_RATE=20 DURATION=5m THREADS=4 bash loadtests/run.sh
 #   bash loadtests/run.sh --smoke              # 20 users for 20 s (what CI runs)
+#   bash loadtests/run.sh --redis              # two servers sharing a redis-server (needs
+#                                              # redis-server and wssync[redis]): WebSocket
+#                                              # users alternate between them; chat latency
+#                                              # is also reported across servers
 #
 # Results land in loadtests/results/ (stats CSV, history, failures, report.html).
 set -euo pipefail
@@ -14,9 +18,11 @@ SPAWN_RATE="${SPAWN_RATE:-10}"
 DURATION="${DURATION:-60s}"
 THREADS="${THREADS:-0}"
 PORT="${PORT:-8089}"
-if [ "${1:-}" = "--smoke" ]; then
-    USERS=20 SPAWN_RATE=20 DURATION=20s
-fi
+REDIS=""
+case "${1:-}" in
+    --smoke) USERS=20 SPAWN_RATE=20 DURATION=20s ;;
+    --redis) REDIS=1 ;;
+esac
 PYTHON="${PYTHON:-python}"
 # The server runs from loadtests/: a relative interpreter path must not break it.
 case "$PYTHON" in
@@ -27,19 +33,48 @@ out="$here/results"
 mkdir -p "$out"
 rm -f "$out"/stats_*.csv "$out"/report.html
 
-(cd "$here" && exec "$PYTHON" -m wssync --app target_app:app --host 127.0.0.1 --port "$PORT" \
-    --threads "$THREADS" --no-access-log --log-level warning) &
-server=$!
-trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
-
-for _ in $(seq 100); do
-    if "$PYTHON" -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.2).close()" \
-        2>/dev/null; then break; fi
-    sleep 0.1
+pids=()
+redis_pid=""
+# The servers stop first, then Redis (else they would log its loss on the way out).
+trap 'for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+      for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+      [ -z "$redis_pid" ] || { kill -TERM "$redis_pid" 2>/dev/null; wait "$redis_pid"; } || true' EXIT
+broker=()
+ports=("$PORT")
+if [ -n "$REDIS" ]; then
+    REDIS_PORT="${REDIS_PORT:-$((PORT + 2))}"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$out" >"$out/redis.log" 2>&1 &
+    redis_pid=$!
+    broker=(--broker "redis://127.0.0.1:$REDIS_PORT/0?channel=loadtest")
+    ports+=("$((PORT + 1))")
+    export CHAT_HOSTS="http://127.0.0.1:$PORT,http://127.0.0.1:$((PORT + 1))"
+    for _ in $(seq 100); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+fi
+for port in "${ports[@]}"; do
+    (cd "$here" && exec "$PYTHON" -m wssync --app target_app:app --host 127.0.0.1 \
+        --port "$port" --threads "$THREADS" --no-access-log --log-level warning "${broker[@]}") &
+    pids+=($!)
 done
-if ! kill -0 "$server" 2>/dev/null; then
-    echo "run.sh: the server did not start (see its error above)" >&2
-    exit 1
+
+for port in "${ports[@]}"; do
+    for _ in $(seq 100); do
+        if "$PYTHON" -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2).close()" \
+            2>/dev/null; then break; fi
+        sleep 0.1
+    done
+done
+for pid in "${pids[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "run.sh: a server did not start (see its error above)" >&2
+        exit 1
+    fi
+done
+if [ -n "$REDIS" ]; then
+    sleep 1  # both servers subscribe before the first chat message (pub/sub keeps nothing)
 fi
 
 status=0
@@ -52,7 +87,7 @@ status=0
 # Our summary reads the final statistics Locust prints its table from (the CSV
 # files are written on a timer and can miss the last requests).
 "$PYTHON" - "$out/final.json" <<'PY' || status=1
-import json, sys
+import json, os, sys
 
 def percentile(times, q):
     total = sum(times.values())
@@ -75,6 +110,8 @@ for r in sorted(rows, key=lambda r: (r["method"], r["name"])):
     print(f"  {r['method']:5} {r['name']:22} n={r['num_requests']:>7} fail={r['num_failures']:>4} "
           f"p50={percentile(times, 0.5):>5.0f} ms p95={percentile(times, 0.95):>5.0f} ms")
 missing = {"GET", "POST", "WS"} - types
+if "CHAT_HOSTS" in os.environ and not any(r["name"] == "broadcast remote" for r in rows):
+    missing.add("WS broadcast remote")
 if missing:
     sys.exit(f"missing request types in the stats: {sorted(missing)}")
 if failures:
