@@ -478,6 +478,10 @@ class Server:
             if pool is not None:
                 pool.shutdown(timeout=2.0)
         self._pool = self._blocking_pool = None
+        if self._handoff is not None:
+            # First: a broker thread waiting to hand over a broadcast gives up,
+            # so closing the broker below does not wait for it.
+            self._handoff.close()  # threads waiting to send give up
         if self._bus is not None:
             try:
                 self._bus.close()
@@ -486,8 +490,6 @@ class Server:
         if self._link is not None and self._link is not self._bus:
             self._link.close()
         self._bus = self._link = None
-        if self._handoff is not None:
-            self._handoff.close()  # threads waiting to send give up
         if self._reactor is not None:
             self._reactor.close()
         self._running.clear()
