@@ -368,3 +368,53 @@ def test_negative_workers_are_refused(tmp_path: Path) -> None:
                           cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "wssync: error: workers must be 0 (one per CPU) or more" in proc.stderr
+
+
+def test_workers_and_another_host_share_broadcasts_through_redis(
+        cluster: Any, redis_server: Any, start_server: Any) -> None:
+    # Every worker subscribes itself: Redis reaches them all, and the server on
+    # "another host" too; the relay then only carries statistics.
+    from wssync import App
+
+    c = cluster(2, "--broker", redis_server.url("workers"))
+    a, b = sorted(c.wait_ready(2))
+    other_app = App()
+    other_app.websocket("/chat")(lambda ws, message: None)
+    other = start_server(other_app, broker=redis_server.url("workers"))
+    with contextlib.ExitStack() as stack:
+        on_a, on_b = c.websocket_on(a), c.websocket_on(b)
+        far = stack.enter_context(connect(f"ws://127.0.0.1:{other.port}/chat"))
+        assert wait_until(lambda: len(other.websockets) == 1)
+        assert c.stats()["broker"]["broker"] == "redis"
+        # Subscriptions complete asynchronously: probe until every client hears.
+        unheard = [on_a, on_b, far]
+        assert wait_until(lambda: _probe(c, unheard), 20, 0.2)
+        for ws in (on_a, on_b, far):
+            _drain(ws)
+        assert c.get("/broadcast?m=news&n=50&path=/chat") == "sent"
+        expected = [f"news {n}" for n in range(50)]
+        for ws in (on_a, on_b, far):
+            assert [ws.recv(timeout=10) for _ in range(50)] == expected
+        other.broadcast("from afar", path="/chat")
+        assert on_a.recv(timeout=10) == on_b.recv(timeout=10) == "from afar"
+
+
+def _probe(c: Cluster, unheard: List[ClientConnection]) -> bool:
+    """Broadcast a probe; drop from ``unheard`` every client that hears one."""
+    c.get("/broadcast?m=probe")
+    for ws in list(unheard):
+        try:
+            while not ws.recv(timeout=0.2).startswith("probe"):
+                pass
+            unheard.remove(ws)
+        except TimeoutError:
+            pass
+    return not unheard
+
+
+def _drain(ws: ClientConnection) -> None:
+    try:
+        while True:
+            ws.recv(timeout=0.3)
+    except TimeoutError:
+        pass
