@@ -4,6 +4,7 @@ Usage::
 
     python loadtests/bench/broadcast.py --clients 10000 [--server wssync] [--repeats 5]
     python loadtests/bench/broadcast.py --clients 10000 --redis 2 [--rounds 2]
+    python loadtests/bench/broadcast.py --server wssync-w2     # --workers 2, over the relay
 
 ``--redis 2`` also runs two separate wssync servers sharing one redis-server
 (``--broker``), the clients split over them and the trigger sent to the first,
@@ -26,6 +27,12 @@ repeat it records
   delivery, from /proc/PID/task/*/schedstat (ns), and as a cross-check the
   utime+stime ticks of /proc/PID/stat summed over all repeats;
 * received / wrong payload / duplicate counts (verification).
+
+The multi-process servers (``wssync-w2``: ``--workers 2``, whose trigger reaches
+one worker and the relay in the supervisor carries the broadcast to the other;
+``wssync-w1``: one process, the figure next to it) run unpinned, as in run.py's
+``broadcast-mp`` workload; the clients stay on CPU 1.  Their CPU is that of the
+whole process tree (supervisor and workers).
 """
 
 from __future__ import annotations
@@ -49,9 +56,11 @@ def broadcast_message(seq: int) -> bytes:
 
 def run_broadcast(spec: servers.ServerSpec, clients: int, log_path: str, *, repeats: int = 5,
                   wait: float = 30.0, python: str = sys.executable,
-                  verbose: bool = True) -> Dict[str, Any]:
-    """One server process: every client on it, the trigger too."""
-    return run_servers(spec.name, [servers.ServerProcess(spec, log_path, python=python)],
+                  verbose: bool = True, cpus: Optional[str] = None) -> Dict[str, Any]:
+    """One server (a process, or a supervisor with its workers): every client on its
+    port, the trigger too; ``cpus``: where it runs (default: ``common.SERVER_CPU``)."""
+    return run_servers(spec.name,
+                       [servers.ServerProcess(spec, log_path, python=python, cpus=cpus)],
                        clients, repeats=repeats, wait=wait, verbose=verbose)
 
 
@@ -218,7 +227,8 @@ def format_broadcast(r: Dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=10000)
-    names = [s.name for s in servers.SERVERS if "broadcast" in s.workloads]
+    names = [s.name for s in servers.SERVERS
+             if s.workloads & {servers.BROADCAST, servers.BROADCAST_MP}]
     parser.add_argument("--server", default="wssync", choices=names)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--python", default=sys.executable)
@@ -234,7 +244,8 @@ def main() -> int:
         return servers.run_standalone(
             parser, args, "broadcast",
             lambda spec, log: run_broadcast(spec, args.clients, log, repeats=args.repeats,
-                                            python=args.python))
+                                            python=args.python,
+                                            cpus=servers.cpus_for(spec, servers.BROADCAST)))
     import redis_server
 
     why = redis_server.available()

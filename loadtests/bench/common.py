@@ -27,6 +27,9 @@ REPO_DIR = os.path.dirname(os.path.dirname(BENCH_DIR))
 
 SERVER_CPU = 0  # the server under test runs here
 LOAD_CPU = 1  # load generators, the orchestrator and its helpers run here
+# Every CPU we may use, read before anything pins this process: where multi-process
+# servers (and, for their workloads, wrk) run, free to use both cores.
+ALL_CPUS = ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
@@ -96,6 +99,11 @@ def cpu_seconds(pids: Iterable[int]) -> float:
         fields = stat[stat.rindex(b")") + 2:].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / CLK_TCK
+
+
+def cpu_by_process(pid: int) -> Dict[int, float]:
+    """utime + stime (seconds) of ``pid`` and of each of its descendants, by pid."""
+    return {p: cpu_seconds([p]) for p in process_tree(pid)}
 
 
 def sched_ns(pids: Iterable[int]) -> int:

@@ -5,7 +5,8 @@ e.g. ``apt-get install wrk util-linux``), from the repository root::
 
     python3 loadtests/bench/run.py --install            # venv + wssync (editable) + anchors
     python3 loadtests/bench/run.py                       # plain workloads, 5 rounds of 8 s
-    python3 loadtests/bench/run.py --only tls            # the TLS workloads (or --only all)
+    python3 loadtests/bench/run.py --only tls            # the TLS workloads
+    python3 loadtests/bench/run.py --only workers        # several processes (--workers 2)
     python3 loadtests/bench/run.py --rounds 3 --seconds 5 --only http,ws13 \
         --servers wssync,uvicorn,tornado
     python3 loadtests/bench/run.py --report loadtests/bench/results/bench-<time>.json
@@ -51,7 +52,7 @@ CPU 1; RLIMIT_NOFILE is raised to the hard limit for all of them):
     check that every client got exactly the right payload.
 
 The TLS workloads (not run by default: ``--only tls`` selects all three,
-``--only all`` plain and TLS, or name them, e.g. ``--only http,https``) serve
+``--only all`` plain, TLS and workers, or name them, e.g. ``--only http,https``) serve
 the same apps over TLS with one self-signed certificate, made once per run with
 the ``openssl`` command (ECDSA P-256, subjectAltName IP:127.0.0.1) in a
 temporary directory removed at the end.  Every server gets the same files
@@ -73,6 +74,38 @@ Python clients check the certificate, wrk does not check it.
     the probes over HTTPS / WSS: KiB per connection includes the server's TLS
     state (asyncio's TLS layer alone keeps a 256 KiB buffer per connection, so
     19,000 would need gigabytes per anchor).  Same servers as ``wss13``.
+
+The multi-process workloads (not run by default: ``--only workers`` selects all
+four) compare ``wssync --workers 2`` with the multi-process set-ups users deploy
+instead.  A server of two processes is meant to use both cores, so here every server
+runs unpinned (``taskset -c`` with all CPUs), single-process ones too, and wrk runs
+unpinned with two threads (``--mp-wrk-cpus 1`` pins it to CPU 1 instead): the kernel
+shares the two cores between the server and the load, as on a real host.  Recorded
+besides the rate: wrk's CPU (``gen``: in cores), the server tree's CPU per request,
+the supervisor's (or arbiter's) share, how the workers split the tree's CPU and, for
+wssync, how they split the connections (``GET /stats`` midway: the supervisor's
+table), and ``other``: CPU both cores gave to anything else (other jobs).
+
+``http-mp``
+    ``wrk -t{mp-wrk-threads} -c{mp-connections}`` (default ``-t2 -c100``) against
+    ``GET /``: ``wssync --workers 2`` (``wssync-w2``) against gunicorn managing two
+    uvicorn workers (``gunicorn -k uvicorn.workers.UvicornWorker -w 2``, httptools and
+    uvloop: uvicorn's recommended production set-up) and ``wssync --workers 1``.
+``flask-mp``
+    The same load against one Flask app (``apps/flask_app.py``) served over WSGI by
+    ``wssync --workers 2 --threads 4`` (``wssync-w2t4``), ``gunicorn -k gthread -w 2
+    --threads 4`` (``gthread-w2``) and waitress (4 threads, one process).
+``balance``
+    How ``wssync --workers 2`` spreads connections: ``--balance-sequential`` (200)
+    new connections one after another on an idle server (each asks ``GET /stats``
+    which pid answered), then a burst of ``--balance-connections`` (1,000) WebSockets
+    opened 64 at a time and held (the supervisor's table says how many each worker
+    holds).  Metric: the busiest worker's share (0.5 is an even split).
+``broadcast-mp``
+    ``broadcast.py`` against ``wssync --workers 2`` (the clients spread over both
+    workers; the trigger reaches one, the relay in the supervisor carries the
+    broadcast to the other) and ``--workers 1``: time until the last client has the
+    message, p99 over the clients, and the CPU of supervisor and workers.
 
 Servers: wssync reactor (``--threads 0``), wssync thread pool (4 threads, HTTP
 only), waitress (4 threads), gunicorn gthread (1 worker, 4 threads), uvicorn
@@ -123,16 +156,30 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common
 import servers
-from servers import BROADCAST, HTTP, HTTPS, IDLE, IDLE_TLS, WS13, WS16K, WSS13
+from servers import (
+    BALANCE,
+    BROADCAST,
+    BROADCAST_MP,
+    FLASK_MP,
+    HTTP,
+    HTTP_MP,
+    HTTPS,
+    IDLE,
+    IDLE_TLS,
+    MP_WORKLOADS,
+    WS13,
+    WS16K,
+    WSS13,
+)
 
 DEFAULT_VENV = os.path.join(common.BENCH_DIR, ".venv")
-BASELINES = ("wssync", "wssync-threads")
+BASELINES = ("wssync", "wssync-threads", "wssync-w2", "wssync-w2t4")
 
 # workload -> (primary metric, unit, higher is better, secondary metric, unit, higher better)
 METRICS: Dict[str, Tuple[str, str, bool, str, str, bool]] = {
@@ -145,12 +192,20 @@ METRICS: Dict[str, Tuple[str, str, bool, str, str, bool]] = {
     HTTPS: ("rate", "req/s", True, "cpu_us", "server CPU us/req", False),
     WSS13: ("rate", "msg/s", True, "cpu_us", "server CPU us/msg", False),
     IDLE_TLS: ("kib_per_conn", "KiB/conn", False, "http_p99_ms", "loaded HTTP p99 ms", False),
+    HTTP_MP: ("rate", "req/s", True, "cpu_us", "server CPU us/req", False),
+    FLASK_MP: ("rate", "req/s", True, "cpu_us", "server CPU us/req", False),
+    BALANCE: ("burst_max_share", "busiest worker, burst", False, "seq_max_share",
+              "busiest worker, one by one", False),
+    BROADCAST_MP: ("deliver_ms", "ms to deliver", False, "cpu_us", "server CPU us/recipient",
+                   False),
 }
-RATE_WORKLOADS = (HTTP, HTTPS, WS13, WSS13, WS16K)
+RATE_WORKLOADS = (HTTP, HTTPS, WS13, WSS13, WS16K, HTTP_MP, FLASK_MP)
+BROADCAST_WORKLOADS = (BROADCAST, BROADCAST_MP)
 IDLE_WORKLOADS = (IDLE, IDLE_TLS)
 # --only shorthands
 WORKLOAD_GROUPS = {"plain": servers.ALL_WORKLOADS, "tls": servers.TLS_WORKLOADS,
-                   "all": servers.ALL_WORKLOADS + servers.TLS_WORKLOADS}
+                   "workers": MP_WORKLOADS,
+                   "all": servers.ALL_WORKLOADS + servers.TLS_WORKLOADS + MP_WORKLOADS}
 
 
 # -- install / venv ---------------------------------------------------------------------------
@@ -266,17 +321,29 @@ def parse_wrk(out: str) -> Dict[str, Any]:
     return res
 
 
-def run_wrk(url: str, seconds: float, connections: int) -> Tuple[Dict[str, Any], float, str]:
-    """wrk on the load CPU; returns parsed output, wrk's own CPU seconds, raw output."""
+def run_wrk(url: str, seconds: float, connections: int, threads: int = 1,
+            cpus: Optional[str] = None,
+            midway: Optional[Callable[[], None]] = None) -> Tuple[Dict[str, Any], float, str]:
+    """wrk on ``cpus`` (default: the load CPU); returns parsed output, wrk's own CPU
+    seconds, raw output.  ``midway`` runs halfway through (a probe under load)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(["taskset", "-c", str(common.LOAD_CPU), "wrk", "-t1",
-                           f"-c{connections}", f"-d{seconds:g}s", "--latency", url],
-                          capture_output=True, text=True, timeout=seconds + 60)
+    proc = subprocess.Popen(["taskset", "-c", cpus or str(common.LOAD_CPU), "wrk",
+                             f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+                             url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if midway is not None:
+            time.sleep(seconds / 2)
+            midway()
+        out, err = proc.communicate(timeout=seconds + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()[:200]}")
-    return parse_wrk(proc.stdout), cpu, proc.stdout
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {err.strip()[:200]}")
+    return parse_wrk(out), cpu, out
 
 
 # -- one measurement ------------------------------------------------------------------------------
@@ -290,11 +357,13 @@ class Sampler:
         self.values: Dict[str, Any] = {}
 
     def start(self) -> None:
+        self.values["procs0"] = self.server.cpu_by_process()
         self.values["cpu0"] = self.server.cpu()
         self.values["core0"] = common.core_ticks()
         self.values["t0"] = time.monotonic()
 
     def end(self) -> None:
+        self.values["procs1"] = self.server.cpu_by_process()
         self.values["cpu1"] = self.server.cpu()
         self.values["core1"] = common.core_ticks()
         self.values["t1"] = time.monotonic()
@@ -314,6 +383,27 @@ class Sampler:
             and wall else None
         load = common.core_share(v["core0"], v["core1"], common.LOAD_CPU, 2)
         rec["core1_procs"] = round(load, 3) if load is not None else None
+        if wall:
+            # the process started first (supervisor, arbiter, or the only one), then
+            # each of its children: how the tree's CPU is split
+            root = self.server.pid
+            before, after = v["procs0"], v["procs1"]
+            rec["root_share"] = round((after.get(root, 0.0) - before.get(root, 0.0)) / wall, 3)
+            children = [after[pid] - before.get(pid, 0.0) for pid in sorted(after)
+                        if pid != root]
+            total = sum(children)
+            rec["worker_split"] = [round(c / total, 3) for c in children] if total else None
+            shares = [common.core_share(v["core0"], v["core1"], cpu, 2)
+                      for cpu in sorted(v["core0"])]
+            rec["cores_procs"] = round(sum(x for x in shares if x is not None), 3)
+
+    @staticmethod
+    def other_mp(rec: Dict[str, Any]) -> None:
+        """Cores' worth of CPU (all of them together) used by anything but the server
+        and the load generator (needs gen_share in cores)."""
+        if rec.get("cores_procs") is not None and rec.get("gen_share") is not None:
+            rec["other"] = round(max(0.0, rec["cores_procs"] - (rec["server_share"] or 0)
+                                     - rec["gen_share"]), 3)
 
     @staticmethod
     def load_other(rec: Dict[str, Any]) -> None:
@@ -323,17 +413,28 @@ class Sampler:
 
 
 def measure_http(spec: servers.ServerSpec, args: argparse.Namespace, log: str,
-                 tls: Optional[servers.TlsFiles] = None) -> Dict[str, Any]:
+                 tls: Optional[servers.TlsFiles] = None, mp: bool = False) -> Dict[str, Any]:
+    """``mp``: the multi-process set-up (server and wrk unpinned, see the docstring)."""
     rec: Dict[str, Any] = {}
-    server = servers.ServerProcess(spec, log, tls=tls)
+    server = servers.ServerProcess(spec, log, tls=tls,
+                                   cpus=common.ALL_CPUS if mp else None)
+    connections = args.mp_connections if mp else args.connections
+    wrk_args: Dict[str, Any] = {"threads": args.mp_wrk_threads,
+                                "cpus": args.mp_wrk_cpus or common.ALL_CPUS} if mp else {}
     try:
         server.wait_ready()
         rec["tls_session"] = server.tls_session
         url = f"{'https' if tls else 'http'}://{server.host}:{server.port}/"
-        run_wrk(url, 1, args.connections)  # warm-up
+        run_wrk(url, 1, connections, **wrk_args)  # warm-up
+        midway = None
+        if mp and spec.stats_path is not None:
+            def midway() -> None:
+                rec["conn_split"] = cluster_split(server.stats(), "connections")
+
         sampler = Sampler(server)
         sampler.start()
-        parsed, wrk_cpu, raw = run_wrk(url, args.seconds, args.connections)
+        parsed, wrk_cpu, raw = run_wrk(url, args.seconds, connections, midway=midway,
+                                       **wrk_args)
         sampler.end()
         requests = parsed.get("requests") or 0
         rec.update(rate=parsed["rps"], requests=requests, p50_ms=parsed["p50_ms"],
@@ -342,7 +443,10 @@ def measure_http(spec: servers.ServerSpec, args: argparse.Namespace, log: str,
         sampler.fill(rec, requests)
         duration = parsed.get("duration_s") or args.seconds
         rec["gen_share"] = round(wrk_cpu / duration, 3)
-        Sampler.load_other(rec)
+        if mp:
+            Sampler.other_mp(rec)
+        else:
+            Sampler.load_other(rec)
         errors = sum(parsed["socket_errors"].values()) + parsed["non_2xx"]
         rec["errors"] = errors
         if parsed["rps"] is None:
@@ -408,18 +512,65 @@ def measure_idle(spec: servers.ServerSpec, args: argparse.Namespace, log: str,
     return rec
 
 
+def cluster_split(stats: Dict[str, Any], key: str) -> List[int]:
+    """Per serving worker, ``key`` from the supervisor's table in ``Server.stats()``."""
+    cluster = stats.get("cluster") or {}
+    return [w.get(key, 0) for w in cluster.get("workers", []) if w.get("serving")]
+
+
+def measure_balance(spec: servers.ServerSpec, args: argparse.Namespace,
+                    log: str) -> Dict[str, Any]:
+    """How connections spread over the workers: one by one on an idle server, then a
+    burst of held WebSockets (see the module docstring)."""
+    rec: Dict[str, Any] = {}
+    server = servers.ServerProcess(spec, log, cpus=common.ALL_CPUS)
+    held: List[Any] = []
+    try:
+        server.wait_ready()
+        answered: Dict[int, int] = {}
+        for _ in range(args.balance_sequential):
+            pid = server.stats()["pid"]  # a new connection each time
+            answered[pid] = answered.get(pid, 0) + 1
+        seq = sorted(answered.values(), reverse=True)
+        rec["seq_split"] = seq
+        rec["seq_max_share"] = round(seq[0] / sum(seq), 3)
+        count = args.balance_connections
+        opened, failures = common.open_ws_many(server.host, server.port, spec.ws_path, count,
+                                               concurrency=64)
+        held = [sock for sock, _ in opened]
+        rec["opened"], rec["open_failures"] = len(held), failures
+        # The supervisor's table is refreshed every second: wait until it counts them all.
+        deadline = time.monotonic() + 15
+        split = cluster_split(server.stats(), "websocket")
+        while sum(split) < len(held) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            split = cluster_split(server.stats(), "websocket")
+        rec["burst_split"] = split
+        rec["burst_max_share"] = round(max(split) / sum(split), 3) if sum(split) else None
+        rec["errors"] = sum(failures.values()) + (0 if sum(split) == len(held) else 1)
+        rec["server_alive"] = server.alive()
+    except Exception as exc:
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        for sock in held:
+            sock.close()
+        rec["stop"] = server.stop()
+    return rec
+
+
 def measure_broadcast(spec: servers.ServerSpec, args: argparse.Namespace,
-                      log: str) -> Dict[str, Any]:
+                      log: str, mp: bool = False) -> Dict[str, Any]:
     import broadcast
 
     r = broadcast.run_broadcast(spec, args.broadcast_clients, log,
-                                repeats=args.broadcast_repeats, verbose=False)
+                                repeats=args.broadcast_repeats, verbose=False,
+                                cpus=common.ALL_CPUS if mp else None)
     rec: Dict[str, Any] = {"detail": r}
     if "error" in r:
         rec["error"] = r["error"]
     s = r.get("summary")
     if s:
-        rec.update(deliver_ms=s["deliver_ms"], trigger_ms=s["trigger_ms"],
+        rec.update(deliver_ms=s["deliver_ms"], p99_ms=s["p99_ms"], trigger_ms=s["trigger_ms"],
                    server_cpu_ms=s["server_cpu_ms"], cpu_us=s["cpu_us_per_recipient"],
                    ticks_cpu_ms=s["ticks_cpu_ms_per_repeat"], all_received=s["all_received"],
                    errors=0 if s["all_received"] else 1)
@@ -443,7 +594,11 @@ def measure(workload: str, spec: servers.ServerSpec, args: argparse.Namespace,
         return measure_ws(spec, args, log, 13, False, args.pipeline13, tls=args.tls_files)
     if workload == IDLE_TLS:
         return measure_idle(spec, args, log, tls=args.tls_files)
-    return measure_broadcast(spec, args, log)
+    if workload in (HTTP_MP, FLASK_MP):
+        return measure_http(spec, args, log, mp=True)
+    if workload == BALANCE:
+        return measure_balance(spec, args, log)
+    return measure_broadcast(spec, args, log, mp=workload == BROADCAST_MP)
 
 
 def one_line(rec: Dict[str, Any]) -> str:
@@ -452,7 +607,20 @@ def one_line(rec: Dict[str, Any]) -> str:
     if rec.get("error") and rec.get(METRICS[w][0]) is None:
         return f"{head} FAILED: {rec['error']}"
     parts = []
-    if w in RATE_WORKLOADS:
+    if w in (HTTP_MP, FLASK_MP):
+        parts.append(f"{rec['rate']:>9.0f} {METRICS[w][1]}  {rec['cpu_us']:7.2f} us/op  "
+                     f"server {rec['server_share']:.2f} cores (supervisor "
+                     f"{rec.get('root_share')}, workers' CPU split {rec.get('worker_split')}"
+                     + (f", connections {rec['conn_split']}" if rec.get("conn_split") else "")
+                     + f")  wrk {rec['gen_share']:.2f} cores  other {rec.get('other')} cores  "
+                     f"errors {rec['errors']}")
+        if rec.get("p99_ms") is not None:
+            parts.append(f"p50/p99 {rec['p50_ms']:.2f}/{rec['p99_ms']:.2f} ms")
+    elif w == BALANCE:
+        parts.append(f"one by one {rec['seq_split']} (busiest {rec['seq_max_share']}), burst "
+                     f"of {rec['opened']} WebSockets {rec['burst_split']} (busiest "
+                     f"{rec['burst_max_share']}), errors {rec['errors']}")
+    elif w in RATE_WORKLOADS:
         parts.append(f"{rec['rate']:>9.0f} {METRICS[w][1]}  {rec['cpu_us']:7.2f} us/op  "
                      f"server {100 * rec['server_share']:3.0f}%  gen "
                      f"{100 * rec['gen_share']:3.0f}%  other on core0/1 "
@@ -468,7 +636,8 @@ def one_line(rec: Dict[str, Any]) -> str:
                      f"{rec['http_p99_ms']} ms, WS p99 {rec['ws_p99_ms']} ms, errors "
                      f"{rec['errors']}")
     else:
-        parts.append(f"deliver {rec['deliver_ms']:.1f} ms, trigger {rec['trigger_ms']:.1f} ms, "
+        parts.append(f"deliver {rec['deliver_ms']:.1f} ms (p99 {rec['p99_ms']:.1f} ms), "
+                     f"trigger {rec['trigger_ms']:.1f} ms, "
                      f"server CPU {rec['server_cpu_ms']:.1f} ms ({rec['cpu_us']:.2f} us/recip), "
                      f"all received {rec['all_received']}")
     stop = rec.get("stop") or {}
@@ -514,13 +683,18 @@ def summarize(records: List[Dict[str, Any]], workloads: List[str],
             for key in (primary, secondary, "server_share", "gen_share", "core0_other",
                         "core1_other",
                         "p99_ms", "trigger_ms", "server_cpu_ms", "threads_added", "opened",
-                        "ws_p99_ms", "http_p50_ms", "idle_cpu_pct"):
+                        "ws_p99_ms", "http_p50_ms", "idle_cpu_pct", "root_share", "other",
+                        "burst_max_share", "seq_max_share"):
                 values = [r[key] for r in runs if r.get(key) is not None]
                 if values:
                     entry[key] = common.median(values)
                     if key == primary:
                         entry["min"], entry["max"] = min(values), max(values)
             entry["errors"] = sum(r.get("errors") or 0 for r in runs)
+            for key in ("worker_split", "conn_split", "seq_split", "burst_split"):
+                splits = [r[key] for r in runs if r.get(key)]
+                if splits:  # every round's, as they came (a median hides an outlier)
+                    entry[key + "s"] = splits
             medians[w][name] = entry
         ratios[w] = []
         for base in BASELINES:
@@ -566,7 +740,7 @@ def _bound(e: Dict[str, Any]) -> str:
 def format_summary(summary: Dict[str, Any], workloads: List[str]) -> str:
     out = []
     med, ratios = summary["medians"], summary["ratios"]
-    rate_w = [w for w in workloads if w in RATE_WORKLOADS]
+    rate_w = [w for w in workloads if w in RATE_WORKLOADS and w not in MP_WORKLOADS]
     if rate_w:
         out.append("Medians over rounds (throughput workloads)")
         out.append(f"{'workload':9} {'server':17} {'rate/s':>10} {'(min-max)':>19} "
@@ -597,13 +771,47 @@ def format_summary(summary: Dict[str, Any], workloads: List[str]) -> str:
             out.append(f"{name:17} {_f(e.get('opened'), 0):>6} {e['kib_per_conn']:>9.2f} "
                        f"{_f(e.get('threads_added'), 0):>8} {_f(e.get('idle_cpu_pct'), 1):>9} "
                        f"{http:>16} {_f(e.get('ws_p99_ms'), 2):>9} {e['errors']:>6}")
-    if BROADCAST in workloads and med.get(BROADCAST):
+    mp_w = [w for w in (HTTP_MP, FLASK_MP) if w in workloads and med.get(w)]
+    if mp_w:
         out.append("")
-        out.append("Broadcast of 100 bytes (medians)")
-        out.append(f"{'server':17} {'deliver ms':>10} {'trigger ms':>10} {'srv CPU ms':>10} "
-                   f"{'us/recipient':>12} {'errors':>6}")
-        for name, e in med[BROADCAST].items():
-            out.append(f"{name:17} {e['deliver_ms']:>10.1f} {_f(e.get('trigger_ms')):>10} "
+        out.append("Several processes, server and wrk unpinned (medians; CPU in cores)")
+        out.append(f"{'workload':9} {'server':19} {'rate/s':>9} {'(min-max)':>17} "
+                   f"{'CPU us/op':>9} {'server':>6} {'superv.':>7} {'wrk':>5} {'other':>5} "
+                   f"{'p99 ms':>7} {'errors':>6}")
+        for w in mp_w:
+            for name, e in med[w].items():
+                mm = f"({e['min']:,.0f}-{e['max']:,.0f})"
+                out.append(f"{w:9} {name:19} {e['rate']:>9,.0f} {mm:>17} "
+                           f"{_f(e.get('cpu_us'), 2):>9} {_f(e.get('server_share'), 2):>6} "
+                           f"{_f(e.get('root_share'), 2):>7} {_f(e.get('gen_share'), 2):>5} "
+                           f"{_f(e.get('other'), 2):>5} {_f(e.get('p99_ms'), 2):>7} "
+                           f"{e['errors']:>6}")
+        out.append("Workers' share of the tree's CPU / connections per worker (wssync, "
+                   "midway), per round:")
+        for w in mp_w:
+            for name, e in med[w].items():
+                if e.get("worker_splits"):
+                    out.append(f"  {w:9} {name:19} CPU {e['worker_splits']}"
+                               + (f"  connections {e['conn_splits']}"
+                                  if e.get("conn_splits") else ""))
+    if BALANCE in workloads and med.get(BALANCE):
+        out.append("")
+        out.append("Balance over the workers (per round; busiest worker's share, median)")
+        for name, e in med[BALANCE].items():
+            out.append(f"{name:17} one by one {e.get('seq_splits')} (busiest "
+                       f"{_f(e.get('seq_max_share'), 3)}); burst {e.get('burst_splits')} "
+                       f"(busiest {_f(e.get('burst_max_share'), 3)}); errors {e['errors']}")
+    for bw in BROADCAST_WORKLOADS:
+        if bw not in workloads or not med.get(bw):
+            continue
+        out.append("")
+        out.append("Broadcast of 100 bytes (medians)" + (
+            "; servers unpinned" if bw == BROADCAST_MP else ""))
+        out.append(f"{'server':17} {'deliver ms':>10} {'p99 ms':>8} {'trigger ms':>10} "
+                   f"{'srv CPU ms':>10} {'us/recipient':>12} {'errors':>6}")
+        for name, e in med[bw].items():
+            out.append(f"{name:17} {e['deliver_ms']:>10.1f} {_f(e.get('p99_ms')):>8} "
+                       f"{_f(e.get('trigger_ms')):>10} "
                        f"{_f(e.get('server_cpu_ms')):>10} {_f(e.get('cpu_us'), 2):>12} "
                        f"{e['errors']:>6}")
     sessions = summary.get("tls_sessions") or {}
@@ -756,6 +964,18 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--idle-tls-connections", type=int, default=5000,
                         help="held WSS connections for idle-tls (default: %(default)s; "
                              "asyncio's TLS keeps a 256 KiB buffer per connection)")
+    parser.add_argument("--mp-connections", type=int, default=100,
+                        help="wrk connections for http-mp/flask-mp (default: %(default)s)")
+    parser.add_argument("--mp-wrk-threads", type=int, default=2,
+                        help="wrk threads for http-mp/flask-mp (default: %(default)s)")
+    parser.add_argument("--mp-wrk-cpus", default=None,
+                        help="taskset CPU list for wrk in http-mp/flask-mp (default: all, "
+                             "i.e. unpinned like the servers)")
+    parser.add_argument("--balance-connections", type=int, default=1000,
+                        help="WebSockets opened in a burst for balance (default: %(default)s)")
+    parser.add_argument("--balance-sequential", type=int, default=200,
+                        help="connections opened one by one for balance (default: "
+                             "%(default)s)")
     parser.add_argument("--broadcast-clients", type=int, default=10000)
     parser.add_argument("--broadcast-repeats", type=int, default=5)
     return parser.parse_args(argv)
@@ -802,7 +1022,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             skipped[n] = why
             print(f"skipping {n}: {why}", flush=True)
     names = [n for n in names if n not in skipped]
-    if (HTTP in workloads or HTTPS in workloads) and \
+    if any(w in workloads for w in (HTTP, HTTPS, HTTP_MP, FLASK_MP)) and \
             subprocess.run(["which", "wrk"], capture_output=True).returncode:
         sys.exit("wrk is not installed (apt-get install wrk); or leave out http/https with "
                  "--only")
@@ -839,8 +1059,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             "loadavg_start": os.getloadavg(), "rlimit_nofile": nofile, "wssync_code": code,
             "versions": versions(), "uvicorn_ws": servers._uvicorn_ws_impl(),
             "server_cpu": common.SERVER_CPU, "load_cpu": common.LOAD_CPU,
-            "commands": {n: " ".join(["taskset", "-c", str(common.SERVER_CPU), "python",
-                                      *servers.BY_NAME[n].argv("127.0.0.1", 0)])
+            "commands": {n: " ".join(["taskset", "-c", servers.cpus_for(servers.BY_NAME[n], ""),
+                                      "python", *servers.BY_NAME[n].argv("127.0.0.1", 0)])
                          for n in names},
             "tls_args": tls_commands(names) if args.tls_files else None,
             "tls_certificate": "self-signed, ECDSA P-256, subjectAltName IP:127.0.0.1 "

@@ -6,7 +6,12 @@ Every server serves the same thing (see ``apps/``): ``GET /`` gives
 ``GET /broadcast?seq=N`` (where supported) sends a 100-byte text message to
 every WebSocket client.  Servers with ``tls_args`` also serve it over TLS (HTTPS
 and WSS on the one port) when started with a certificate and key, for the TLS
-workloads.
+workloads.  The ``flask-mp`` servers serve one Flask app (``apps/flask_app.py``)
+instead, whose ``GET /`` gives the same answer.
+
+The multi-process workloads (:data:`MP_WORKLOADS`) start every server unpinned
+(``taskset -c`` with every CPU): a server with two worker processes is meant to use
+both cores, so a pinned one would measure nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +34,12 @@ ALL_WORKLOADS = (HTTP, WS13, WS16K, IDLE, BROADCAST)  # plain: the default selec
 # The same over TLS: keep-alive HTTPS hello, 13-byte WSS echo, idle WSS connections.
 HTTPS, WSS13, IDLE_TLS = "https", "wss13", "idle-tls"
 TLS_WORKLOADS = (HTTPS, WSS13, IDLE_TLS)
-WS_WORKLOADS = frozenset({WS13, WS16K, IDLE, BROADCAST, WSS13, IDLE_TLS})
+# Several processes serving one port (``--workers``), against the multi-process
+# set-ups users would deploy instead; every server unpinned (see above).
+HTTP_MP, FLASK_MP, BALANCE, BROADCAST_MP = "http-mp", "flask-mp", "balance", "broadcast-mp"
+MP_WORKLOADS = (HTTP_MP, FLASK_MP, BALANCE, BROADCAST_MP)
+WS_WORKLOADS = frozenset({WS13, WS16K, IDLE, BROADCAST, WSS13, IDLE_TLS, BALANCE,
+                          BROADCAST_MP})
 TLS_WS_WORKLOADS = frozenset({WSS13, IDLE_TLS})
 
 TlsFiles = Tuple[str, str]  # (certfile, keyfile) the server is started with
@@ -53,6 +63,7 @@ class ServerSpec:
     idle_cap: Optional[int] = None  # most idle connections worth opening (thread per connection)
     log_ignore: Optional[str] = None  # regex of routine log lines that are no problem
     pythonpath: Optional[str] = None  # import wssync from here, not from the run's snapshot
+    stats_path: Optional[str] = None  # wssync with workers: Server.stats() as JSON here
     # (certfile, keyfile) -> the arguments that turn TLS on; None: no TLS workloads
     tls_args: Optional[Callable[[str, str], List[str]]] = None
 
@@ -64,10 +75,18 @@ class ServerSpec:
         return None
 
 
-def _wssync(threads: int) -> Callable[[str, int], List[str]]:
-    return lambda host, port: ["-m", "wssync", "--app", "wssync_app:app", "--host", host,
-                               "--port", str(port), "--threads", str(threads),
+def _wssync(threads: int, workers: Optional[int] = None,
+            app: str = "wssync_app:app") -> Callable[[str, int], List[str]]:
+    extra = [] if workers is None else ["--workers", str(workers)]
+    return lambda host, port: ["-m", "wssync", "--app", app, "--host", host,
+                               "--port", str(port), "--threads", str(threads), *extra,
                                "--no-access-log", "--log-level", "warning"]
+
+
+def _gunicorn(worker_class: str, workers: int, app: str,
+              *extra: str) -> Callable[[str, int], List[str]]:
+    return lambda host, port: ["-m", "gunicorn", "-k", worker_class, "-w", str(workers),
+                               *extra, "-b", f"{host}:{port}", "--log-level", "warning", app]
 
 
 def _tls_flags(cert_flag: str, key_flag: str) -> Callable[[str, str], List[str]]:
@@ -95,9 +114,7 @@ SERVERS: List[ServerSpec] = [
                log_ignore=r"waitress.queue:Task queue depth"),
     ServerSpec("gunicorn-gthread", "gunicorn -k gthread, 1 worker, 4 threads",
                frozenset({HTTP, HTTPS}), ["gunicorn"],
-               lambda host, port: ["-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads",
-                                   "4", "-b", f"{host}:{port}", "--log-level", "warning",
-                                   "wsgi_app:app"],
+               _gunicorn("gthread", 1, "wsgi_app:app", "--threads", "4"),
                tls_args=_tls_flags("--certfile", "--keyfile")),
     ServerSpec("uvicorn", "uvicorn --http httptools --loop asyncio",
                frozenset(ALL_WORKLOADS + TLS_WORKLOADS), ["uvicorn", "httptools", "websockets"],
@@ -122,6 +139,28 @@ SERVERS: List[ServerSpec] = [
                lambda host, port: ["websockets_sync_app.py", "--host", host, "--port",
                                    str(port)], has_http=False, idle_cap=2000,
                tls_args=_tls_flags("--certfile", "--keyfile")),
+    # -- several processes (MP_WORKLOADS, unpinned) --------------------------------------
+    ServerSpec("wssync-w2", "wssync --workers 2, reactor mode",
+               frozenset({HTTP_MP, BALANCE, BROADCAST_MP}), ["wssync"], _wssync(0, 2),
+               stats_path="/stats"),
+    ServerSpec("wssync-w1", "wssync --workers 1 (one process), reactor mode",
+               frozenset({HTTP_MP, BROADCAST_MP}), ["wssync"], _wssync(0, 1)),
+    # uvicorn's documented production set-up: gunicorn managing uvicorn workers
+    # (httptools and uvloop, as uvicorn[standard] picks them)
+    ServerSpec("gunicorn-uvicorn-w2", "gunicorn -k uvicorn.workers.UvicornWorker -w 2",
+               frozenset({HTTP_MP}), ["gunicorn", "uvicorn", "httptools"],
+               _gunicorn("uvicorn.workers.UvicornWorker", 2, "asgi_app:app")),
+    ServerSpec("wssync-w2t4", "wssync --workers 2 --threads 4, the Flask app (WSGI)",
+               frozenset({FLASK_MP}), ["wssync", "flask"], _wssync(4, 2, "flask_app:app")),
+    ServerSpec("gthread-w2", "gunicorn -k gthread -w 2 --threads 4, the Flask app",
+               frozenset({FLASK_MP}), ["gunicorn", "flask"],
+               _gunicorn("gthread", 2, "flask_app:app", "--threads", "4")),
+    ServerSpec("waitress-flask", "waitress, threads=4, the Flask app", frozenset({FLASK_MP}),
+               ["waitress", "flask"],
+               lambda host, port: ["-m", "waitress", "--threads=4", f"--listen={host}:{port}",
+                                   "flask_app:app"],
+               # as above; and wrk's 100 connections are exactly its default connection limit
+               log_ignore=r"waitress.queue:Task queue depth|reached the connection limit"),
 ]
 BY_NAME = {spec.name: spec for spec in SERVERS}
 
@@ -133,13 +172,14 @@ _LOG_PROBLEM = re.compile(r"Traceback|ERROR|CRITICAL|Exception|WARNING|Error", r
 
 
 class ServerProcess:
-    """One running server, pinned to ``common.SERVER_CPU`` with ``taskset``; with ``tls``
-    (certificate and key files) it serves HTTPS and WSS instead, and :attr:`ssl_context`
-    is a client context that trusts that certificate."""
+    """One running server, pinned to ``cpus`` with ``taskset`` (default
+    ``common.SERVER_CPU``); with ``tls`` (certificate and key files) it serves HTTPS
+    and WSS instead, and :attr:`ssl_context` is a client context that trusts that
+    certificate."""
 
     def __init__(self, spec: ServerSpec, log_path: str, host: str = "127.0.0.1",
                  python: str = sys.executable, port: Optional[int] = None,
-                 tls: Optional[TlsFiles] = None) -> None:
+                 tls: Optional[TlsFiles] = None, cpus: Optional[str] = None) -> None:
         if tls is not None and spec.tls_args is None:
             raise ValueError(f"{spec.name} has no TLS set-up")
         self.spec = spec
@@ -156,7 +196,8 @@ class ServerProcess:
         env["PYTHONPATH"] = os.pathsep.join([*prefix, common.APPS_DIR,
                                              env.get("PYTHONPATH", "")])
         env["PYTHONUNBUFFERED"] = "1"
-        argv = ["taskset", "-c", str(common.SERVER_CPU), python, *spec.argv(host, self.port)]
+        self.cpus = cpus or str(common.SERVER_CPU)
+        argv = ["taskset", "-c", self.cpus, python, *spec.argv(host, self.port)]
         if tls is not None and spec.tls_args is not None:
             argv += spec.tls_args(*tls)
         self.argv = argv
@@ -202,6 +243,21 @@ class ServerProcess:
     def cpu(self) -> float:
         """utime + stime of the server's process tree, seconds."""
         return common.cpu_seconds(self.pids())
+
+    def cpu_by_process(self) -> Dict[int, float]:
+        """utime + stime of each process of the tree (the first: the one started), by pid."""
+        return common.cpu_by_process(self.pid)
+
+    def stats(self, timeout: float = 10.0) -> Dict[str, Any]:
+        """The answer of the spec's ``stats_path`` (``Server.stats()``) on a new connection."""
+        if self.spec.stats_path is None:
+            raise ValueError(f"{self.spec.name} has no statistics route")
+        status, body, _ = common.http_get(self.host, self.port, self.spec.stats_path,
+                                          timeout=timeout, ssl_context=self.ssl_context)
+        if status != 200:
+            raise RuntimeError(f"{self.spec.stats_path} answered {status} {body[:60]!r}")
+        answer: Dict[str, Any] = json.loads(body)
+        return answer
 
     def sched_ns(self) -> int:
         return common.sched_ns(self.pids())
@@ -261,6 +317,14 @@ class ServerProcess:
         if len(lines) > limit:
             lines = [*lines[:limit], f"... {len(lines) - limit} more (see {self.log_path})"]
         return lines
+
+
+def cpus_for(spec: ServerSpec, workload: str) -> str:
+    """Where ``spec`` runs for ``workload``: unpinned for the multi-process workloads
+    (and for a server that only takes part in those), else ``common.SERVER_CPU``."""
+    if workload in MP_WORKLOADS or not spec.workloads - frozenset(MP_WORKLOADS):
+        return common.ALL_CPUS
+    return str(common.SERVER_CPU)
 
 
 def run_standalone(parser: Any, args: Any, kind: str,
