@@ -96,11 +96,13 @@ table), and ``other``: CPU both cores gave to anything else (other jobs).
     ``wssync --workers 2 --threads 4`` (``wssync-w2t4``), ``gunicorn -k gthread -w 2
     --threads 4`` (``gthread-w2``) and waitress (4 threads, one process).
 ``balance``
-    How ``wssync --workers 2`` spreads connections: ``--balance-sequential`` (200)
-    new connections one after another on an idle server (each asks ``GET /stats``
-    which pid answered), then a burst of ``--balance-connections`` (1,000) WebSockets
-    opened 64 at a time and held (the supervisor's table says how many each worker
-    holds).  Metric: the busiest worker's share (0.5 is an even split).
+    How ``wssync --workers 2`` spreads connections, each asking ``GET /stats``
+    which pid accepted it: ``--balance-sequential`` (200) new connections one after
+    another on an idle server; ``--balance-bursts`` (5) bursts of
+    ``--balance-connections`` (100) connections started at once, as wrk starts its
+    connections; and ``--balance-held`` (1,000) WebSockets opened 64 at a time and
+    held (counted by the supervisor's table).  Metric: the busiest worker's share in
+    the bursts (0.5 is an even split; secondary: one by one).
 ``broadcast-mp``
     ``broadcast.py`` against ``wssync --workers 2`` (the clients spread over both
     workers; the trigger reaches one, the relay in the supervisor carries the
@@ -152,6 +154,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -518,6 +521,39 @@ def cluster_split(stats: Dict[str, Any], key: str) -> List[int]:
     return [w.get(key, 0) for w in cluster.get("workers", []) if w.get("serving")]
 
 
+def burst_split(host: str, port: int, path: str, count: int,
+                timeout: float = 30.0) -> List[int]:
+    """Start ``count`` connections at once (every SYN sent before any is accepted), then
+    ask each which process accepted it; the number per pid, largest first."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex((host, port))
+            socks.append(sock)
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        answered: Dict[int, int] = {}
+        for sock in socks:
+            sock.settimeout(timeout)
+            sock.sendall(request.encode())
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"{path} answered {head[:40]!r}")
+            pid = json.loads(body)["pid"]
+            answered[pid] = answered.get(pid, 0) + 1
+    finally:
+        for sock in socks:
+            sock.close()
+    return sorted(answered.values(), reverse=True)
+
+
 def measure_balance(spec: servers.ServerSpec, args: argparse.Namespace,
                     log: str) -> Dict[str, Any]:
     """How connections spread over the workers: one by one on an idle server, then a
@@ -534,7 +570,11 @@ def measure_balance(spec: servers.ServerSpec, args: argparse.Namespace,
         seq = sorted(answered.values(), reverse=True)
         rec["seq_split"] = seq
         rec["seq_max_share"] = round(seq[0] / sum(seq), 3)
-        count = args.balance_connections
+        bursts = [burst_split(server.host, server.port, spec.stats_path or "/",
+                              args.balance_connections) for _ in range(args.balance_bursts)]
+        rec["burst_split"] = bursts
+        rec["burst_max_share"] = round(common.median([b[0] / sum(b) for b in bursts]), 3)
+        count = args.balance_held
         opened, failures = common.open_ws_many(server.host, server.port, spec.ws_path, count,
                                                concurrency=64)
         held = [sock for sock, _ in opened]
@@ -545,8 +585,8 @@ def measure_balance(spec: servers.ServerSpec, args: argparse.Namespace,
         while sum(split) < len(held) and time.monotonic() < deadline:
             time.sleep(0.5)
             split = cluster_split(server.stats(), "websocket")
-        rec["burst_split"] = split
-        rec["burst_max_share"] = round(max(split) / sum(split), 3) if sum(split) else None
+        rec["held_split"] = split
+        rec["held_max_share"] = round(max(split) / sum(split), 3) if sum(split) else None
         rec["errors"] = sum(failures.values()) + (0 if sum(split) == len(held) else 1)
         rec["server_alive"] = server.alive()
     except Exception as exc:
@@ -617,9 +657,10 @@ def one_line(rec: Dict[str, Any]) -> str:
         if rec.get("p99_ms") is not None:
             parts.append(f"p50/p99 {rec['p50_ms']:.2f}/{rec['p99_ms']:.2f} ms")
     elif w == BALANCE:
-        parts.append(f"one by one {rec['seq_split']} (busiest {rec['seq_max_share']}), burst "
-                     f"of {rec['opened']} WebSockets {rec['burst_split']} (busiest "
-                     f"{rec['burst_max_share']}), errors {rec['errors']}")
+        parts.append(f"one by one {rec['seq_split']} (busiest {rec['seq_max_share']}), "
+                     f"bursts {rec['burst_split']} (busiest {rec['burst_max_share']}), "
+                     f"{rec['opened']} held WebSockets {rec['held_split']} (busiest "
+                     f"{rec['held_max_share']}), errors {rec['errors']}")
     elif w in RATE_WORKLOADS:
         parts.append(f"{rec['rate']:>9.0f} {METRICS[w][1]}  {rec['cpu_us']:7.2f} us/op  "
                      f"server {100 * rec['server_share']:3.0f}%  gen "
@@ -684,14 +725,14 @@ def summarize(records: List[Dict[str, Any]], workloads: List[str],
                         "core1_other",
                         "p99_ms", "trigger_ms", "server_cpu_ms", "threads_added", "opened",
                         "ws_p99_ms", "http_p50_ms", "idle_cpu_pct", "root_share", "other",
-                        "burst_max_share", "seq_max_share"):
+                        "burst_max_share", "seq_max_share", "held_max_share"):
                 values = [r[key] for r in runs if r.get(key) is not None]
                 if values:
                     entry[key] = common.median(values)
                     if key == primary:
                         entry["min"], entry["max"] = min(values), max(values)
             entry["errors"] = sum(r.get("errors") or 0 for r in runs)
-            for key in ("worker_split", "conn_split", "seq_split", "burst_split"):
+            for key in ("worker_split", "conn_split", "seq_split", "burst_split", "held_split"):
                 splits = [r[key] for r in runs if r.get(key)]
                 if splits:  # every round's, as they came (a median hides an outlier)
                     entry[key + "s"] = splits
@@ -799,8 +840,11 @@ def format_summary(summary: Dict[str, Any], workloads: List[str]) -> str:
         out.append("Balance over the workers (per round; busiest worker's share, median)")
         for name, e in med[BALANCE].items():
             out.append(f"{name:17} one by one {e.get('seq_splits')} (busiest "
-                       f"{_f(e.get('seq_max_share'), 3)}); burst {e.get('burst_splits')} "
-                       f"(busiest {_f(e.get('burst_max_share'), 3)}); errors {e['errors']}")
+                       f"{_f(e.get('seq_max_share'), 3)})")
+            out.append(f"{'':17} bursts {e.get('burst_splits')} (busiest "
+                       f"{_f(e.get('burst_max_share'), 3)})")
+            out.append(f"{'':17} held WebSockets {e.get('held_splits')} (busiest "
+                       f"{_f(e.get('held_max_share'), 3)}); errors {e['errors']}")
     for bw in BROADCAST_WORKLOADS:
         if bw not in workloads or not med.get(bw):
             continue
@@ -971,8 +1015,14 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--mp-wrk-cpus", default=None,
                         help="taskset CPU list for wrk in http-mp/flask-mp (default: all, "
                              "i.e. unpinned like the servers)")
-    parser.add_argument("--balance-connections", type=int, default=1000,
-                        help="WebSockets opened in a burst for balance (default: %(default)s)")
+    parser.add_argument("--balance-connections", type=int, default=100,
+                        help="connections started at once in each burst of balance (default: "
+                             "%(default)s)")
+    parser.add_argument("--balance-bursts", type=int, default=5,
+                        help="bursts per balance run (default: %(default)s)")
+    parser.add_argument("--balance-held", type=int, default=1000,
+                        help="WebSockets opened 64 at a time and held for balance (default: "
+                             "%(default)s)")
     parser.add_argument("--balance-sequential", type=int, default=200,
                         help="connections opened one by one for balance (default: "
                              "%(default)s)")
