@@ -4,9 +4,11 @@ Usage (from the repository root, with the ``load`` extra installed)::
 
     python loadtests/soak.py --duration 1800 --threads 0   # 30 minutes, reactor mode
     python loadtests/soak.py --duration 1800 --threads 4   # thread-pool mode
+    python loadtests/soak.py --duration 300 --workers 2    # two worker processes
 
 Starts ``python -m wssync --app target_app:app`` (pinned to CPU 0 where there
-are two) and drives it from this process (CPU 1) with a bounded, steady load:
+are two; with ``--workers N`` unpinned, N workers under a supervisor) and drives
+it from this process (CPU 1) with a bounded, steady load:
 
 * HTTP keep-alive clients: ``GET /``, ``POST`` and ``GET /api/items``;
 * WebSocket churn: connect to ``/ws``, echo 20 messages, close, again;
@@ -15,16 +17,20 @@ are two) and drives it from this process (CPU 1) with a bounded, steady load:
 * hostile churn: connections reset mid-request and mid-handshake.
 
 Every ``--interval`` seconds it samples the server's RSS, open file
-descriptors and threads, and the HTTP and WebSocket echo latency (p50, p99)
-and error counts of that interval, and writes them to ``soak-<mode>.csv`` and
-a chart ``soak-<mode>.png`` in ``--out`` (default ``loadtests/results/``).
+descriptors and threads (summed over the supervisor and its workers, and each
+process's RSS on its own: ``rss_supervisor_kib``, ``rss_worker0_kib``, ...),
+and the HTTP and WebSocket echo latency (p50, p99) and error counts of that
+interval, and writes them to ``soak-<mode>.csv`` and a chart
+``soak-<mode>.png`` in ``--out`` (default ``loadtests/results/``).  With
+workers the chat's broadcasts cross between them through the relay.
 
 The verdict (exit status 1 on failure): after a warm-up (``--warmup``, default
 a fifth of the run), the samples are split in two halves.  Memory "keeps
 growing" when the second half's highest RSS passes the first half's highest by
 more than ``--tolerance-mib`` (default 2 MiB) plus 2 %: a server that has
-levelled off makes no new highs.  The same rule holds for file descriptors
-(tolerance 10) and threads (tolerance 0).  Any load error fails the run too.
+levelled off makes no new highs (with workers: the total and each process).
+The same rule holds for file descriptors (tolerance 10) and threads
+(tolerance 0).  Any load error fails the run too.
 """
 
 from __future__ import annotations
@@ -208,6 +214,36 @@ class Load:
                 self.stats.error(f"hostile: {exc!r}")
 
 
+def _children(pid: int) -> List[int]:
+    out: List[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(child) for child in f.read().split())
+    except OSError:
+        pass
+    return sorted(out)
+
+
+def _tree_sample(pid: int) -> Dict[str, Any]:
+    """RSS, fds and threads summed over ``pid`` and its children (a supervisor's
+    workers), and each one's RSS: ``rss_supervisor_kib``, ``rss_worker0_kib``..."""
+    children = _children(pid)
+    total: Dict[str, Any] = _proc_sample(pid)
+    if children:
+        total["rss_supervisor_kib"] = total["rss_kib"]
+        for index, child in enumerate(children):
+            try:
+                sample = _proc_sample(child)
+            except OSError:  # exited between the listing and the reading
+                continue
+            total[f"rss_worker{index}_kib"] = sample["rss_kib"]
+            for key in ("rss_kib", "threads", "fds"):
+                total[key] += sample[key]
+        total["pids"] = " ".join(str(p) for p in [pid, *children])
+    return total
+
+
 def _proc_sample(pid: int) -> Dict[str, int]:
     out = {"rss_kib": 0, "threads": 0}
     with open(f"/proc/{pid}/status") as f:
@@ -231,10 +267,13 @@ def verdict(rows: List[Dict[str, Any]], warmup: float, tolerance_mib: float) -> 
         return [*problems, "too few samples after the warm-up to judge"]
     half = len(steady) // 2
     first, second = steady[:half], steady[half:]
-    for key, tolerance in (("rss_kib", tolerance_mib * 1024), ("fds", 10), ("threads", 0)):
-        top1 = max(r[key] for r in first)
-        top2 = max(r[key] for r in second)
-        allowed = top1 + tolerance + (0.02 * top1 if key == "rss_kib" else 0)
+    per_process = [key for key in rows[-1] if key.startswith("rss_") and key != "rss_kib"]
+    checks = [("rss_kib", tolerance_mib * 1024), ("fds", 10), ("threads", 0)]
+    checks += [(key, tolerance_mib * 1024) for key in per_process]
+    for key, tolerance in checks:
+        top1 = max(r.get(key, 0) for r in first)
+        top2 = max(r.get(key, 0) for r in second)
+        allowed = top1 + tolerance + (0.02 * top1 if key.startswith("rss_") else 0)
         if top2 > allowed:
             problems.append(f"{key} keeps growing: {top1} in the first half after warm-up, "
                             f"{top2} in the second (allowed {allowed:.0f})")
@@ -275,6 +314,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=1800, help="seconds (default 1800)")
     parser.add_argument("--threads", type=int, default=0, help="server --threads (default 0)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server --workers (default 1; more: unpinned)")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--warmup", type=float, default=None,
                         help="seconds not judged (default: a fifth of the run)")
@@ -283,16 +324,20 @@ def main() -> int:
     args = parser.parse_args()
     warmup = args.warmup if args.warmup is not None else args.duration / 5
     mode = f"threads{args.threads}" if args.threads else "reactor"
+    if args.workers > 1:
+        mode += f"-workers{args.workers}"
     os.makedirs(args.out, exist_ok=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     two_cores = (os.cpu_count() or 1) >= 2
-    prefix = ["taskset", "-c", "0"] if two_cores else []
+    # Several workers are meant to use every core; one server process gets its own.
+    prefix = ["taskset", "-c", "0"] if two_cores and args.workers == 1 else []
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
     server = subprocess.Popen(
         [*prefix, sys.executable, "-m", "wssync", "--app", "target_app:app", "--host",
-         "127.0.0.1", "--port", str(port), "--threads", str(args.threads), "--no-access-log",
+         "127.0.0.1", "--port", str(port), "--threads", str(args.threads),
+         "--workers", str(args.workers), "--no-access-log",
          "--log-level", "warning"], cwd=HERE, env=env, stdin=subprocess.DEVNULL)
     if two_cores:
         os.sched_setaffinity(0, {1})
@@ -325,7 +370,7 @@ def main() -> int:
                 raise SystemExit(f"soak: the server exited with {server.returncode}")
             data = stats.reset()
             row: Dict[str, Any] = {"t": round(time.monotonic() - start, 1),
-                                   **_proc_sample(server.pid)}
+                                   **_tree_sample(server.pid)}
             row.update({"http_requests": len(data["http"]), "ws_echoes": len(data["ws"]),
                         "broadcasts": data["broadcasts"], "errors": data["errors"],
                         "http_p50_ms": _pct(data["http"], 50),
@@ -344,7 +389,8 @@ def main() -> int:
             server.wait()
     csv_path = os.path.join(args.out, f"soak-{mode}.csv")
     with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["t"])
+        writer = csv.DictWriter(f, fieldnames=list(rows[-1]) if rows else ["t"],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     note = chart(rows, os.path.join(args.out, f"soak-{mode}.png"),
@@ -356,6 +402,11 @@ def main() -> int:
         "rss_mib_after_warmup": [round(min(r["rss_kib"] for r in steady) / 1024, 1),
                                  round(max(r["rss_kib"] for r in steady) / 1024, 1)],
         "rss_mib_end": round(rows[-1]["rss_kib"] / 1024, 1) if rows else None,
+        # each process (with workers): first sample and last, MiB
+        "rss_mib_by_process": {key[4:-4]: [round(rows[0].get(key, 0) / 1024, 1),
+                                           round(rows[-1][key] / 1024, 1)]
+                               for key in (rows[-1] if rows else {})
+                               if key.startswith("rss_") and key != "rss_kib"},
         "fds_range": [min(r["fds"] for r in steady), max(r["fds"] for r in steady)],
         "threads_range": [min(r["threads"] for r in steady), max(r["threads"] for r in steady)],
         "http_requests": sum(r["http_requests"] for r in rows),
