@@ -19,6 +19,7 @@ import ssl
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
+from . import reloader
 from ._version import __version__
 from .app import App
 from .config import SETTINGS
@@ -135,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--broker", metavar="URL",
                         help="share broadcasts with every server using this broker: "
                              "redis://host:port/db (needs the wssync[redis] extra)")
+    parser.add_argument("--reload", action="store_true",
+                        help="restart when the app's Python files change (development only)")
     parser.add_argument("--version", action="version", version=f"wssync {__version__}")
     tls = parser.add_argument_group("TLS (HTTPS and WSS on the same port)")
     tls.add_argument("--certfile", metavar="FILE",
@@ -297,6 +300,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"wssync: error: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    if args.reload:
+        if args.workers != 1:  # 0 too: one per CPU is meant for more than one
+            print("wssync: error: --reload restarts one server process; it cannot be "
+                  "combined with --workers", file=sys.stderr)
+            return 2
+        if not reloader.in_child():
+            return reloader.run_parent(sys.argv[1:] if argv is None else argv)
+        reloader.ignore_terminal_interrupt()
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     if args.no_access_log:
         logging.getLogger("wssync.access").setLevel(logging.WARNING)
@@ -329,13 +340,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return server.supervise(prepare)  # SIGTERM, SIGINT: every worker drains
     if context is not None:
         reload_on_sighup(server, args)
+    reloading = reloader.watch_while_serving(server.stop) if args.reload else None
     server.serve_forever()  # SIGINT and SIGTERM stop it gracefully
-    return 0
+    return reloader.RESTART if reloading is not None and reloading() else 0
 
 
 def _app(args: argparse.Namespace) -> App:
     if args.app:
-        return load_app(args.app)
+        return reloader.load_or_wait(load_app, args.app) if args.reload \
+            else load_app(args.app)
     from .demo import create_app
 
     return create_app()
