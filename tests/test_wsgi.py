@@ -191,6 +191,38 @@ def test_write_callable_and_close(start_server) -> None:
     assert closed.wait(10)
 
 
+@pytest.mark.parametrize("threads", [0, 4])
+def test_a_body_in_memory_is_closed_on_the_thread_that_ran_the_app(start_server,
+                                                                    threads: int) -> None:
+    # As Django's HttpResponse: an object iterating a list, whose close() ends the
+    # request for the thread (Django closes that thread's database connections).
+    ran: List[int] = []
+    closed: List[int] = []
+
+    class DjangoLike:
+        def __init__(self, parts: List[bytes]) -> None:
+            self.parts = parts
+
+        def __iter__(self) -> Iterator[bytes]:
+            return iter(self.parts)
+
+        def close(self) -> None:
+            closed.append(threading.get_ident())
+
+    def app(environ: Environ, start_response: StartResponse) -> DjangoLike:
+        ran.append(threading.get_ident())
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return DjangoLike([b"part one, ", b"part two"])
+
+    port = start_server(combined_app(app), threads=threads).address[1]
+    with requests.Session() as session:
+        for _ in range(20):  # on a pool, a later task would land on another thread
+            answer = session.get(f"http://127.0.0.1:{port}/", timeout=5)
+            assert answer.text == "part one, part two"
+            assert answer.headers["Content-Length"] == "18"
+    assert len(closed) == 20 and closed == ran
+
+
 def test_exc_info_replaces_headers_before_body(start_server) -> None:
     def app(environ: Environ, start_response: StartResponse) -> List[bytes]:
         start_response("200 OK", [("X-First", "1")])

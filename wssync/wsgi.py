@@ -22,6 +22,7 @@ Environ = Dict[str, Any]
 WsgiApp = Callable[[Environ, Callable[..., Any]], Iterable[bytes]]
 
 EXTENSION = "wssync"  # the key of a framework adapter in the application's ``extensions``
+_IN_MEMORY: Tuple[type, ...] = (type(iter([])), type(iter(())))  # cannot block nor fail
 
 # Hop-by-hop headers belong to the connection, which the server manages.
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate",
@@ -160,7 +161,11 @@ class WsgiHandler:
                 raise AssertionError("WSGI application did not call start_response")
             start.headers_sent = True
             prefix = b"".join(start.written) + first
-            if done or isinstance(result, (list, tuple)):
+            # A body already in memory (a list, or Django's HttpResponse, which
+            # iterates one) is joined and closed here, on the thread that ran the
+            # application: close() ends the request there (Django's
+            # request_finished closes that thread's database connections).
+            if done or isinstance(result, (list, tuple)) or type(chunks) in _IN_MEMORY:
                 body = prefix if done else prefix + b"".join(chunks)
                 _close(result)
                 # We count the length ourselves: drop the application's copy.
