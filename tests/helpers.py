@@ -249,3 +249,39 @@ class RecordingTransport:
         reactor.call_soon(check)
         reactor.run()
         return predicate()
+
+
+NOTE_MODEL = """\
+from django.db import models
+
+
+class Note(models.Model):
+    text = models.CharField(max_length=200)
+"""
+
+
+def django_project(path: Path, files: Dict[str, str]) -> Path:
+    """A real Django project made as a developer makes one, in ``path`` (created):
+    ``startproject mysite``, ``startapp notes`` with a ``Note`` model (``text``) in
+    INSTALLED_APPS, then ``files`` (path in the project -> text: the views and
+    URLs) written, migrations made and run on SQLite.  Returns ``path``, where
+    ``manage.py`` is.  Needs Django in this interpreter."""
+
+    def manage(*args: str) -> None:
+        done = subprocess.run([sys.executable, *args], cwd=path, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+
+    path.mkdir(parents=True, exist_ok=True)
+    manage("-m", "django", "startproject", "mysite", ".")
+    manage("manage.py", "startapp", "notes")
+    settings = path / "mysite" / "settings.py"
+    text = settings.read_text()
+    assert "INSTALLED_APPS = [\n" in text
+    settings.write_text(text.replace("INSTALLED_APPS = [\n", "INSTALLED_APPS = [\n    'notes',\n"))
+    (path / "notes" / "models.py").write_text(NOTE_MODEL)
+    for name, content in files.items():
+        (path / name).write_text(content)
+    manage("manage.py", "makemigrations", "notes")
+    manage("manage.py", "migrate")
+    return path
