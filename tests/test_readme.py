@@ -7,34 +7,55 @@ taken on this machine is the number replaced by a free port (and said so).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
 import requests
+import websocket
 from conftest import RedisServer, TlsFiles, redis_binary
-from helpers import free_port, run_server, wait_listening
+from helpers import django_project, free_port, run_server, wait_listening, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 README = Path(__file__).resolve().parent.parent / "README.rst"
 
 
+# The first line of a block that is one file of a larger example ("# mysite/live.py").
+_FILE_HEADER = re.compile(r"^# ([\w/]+\.py)\n", re.M)
+
+
 def python_examples() -> List[str]:
+    """The README's Python blocks; consecutive blocks that each open with a file
+    header are the files of one example, joined in order (see :func:`example_files`)."""
     text = README.read_text(encoding="utf-8")
-    blocks = []
+    examples: List[str] = []
     for match in re.finditer(r"^\.\. code-block:: python\n\n((?:(?: {4}.*)?\n)+)", text, re.M):
-        blocks.append(textwrap.dedent(match.group(1)).strip() + "\n")
-    return blocks
+        block = textwrap.dedent(match.group(1)).strip() + "\n"
+        if examples and _FILE_HEADER.match(block) and _FILE_HEADER.match(examples[-1]):
+            examples[-1] += block
+        else:
+            examples.append(block)
+    return examples
+
+
+def example_files(code: str) -> Dict[str, str]:
+    """The files of a multi-file example: path -> text, each with its header line."""
+    starts = [m.start() for m in _FILE_HEADER.finditer(code)] + [len(code)]
+    return {_FILE_HEADER.match(code, start).group(1): code[start:end]  # type: ignore[union-attr]
+            for start, end in zip(starts, starts[1:])}
 
 
 def _port_8080_free() -> bool:
@@ -214,6 +235,80 @@ def run_flask_sock_example(code: str, tmp_path: Path, port: int) -> None:
         _stop(proc, signal.SIGTERM)
 
 
+DJANGO_URLS = """\
+from django.urls import path
+
+from notes import views
+
+urlpatterns = [path("publish", views.publish)]
+"""
+
+
+def _open_files(pid: int, name: str) -> List[str]:
+    """The descriptors process ``pid`` holds open on files called ``name``."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if os.path.basename(target) == name:
+            found.append(target)
+    return found
+
+
+def run_django_example(code: str, tmp_path: Path, port: int) -> None:
+    pytest.importorskip("django")
+    files = example_files(code)
+    assert set(files) == {"mysite/live.py", "notes/views.py"}
+    site = django_project(tmp_path / "site", {**files, "mysite/urls.py": DJANGO_URLS})
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    proc = run_server(["--app", "mysite.live:app", "--host", "127.0.0.1", "--port", str(port),
+                       "--threads", "8"], cwd=site, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_listening(port, proc)
+        with connect(f"ws://127.0.0.1:{port}/notes") as one:
+            listener = websocket.create_connection(f"ws://127.0.0.1:{port}/notes", timeout=10)
+            one.send("first")
+            assert one.recv(timeout=10) == "saved note 1"
+
+            def writer(n: int) -> List[str]:  # the ORM from several connections at once
+                with connect(f"ws://127.0.0.1:{port}/notes") as ws:
+                    replies = []
+                    for i in range(5):
+                        ws.send(f"writer {n} line {i}")
+                        replies.append(ws.recv(timeout=20))
+                    return replies
+
+            with ThreadPoolExecutor(8) as pool:
+                replies = [r for batch in pool.map(writer, range(8)) for r in batch]
+            ids = {int(reply.rsplit(" ", 1)[1]) for reply in replies}
+            assert ids == set(range(2, 42))  # 40 notes, each saved once
+
+            answer = requests.post(base + "/publish", data={"text": "hello"}, timeout=10)
+            assert answer.status_code == 200 and answer.text == "note 42"
+            assert one.recv(timeout=10) == "new note: hello"  # a view pushed it
+            assert listener.recv() == "new note: hello"
+            listener.close()
+            with sqlite3.connect(site / "db.sqlite3") as db:
+                assert db.execute("select count(*) from notes_note").fetchone() == (42,)
+            assert requests.get(base + "/publish", timeout=10).status_code == 405  # Django's
+            assert requests.get(base + "/notes", timeout=10).status_code == 426
+            missing = requests.get(base + "/nowhere", timeout=10)
+            assert missing.status_code == 404 and "Page not found" in missing.text
+            if os.path.isdir(f"/proc/{proc.pid}/fd"):
+                # CONN_MAX_AGE = 0: like Django after each view, no worker keeps a
+                # database connection once its callback is done.
+                assert wait_until(lambda: not _open_files(proc.pid, "db.sqlite3"), timeout=20)
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed):
+                one.recv(timeout=10)
+            assert one.close_code == 1001
+    finally:
+        _stop(proc, signal.SIGTERM)
+
+
 def run_client_example(code: str, tmp_path: Path, port: int) -> None:
     demo = run_server(["--host", "127.0.0.1", "--port", str(port)])
     try:
@@ -301,6 +396,7 @@ DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     '@app.route("/items/<item_id>"': run_app_example,
     "with Server(app, host=": run_embedding_example,
     "flask_app = Flask(__name__)": run_flask_example,
+    "# mysite/live.py": run_django_example,
     "from wssync.client import connect": run_client_example,
     '@app.websocket("/echo", blocking=True)': run_blocking_example,
     "from wssync.flask import Sock": run_flask_sock_example,
