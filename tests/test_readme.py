@@ -262,6 +262,9 @@ def run_django_example(code: str, tmp_path: Path, port: int) -> None:
     files = example_files(code)
     assert set(files) == {"mysite/live.py", "notes/views.py"}
     site = django_project(tmp_path / "site", {**files, "mysite/urls.py": DJANGO_URLS})
+    # The example names no port, and making the project takes seconds, in which a
+    # free 8080 may be taken by another server on this machine: pick one now.
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     proc = run_server(["--app", "mysite.live:app", "--host", "127.0.0.1", "--port", str(port),
                        "--threads", "8"], cwd=site, env=env)
