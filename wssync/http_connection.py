@@ -3,7 +3,8 @@
 It feeds bytes to the Sans-I/O request parser, hands complete requests to the
 application layer one at a time (pipelined requests are answered in order),
 writes responses as :mod:`wssync.http_writer` frames them (pulling streamed
-bodies as fast as the peer reads), enforces the HTTP timeouts, and on a valid
+bodies as fast as the peer reads, handing file bodies to the transport as
+file regions and closing their files when sent or lost), enforces the HTTP timeouts, and on a valid
 WebSocket handshake writes the ``101`` :mod:`wssync.handshake` builds and installs a
 :class:`~wssync.websocket_connection.WebSocketConnection` on the same
 transport, passing along the bytes that followed the request head.
@@ -33,10 +34,17 @@ from . import handshake
 from .errors import HttpError
 from .forwarded import TrustedPeers, resolve, trusted_peers
 from .http_parser import RequestParser
-from .http_writer import CONTINUE, BodyFramer, error_answer, error_response, frame_response
+from .http_writer import (
+    CONTINUE,
+    BodyFramer,
+    error_answer,
+    error_response,
+    frame_file,
+    frame_response,
+)
 from .reactor import Timer
 from .request import Request
-from .response import Response
+from .response import FileBody, Response
 from .websocket_connection import WebSocketApplication, WebSocketConnection
 
 if TYPE_CHECKING:
@@ -125,6 +133,7 @@ class HttpConnection:
         self._framer: Optional[BodyFramer] = None  # how the stream's chunks are framed
         self._keep_alive = False  # the response being sent leaves the connection open
         self._stream_waiting = False  # a chunk was asked for and has not come
+        self._file: Optional[FileBody] = None  # a file body the transport is sending
         self._paused = False  # the transport asked us to stop writing
         self._deadline = 0.0
         self._phase = _Deadline.NONE  # what the deadline is for
@@ -165,6 +174,7 @@ class HttpConnection:
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._cancel_timer()
         self._close_stream()
+        self._close_file()
         self._current = None
 
     def pause_writing(self) -> None:
@@ -300,6 +310,9 @@ class HttpConnection:
         if request is None or transport is None or transport.closed:
             return
         body = response.body
+        if isinstance(body, FileBody):
+            self._send_file(request, response.status, response.headers, body, close)
+            return
         try:
             data, framer, self._keep_alive, size = frame_response(
                 request, response.status, response.headers, body, close or self._stopping)
@@ -318,6 +331,40 @@ class HttpConnection:
         self._framer = framer
         self._stream = iter(cast(Iterable[bytes], body))  # framed as a stream: not bytes
         self._pull()
+
+    def _send_file(self, request: Request, status: int, headers: List[Tuple[str, str]],
+                   body: FileBody, close: bool) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            data, status, region, self._keep_alive, size = frame_file(
+                request, status, headers, body, close or self._stopping)
+        except ValueError:
+            body.close()
+            log.exception("invalid response header")
+            self._current = None
+            self._send_error(500, "invalid response header")
+            return
+        transport.write(data)
+        self._log_access(request, status, size)
+        if region is None:
+            body.close()  # HEAD, 304, 416, or an empty file: no file bytes go out
+            self._finish_response()
+            return
+        self._file = body
+        transport.write_file(body.fd, region[0], region[1], self._file_sent)
+
+    def _file_sent(self) -> None:
+        self._close_file()
+        self._finish_response()
+
+    def _close_file(self) -> None:
+        body, self._file = self._file, None
+        if body is not None:
+            try:
+                body.close()
+            except Exception:
+                log.exception("error closing a response file")
 
     def _pull(self) -> None:
         """Ask for the next chunk while the peer keeps up."""

@@ -4,21 +4,24 @@ Owns every framing decision of the response side: ``Content-Length``, chunked
 or close-delimited bodies; the responses that carry no body (HEAD, 1xx, 204,
 304); the ``Connection`` header and whether the connection stays open
 afterwards; the ``Date`` and ``Server`` fields; the error answers the server
-sends on its own.  h11's ``_writers`` is the model.  It returns bytes and
-decisions and never touches a socket, a timer or the application.
+sends on its own; for a file body, which part of the file goes out (``Range``:
+206 or 416) and whether it goes out at all (conditional requests: 304).
+h11's ``_writers`` is the model.  It returns bytes and decisions and never
+touches a socket, a timer, a file or the application.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from ._version import __version__
 from .errors import HttpError
 from .request import Request
-from .response import Response
+from .response import FileBody, Response
 
 SERVER_HEADER = f"wssync/{__version__}"
 
@@ -176,6 +179,16 @@ def frame_response(request: Request, status: int, headers: Fields,
     else:
         # HTTP/1.0 has no chunking: the end of the body is the end of the connection.
         length, streamer, keep_alive = b"", _AS_IS, False
+    head = _head(version, status, headers, length, keep_alive)
+    if streamer is not None:
+        return head, streamer, keep_alive, -1
+    if no_body or whole is None:
+        return head, None, keep_alive, 0
+    return head + whole, None, keep_alive, len(whole)
+
+
+def _head(version: str, status: int, headers: Fields, length: bytes, keep_alive: bool) -> bytes:
+    """The head with the server's framing lines: ``length`` and ``Connection``."""
     # Say close when closing; echo keep-alive to HTTP/1.0 clients that asked for it.
     if not keep_alive:
         framing = _CLOSE_LINE + length
@@ -183,9 +196,127 @@ def frame_response(request: Request, status: int, headers: Fields,
         framing = _KEEP_ALIVE_LINE + length
     else:
         framing = length
-    head = render_head(version, status, headers, framing)
-    if streamer is not None:
-        return head, streamer, keep_alive, -1
-    if no_body or whole is None:
-        return head, None, keep_alive, 0
-    return head + whole, None, keep_alive, len(whole)
+    return render_head(version, status, headers, framing)
+
+
+# (bytes to write, the status sent, the part of the file to send after them as
+# (offset, count) or None for no file bytes, whether the connection stays open
+# afterwards, body bytes for the access log)
+FramedFile = Tuple[bytes, int, Optional[Tuple[int, int]], bool, int]
+
+_RANGE = re.compile(r"bytes[ \t]*=[ \t]*([0-9]{0,18})-([0-9]{0,18})[ \t]*", re.ASCII | re.I)
+_UNSATISFIABLE = (-1, -1)
+
+
+def byte_range(value: str, size: int) -> Optional[Tuple[int, int]]:
+    """The one range of a ``Range`` header over ``size`` bytes as (first, last),
+    :data:`_UNSATISFIABLE` (-1, -1), or None to ignore the header (not one
+    ``bytes`` range we understand: the whole file is sent)."""
+    match = _RANGE.fullmatch(value)
+    if match is None:
+        return None  # several ranges, another unit, or nonsense: a full answer is allowed
+    first, last = match.group(1), match.group(2)
+    if first:
+        start = int(first)
+        end = int(last) if last else size - 1
+        if last and end < start:
+            return None  # invalid: ignored, as RFC 9110 says
+        if start >= size:
+            return _UNSATISFIABLE
+        return start, min(end, size - 1)
+    if not last:
+        return None  # "bytes=-"
+    suffix = int(last)
+    if not suffix or not size:
+        return _UNSATISFIABLE
+    return max(0, size - suffix), size - 1
+
+
+def _http_date(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _etag_listed(etag: str, value: str) -> bool:
+    """Whether ``If-None-Match``'s list names ``etag`` (weak comparison)."""
+    if value.strip() == "*":
+        return True
+    bare = etag[2:] if etag.startswith("W/") else etag
+    for tag in value.split(","):
+        tag = tag.strip()
+        if (tag[2:] if tag.startswith("W/") else tag) == bare:
+            return True
+    return False
+
+
+def _not_modified(request: Request, body: FileBody) -> bool:
+    """A GET or HEAD whose copy is still good (If-None-Match, else If-Modified-Since)."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    headers = request.headers
+    none_match = headers.get("if-none-match")
+    if none_match is not None:
+        return body.etag is not None and _etag_listed(body.etag, none_match)
+    since = _http_date(headers.get("if-modified-since"))
+    return since is not None and body.mtime is not None and int(body.mtime) <= since
+
+
+def _if_range_holds(request: Request, body: FileBody, last_modified: Optional[str]) -> bool:
+    """``If-Range`` absent, or naming the file as it is (strong ETag or exact date)."""
+    value = request.headers.get("if-range")
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith(('"', "W/")):
+        return body.etag is not None and value == body.etag  # weak tags never match
+    return last_modified is not None and value == last_modified
+
+
+def frame_file(request: Request, status: int, headers: Fields, body: FileBody,
+               must_close: bool) -> FramedFile:
+    """Frame a response whose body is (a part of) a file.
+
+    The file's length goes in ``Content-Length`` (any the application set is
+    dropped).  A ``ranged`` body with status 200 also gets ``Accept-Ranges``,
+    ``Last-Modified`` and its ``ETag``, answers 304 to a GET or HEAD whose
+    ``If-None-Match`` or ``If-Modified-Since`` still holds, and answers a GET
+    with one ``Range`` (``a-b``, ``a-``, ``-n``; under a matching
+    ``If-Range``) with 206 and ``Content-Range``, or with 416 and
+    ``Content-Range: bytes */size`` when the range starts past the end.
+    Several ranges get the whole file (200).  Raises ``ValueError`` for a
+    header with a line break.
+    """
+    offset, count = body.offset, body.size
+    fields = [field for field in headers if field[0].lower() != "content-length"]
+    if body.ranged and status == 200:
+        last_modified = formatdate(body.mtime, usegmt=True) if body.mtime is not None else None
+        fields.append(("Accept-Ranges", "bytes"))
+        if last_modified is not None:
+            fields.append(("Last-Modified", last_modified))
+        if body.etag is not None:
+            fields.append(("ETag", body.etag))
+        wanted = request.headers.get("range") if request.method == "GET" else None
+        if _not_modified(request, body):
+            status = 304
+        elif wanted is not None and _if_range_holds(request, body, last_modified):
+            span = byte_range(wanted, count)
+            if span == _UNSATISFIABLE:
+                status, count = 416, 0
+                fields.append(("Content-Range", f"bytes */{body.size}"))
+            elif span is not None:
+                first, last = span
+                status, offset, count = 206, offset + first, last - first + 1
+                fields.append(("Content-Range", f"bytes {first}-{last}/{body.size}"))
+    keep_alive = not must_close and request.keep_alive
+    if status < 200 or status in _NO_BODY_STATUSES:
+        return _head(request.version, status, fields, b"", keep_alive), status, None, \
+            keep_alive, 0
+    head = _head(request.version, status, fields, b"Content-Length: %d\r\n" % count,
+                 keep_alive)
+    if request.method == "HEAD" or not count:
+        return head, status, None, keep_alive, 0
+    return head, status, (offset, count), keep_alive, count

@@ -97,6 +97,7 @@ class TlsTransport(Transport):
 
     sock: ssl.SSLSocket
     secure = True
+    _use_sendfile = False  # the kernel would send the file unencrypted: read it in chunks
     _would_block = (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError,
                     InterruptedError)
 

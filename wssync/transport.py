@@ -2,7 +2,11 @@
 
 A ``Transport`` owns its socket, output buffer and back-pressure state, and
 holds the current protocol object, which it can swap (HTTP to WebSocket) on
-the same TCP connection.  It moves bytes only: it must not parse them.
+the same TCP connection.  Its output queue holds byte buffers and file
+regions; a region goes out with ``sendfile`` (no copy through Python) in
+steps, when the socket is writable, or is read in bounded chunks where
+``sendfile`` cannot apply.  It moves bytes only: it must not parse them, and it
+never opens or closes a file (the protocol owns the descriptor it hands in).
 Every method here runs on the reactor thread.
 """
 
@@ -16,7 +20,19 @@ import selectors
 import socket
 import stat
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Type, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Protocol,
+    Tuple,
+    Type,
+    Union,
+    cast,
+)
 
 from .reactor import Reactor, Timer
 
@@ -29,6 +45,14 @@ RECV_SIZE = 65536
 # Buffers handed to one sendmsg(): enough to fill a socket buffer with small
 # frames, far below the kernel's IOV_MAX (1024 on Linux).
 _IOV_BATCH = 64
+# The most one sendfile() call is asked for: a socket buffer's worth at most is
+# taken anyway, and the next step waits for the next writable event.
+_SENDFILE_STEP = 4 * 1024 * 1024
+# A file region read instead of sent with sendfile (TLS, or a file sendfile
+# refuses) is buffered one chunk at a time: what such a connection holds.
+FILE_CHUNK = 128 * 1024
+# sendfile() errors that mean "not for this file or socket": read it instead.
+_NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK}
 # Errors that mean "the peer is gone", not a bug worth a traceback.
 _GONE = (ConnectionError, TimeoutError)
 # accept() errors that mean "out of resources": pause the listener, do not spin.
@@ -36,6 +60,25 @@ _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _LOCAL_ADDRESSES: Dict[Any, Any] = {}
 
 Buffer = Union[bytes, memoryview]
+
+
+class FileEndedEarly(OSError):
+    """A file region's file ended before the promised count was sent."""
+
+
+class _FileRegion:
+    """``count`` bytes of the open file ``fd`` from ``offset``, waiting in the
+    output queue; ``done`` is called once they are all queued or sent."""
+
+    __slots__ = ("count", "done", "fd", "offset", "sendfile")
+
+    def __init__(self, fd: int, offset: int, count: int, done: Callable[[], None],
+                 sendfile: bool) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+        self.done = done
+        self.sendfile = sendfile  # False: read in chunks and sent as buffers
 
 
 class WriteLimits(NamedTuple):
@@ -66,13 +109,16 @@ class Transport:
 
     __slots__ = (
         "_closed", "_closing", "_eof", "_events", "_high_water", "_low_water", "_max_buffer",
-        "_out", "_out_size", "_progress", "_reading_paused", "_registry", "_send_timeout",
+        "_out", "_out_size", "_progress", "_reading_paused", "_regions", "_registry",
+        "_send_timeout",
         "_send_timer", "_started", "_write_eof", "_writing_paused", "bytes_in", "bytes_out",
         "fileno", "opened_at", "peername", "protocol", "proxy_peername", "reactor", "sock",
         "sockname",
     )
 
     secure = False  # the bytes are encrypted on the wire (TlsTransport)
+    # File regions may go out with sendfile (not where bytes must be encrypted first).
+    _use_sendfile = hasattr(os, "sendfile")
     # What a send raises when the socket cannot take more now (TLS adds its own).
     _would_block: Tuple[Type[BaseException], ...] = (BlockingIOError, InterruptedError)
 
@@ -107,8 +153,11 @@ class Transport:
         self._progress = 0.0  # when the peer last took bytes from a non-empty buffer
         # Buffers waiting for the kernel, sent as they are (never joined): a
         # broadcast frame is one object referenced by every receiver's list.
-        self._out: List[Buffer] = []
+        # File regions wait in the same queue, in order, but are not memory:
+        # ``_out_size`` counts buffered bytes only.
+        self._out: List[Union[Buffer, _FileRegion]] = []
         self._out_size = 0
+        self._regions = 0  # file regions in _out
         self.bytes_in = 0  # read from the peer
         self.bytes_out = 0  # taken by the kernel for the peer
         self.opened_at = time.monotonic()
@@ -225,6 +274,26 @@ class Transport:
             except Exception:
                 log.exception("pause_writing failed")
 
+    def write_file(self, fd: int, offset: int, count: int, done: Callable[[], None]) -> None:
+        """Send ``count`` bytes of the open regular file ``fd`` from ``offset``,
+        after what is buffered, then call ``done`` (not called if the
+        connection is lost first).  The caller keeps ``fd`` open until then or
+        until ``connection_lost``.  The region is not counted as buffered
+        memory; a file shorter than ``count`` drops the connection, since the
+        peer was promised that many bytes."""
+        if self._closing or self._closed or self._write_eof:
+            return
+        if count <= 0:
+            done()
+            return
+        out = self._out
+        out.append(_FileRegion(fd, offset, count, done, self._use_sendfile))
+        self._regions += 1
+        if len(out) == 1:
+            self._flush()  # write first: often most of it goes at once
+        if self._out and not self._closed:
+            self._watch_send()
+
     def _send(self, data: Union[Buffer, List[Buffer]]) -> int:
         """Bytes the kernel took (0 when its buffer is full), or -1 if the peer is gone.
 
@@ -246,21 +315,18 @@ class Transport:
         if not out:
             self._update_events()
             return
-        sent = self._send(out[0] if len(out) == 1 else out[:_IOV_BATCH])
+        done: Optional[Callable[[], None]] = None
+        if self._regions:
+            sent, done = self._flush_with_regions(out)
+        else:
+            sent = self._send(cast(Buffer, out[0]) if len(out) == 1
+                              else cast(List[Buffer], out[:_IOV_BATCH]))
+            if sent > 0:
+                self._consume(out, sent)
         if sent < 0:
             return
         if sent:
             self._progress = time.monotonic()
-            self._out_size -= sent
-            done = 0
-            while sent:
-                size = len(out[done])
-                if sent < size:
-                    out[done] = memoryview(out[done])[sent:]
-                    break
-                sent -= size
-                done += 1
-            del out[:done]
         if self._writing_paused and self._out_size <= self._low_water:
             self._writing_paused = False
             self._update_events()
@@ -275,6 +341,94 @@ class Transport:
             if self._write_eof:
                 self._shutdown_write()
         self._update_events()
+        if done is not None and not self._closed:
+            done()  # last: it may write the next response
+
+    def _consume(self, out: List[Union[Buffer, _FileRegion]], sent: int) -> None:
+        """Drop ``sent`` bytes from the buffers at the head of ``out``."""
+        self._out_size -= sent
+        done = 0
+        while sent:
+            size = len(cast(Buffer, out[done]))
+            if sent < size:
+                out[done] = memoryview(cast(Buffer, out[done]))[sent:]
+                break
+            sent -= size
+            done += 1
+        del out[:done]
+
+    def _flush_with_regions(self, out: List[Union[Buffer, _FileRegion]]
+                            ) -> Tuple[int, Optional[Callable[[], None]]]:
+        """One step of a queue holding file regions: sendfile a region at the
+        head, or read a chunk of it, or send the buffers before the next region.
+        Bytes sent (-1: the connection is gone) and the ``done`` of a region
+        that is now complete."""
+        head = out[0]
+        done: Optional[Callable[[], None]] = None
+        if type(head) is _FileRegion:
+            if head.sendfile:
+                sent = self._sendfile(head)
+                if sent > 0:
+                    head.offset += sent
+                    head.count -= sent
+                    if not head.count:
+                        del out[0]
+                        self._regions -= 1
+                        done = head.done
+                return sent, done
+            try:
+                chunk = os.pread(head.fd, min(head.count, FILE_CHUNK), head.offset)
+            except OSError as exc:
+                self._force_close(exc)
+                return -1, None
+            if not chunk:
+                self._file_ended(head)
+                return -1, None
+            head.offset += len(chunk)
+            head.count -= len(chunk)
+            self._out_size += len(chunk)
+            if head.count:
+                out.insert(0, chunk)
+            else:
+                out[0] = chunk  # all of it is queued: the file is no longer needed
+                self._regions -= 1
+                done = head.done
+        batch = 0
+        while batch < len(out) and batch < _IOV_BATCH and type(out[batch]) is not _FileRegion:
+            batch += 1
+        sent = self._send(cast(Buffer, out[0]) if batch == 1
+                          else cast(List[Buffer], out[:batch]))
+        if sent > 0:
+            self._consume(out, sent)
+        return sent, done
+
+    def _sendfile(self, region: _FileRegion) -> int:
+        """One ``sendfile`` step of ``region``: bytes the kernel took, or -1."""
+        try:
+            sent = os.sendfile(self.fileno, region.fd, region.offset,
+                               min(region.count, _SENDFILE_STEP))
+        except self._would_block:
+            return 0
+        except OSError as exc:
+            if exc.errno in _NO_SENDFILE:
+                # Not for this file (or socket): read it instead.  The socket is
+                # still writable, so the next round goes on at once.
+                region.sendfile = False
+                return 0
+            self._force_close(exc)
+            return -1
+        if not sent:
+            self._file_ended(region)
+            return -1
+        self.bytes_out += sent
+        return sent
+
+    def _file_ended(self, region: _FileRegion) -> None:
+        # The response promised more bytes than the file has: the only honest
+        # signal left is to cut the connection.
+        log.warning("%s: file ended %d bytes early; closing the connection", self.peername,
+                    region.count)
+        self._force_close(FileEndedEarly(errno.EIO, "file ended early"))
 
     def _watch_send(self) -> None:
         """Output is waiting: make sure a peer that never reads is dropped in time."""
@@ -328,6 +482,7 @@ class Transport:
         """Close now, discarding anything unsent."""
         self._out = []
         self._out_size = 0
+        self._regions = 0
         self._force_close(None)
 
     def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:

@@ -2,19 +2,25 @@
 
 ``WsgiHandler`` turns a ``Request`` into a WSGI environ, runs the application,
 and gives back a ``Response`` whose body streams the application's iterable
-(closed when done, as PEP 3333 requires).  The server always runs it on a
-worker thread, since WSGI applications block.  Nothing here touches sockets.
+(closed when done, as PEP 3333 requires).  ``wsgi.file_wrapper`` is
+:class:`FileWrapper`: a wrapped regular file with a ``Content-Length`` becomes
+a :class:`~wssync.response.FileBody`, which the connection sends with
+``sendfile``; any other is iterated in blocks like a body of its own.  The
+server always runs it on a worker thread, since WSGI applications block.
+Nothing here touches sockets.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
+import stat
 import sys
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .request import Request
-from .response import Response
+from .response import FileBody, Response
 
 log = logging.getLogger("wssync.wsgi")
 
@@ -70,6 +76,52 @@ class _StartResponse:
         self.written.append(bytes(data))
 
 
+class FileWrapper:
+    """``environ['wsgi.file_wrapper']``: a file-like object as a response body.
+
+    Iterated, it reads ``block_size`` bytes at a time (any object with
+    ``read``); returned as it is from a request with a ``Content-Length``, a
+    regular file with a descriptor goes out with ``sendfile`` from its current
+    position instead.  ``close()`` closes the file-like object.
+    """
+
+    __slots__ = ("block_size", "filelike")
+
+    def __init__(self, filelike: Any, block_size: int = 8192) -> None:
+        self.filelike = filelike
+        self.block_size = block_size if block_size > 0 else 8192
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while True:
+            block = read(self.block_size)
+            if not block:
+                return
+            yield block
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+    def file_body(self, length: str) -> Optional[FileBody]:
+        """The rest of the file, ``length`` bytes of it, as a body sent with
+        ``sendfile``; None where that cannot apply (no descriptor, not a
+        regular file, a length that is not a number)."""
+        if not length.isdigit() or not length.isascii():
+            return None
+        try:
+            fd = self.filelike.fileno()
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            # A buffered file may have read ahead: its own position is the truth.
+            offset = self.filelike.tell() if hasattr(self.filelike, "tell") else \
+                os.lseek(fd, 0, os.SEEK_CUR)
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation included
+            return None
+        return FileBody(fd, offset, int(length), self.close)
+
+
 def build_environ(request: Request, server_name: str, server_port: str) -> Environ:
     environ: Environ = {
         "REQUEST_METHOD": request.method,
@@ -89,6 +141,7 @@ def build_environ(request: Request, server_name: str, server_port: str) -> Envir
         "wsgi.multithread": True,
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
     }
     # The client (behind a trusted proxy, the one its headers name); REMOTE_ADDR
     # stays empty for a Unix socket's peer that no proxy named.
@@ -147,6 +200,12 @@ class WsgiHandler:
         environ = request_environ(request)
         start = _StartResponse()
         result = self.wsgi_app(environ, start)
+        if type(result) is FileWrapper and start.status is not None and not start.written:
+            length = next((v for k, v in start.headers if k.lower() == "content-length"), None)
+            file_body = result.file_body(length.strip()) if length is not None else None
+            if file_body is not None:
+                start.headers_sent = True
+                return Response(file_body, start.status, start.headers)
         try:
             chunks = iter(result)
             first = b""
