@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from email.utils import parsedate_to_datetime
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -17,14 +17,16 @@ from wssync import __version__
 from wssync.http_writer import (
     CONTINUE,
     SERVER_HEADER,
+    byte_range,
     error_response,
+    frame_file,
     frame_response,
     reason_phrase,
     render_head,
     status_line,
 )
 from wssync.request import Headers, Request
-from wssync.response import Response
+from wssync.response import FileBody, Response
 
 
 def head_lines(head: bytes) -> List[bytes]:
@@ -239,3 +241,123 @@ def test_error_response_closes_and_explains() -> None:
 
 def test_continue_is_a_complete_interim_response() -> None:
     assert CONTINUE == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+# -- file bodies --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("bytes=0-99", (0, 99)),
+    ("bytes=100-", (100, 999)),
+    ("bytes=-10", (990, 999)),
+    ("bytes=-5000", (0, 999)),  # a suffix longer than the file: all of it
+    ("bytes=990-5000", (990, 999)),  # a last byte past the end: up to the end
+    ("BYTES = 5-5 ", (5, 5)),  # the unit is case-insensitive
+    ("bytes=1000-", (-1, -1)),  # starts at the end: unsatisfiable
+    ("bytes=1000-1001", (-1, -1)),
+    ("bytes=-0", (-1, -1)),
+    ("bytes=5-4", None),  # invalid: ignored
+    ("bytes=-", None),
+    ("bytes=0-1,5-6", None),  # several ranges: the whole file is allowed
+    ("bytes=\u0661-2", None),  # digits are ASCII only
+    ("items=0-1", None),
+    ("bytes=0x10-20", None),
+    ("bytes=1234567890123456789-", None),  # absurd numbers are not parsed
+])
+def test_byte_range(value: str, expected: Optional[Tuple[int, int]]) -> None:
+    assert byte_range(value, 1000) == expected
+
+
+def test_byte_range_of_an_empty_file_is_unsatisfiable() -> None:
+    assert byte_range("bytes=0-", 0) == (-1, -1)
+    assert byte_range("bytes=-1", 0) == (-1, -1)
+
+
+def file_request(method: str = "GET", **fields: str) -> Request:
+    headers = [("Host", "x")] + [(k.replace("_", "-"), v) for k, v in fields.items()]
+    return Request(method, "/", "HTTP/1.1", Headers(headers))
+
+
+def body(ranged: bool = True, offset: int = 0, size: int = 1000) -> FileBody:
+    return FileBody(3, offset, size, lambda: None, ranged=ranged, mtime=1_000_000_000.5,
+                    etag='"abc"')
+
+
+def test_file_body_whole_with_validators() -> None:
+    data, status, region, keep_alive, size = frame_file(
+        file_request(), 200, [("Content-Type", "text/plain"), ("Content-Length", "7")],
+        body(), False)
+    lines, rest = split(data)
+    assert lines == [b"HTTP/1.1 200 OK", b"Content-Type: text/plain", b"Accept-Ranges: bytes",
+                     b"Last-Modified: Sun, 09 Sep 2001 01:46:40 GMT", b'ETag: "abc"',
+                     b"Content-Length: 1000"]  # the application's length is replaced
+    assert rest == b"" and status == 200 and region == (0, 1000) and keep_alive
+    assert size == 1000
+
+
+def test_file_body_range_is_206_from_the_body_offset() -> None:
+    data, status, region, _, size = frame_file(file_request(Range="bytes=10-19"), 200, [],
+                                               body(offset=500), False)
+    lines, _ = split(data)
+    assert status == 206 and region == (510, 10) and size == 10
+    assert b"Content-Range: bytes 10-19/1000" in lines and b"Content-Length: 10" in lines
+
+
+def test_file_body_unsatisfiable_range_is_416() -> None:
+    data, status, region, keep_alive, _ = frame_file(file_request(Range="bytes=1000-"), 200,
+                                                     [], body(), False)
+    lines, _ = split(data)
+    assert status == 416 and region is None and keep_alive
+    assert b"Content-Range: bytes */1000" in lines and b"Content-Length: 0" in lines
+
+
+@pytest.mark.parametrize("fields, status", [
+    ({"If_None_Match": '"abc"'}, 304),
+    ({"If_None_Match": 'W/"abc"'}, 304),  # weak comparison
+    ({"If_None_Match": '"x", "abc"'}, 304),
+    ({"If_None_Match": "*"}, 304),
+    ({"If_None_Match": '"x"'}, 200),
+    # If-None-Match wins over If-Modified-Since.
+    ({"If_None_Match": '"x"', "If_Modified_Since": "Sun, 09 Sep 2001 01:46:40 GMT"}, 200),
+    ({"If_Modified_Since": "Sun, 09 Sep 2001 01:46:40 GMT"}, 304),
+    ({"If_Modified_Since": "Sun, 09 Sep 2001 01:46:39 GMT"}, 200),
+    ({"If_Modified_Since": "yesterday"}, 200),  # not a date: ignored
+    ({"Range": "bytes=0-9", "If_Range": '"abc"'}, 206),
+    ({"Range": "bytes=0-9", "If_Range": 'W/"abc"'}, 200),  # If-Range compares strongly
+    ({"Range": "bytes=0-9", "If_Range": '"old"'}, 200),
+    ({"Range": "bytes=0-9", "If_Range": "Sun, 09 Sep 2001 01:46:40 GMT"}, 206),
+    ({"Range": "bytes=0-9", "If_Range": "Sun, 09 Sep 2001 01:46:41 GMT"}, 200),
+])
+def test_file_body_conditional_requests(fields: Dict[str, str], status: int) -> None:
+    data, sent, region, _, _ = frame_file(file_request(**fields), 200, [], body(), False)
+    assert sent == status
+    if status == 304:
+        lines, _ = split(data)
+        assert region is None and not any(line.startswith(b"Content-Length") for line in lines)
+
+
+def test_file_body_head_and_post_and_other_statuses() -> None:
+    data, status, region, _, size = frame_file(file_request("HEAD", Range="bytes=0-9"), 200,
+                                               [], body(), False)
+    assert status == 200 and region is None and size == 0  # HEAD ignores Range
+    assert b"Content-Length: 1000" in split(data)[0]
+    _, status, region, _, _ = frame_file(file_request("POST", Range="bytes=0-9"), 200, [],
+                                         body(), False)
+    assert status == 200 and region == (0, 1000)
+    _, status, region, _, _ = frame_file(file_request(Range="bytes=0-9"), 404, [], body(),
+                                         False)
+    assert status == 404 and region == (0, 1000)  # only a 200 is ranged
+
+
+def test_file_body_not_ranged_is_sent_as_it_is() -> None:
+    data, status, region, _, _ = frame_file(
+        file_request(Range="bytes=0-9", If_None_Match="*"), 200, [], body(ranged=False,
+                                                                          offset=7), False)
+    lines, _ = split(data)
+    assert status == 200 and region == (7, 1000)
+    assert lines == [b"HTTP/1.1 200 OK", b"Content-Length: 1000"]
+
+
+def test_file_body_framing_follows_the_connection() -> None:
+    data, _, _, keep_alive, _ = frame_file(file_request(), 200, [], body(), True)
+    assert not keep_alive and b"Connection: close" in split(data)[0]

@@ -5,6 +5,7 @@ pauses, and the listener's accept, refuse and backlog behaviour."""
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
 import time
@@ -16,6 +17,7 @@ import pytest
 from wssync.reactor import Reactor
 from wssync.transport import (
     BaseProtocol,
+    FileEndedEarly,
     Listener,
     Transport,
     WriteLimits,
@@ -371,6 +373,84 @@ def test_without_send_timeout_an_idle_peer_is_kept(connect: Callable[..., Conn])
 
 
 # -- protocol swap -----------------------------------------------------------------
+
+
+@pytest.fixture
+def data_file(tmp_path: Any) -> Iterator[Tuple[int, bytes]]:
+    """An open regular file (descriptor, contents) of 1 MiB + 7 bytes."""
+    data = pattern(1024 * KB + 7, seed=3)
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    yield fd, data
+    os.close(fd)
+
+
+@pytest.mark.parametrize("use_sendfile", [True, False], ids=["sendfile", "read"])
+def test_a_file_region_goes_out_in_order_between_buffers(
+        connect: Callable[..., Conn], data_file: Tuple[int, bytes], use_sendfile: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Far more than max_buffer, to a peer far behind: a region is not memory,
+    # so nobody is dropped.  Reading instead of sendfile is the TLS way.
+    limits = WriteLimits(high_water=4 * KB, max_buffer=16 * KB, send_timeout=0.0)
+    conn = connect(limits)
+    monkeypatch.setattr(Transport, "_use_sendfile", use_sendfile)
+    fd, data = data_file
+    done: List[int] = []
+    conn.write(b"head")
+    conn.transport.write_file(fd, 100, len(data) - 100, lambda: done.append(1))
+    conn.write(b"tail")  # queued behind the region, whatever is buffered
+    conn.transport.write_file(fd, 0, 10, lambda: done.append(-1))
+    assert not done and not conn.transport.closed
+    assert run_until(conn.reactor, lambda: conn.read_peer() >= 0 and len(done) == 2)
+    assert run_until(conn.reactor, lambda: conn.read_peer() >= 0
+                     and len(conn.received) == len(data) - 100 + 8 + 10)
+    assert bytes(conn.received) == b"head" + data[100:] + b"tail" + data[:10]
+    assert conn.transport.bytes_out == len(conn.received)
+    assert not conn.transport.closed and conn.protocol.count("pause") == 0
+    conn.transport.close()
+    assert run_until(conn.reactor, conn.drain_peer())
+
+
+def test_a_file_region_written_first_completes_at_once(
+        connect: Callable[..., Conn], data_file: Tuple[int, bytes]) -> None:
+    conn = connect()
+    fd, _ = data_file
+    done: List[bool] = []
+    conn.transport.write_file(fd, 0, 1000, lambda: done.append(True))
+    assert done == [True]  # the kernel took it all in the call: no selector round
+    assert selector_events(conn) == selectors.EVENT_READ
+    conn.transport.write_file(fd, 0, 0, lambda: done.append(True))  # nothing to send
+    assert done == [True, True]
+
+
+@pytest.mark.parametrize("use_sendfile", [True, False], ids=["sendfile", "read"])
+def test_a_file_shorter_than_its_region_drops_the_connection(
+        connect: Callable[..., Conn], data_file: Tuple[int, bytes], use_sendfile: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = connect()
+    monkeypatch.setattr(Transport, "_use_sendfile", use_sendfile)
+    fd, data = data_file
+    done: List[bool] = []
+    conn.transport.write_file(fd, 0, len(data) + 1, lambda: done.append(True))
+    assert run_until(conn.reactor, lambda: conn.read_peer() >= 0 and conn.transport.closed)
+    assert not done
+    assert isinstance(conn.protocol.last("lost"), FileEndedEarly)
+    assert run_until(conn.reactor, conn.drain_peer())
+    assert bytes(conn.received) == data  # all the file had, then the end
+
+
+def test_abort_discards_a_pending_region_without_calling_done(
+        connect: Callable[..., Conn], data_file: Tuple[int, bytes]) -> None:
+    conn = connect()
+    fd, data = data_file
+    done: List[bool] = []
+    conn.transport.write_file(fd, 0, len(data), lambda: done.append(True))
+    assert not conn.transport.closed and not done
+    conn.transport.abort()
+    assert conn.protocol.count("lost") == 1 and not done
+    run_for(conn.reactor, 0.05)
+    assert not done
 
 
 def test_set_protocol_hands_over_leftover_before_later_bytes(

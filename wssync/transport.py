@@ -49,7 +49,7 @@ _IOV_BATCH = 64
 # taken anyway, and the next step waits for the next writable event.
 _SENDFILE_STEP = 4 * 1024 * 1024
 # A file region read instead of sent with sendfile (TLS, or a file sendfile
-# refuses) is buffered one chunk at a time: what such a connection holds.
+# refuses) is held one chunk at a time: what such a connection holds.
 FILE_CHUNK = 128 * 1024
 # sendfile() errors that mean "not for this file or socket": read it instead.
 _NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK}
@@ -68,9 +68,9 @@ class FileEndedEarly(OSError):
 
 class _FileRegion:
     """``count`` bytes of the open file ``fd`` from ``offset``, waiting in the
-    output queue; ``done`` is called once they are all queued or sent."""
+    output queue; ``done`` is called once they are all sent."""
 
-    __slots__ = ("count", "done", "fd", "offset", "sendfile")
+    __slots__ = ("count", "done", "fd", "offset", "pending", "sendfile")
 
     def __init__(self, fd: int, offset: int, count: int, done: Callable[[], None],
                  sendfile: bool) -> None:
@@ -78,7 +78,8 @@ class _FileRegion:
         self.offset = offset
         self.count = count
         self.done = done
-        self.sendfile = sendfile  # False: read in chunks and sent as buffers
+        self.sendfile = sendfile  # False: read in chunks (at most FILE_CHUNK held)
+        self.pending: Buffer = b""  # the unsent rest of the last chunk read
 
 
 class WriteLimits(NamedTuple):
@@ -364,35 +365,13 @@ class Transport:
         Bytes sent (-1: the connection is gone) and the ``done`` of a region
         that is now complete."""
         head = out[0]
-        done: Optional[Callable[[], None]] = None
         if type(head) is _FileRegion:
-            if head.sendfile:
-                sent = self._sendfile(head)
-                if sent > 0:
-                    head.offset += sent
-                    head.count -= sent
-                    if not head.count:
-                        del out[0]
-                        self._regions -= 1
-                        done = head.done
-                return sent, done
-            try:
-                chunk = os.pread(head.fd, min(head.count, FILE_CHUNK), head.offset)
-            except OSError as exc:
-                self._force_close(exc)
-                return -1, None
-            if not chunk:
-                self._file_ended(head)
-                return -1, None
-            head.offset += len(chunk)
-            head.count -= len(chunk)
-            self._out_size += len(chunk)
-            if head.count:
-                out.insert(0, chunk)
-            else:
-                out[0] = chunk  # all of it is queued: the file is no longer needed
+            sent = self._sendfile(head) if head.sendfile else self._send_read(head)
+            if sent > 0 and not head.count and not head.pending:
+                del out[0]
                 self._regions -= 1
-                done = head.done
+                return sent, head.done
+            return sent, None
         batch = 0
         while batch < len(out) and batch < _IOV_BATCH and type(out[batch]) is not _FileRegion:
             batch += 1
@@ -400,7 +379,7 @@ class Transport:
                           else cast(List[Buffer], out[:batch]))
         if sent > 0:
             self._consume(out, sent)
-        return sent, done
+        return sent, None
 
     def _sendfile(self, region: _FileRegion) -> int:
         """One ``sendfile`` step of ``region``: bytes the kernel took, or -1."""
@@ -420,7 +399,32 @@ class Transport:
         if not sent:
             self._file_ended(region)
             return -1
+        region.offset += sent
+        region.count -= sent
         self.bytes_out += sent
+        return sent
+
+    def _send_read(self, region: _FileRegion) -> int:
+        """One step of ``region`` without sendfile: read a chunk when the last
+        one is sent, send what is left of it.  Bytes sent, or -1.  The chunk
+        stays in the region, not in the buffer count: it is bounded by
+        FILE_CHUNK, and a peer is not dropped for the file it asked for."""
+        pending = region.pending
+        if not pending:
+            try:
+                pending = os.pread(region.fd, min(region.count, FILE_CHUNK), region.offset)
+            except OSError as exc:
+                self._force_close(exc)
+                return -1
+            if not pending:
+                self._file_ended(region)
+                return -1
+            region.offset += len(pending)
+            region.count -= len(pending)
+        sent = self._send(pending)
+        if sent >= 0:
+            # A retried TLS write starts at the same byte, as OpenSSL requires.
+            region.pending = memoryview(pending)[sent:] if sent < len(pending) else b""
         return sent
 
     def _file_ended(self, region: _FileRegion) -> None:

@@ -227,6 +227,9 @@ class WsgiHandler:
             if done or isinstance(result, (list, tuple)) or type(chunks) in _IN_MEMORY:
                 body = prefix if done else prefix + b"".join(chunks)
                 _close(result)
+                if request.method == "HEAD" and not body:
+                    # No body is sent: the application's length is the one GET would send.
+                    return Response(iter(()), start.status, start.headers)
                 # We count the length ourselves: drop the application's copy.
                 headers = [(k, v) for k, v in start.headers if k.lower() != "content-length"]
                 return Response(body, start.status, headers)
