@@ -394,6 +394,28 @@ def run_redis_example(code: str, tmp_path: Path, port: int) -> None:
     assert all("broadcasting on channel 'news'" in err for err in errors), errors
 
 
+def run_file_example(code: str, tmp_path: Path, port: int) -> None:
+    report = bytes(range(256)) * 4096  # 1 MiB, as a reader's report.pdf
+    (tmp_path / "report.pdf").write_bytes(report)
+    proc = _script(_write(tmp_path, "files_example.py", code, port))
+    try:
+        wait_listening(port, proc)
+        address = f"http://127.0.0.1:{port}/report.pdf"
+        whole = requests.get(address, timeout=10)
+        assert whole.content == report
+        assert whole.headers["Content-Type"] == "application/pdf"
+        part = requests.get(address, headers={"Range": "bytes=-100"}, timeout=10)
+        assert part.status_code == 206 and part.content == report[-100:]
+        assert part.headers["Content-Range"] == "bytes 1048476-1048575/1048576"
+        again = requests.get(address, headers={"If-None-Match": whole.headers["ETag"]},
+                             timeout=10)
+        assert again.status_code == 304
+        (tmp_path / "report.pdf").unlink()
+        assert requests.get(address, timeout=10).status_code == 404
+    finally:
+        _stop(proc)
+
+
 # Each example, recognised by a line of its own, and how to check it.
 DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     '@app.route("/items/<item_id>"': run_app_example,
@@ -407,6 +429,7 @@ DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     "ssl_context=context).serve_forever()": run_tls_server_example,
     "from wssync.client import TlsError, connect": run_tls_client_example,
     'broker="redis://': run_redis_example,
+    'Response.file("report.pdf")': run_file_example,
 }
 
 
