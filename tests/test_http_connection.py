@@ -52,6 +52,9 @@ class RecordingApp:
                    callback: ChunkCallback) -> None:
         self.chunk_requests.append((body, callback))
 
+    def close_body(self, conn: HttpConnection, close: Callable[[], None]) -> None:
+        close()
+
     def give_chunk(self) -> None:
         """Answer the oldest chunk request with the body's next chunk (None at its end)."""
         body, callback = self.chunk_requests.pop(0)

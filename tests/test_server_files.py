@@ -20,6 +20,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List
 
@@ -41,6 +42,7 @@ MiB = 1024 * KiB
 SIZE = 12 * MiB + 12345  # not a multiple of any chunk or step size
 
 Environ = Dict[str, Any]
+CLOSED_ON: List[str] = []  # thread names that closed /wsgi/closed-where's file
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +117,14 @@ def plain_wsgi(path: Path, fallback: Callable[[Environ, Any], Iterable[bytes]]
         if route == "/wsgi/chunked":  # no Content-Length: chunked, iterated
             start_response("200 OK", [])
             return wrapper(open(path, "rb"))
+        if route == "/wsgi/closed-where":  # which thread closes the file
+            class Recording(io.FileIO):
+                def close(self) -> None:
+                    CLOSED_ON.append(threading.current_thread().name)
+                    super().close()
+
+            start_response("200 OK", [("Content-Length", str(size))])
+            return wrapper(Recording(str(path), "rb"))
         if route == "/wsgi/short":  # promises more than the file has
             start_response("200 OK", [("Content-Length", str(size + 100))])
             return wrapper(open(path, "rb"))
@@ -293,6 +303,18 @@ def test_plain_wsgi_file_wrapper(server: Server, big_file: Path,
     assert answer.headers["Transfer-Encoding"] == "chunked" and answer.content == data
     assert sum(sendfile_calls) == SIZE + 5000
     assert wait_until(lambda: open_count(big_file) == 0)
+
+
+def test_a_wsgi_file_is_closed_on_the_handler_thread(server: Server,
+                                                    sendfile_calls: List[int]) -> None:
+    # PEP 3333's close() belongs to the application (Django ends its request
+    # there): it runs where the application ran, never on the reactor.
+    CLOSED_ON.clear()
+    for _ in range(2):
+        assert len(requests.get(url(server, "/wsgi/closed-where"), timeout=30).content) == SIZE
+    assert sum(sendfile_calls) == 2 * SIZE
+    assert wait_until(lambda: len(CLOSED_ON) == 2)
+    assert all(name.startswith("wssync-") and name != "wssync-reactor" for name in CLOSED_ON)
 
 
 def test_a_file_shorter_than_its_content_length_cuts_the_connection(

@@ -121,6 +121,17 @@ class HttpBridge:
             error = exc
         self.handoff.call(0, callback, chunk, error)
 
+    def close_body(self, conn: HttpConnection, close: Callable[[], None]) -> None:
+        lane = conn.app_state if conn.app_state is not None else INLINE
+        lane.submit(self._run_close, close)
+
+    @staticmethod
+    def _run_close(close: Callable[[], None]) -> None:
+        try:
+            close()
+        except Exception:
+            log.exception("error closing a response body")
+
     def accept_websocket(self, conn: HttpConnection,
                          request: Request) -> Union[Response, WebSocketAccept]:
         route = self.app.match_websocket(request)

@@ -107,6 +107,11 @@ class HttpApplication(Protocol):
         on the reactor thread; a handler's iterator may block, so the application
         layer decides where it runs."""
 
+    def close_body(self, conn: HttpConnection, close: Callable[[], None]) -> None:
+        """Close a response body that has been sent (or will never be): where
+        its handler ran, since a WSGI ``close()`` may block or expect that
+        thread (Django ends its request there)."""
+
 
 class HttpConnection:
     """HTTP/1.1 server side of one connection."""
@@ -340,7 +345,7 @@ class HttpConnection:
             data, status, region, self._keep_alive, size = frame_file(
                 request, status, headers, body, close or self._stopping)
         except ValueError:
-            body.close()
+            self.app.close_body(self, body.close)
             log.exception("invalid response header")
             self._current = None
             self._send_error(500, "invalid response header")
@@ -348,7 +353,8 @@ class HttpConnection:
         transport.write(data)
         self._log_access(request, status, size)
         if region is None:
-            body.close()  # HEAD, 304, 416, or an empty file: no file bytes go out
+            # HEAD, 304, 416, or an empty file: no file bytes go out.
+            self.app.close_body(self, body.close)
             self._finish_response()
             return
         self._file = body
@@ -361,10 +367,7 @@ class HttpConnection:
     def _close_file(self) -> None:
         body, self._file = self._file, None
         if body is not None:
-            try:
-                body.close()
-            except Exception:
-                log.exception("error closing a response file")
+            self.app.close_body(self, body.close)
 
     def _pull(self) -> None:
         """Ask for the next chunk while the peer keeps up."""
