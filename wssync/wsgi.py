@@ -60,13 +60,18 @@ class _StartResponse:
         code = status.split(" ", 1)[0]
         if len(code) != 3 or not code.isdigit():
             raise ValueError(f"invalid WSGI status {status!r}")
-        for name, value in headers:
+        kept = []
+        for field in headers:
+            name, value = field
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError("WSGI header names and values must be str")
-            if name.lower() in _HOP_BY_HOP:
+            lower = name.lower()
+            if lower in _HOP_BY_HOP:
                 raise ValueError(f"hop-by-hop header {name!r} not allowed from WSGI")
+            if lower != "date":  # the server sends its own: two would contradict
+                kept.append(field)
         self.status = int(code)
-        self.headers = list(headers)
+        self.headers = kept
         return self.write
 
     def write(self, data: bytes) -> None:
