@@ -42,7 +42,17 @@ MiB = 1024 * KiB
 SIZE = 12 * MiB + 12345  # not a multiple of any chunk or step size
 
 Environ = Dict[str, Any]
-CLOSED_ON: List[str] = []  # thread names that closed /wsgi/closed-where's file
+CLOSED_ON: List[str] = []  # thread names that closed a Recording file
+ENTERED, RELEASE = threading.Event(), threading.Event()  # /wsgi/slow's handler
+
+
+class Recording(io.FileIO):
+    """A file that notes which thread closed it."""
+
+    def close(self) -> None:
+        if not self.closed:
+            CLOSED_ON.append(threading.current_thread().name)
+        super().close()
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +128,11 @@ def plain_wsgi(path: Path, fallback: Callable[[Environ, Any], Iterable[bytes]]
             start_response("200 OK", [])
             return wrapper(open(path, "rb"))
         if route == "/wsgi/closed-where":  # which thread closes the file
-            class Recording(io.FileIO):
-                def close(self) -> None:
-                    CLOSED_ON.append(threading.current_thread().name)
-                    super().close()
-
+            start_response("200 OK", [("Content-Length", str(size))])
+            return wrapper(Recording(str(path), "rb"))
+        if route == "/wsgi/slow":  # answers once the test says so
+            ENTERED.set()
+            RELEASE.wait(30)
             start_response("200 OK", [("Content-Length", str(size))])
             return wrapper(Recording(str(path), "rb"))
         if route == "/wsgi/short":  # promises more than the file has
@@ -318,6 +328,22 @@ def test_a_wsgi_file_is_closed_on_the_handler_thread(server: Server,
     assert sum(sendfile_calls) == 2 * SIZE
     assert wait_until(lambda: len(CLOSED_ON) == 2)
     assert all(name.startswith("wssync-") and name != "wssync-reactor" for name in CLOSED_ON)
+
+
+def test_a_file_is_closed_when_the_client_left_before_the_answer(server: Server) -> None:
+    CLOSED_ON.clear()
+    ENTERED.clear()
+    RELEASE.clear()
+    try:
+        with socket.create_connection(server.address, timeout=10) as sock:
+            sock.sendall(b"GET /wsgi/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert ENTERED.wait(10)
+            # A reset: the server loses the connection before the answer exists.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert wait_until(lambda: not server.connections())
+    finally:
+        RELEASE.set()
+    assert wait_until(lambda: len(CLOSED_ON) == 1)
 
 
 def test_a_file_shorter_than_its_content_length_cuts_the_connection(
