@@ -316,12 +316,12 @@ class HttpConnection:
         if request is None or transport is None or transport.closed:
             # The client left while the handler ran: the body is never sent,
             # but its file (or iterable) is closed all the same.
-            if isinstance(body, FileBody):
+            if type(body) is FileBody:
                 self.app.close_body(self, body.close)
             elif type(body) is not bytes:
                 _close_iterable(body)
             return
-        if isinstance(body, FileBody):
+        if type(body) is FileBody:
             self._send_file(request, response.status, response.headers, body, close)
             return
         try:

@@ -179,16 +179,6 @@ def frame_response(request: Request, status: int, headers: Fields,
     else:
         # HTTP/1.0 has no chunking: the end of the body is the end of the connection.
         length, streamer, keep_alive = b"", _AS_IS, False
-    head = _head(version, status, headers, length, keep_alive)
-    if streamer is not None:
-        return head, streamer, keep_alive, -1
-    if no_body or whole is None:
-        return head, None, keep_alive, 0
-    return head + whole, None, keep_alive, len(whole)
-
-
-def _head(version: str, status: int, headers: Fields, length: bytes, keep_alive: bool) -> bytes:
-    """The head with the server's framing lines: ``length`` and ``Connection``."""
     # Say close when closing; echo keep-alive to HTTP/1.0 clients that asked for it.
     if not keep_alive:
         framing = _CLOSE_LINE + length
@@ -196,7 +186,12 @@ def _head(version: str, status: int, headers: Fields, length: bytes, keep_alive:
         framing = _KEEP_ALIVE_LINE + length
     else:
         framing = length
-    return render_head(version, status, headers, framing)
+    head = render_head(version, status, headers, framing)
+    if streamer is not None:
+        return head, streamer, keep_alive, -1
+    if no_body or whole is None:
+        return head, None, keep_alive, 0
+    return head + whole, None, keep_alive, len(whole)
 
 
 # (bytes to write, the status sent, the part of the file to send after them as
@@ -311,12 +306,13 @@ def frame_file(request: Request, status: int, headers: Fields, body: FileBody,
                 first, last = span
                 status, offset, count = 206, offset + first, last - first + 1
                 fields.append(("Content-Range", f"bytes {first}-{last}/{body.size}"))
-    keep_alive = not must_close and request.keep_alive
     if status < 200 or status in _NO_BODY_STATUSES:
-        return _head(request.version, status, fields, b"", keep_alive), status, None, \
-            keep_alive, 0
-    head = _head(request.version, status, fields, b"Content-Length: %d\r\n" % count,
-                 keep_alive)
+        head, _, keep_alive, _ = frame_response(request, status, fields, b"", must_close)
+        return head, status, None, keep_alive, 0
+    # The length, and an empty stream: the head frame_response gives any body
+    # whose length the application set (HEAD included).
+    fields.append(("Content-Length", str(count)))
+    head, _, keep_alive, _ = frame_response(request, status, fields, (), must_close)
     if request.method == "HEAD" or not count:
         return head, status, None, keep_alive, 0
     return head, status, (offset, count), keep_alive, count

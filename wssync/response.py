@@ -12,13 +12,14 @@ import json
 import mimetypes
 import os
 import stat
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, final
 
 from .errors import HttpError
 
 Headers = Optional[Union[Dict[str, str], List[Tuple[str, str]]]]
 
 
+@final  # told apart by ``type(body) is FileBody`` on every response
 class FileBody:
     """``size`` bytes of an open regular file from ``offset``: a body the
     connection sends with ``sendfile`` where it can.
