@@ -20,19 +20,7 @@ import selectors
 import socket
 import stat
 import time
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    List,
-    NamedTuple,
-    Optional,
-    Protocol,
-    Tuple,
-    Type,
-    Union,
-    cast,
-)
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Type, Union
 
 from .reactor import Reactor, Timer
 
@@ -317,17 +305,40 @@ class Transport:
             self._update_events()
             return
         done: Optional[Callable[[], None]] = None
-        if self._regions:
-            sent, done = self._flush_with_regions(out)
+        head = out[0]
+        if self._regions and type(head) is _FileRegion:
+            sent = self._sendfile(head) if head.sendfile else self._send_read(head)
+            if sent < 0:
+                return
+            if sent:
+                self._progress = time.monotonic()
+                if not head.count and not head.pending:
+                    del out[0]
+                    self._regions -= 1
+                    done = head.done
         else:
-            sent = self._send(cast(Buffer, out[0]) if len(out) == 1
-                              else cast(List[Buffer], out[:_IOV_BATCH]))
-            if sent > 0:
-                self._consume(out, sent)
-        if sent < 0:
-            return
-        if sent:
-            self._progress = time.monotonic()
+            if not self._regions:
+                batch = out[:_IOV_BATCH] if len(out) > 1 else head
+            else:  # the buffers before the next file region
+                end = 1
+                while end < len(out) and end < _IOV_BATCH and type(out[end]) is not _FileRegion:
+                    end += 1
+                batch = out[:end] if end > 1 else head
+            sent = self._send(batch)  # type: ignore[arg-type]  # buffers only, as chosen
+            if sent < 0:
+                return
+            if sent:
+                self._progress = time.monotonic()
+                self._out_size -= sent
+                taken = 0
+                while sent:
+                    size = len(out[taken])  # type: ignore[arg-type]
+                    if sent < size:
+                        out[taken] = memoryview(out[taken])[sent:]  # type: ignore[arg-type]
+                        break
+                    sent -= size
+                    taken += 1
+                del out[:taken]
         if self._writing_paused and self._out_size <= self._low_water:
             self._writing_paused = False
             self._update_events()
@@ -344,42 +355,6 @@ class Transport:
         self._update_events()
         if done is not None and not self._closed:
             done()  # last: it may write the next response
-
-    def _consume(self, out: List[Union[Buffer, _FileRegion]], sent: int) -> None:
-        """Drop ``sent`` bytes from the buffers at the head of ``out``."""
-        self._out_size -= sent
-        done = 0
-        while sent:
-            size = len(cast(Buffer, out[done]))
-            if sent < size:
-                out[done] = memoryview(cast(Buffer, out[done]))[sent:]
-                break
-            sent -= size
-            done += 1
-        del out[:done]
-
-    def _flush_with_regions(self, out: List[Union[Buffer, _FileRegion]]
-                            ) -> Tuple[int, Optional[Callable[[], None]]]:
-        """One step of a queue holding file regions: sendfile a region at the
-        head, or read a chunk of it, or send the buffers before the next region.
-        Bytes sent (-1: the connection is gone) and the ``done`` of a region
-        that is now complete."""
-        head = out[0]
-        if type(head) is _FileRegion:
-            sent = self._sendfile(head) if head.sendfile else self._send_read(head)
-            if sent > 0 and not head.count and not head.pending:
-                del out[0]
-                self._regions -= 1
-                return sent, head.done
-            return sent, None
-        batch = 0
-        while batch < len(out) and batch < _IOV_BATCH and type(out[batch]) is not _FileRegion:
-            batch += 1
-        sent = self._send(cast(Buffer, out[0]) if batch == 1
-                          else cast(List[Buffer], out[:batch]))
-        if sent > 0:
-            self._consume(out, sent)
-        return sent, None
 
     def _sendfile(self, region: _FileRegion) -> int:
         """One ``sendfile`` step of ``region``: bytes the kernel took, or -1."""
