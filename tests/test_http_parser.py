@@ -1061,3 +1061,118 @@ def test_feeding_one_byte_at_a_time_is_linear(case):
         whole, bytewise = build(n)
         return _bytewise_case(bytewise, whole)
     assert_linear(make, size)
+
+
+# -- bodies read as they arrive (read_body) ---------------------------------------------
+
+
+def stream_pieces(pieces, limit=7, limits=None):
+    """Feed ``pieces``; once a head with a body is pending, take its body with
+    ``read_body(limit)``.  The body's pieces, and what parses after it."""
+    parser = RequestParser(limits)
+    taken, after = [], []
+    streaming = False
+    for piece in pieces:
+        parser.feed(piece)
+        while True:
+            if streaming:
+                data = parser.read_body(limit)
+                assert len(data) <= limit
+                if data:
+                    taken.append(data)
+                if parser.pending is None:
+                    streaming = False
+                    continue
+                if not data:
+                    break
+                continue
+            request = parser.next_request()
+            if request is not None:
+                after.append(request)
+                continue
+            if parser.fresh_body:
+                parser.fresh_body = False
+                streaming = True
+                continue
+            break
+    return taken, after
+
+
+def test_content_length_body_is_read_in_pieces_then_the_next_request_parses() -> None:
+    first = head(b"POST /up HTTP/1.1", HOST, b"Content-Length: 20") + b"01234"
+    rest = b"56789" + b"0123456789" + head(b"GET /next HTTP/1.1", HOST)
+    data = first + rest
+    for pieces in ([first, rest], [data[i:i + 1] for i in range(len(data))]):
+        taken, after = stream_pieces(pieces)
+        assert b"".join(taken) == b"0123456789" * 2
+        assert [r.target for r in after] == ["/next"]
+    # A body complete with its head is returned whole, as before.
+    taken, after = stream_pieces([data])
+    assert taken == [] and after[0].body == b"0123456789" * 2
+
+
+def test_chunked_body_is_read_in_pieces_without_framing_or_trailers() -> None:
+    data = head(b"POST /up HTTP/1.1", HOST, b"Transfer-Encoding: chunked") \
+        + b"a;ext=1\r\n0123456789\r\n3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n" \
+        + head(b"GET /next HTTP/1.1", HOST)
+    for cut in range(1, len(data)):
+        taken, after = stream_pieces([data[:cut], data[cut:]], limit=4)
+        if after[0].target == "/up":  # all of it came with the head: collected whole
+            assert after[0].body == b"0123456789abc" and taken == [], cut
+            after = after[1:]
+        else:
+            assert b"".join(taken) == b"0123456789abc", cut
+        assert [r.target for r in after] == ["/next"], cut
+
+
+def test_chunk_data_collected_before_streaming_is_not_lost() -> None:
+    # next_request() collects what chunk data came with the head; read_body
+    # hands those pieces over first.
+    parser = RequestParser()
+    parser.feed(head(b"POST /up HTTP/1.1", HOST, b"Transfer-Encoding: chunked") + b"3\r\nabc\r\n")
+    assert parser.next_request() is None and parser.fresh_body
+    assert parser.read_body(100) == b"abc"
+    assert parser.read_body(100) == b"" and parser.pending is not None
+    parser.feed(b"2\r\nde\r\n0\r\n\r\n")
+    assert parser.read_body(100) == b"de"
+    assert parser.read_body(100) == b"" and parser.pending is None
+
+
+def test_body_remaining_and_pending() -> None:
+    parser = RequestParser()
+    parser.feed(head(b"PUT /x HTTP/1.1", HOST, b"Content-Length: 10") + b"abc")
+    assert parser.next_request() is None
+    pending = parser.pending
+    assert pending is not None and pending.target == "/x"
+    assert parser.body_remaining == 10
+    assert parser.read_body(2) == b"ab" and parser.body_remaining == 8
+    parser.feed(b"d" * 7)
+    assert parser.read_body(100) == b"cddddddd" and parser.pending is None
+    parser.feed(head(b"POST /c HTTP/1.1", HOST, b"Transfer-Encoding: chunked"))
+    assert parser.next_request() is None and parser.body_remaining == -1
+
+
+def test_streamed_chunked_body_over_max_body_size_raises_413_and_fails() -> None:
+    parser = RequestParser(SMALL)
+    parser.feed(head(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding: chunked"))
+    assert parser.next_request() is None
+    parser.feed(b"6\r\nabcdef\r\n")
+    assert parser.read_body(100) == b"abcdef"
+    parser.feed(b"6\r\nghijkl\r\n")
+    with pytest.raises(HttpError) as info:
+        parser.read_body(100)
+    assert info.value.status == 413
+    with pytest.raises(HttpError):  # nothing after a failure is parsed
+        parser.read_body(100)
+
+
+@pytest.mark.parametrize("bad", [b"3\r\nabcX", b"zz\r\n", b"3\nabc", b"3\r\nabc\r\n0\r\nbad\r\n\r\n"])
+def test_streamed_chunk_framing_errors_raise_400(bad: bytes) -> None:
+    parser = RequestParser()
+    parser.feed(head(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding: chunked"))
+    assert parser.next_request() is None
+    parser.feed(bad)
+    with pytest.raises(HttpError) as info:
+        while parser.pending is not None:
+            assert parser.read_body(2) or parser.pending is None
+    assert info.value.status == 400

@@ -97,6 +97,9 @@ class RequestParser:
         self._body_size = 0
         self._trailer_size = 0
         self.expect_continue = False  # the pending request asked for 100-continue
+        # A head whose body follows has been parsed and the caller has not yet
+        # said how it takes that body (whole, or with read_body): it clears this.
+        self.fresh_body = False
 
     # -- input ---------------------------------------------------------------
 
@@ -273,6 +276,7 @@ class RequestParser:
             if len(codings) > 1:
                 raise HttpError(501, "unsupported transfer coding")
             self._request = request
+            self.fresh_body = True
             self._trailer_size = 0
             self._state = _Reading.CHUNK_SIZE_LINE
             self.expect_continue = expect is not None and version == "HTTP/1.1"
@@ -290,6 +294,7 @@ class RequestParser:
             if length > self.limits.max_body_size:
                 raise HttpError(413, "request body too large")
         self._request = request
+        self.fresh_body = True
         self._remaining = length
         self._state = _Reading.BODY_LENGTH
         self.expect_continue = expect is not None and version == "HTTP/1.1" and length > 0
@@ -304,7 +309,7 @@ class RequestParser:
         self._request = None
         self._body_parts = []
         self._state = _AT_HEAD
-        self.expect_continue = False
+        self.expect_continue = self.fresh_body = False
         return request
 
     def _read_fixed_body(self) -> Optional[Request]:
@@ -319,6 +324,72 @@ class RequestParser:
         return self._finish(body)
 
     def _read_chunked_body(self) -> Optional[Request]:
+        parts = self._body_parts
+        while True:
+            data = self._chunk_data(1 << 62)
+            if data:
+                parts.append(data)
+            elif self._state == _AT_HEAD:
+                return self._finish(b"".join(parts))
+            else:
+                return None
+
+    # -- streamed bodies -------------------------------------------------------------
+
+    @property
+    def pending(self) -> Optional[Request]:
+        """The request whose head has arrived and whose body has not ended."""
+        return self._request
+
+    @property
+    def body_remaining(self) -> int:
+        """Bytes of a Content-Length body not yet taken (-1: a chunked body)."""
+        return self._remaining if self._state == _Reading.BODY_LENGTH else -1
+
+    def read_body(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes of the pending request's body, as far as they
+        have arrived (b"" until more are fed), for a body its handler reads as
+        it arrives instead of waiting for :meth:`next_request`.
+
+        Once the body has ended, :attr:`pending` is None again and the next
+        request can be parsed.  The limits and framing checks are those of a
+        whole body: a chunked body crossing ``max_body_size`` raises 413.
+        """
+        if self._state == _FAILED:
+            raise HttpError(400, "connection already failed")
+        if self._request is None:
+            return b""
+        parts = self._body_parts
+        if parts:
+            # Collected by next_request before the caller chose to stream.
+            data = parts[0]
+            if len(data) > limit:
+                parts[0] = data[limit:]
+                return data[:limit]
+            del parts[0]
+            return data
+        try:
+            if self._state != _Reading.BODY_LENGTH:
+                data = self._chunk_data(limit)
+                if self._state == _AT_HEAD:
+                    self._finish(b"")
+                return data
+            pos = self._pos
+            take = min(self._remaining, len(self._buf) - pos, limit)
+            data = bytes(self._buf[pos:pos + take])
+            self._pos = self._scan = pos + take
+            self._remaining -= take
+            if not self._remaining:
+                self._finish(b"")
+            return data
+        except HttpError:
+            self._state = _FAILED
+            raise
+
+    def _chunk_data(self, limit: int) -> bytes:
+        """The next piece (at most ``limit`` bytes) of chunk data that has
+        arrived; b"" when more input is needed or the body has ended (the
+        state is then back at the head)."""
         buf = self._buf
         limits = self.limits
         while True:
@@ -331,7 +402,7 @@ class RequestParser:
                         raise HttpError(400, "chunk size line too long")
                     if b"\n" in buf[pos:] or b"\r" in buf[pos:-1]:
                         raise HttpError(400, "bare CR or LF in chunk size line")
-                    return None
+                    return b""
                 line = bytes(buf[pos:end])
                 match = _CHUNK_SIZE.match(line)
                 if match is None or b"\r" in line or b"\n" in line:
@@ -347,19 +418,20 @@ class RequestParser:
                 self._remaining = size
                 self._state = _Reading.CHUNK_DATA
             elif state == _Reading.CHUNK_DATA:
-                take = min(self._remaining, len(buf) - pos)
-                if take == 0:
-                    return None
-                self._body_parts.append(bytes(buf[pos:pos + take]))
+                take = min(self._remaining, len(buf) - pos, limit)
+                if take <= 0:
+                    return b""
+                data = bytes(buf[pos:pos + take])
                 self._pos = pos + take
                 self._remaining -= take
                 if self._remaining == 0:
                     self._state = _Reading.CHUNK_CRLF
+                return data
             elif state == _Reading.CHUNK_CRLF:
                 if len(buf) - pos < 2:
                     if len(buf) - pos == 1 and buf[pos] != 13:
                         raise HttpError(400, "chunk data not followed by CRLF")
-                    return None
+                    return b""
                 if buf[pos:pos + 2] != b"\r\n":
                     raise HttpError(400, "chunk data not followed by CRLF")
                 self._pos = pos + 2
@@ -373,12 +445,13 @@ class RequestParser:
                     if buf.find(b"\n", start) >= 0:
                         raise HttpError(400, "bare LF in trailer section")
                     self._scan = len(buf)
-                    return None
+                    return b""
                 line = bytes(buf[pos:end])
                 self._pos = end + 2
                 if not line:
                     self._scan = self._pos
-                    return self._finish(b"".join(self._body_parts))
+                    self._state = _AT_HEAD  # the caller finishes the request
+                    return b""
                 self._trailer_size += len(line) + 2
                 if self._trailer_size > limits.max_header_size:
                     raise HttpError(431, "trailer section too large")
