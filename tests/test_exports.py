@@ -19,8 +19,8 @@ README = Path(__file__).resolve().parent.parent / "README.rst"
 
 PACKAGE_API = {
     "App", "BlockingWebSocket", "CloseCode", "ConnectionClosed", "HandshakeRefused", "Headers",
-    "HttpError", "ProtocolError", "Request", "Response", "Server", "ServingWhileImported",
-    "TlsError", "WebSocket", "WssyncError", "__version__",
+    "HttpError", "ProtocolError", "Request", "RequestBodyError", "Response", "Server",
+    "ServingWhileImported", "TlsError", "WebSocket", "WssyncError", "__version__",
 }
 CLIENT_API = {"ClientConnection", "ConnectionClosed", "HandshakeRefused", "TlsError", "connect"}
 
@@ -39,13 +39,15 @@ def test_client_exports_exactly_its_api() -> None:
 
 def test_every_public_error_is_a_wssync_error_with_its_hint_first() -> None:
     for name in ("HttpError", "ProtocolError", "HandshakeRefused", "ConnectionClosed",
-                 "ServingWhileImported", "TlsError"):
+                 "ServingWhileImported", "TlsError", "RequestBodyError"):
         assert issubclass(getattr(wssync, name), wssync.WssyncError), name
     assert wssync.HttpError(404, "gone").status == 404
     assert wssync.ProtocolError(1002, "bad").code == 1002
     assert wssync.HandshakeRefused(403, "no").status == 403
     assert wssync.ConnectionClosed(1001, "bye").code == 1001
     assert issubclass(wssync.ServingWhileImported, RuntimeError)
+    assert wssync.RequestBodyError(413, "too large").status == 413
+    assert issubclass(wssync.RequestBodyError, ConnectionError)  # a broken upload
     assert errors.HttpError is wssync.HttpError
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any, Callable, Iterator, List, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import pytest
 from helpers import RecordingTransport
 
 from wssync import Response
+from wssync.body import BodyStream
 from wssync.config import Config
 from wssync.handshake import accept_key
 from wssync.http_connection import ChunkCallback, HttpConnection, WebSocketAccept
@@ -38,6 +39,8 @@ class RecordingApp:
         self.handshakes: List[Request] = []
         self.decision = decision
         self.chunk_requests: List[Tuple[Iterator[bytes], ChunkCallback]] = []
+        self.streams = 0  # capacity of the streams bodies go to; 0: collect bodies whole
+        self.wanted: List[BodyStream] = []
 
     def handle_request(self, conn: HttpConnection, request: Request) -> None:
         self.requests.append(request)
@@ -54,6 +57,15 @@ class RecordingApp:
 
     def close_body(self, conn: HttpConnection, close: Callable[[], None]) -> None:
         close()
+
+    def stream_body(self, conn: HttpConnection, request: Request) -> Optional[BodyStream]:
+        """Bodies are collected whole unless the test set :attr:`streams` (a
+        stream's notifications go to :attr:`wanted`)."""
+        if not self.streams:
+            return None
+        stream = BodyStream(self.streams, 0, self.wanted.append)
+        request.body_stream = stream
+        return stream
 
     def give_chunk(self) -> None:
         """Answer the oldest chunk request with the body's next chunk (None at its end)."""

@@ -20,11 +20,13 @@ import collections
 import logging
 import threading
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, Optional, Union
 
 from .app import App, WebSocketRoute
+from .body import BodyStream
 from .config import Config
-from .errors import ConnectionClosed, HttpError
+from .errors import ConnectionClosed, HttpError, RequestBodyError
 from .handshake import offered_subprotocols
 from .http_connection import ChunkCallback, HttpConnection, WebSocketAccept
 from .http_writer import error_answer
@@ -99,10 +101,23 @@ class HttpBridge:
             response = result if type(result) is Response else to_response(result)
         except HttpError as exc:
             response = error_answer(exc)
+        except RequestBodyError as exc:
+            # The connection answers for the body (or the client is gone): no traceback.
+            response = error_answer(HttpError(exc.status, exc.message))
         except Exception:
             log.exception("error in handler for %s %s", request.method, request.target)
             response = Response("500 Internal Server Error\n", 500)
         self.handoff.call(0, conn.send_response, response)
+
+    def stream_body(self, conn: HttpConnection, request: Request) -> Optional[BodyStream]:
+        # Handlers that read their input as a file (WSGI) get the body as it arrives.
+        if not getattr(self.app.match_http(request), "streams_body", False):
+            return None
+        config = self.config
+        stream = BodyStream(config.body_buffer_size, config.body_timeout,
+                            partial(self.handoff.call, 0, conn.upload_wanted))
+        request.body_stream = stream
+        return stream
 
     def next_chunk(self, conn: HttpConnection, body: Iterator[bytes],
                    callback: ChunkCallback) -> None:

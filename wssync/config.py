@@ -33,6 +33,12 @@ SETTINGS: Dict[str, Setting] = {
     "keepalive_timeout": Setting(5.0, "seconds", "how long an idle keep-alive connection is kept"),
     "header_timeout": Setting(10.0, "seconds", "time to receive a whole request head; then 408"),
     "body_timeout": Setting(30.0, "seconds", "time to receive a whole request body; then 408"),
+    "body_buffer_size": Setting(256 * _KiB, "bytes",
+                                "WSGI request bodies: bytes read ahead of the application "
+                                "before the client is no longer read"),
+    "max_unread_body": Setting(256 * _KiB, "bytes",
+                               "WSGI request bodies: an unread rest up to this is read and "
+                               "discarded to keep the connection; a larger one closes it"),
     # WebSocket
     "max_message_size": Setting(16 * _MiB, "bytes",
                                 "largest WebSocket message; larger closes with 1009"),
@@ -102,6 +108,8 @@ class Config:
     keepalive_timeout: float
     header_timeout: float
     body_timeout: float
+    body_buffer_size: int
+    max_unread_body: int
     max_message_size: int
     ping_interval: float
     ping_timeout: float

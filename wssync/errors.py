@@ -32,6 +32,20 @@ class HttpError(WssyncError):
         self.headers = headers or []
 
 
+class RequestBodyError(WssyncError, ConnectionError):
+    """A request body read as it arrives (``wsgi.input``) cannot be read to its
+    end: the client went away or stalled, broke the chunked framing, or sent
+    more than ``max_body_size``.  ``status`` is what the server answers with
+    when no response has started (400, 408 or 413).  An ``OSError``, as a
+    broken socket would raise, so frameworks treat it as a broken upload.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.message = message
+
+
 class ProtocolError(WssyncError):
     """The WebSocket peer broke RFC 6455; close the connection with ``code``."""
 

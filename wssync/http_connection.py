@@ -8,6 +8,10 @@ file regions and closing their files when sent or lost), enforces the HTTP timeo
 WebSocket handshake writes the ``101`` :mod:`wssync.handshake` builds and installs a
 :class:`~wssync.websocket_connection.WebSocketConnection` on the same
 transport, passing along the bytes that followed the request head.
+A body whose handler reads it as it arrives (a WSGI application's
+``wsgi.input``) goes to a bounded :class:`~wssync.body.BodyStream` instead of
+being collected first; what the handler leaves unread is discarded before the
+next request, or the connection closes after the response.
 It runs on the reactor thread and never touches the selector.
 """
 
@@ -31,7 +35,8 @@ from typing import (
 )
 
 from . import handshake
-from .errors import HttpError
+from .body import BodyStream
+from .errors import HttpError, RequestBodyError
 from .forwarded import TrustedPeers, resolve, trusted_peers
 from .http_parser import RequestParser
 from .http_writer import (
@@ -112,6 +117,11 @@ class HttpApplication(Protocol):
         its handler ran, since a WSGI ``close()`` may block or expect that
         thread (Django ends its request there)."""
 
+    def stream_body(self, conn: HttpConnection, request: Request) -> Optional[BodyStream]:
+        """The head of ``request`` arrived and its body has not: a stream its
+        handler will read the body from as it arrives (the handler then runs
+        right away), or None to collect the whole body first."""
+
 
 class HttpConnection:
     """HTTP/1.1 server side of one connection."""
@@ -143,6 +153,12 @@ class HttpConnection:
         self._deadline = 0.0
         self._phase = _Deadline.NONE  # what the deadline is for
         self._timer: Optional[Timer] = None
+        # A request body its handler reads as it arrives, until it has ended
+        # (or, failed, until the answer is out); None nearly always.
+        self._upload: Optional[BodyStream] = None
+        self._upload_error: Optional[RequestBodyError] = None
+        self._upload_timer: Optional[Timer] = None
+        self._draining = False  # the response is out: the body's rest is discarded
 
     # -- transport callbacks -----------------------------------------------------
 
@@ -164,6 +180,8 @@ class HttpConnection:
         parser.feed(data)
         if self._current is None:
             self._process()
+        elif self._upload is not None:
+            self._pump()
         elif parser.buffered > self.config.max_header_size:
             # Pipelined requests pile up while one is handled: stop reading.
             self.transport.pause_reading()
@@ -175,12 +193,18 @@ class HttpConnection:
             # Requests complete before the half-close are still answered;
             # _waiting() closes once nothing is left.
             self._process()
+        elif self._upload is not None and self._upload_error is None:
+            self._upload_failed(400, "request body cut off")
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._cancel_timer()
         self._close_stream()
         self._close_file()
         self._current = None
+        if self._upload is not None:
+            self._cancel_upload_timer()
+            self._upload.fail(RequestBodyError(400, "the client went away"))
+            self._upload = None
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -235,8 +259,9 @@ class HttpConnection:
                     self._send_error(exc.status, exc.message)
                     return
                 if request is None:
-                    self._waiting(parser)
-                    return
+                    request = self._waiting(parser)
+                    if request is None:
+                        return
                 # The deadline timer stays armed: it ignores a connection with a
                 # request in flight, which saves a heap push per request.
                 self._phase = _NO_PHASE
@@ -259,17 +284,30 @@ class HttpConnection:
         finally:
             self._processing = False
 
-    def _waiting(self, parser: RequestParser) -> None:
-        """No complete request yet: send 100-continue if asked, arm the right timeout."""
+    def _waiting(self, parser: RequestParser) -> Optional[Request]:
+        """No complete request yet: send 100-continue if asked, arm the right timeout.
+
+        A request whose handler reads its body as it arrives is returned, to be
+        handled now.
+        """
         assert self.transport is not None
         if self._eof:
             self.transport.close()
-            return
+            return None
         if self._stopping and not parser.buffered:
             self.transport.close()
-            return
+            return None
         self.transport.resume_reading()
         if parser.waiting_for_body:
+            if parser.fresh_body:
+                parser.fresh_body = False
+                request = parser.pending
+                assert request is not None
+                if not handshake.is_handshake(request):
+                    stream = self.app.stream_body(self, request)
+                    if stream is not None:
+                        self._start_upload(stream)
+                        return request
             if parser.expect_continue and not self._continue_sent:
                 self._continue_sent = True
                 self.transport.write(CONTINUE)
@@ -278,6 +316,160 @@ class HttpConnection:
             self._arm_deadline(_HEAD_PHASE)
         else:
             self._arm_deadline(_IDLE_PHASE)
+        return None
+
+    # -- request bodies read as they arrive ---------------------------------------------
+
+    def _start_upload(self, stream: BodyStream) -> None:
+        assert self.transport is not None
+        self._upload = stream
+        self._upload_error = None
+        self._draining = False
+        # The body's deadline counts from its head, as for a collected body; the
+        # connection's own timer is idle while the handler runs.
+        if self.config.body_timeout:
+            self._upload_timer = self.transport.reactor.call_later(
+                self.config.body_timeout, self._upload_expired)
+        self._pump()  # the bytes that came with the head
+
+    def upload_wanted(self, stream: BodyStream) -> None:
+        """The handler waits for ``stream``'s bytes, or has made room in it
+        (reactor thread; called through the application's hand-off)."""
+        transport = self.transport
+        parser = self.parser
+        if (stream is not self._upload or self._upload_error is not None or self._draining
+                or transport is None or transport.is_closing() or parser is None):
+            return
+        # 100 Continue only once the handler reads: one that answers without
+        # reading spares the client from sending the body at all.
+        if parser.expect_continue and not self._continue_sent:
+            self._continue_sent = True
+            transport.write(CONTINUE)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Move body bytes from the parser to the handler's stream while it has
+        room (or discard them once the response is out)."""
+        stream = self._upload
+        parser = self.parser
+        transport = self.transport
+        assert stream is not None and parser is not None and transport is not None
+        if self._upload_error is not None:
+            return
+        while True:
+            if self._draining:
+                room = 1 << 20
+            else:
+                room = stream.room()
+                if room <= 0:
+                    if stream.stop_filling():
+                        # The handler's upload_wanted resumes us once it has read.
+                        transport.pause_reading()
+                        return
+                    continue
+            try:
+                data = parser.read_body(room)
+            except HttpError as exc:
+                self._upload_failed(exc.status, exc.message)
+                return
+            if data and not self._draining:
+                stream.feed(data)
+            if parser.pending is None:
+                self._upload_ended()
+                return
+            if not data:
+                transport.resume_reading()
+                return
+
+    def _upload_ended(self) -> None:
+        stream = self._upload
+        assert stream is not None
+        self._upload = None
+        self._cancel_upload_timer()
+        if self._draining:
+            self._draining = False
+            self._finish_response()  # the response was out already
+        else:
+            stream.end()
+
+    def _upload_failed(self, status: int, message: str) -> None:
+        """The body cannot be completed: the handler's reads raise, and its
+        answer, if it has not started, becomes this error."""
+        stream = self._upload
+        transport = self.transport
+        assert stream is not None and transport is not None
+        error = self._upload_error = RequestBodyError(status, message)
+        self._cancel_upload_timer()
+        stream.fail(error)
+        log.info("%s: %d %s", transport.peername, status, message)
+        if self._draining:
+            self._draining = False
+            self._upload = None
+            self._current = None
+            transport.close()
+        else:
+            transport.pause_reading()  # nothing more is parsed; the answer will linger
+
+    def _upload_expired(self) -> None:
+        self._upload_timer = None
+        if self._upload is not None and self._upload_error is None:
+            self._upload_failed(408, "request body not received in time")
+
+    def _cancel_upload_timer(self) -> None:
+        if self._upload_timer is not None:
+            self._upload_timer.cancel()
+            self._upload_timer = None
+
+    def _settle_upload(self, response: Response, close: bool) -> Tuple[Response, bool]:
+        """A response starts while its request's body has not ended: the answer
+        to a failed body, or whether the connection can stay open."""
+        parser = self.parser
+        assert parser is not None
+        error = self._upload_error
+        if error is not None:
+            # The request failed under the handler: its answer is never sent.
+            body = response.body
+            if type(body) is FileBody:
+                self.app.close_body(self, body.close)
+            elif type(body) is not bytes:
+                _close_iterable(body)
+            return error_answer(HttpError(error.status, error.message)), True
+        remaining = parser.body_remaining
+        # Without our 100 Continue the client may or may not send the body: the
+        # next bytes could be either, so the connection cannot be reused.  A
+        # rest larger than max_unread_body (or of unknown size: chunked) is not
+        # worth reading to keep it.
+        if (parser.expect_continue and not self._continue_sent) or remaining < 0 \
+                or remaining > self.config.max_unread_body:
+            close = True
+        self._continue_sent = True  # no 100 Continue after a final answer
+        return response, close
+
+    def _finish_upload(self) -> None:
+        """The response is out and the request's body has not ended."""
+        stream = self._upload
+        assert stream is not None
+        stream.discard()
+        if self._upload_error is None and self._keep_alive and not self._stopping:
+            self._draining = True
+            self._pump()
+            return
+        self._upload = None
+        self._cancel_upload_timer()
+        self._current = None
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close once the answer is out, reading and dropping what the client
+        still sends meanwhile: closing with unread input makes the kernel send a
+        reset, which can destroy the answer before the client has read it."""
+        transport = self.transport
+        assert transport is not None
+        self._cancel_timer()
+        if self._eof:
+            transport.close()  # the client sends nothing more
+            return
+        transport.set_protocol(_Lingering(self.config.body_timeout))
 
     def _upgrade(self, request: Request) -> None:
         transport = self.transport
@@ -321,6 +513,9 @@ class HttpConnection:
             elif type(body) is not bytes:
                 _close_iterable(body)
             return
+        if self._upload is not None:
+            response, close = self._settle_upload(response, close)
+            body = response.body
         if type(body) is FileBody:
             self._send_file(request, response.status, response.headers, body, close)
             return
@@ -411,6 +606,9 @@ class HttpConnection:
             _close_iterable(stream)
 
     def _finish_response(self) -> None:
+        if self._upload is not None:
+            self._finish_upload()
+            return
         request = self._current
         transport = self.transport
         self._current = None
@@ -426,7 +624,10 @@ class HttpConnection:
         transport = self.transport
         assert transport is not None
         transport.write(error_response(status, message))
-        transport.close()
+        if status == 413:
+            self._linger()  # the client may still be sending the refused body
+        else:
+            transport.close()
         log.info("%s: %d %s", transport.peername, status, message)
 
     def _log_access(self, request: Request, status: int, size: int) -> None:
@@ -478,6 +679,50 @@ class HttpConnection:
             self._send_error(408, "request not received in time")
         else:
             transport.close()
+
+
+class _Lingering:
+    """The last protocol of a connection that closes with part of a request
+    body unread: the answer goes out followed by FIN, and what the client still
+    sends is dropped until it closes too, or ``timeout`` seconds pass."""
+
+    name = "http"
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._timer: Optional[Timer] = None
+        self.transport: Optional[Transport] = None
+
+    def connection_made(self, transport: Transport) -> None:
+        self.transport = transport
+        if not self._timeout:
+            transport.close()
+            return
+        transport.close_write()
+        transport.resume_reading()
+        self._timer = transport.reactor.call_later(self._timeout, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> None:
+        assert self.transport is not None
+        self.transport.close()
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        assert self.transport is not None
+        self.transport.close()
 
 
 def _close_iterable(body: object) -> None:

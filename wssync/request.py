@@ -6,6 +6,7 @@ sockets or of how the request arrived.
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote
@@ -119,6 +120,7 @@ class Request:
         "_query",
         "_query_string",
         "body",
+        "body_stream",
         "headers",
         "keep_alive",
         "local_addr",
@@ -145,6 +147,9 @@ class Request:
         self.version = version
         self.headers = headers
         self.body = body
+        # Where a handler that reads its input as a file finds a body that was
+        # not collected first (see wssync.body); None for a body in ``body``.
+        self.body_stream: Optional[io.RawIOBase] = None
         self.remote_addr = remote_addr
         # What the client asked for the connection (the parser passes it; it is
         # derived here otherwise).  Whether it stays open is the server's

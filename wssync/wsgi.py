@@ -6,8 +6,10 @@ and gives back a ``Response`` whose body streams the application's iterable
 :class:`FileWrapper`: a wrapped regular file with a ``Content-Length`` becomes
 a :class:`~wssync.response.FileBody`, which the connection sends with
 ``sendfile``; any other is iterated in blocks like a body of its own.  The
-server always runs it on a worker thread, since WSGI applications block.
-Nothing here touches sockets.
+server always runs it on a worker thread, since WSGI applications block, and
+hands it the request body as it arrives (``wsgi.input`` reads block until the
+bytes are there) unless the whole body came with the head.  Nothing here
+touches sockets.
 """
 
 from __future__ import annotations
@@ -140,7 +142,9 @@ def build_environ(request: Request, server_name: str, server_port: str) -> Envir
         "REMOTE_ADDR": "",
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": request.scheme,
-        "wsgi.input": io.BytesIO(request.body),
+        # Either way the input ends where the body ends (a chunked one has no
+        # CONTENT_LENGTH): read() up to b"" is safe, as the flag tells frameworks.
+        "wsgi.input": request.body_stream or io.BytesIO(request.body),
         "wsgi.input_terminated": True,
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
@@ -167,8 +171,6 @@ def build_environ(request: Request, server_name: str, server_port: str) -> Envir
             continue
         key = "HTTP_" + key
         environ[key] = environ[key] + "," + value if key in environ else value
-    if request.body and "CONTENT_LENGTH" not in environ:
-        environ["CONTENT_LENGTH"] = str(len(request.body))  # the body came chunked
     return environ
 
 
@@ -190,6 +192,7 @@ class WsgiHandler:
     """An HTTP handler that runs a WSGI application; it blocks, so it runs on a worker."""
 
     blocking = True
+    streams_body = True  # wsgi.input is read as the body arrives
 
     def __init__(self, wsgi_app: WsgiApp) -> None:
         self.wsgi_app = wsgi_app
