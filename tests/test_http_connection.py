@@ -18,6 +18,7 @@ from helpers import RecordingTransport
 from wssync import Response
 from wssync.body import BodyStream
 from wssync.config import Config
+from wssync.errors import RequestBodyError
 from wssync.handshake import accept_key
 from wssync.http_connection import ChunkCallback, HttpConnection, WebSocketAccept
 from wssync.http_writer import CONTINUE
@@ -63,7 +64,7 @@ class RecordingApp:
         stream's notifications go to :attr:`wanted`)."""
         if not self.streams:
             return None
-        stream = BodyStream(self.streams, 0, self.wanted.append)
+        stream = BodyStream(self.streams, 5.0, self.wanted.append)  # 5 s: fail, not hang
         request.body_stream = stream
         return stream
 
@@ -447,3 +448,173 @@ def test_connection_lost_mid_request_drops_the_late_response(reactor: Reactor) -
     assert transport.written == b""
     assert transport.kinds() == ["abort"]
 
+
+
+# -- bodies read as they arrive ---------------------------------------------------------
+
+
+def post_head(length: int, *headers: str, target: str = "/up") -> bytes:
+    lines = [f"POST {target} HTTP/1.1", "Host: example.test", f"Content-Length: {length}",
+             *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def chunked_head(*headers: str) -> bytes:
+    return post_head(0, *headers).replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
+
+
+def streamed(app: RecordingApp) -> BodyStream:
+    stream = app.requests[-1].body_stream
+    assert isinstance(stream, BodyStream)
+    return stream
+
+
+def test_body_goes_to_the_stream_and_reading_pauses_while_it_is_full(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 10
+    conn, transport = connect(reactor, app)
+    conn.data_received(post_head(30) + b"0123")
+    assert app.targets == ["/up"]  # handled before its body is complete
+    stream = streamed(app)
+    conn.data_received(b"456789abcdef")
+    assert transport.reading_paused  # 10 bytes held: the client is not read
+    assert stream.read(6) == b"012345"
+    assert app.wanted == [stream]  # room again: the reactor is asked back
+    conn.upload_wanted(stream)  # "abcdef" waited in the parser: full again
+    assert transport.reading_paused
+    assert stream.read(6) == b"6789ab"
+    assert app.wanted == [stream, stream]
+    conn.upload_wanted(stream)
+    assert not transport.reading_paused  # nothing left in the parser: read the client
+    conn.data_received(b"g" * 14)
+    assert stream.read(10) == b"cdef" + b"g" * 6
+    conn.upload_wanted(stream)
+    assert stream.read() == b"g" * 8  # to the end of the body
+    assert stream.read(5) == b""
+    conn.send_response(Response(b"stored"))
+    assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: close" not in transport.written
+    conn.data_received(get("/next"))  # the connection goes on
+    assert app.targets == ["/up", "/next"]
+
+
+def test_100_continue_is_sent_when_the_handler_reads(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app)
+    conn.data_received(post_head(5, "Expect: 100-continue"))
+    assert app.targets == ["/up"] and transport.written == b""
+    conn.upload_wanted(streamed(app))  # what the stream asks on the first read
+    assert transport.written == CONTINUE
+    conn.data_received(b"hello")
+    assert streamed(app).read() == b"hello"
+
+
+def test_no_100_continue_after_an_answer_and_the_connection_closes(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app)
+    conn.data_received(post_head(5, "Expect: 100-continue"))
+    conn.send_response(Response(b"no thanks", 401))
+    conn.upload_wanted(streamed(app))
+    assert CONTINUE not in transport.written
+    assert b"Connection: close" in transport.written  # the body may come or not
+    assert "set_protocol" in transport.kinds() and transport.write_eof  # lingering
+
+
+def test_small_unread_rest_is_drained_and_the_next_request_parses(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app, max_unread_body=100)
+    conn.data_received(post_head(50) + b"x" * 10)
+    stream = streamed(app)
+    conn.send_response(Response(b"ignored your body"))
+    assert b"Connection: close" not in transport.written
+    conn.data_received(b"y" * 40 + get("/next"))  # the rest, discarded, then a request
+    assert app.targets == ["/up", "/next"]
+    assert stream.read() == b""  # the handler's stream was dropped
+    assert not transport.closed
+
+
+def test_large_unread_rest_closes_after_the_answer_and_lingers(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app, max_unread_body=100)
+    conn.data_received(post_head(5000) + b"x" * 10)
+    conn.send_response(Response(b"ignored your body"))
+    assert b"Connection: close" in transport.written
+    kinds = transport.kinds()
+    assert kinds[-2:] == ["close_write", "set_protocol"] or "set_protocol" in kinds
+    lingering = transport.protocol
+    lingering.data_received(b"x" * 4000 + get("/never"))  # read and dropped
+    assert app.targets == ["/up"] and not transport.closed
+    lingering.eof_received()
+    assert transport.closed
+
+
+def test_unended_chunked_body_closes_after_the_answer(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app)
+    conn.data_received(chunked_head() + b"3\r\nabc\r\n")
+    assert streamed(app).read(3) == b"abc"
+    conn.send_response(Response(b"done"))
+    assert b"Connection: close" in transport.written
+
+
+def test_chunked_body_over_the_limit_fails_the_read_and_answers_413(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app, max_body_size=8)
+    conn.data_received(chunked_head() + b"5\r\nabcde\r\n")
+    stream = streamed(app)
+    conn.data_received(b"5\r\nfghij\r\n")
+    with pytest.raises(RequestBodyError) as info:
+        stream.read()
+    assert info.value.status == 413 and isinstance(info.value, ConnectionError)
+    conn.send_response(Response(b"the app's own 500", 500))  # replaced: the body failed
+    assert transport.written.startswith(b"HTTP/1.1 413 ")
+    assert b"Connection: close" in transport.written
+
+
+def test_client_gone_mid_body_makes_the_read_raise(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, _transport = connect(reactor, app)
+    conn.data_received(post_head(100) + b"partial")
+    stream = streamed(app)
+    conn.eof_received()
+    with pytest.raises(RequestBodyError) as info:
+        stream.read()
+    assert info.value.status == 400
+    conn.connection_lost(None)
+    with pytest.raises(RequestBodyError):
+        stream.read(1)
+
+
+def test_body_timeout_fails_a_stalled_body_with_408(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app, body_timeout=0.05)
+    conn.data_received(post_head(100) + b"partial")
+    stream = streamed(app)
+    assert not transport.reading_paused
+    # The deadline fails the body: reading stops, and the reader's wait ends.
+    assert transport.run_until(lambda: transport.reading_paused)
+    with pytest.raises(RequestBodyError) as info:
+        stream.read(100)
+    assert info.value.status == 408
+    conn.send_response(Response(b"late"))
+    assert transport.written.startswith(b"HTTP/1.1 408 ")
+
+
+def test_pipelined_request_after_a_streamed_body(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, _transport = connect(reactor, app)
+    conn.data_received(post_head(6) + b"abc")
+    conn.data_received(b"def" + get("/next"))
+    assert streamed(app).read() == b"abcdef"
+    assert app.targets == ["/up"]
+    conn.send_response(Response(b"ok"))
+    assert app.targets == ["/up", "/next"]

@@ -1166,7 +1166,8 @@ def test_streamed_chunked_body_over_max_body_size_raises_413_and_fails() -> None
         parser.read_body(100)
 
 
-@pytest.mark.parametrize("bad", [b"3\r\nabcX", b"zz\r\n", b"3\nabc", b"3\r\nabc\r\n0\r\nbad\r\n\r\n"])
+@pytest.mark.parametrize("bad", [b"3\r\nabcX", b"zz\r\n", b"3\nabc",
+                                 b"3\r\nabc\r\n0\r\nbad\r\n\r\n"])
 def test_streamed_chunk_framing_errors_raise_400(bad: bytes) -> None:
     parser = RequestParser()
     parser.feed(head(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding: chunked"))
