@@ -7,6 +7,7 @@ taken on this machine is the number replaced by a free port (and said so).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -312,6 +313,26 @@ def run_django_example(code: str, tmp_path: Path, port: int) -> None:
         _stop(proc, signal.SIGTERM)
 
 
+def run_upload_example(code: str, tmp_path: Path, port: int) -> None:
+    pytest.importorskip("flask")
+    proc = _script(_write(tmp_path, "uploads.py", code, port))
+    try:
+        wait_listening(port, proc)
+        url = f"http://127.0.0.1:{port}/upload"
+        piece = bytes(range(256)) * 256
+        expected = hashlib.sha256(piece * 64).hexdigest()
+        streamed = requests.post(url, data=(piece for _ in range(64)), timeout=30)  # chunked
+        assert streamed.text == expected
+        file = tmp_path / "big.iso"
+        file.write_bytes(piece * 64)
+        if shutil.which("curl") is not None:  # the README's command line
+            done = subprocess.run(["curl", "-sS", "-T", str(file), url], capture_output=True,
+                                  text=True, timeout=30)
+            assert done.returncode == 0 and done.stdout == expected, done.stderr
+    finally:
+        _stop(proc)
+
+
 def run_client_example(code: str, tmp_path: Path, port: int) -> None:
     demo = run_server(["--host", "127.0.0.1", "--port", str(port)])
     try:
@@ -420,8 +441,9 @@ def run_file_example(code: str, tmp_path: Path, port: int) -> None:
 DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     '@app.route("/items/<item_id>"': run_app_example,
     "with Server(app, host=": run_embedding_example,
-    "flask_app = Flask(__name__)": run_flask_example,
+    "# your existing app, untouched": run_flask_example,
     "# mysite/live.py": run_django_example,
+    "request.stream.read(65536)": run_upload_example,
     "from wssync.client import connect": run_client_example,
     '@app.websocket("/echo", blocking=True)': run_blocking_example,
     "from wssync.flask import Sock": run_flask_sock_example,
