@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List
+import socket
+from typing import Any, Callable, Dict, List
 
 import pytest
-from helpers import raw_exchange
+from helpers import raw_exchange, read_until_closed, wait_until
 
 from wssync import App, Request
 
@@ -84,3 +85,32 @@ def test_unknown_transfer_coding_is_501(counted) -> None:
                                b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 501 ")
     assert calls == []
+
+
+def test_bad_framing_inside_a_streamed_wsgi_body_runs_nothing_after_it(start_server,
+                                                                       threads: int) -> None:
+    # A WSGI application reads its body as it arrives, so it runs before the body's
+    # framing is known to be sound; a broken chunk still ends the connection
+    # there: the request hidden behind it is never parsed.
+    paths: List[str] = []
+
+    def wsgi(environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[bytes]:
+        paths.append(environ["PATH_INFO"])
+        try:
+            environ["wsgi.input"].read()
+        except OSError:
+            pass
+        start_response("200 OK", [])
+        return [b"read"]
+
+    app = App()
+    app.mount_wsgi(wsgi)
+    port = start_server(app, threads=threads).address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /first HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        assert wait_until(lambda: paths == ["/first"])  # it reads, and waits for the body
+        sock.sendall(b"3\r\nabcX\r\n0\r\n\r\n" + NEXT.replace(b"/count", b"/hidden"))
+        reply = read_until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 400 ") and reply.count(b"HTTP/1.1 ") == 1
+    assert b"Connection: close" in reply
+    assert paths == ["/first"]
