@@ -119,7 +119,7 @@ def test_incomplete_head_returns_none_until_complete():
     assert parser.next_request() is None
     assert parser.next_request() is None  # asking again changes nothing
     assert parser.buffered == len(data) - 1
-    assert not parser.waiting_for_body
+    assert parser.pending is None
     parser.feed(data[-1:])
     request = parser.next_request()
     assert request is not None and request.target == "/"
@@ -261,21 +261,21 @@ def test_content_length_zero_gives_empty_body_immediately():
     parser.feed(head(b"POST / HTTP/1.1", HOST, b"Content-Length: 0"))
     request = parser.next_request()
     assert request is not None and request.body == b""
-    assert not parser.waiting_for_body
+    assert parser.pending is None
 
 
 def test_content_length_body_waits_for_all_bytes():
     parser = RequestParser()
     parser.feed(head(b"POST / HTTP/1.1", HOST, b"Content-Length: 10") + b"01234")
     assert parser.next_request() is None
-    assert parser.waiting_for_body
+    assert parser.pending is not None
     assert parser.buffered == 5
     parser.feed(b"5678")
     assert parser.next_request() is None
     parser.feed(b"9GET")  # the start of a pipelined request must not be taken as body
     request = parser.next_request()
     assert request.body == b"0123456789"
-    assert not parser.waiting_for_body
+    assert parser.pending is None
     assert parser.buffered == 3
     assert parser.next_request() is None
 
@@ -318,12 +318,12 @@ def test_chunked_body_waits_for_last_chunk_and_trailers():
     parser = RequestParser()
     parser.feed(chunked_post(b"5\r\nhello\r\n"))
     assert parser.next_request() is None
-    assert parser.waiting_for_body
+    assert parser.pending is not None
     parser.feed(b"0\r\nX-T: 1\r\n")
     assert parser.next_request() is None  # trailer section not finished yet
     parser.feed(b"\r\n")
     assert parser.next_request().body == b"hello"
-    assert not parser.waiting_for_body
+    assert parser.pending is None
 
 
 @pytest.mark.parametrize("data", [
@@ -451,7 +451,7 @@ def test_expect_100_continue_is_flagged_while_body_is_pending():
     parser.feed(head(b"POST /up HTTP/1.1", HOST, b"Content-Length: 5", b"Expect: 100-continue"))
     assert parser.next_request() is None
     assert parser.expect_continue is True
-    assert parser.waiting_for_body is True
+    assert parser.pending is not None
     parser.feed(b"hel")
     assert parser.next_request() is None
     assert parser.expect_continue is True
@@ -459,7 +459,7 @@ def test_expect_100_continue_is_flagged_while_body_is_pending():
     request = parser.next_request()
     assert request.body == b"hello"
     assert parser.expect_continue is False
-    assert parser.waiting_for_body is False
+    assert parser.pending is None
 
 
 def test_expect_100_continue_is_case_insensitive_and_works_with_chunked():
@@ -484,7 +484,7 @@ def test_expect_100_continue_ignored_in_http_1_0():
     parser = RequestParser()
     parser.feed(head(b"POST / HTTP/1.0", b"Content-Length: 2", b"Expect: 100-continue"))
     assert parser.next_request() is None
-    assert parser.waiting_for_body is True
+    assert parser.pending is not None
     assert parser.expect_continue is False
 
 

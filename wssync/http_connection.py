@@ -298,7 +298,7 @@ class HttpConnection:
             self.transport.close()
             return None
         self.transport.resume_reading()
-        if parser.waiting_for_body:
+        if parser.pending is not None:
             if parser.fresh_body:
                 parser.fresh_body = False
                 request = parser.pending

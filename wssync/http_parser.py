@@ -91,7 +91,9 @@ class RequestParser:
         self._scan = 0  # where to resume looking for the end of the head (or a trailer line)
         self._line_seen = False  # the request line's CRLF has arrived
         self._state = _Reading.HEAD
-        self._request: Optional[Request] = None
+        # The request whose head has arrived and whose body has not ended
+        # (read it, do not set it: plain data, as a property call costs more).
+        self.pending: Optional[Request] = None
         self._remaining = 0
         self._body_parts: List[bytes] = []
         self._body_size = 0
@@ -115,10 +117,6 @@ class RequestParser:
     def buffered(self) -> int:
         """Bytes received and not yet consumed by a returned request."""
         return len(self._buf) - self._pos
-
-    @property
-    def waiting_for_body(self) -> bool:
-        return self._request is not None
 
     def take_buffer(self) -> bytes:
         """Remove and return unconsumed bytes (what follows an Upgrade request)."""
@@ -275,7 +273,7 @@ class RequestParser:
                 raise HttpError(400, "chunked must be the last coding, once")
             if len(codings) > 1:
                 raise HttpError(501, "unsupported transfer coding")
-            self._request = request
+            self.pending = request
             self.fresh_body = True
             self._trailer_size = 0
             self._state = _Reading.CHUNK_SIZE_LINE
@@ -293,7 +291,7 @@ class RequestParser:
             length = int(value)
             if length > self.limits.max_body_size:
                 raise HttpError(413, "request body too large")
-        self._request = request
+        self.pending = request
         self.fresh_body = True
         self._remaining = length
         self._state = _Reading.BODY_LENGTH
@@ -303,10 +301,10 @@ class RequestParser:
     # -- bodies ----------------------------------------------------------------
 
     def _finish(self, body: bytes) -> Request:
-        request = self._request
+        request = self.pending
         assert request is not None
         request.body = body
-        self._request = None
+        self.pending = None
         self._body_parts = []
         self._state = _AT_HEAD
         self.expect_continue = self.fresh_body = False
@@ -337,11 +335,6 @@ class RequestParser:
     # -- streamed bodies -------------------------------------------------------------
 
     @property
-    def pending(self) -> Optional[Request]:
-        """The request whose head has arrived and whose body has not ended."""
-        return self._request
-
-    @property
     def body_remaining(self) -> int:
         """Bytes of a Content-Length body not yet taken (-1: a chunked body)."""
         return self._remaining if self._state == _Reading.BODY_LENGTH else -1
@@ -357,7 +350,7 @@ class RequestParser:
         """
         if self._state == _FAILED:
             raise HttpError(400, "connection already failed")
-        if self._request is None:
+        if self.pending is None:
             return b""
         parts = self._body_parts
         if parts:
