@@ -572,7 +572,17 @@ def test_chunked_body_over_the_limit_fails_the_read_and_answers_413(reactor: Rea
     with pytest.raises(RequestBodyError) as info:
         stream.read()
     assert info.value.status == 413 and isinstance(info.value, ConnectionError)
-    conn.send_response(Response(b"the app's own 500", 500))  # replaced: the body failed
+    closed: List[bool] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"the app's own 500"
+
+        def close(self) -> None:
+            closed.append(True)
+
+    conn.send_response(Response(Body(), 500))  # replaced: the body failed
+    assert closed == [True]  # the answer never sent is still closed (PEP 3333)
     assert transport.written.startswith(b"HTTP/1.1 413 ")
     assert b"Connection: close" in transport.written
 
