@@ -193,6 +193,33 @@ def test_write_callable_and_close(start_server) -> None:
 
 
 @pytest.mark.parametrize("threads", [0, 4])
+def test_a_streamed_body_never_sent_is_closed_all_the_same(start_server, threads: int) -> None:
+    # A HEAD answer sends no body, so the server never iterates it past the first
+    # chunk; PEP 3333 still asks for the application's close().
+    closed = threading.Event()
+
+    class Streamed:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"first"
+            yield b"second"
+
+        def close(self) -> None:
+            closed.set()
+
+    def app(environ: Environ, start_response: StartResponse) -> Streamed:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Streamed()
+
+    port = start_server(combined_app(app), threads=threads).address[1]
+    answer = requests.head(f"http://127.0.0.1:{port}/", timeout=5)
+    assert answer.status_code == 200 and answer.content == b""
+    assert closed.wait(10)
+    closed.clear()
+    assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).text == "firstsecond"
+    assert closed.wait(10)
+
+
+@pytest.mark.parametrize("threads", [0, 4])
 def test_a_body_in_memory_is_closed_on_the_thread_that_ran_the_app(start_server,
                                                                     threads: int) -> None:
     # As Django's HttpResponse: an object iterating a list, whose close() ends the

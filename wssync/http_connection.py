@@ -145,6 +145,7 @@ class HttpConnection:
         self._stopping = False
         self._fresh = True  # no request has arrived on this connection yet
         self._stream: Optional[Iterator[bytes]] = None
+        self._stream_body: object = None  # what the handler returned, closed at the end
         self._framer: Optional[BodyFramer] = None  # how the stream's chunks are framed
         self._keep_alive = False  # the response being sent leaves the connection open
         self._stream_waiting = False  # a chunk was asked for and has not come
@@ -429,10 +430,7 @@ class HttpConnection:
         if error is not None:
             # The request failed under the handler: its answer is never sent.
             body = response.body
-            if type(body) is FileBody:
-                self.app.close_body(self, body.close)
-            elif type(body) is not bytes:
-                _close_iterable(body)
+            self._close_body(body)
             return error_answer(HttpError(error.status, error.message)), True
         remaining = parser.body_remaining
         # Without our 100 Continue the client may or may not send the body: the
@@ -508,10 +506,7 @@ class HttpConnection:
         if request is None or transport is None or transport.closed:
             # The client left while the handler ran: the body is never sent,
             # but its file (or iterable) is closed all the same.
-            if type(body) is FileBody:
-                self.app.close_body(self, body.close)
-            elif type(body) is not bytes:
-                _close_iterable(body)
+            self._close_body(body)
             return
         if self._upload is not None:
             response, close = self._settle_upload(response, close)
@@ -531,10 +526,11 @@ class HttpConnection:
         self._log_access(request, response.status, size)
         if framer is None:
             if type(body) is not bytes:
-                _close_iterable(body)  # a HEAD, 204 or 304 answer: nothing is sent
+                self._close_body(body)  # a HEAD, 204 or 304 answer: nothing is sent
             self._finish_response()
             return
         self._framer = framer
+        self._stream_body = body
         self._stream = iter(cast(Iterable[bytes], body))  # framed as a stream: not bytes
         self._pull()
 
@@ -568,7 +564,15 @@ class HttpConnection:
     def _close_file(self) -> None:
         body, self._file = self._file, None
         if body is not None:
-            self.app.close_body(self, body.close)
+            self._close_body(body)
+
+    def _close_body(self, body: object) -> None:
+        """Close a response body (a file, an application's iterable) as PEP 3333
+        asks, sent or not, on its handler's side (a WSGI ``close()`` may block,
+        or expect the thread that ran the application)."""
+        close = getattr(body, "close", None)
+        if close is not None:
+            self.app.close_body(self, close)
 
     def _pull(self) -> None:
         """Ask for the next chunk while the peer keeps up."""
@@ -599,11 +603,11 @@ class HttpConnection:
         self._pull()
 
     def _close_stream(self) -> None:
-        stream = self._stream
+        body, self._stream_body = self._stream_body, None
         self._stream = None
         self._framer = None
-        if stream is not None:
-            _close_iterable(stream)
+        if body is not None:
+            self._close_body(body)
 
     def _finish_response(self) -> None:
         if self._upload is not None:
@@ -724,12 +728,3 @@ class _Lingering:
         assert self.transport is not None
         self.transport.close()
 
-
-def _close_iterable(body: object) -> None:
-    """Close an application's body iterable, as PEP 3333 asks, whatever happens."""
-    close_method = getattr(body, "close", None)
-    if close_method is not None:
-        try:
-            close_method()
-        except Exception:
-            log.exception("error closing a response body")

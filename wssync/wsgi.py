@@ -241,21 +241,44 @@ class WsgiHandler:
                 # We count the length ourselves: drop the application's copy.
                 headers = [(k, v) for k, v in start.headers if k.lower() != "content-length"]
                 return Response(body, start.status, headers)
-            return Response(_stream(prefix, chunks, result), start.status, start.headers)
+            return Response(_Body(prefix, chunks, result), start.status, start.headers)
         except BaseException:
             _close(result)
             raise
 
 
-def _stream(prefix: bytes, chunks: Iterator[bytes], result: Iterable[bytes]) -> Iterator[bytes]:
-    try:
+class _Body:
+    """A streamed answer: its first bytes, then the application's other chunks.
+
+    ``close()`` closes the application's iterable once, whether or not it was
+    started: a HEAD answer, or a client gone before the first chunk, never
+    iterates it, and PEP 3333 still asks for its close().
+    """
+
+    __slots__ = ("_chunks", "_prefix", "_result")
+
+    def __init__(self, prefix: bytes, chunks: Iterator[bytes], result: Iterable[bytes]) -> None:
+        self._prefix = prefix
+        self._chunks = chunks
+        self._result: Optional[Iterable[bytes]] = result
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        prefix = self._prefix
         if prefix:
-            yield prefix
-        for chunk in chunks:
+            self._prefix = b""
+            return prefix
+        for chunk in self._chunks:
             if chunk:
-                yield chunk
-    finally:
-        _close(result)
+                return chunk
+        raise StopIteration
+
+    def close(self) -> None:
+        result, self._result = self._result, None
+        if result is not None:
+            _close(result)
 
 
 def _close(result: Iterable[bytes]) -> None:
