@@ -33,6 +33,9 @@ SOCKET_TIMEOUT = 5.0  # a Redis that answers nothing for this long is taken for 
 HEALTH_INTERVAL = 5.0  # an idle connection is pinged this often (a silent one is dead)
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0  # reconnect delays: doubling from the first
 JOIN_TIMEOUT = 5.0  # close() waits at most this long for each thread
+# How long the subscriber waits for a message before it looks whether it should
+# stop: close() waits about this long for it (a socket read cannot be woken).
+_POLL = 0.25
 _BATCH = 512  # records sent in one pipeline round trip
 
 _PUBLISHER, _SUBSCRIBER = "publisher", "subscriber"
@@ -295,7 +298,7 @@ class RedisBroker:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self._redis.TimeoutError("no answer to SUBSCRIBE")
-            message = pubsub.get_message(timeout=min(left, 1.0))
+            message = pubsub.get_message(timeout=min(left, _POLL))
             if message is not None and message.get("type") == "subscribe":
                 return
 
@@ -307,7 +310,7 @@ class RedisBroker:
         last_heard = time.monotonic()
         pinged = False
         while not self._closing.is_set():
-            message = pubsub.get_message(timeout=min(1.0, self.health_interval))
+            message = pubsub.get_message(timeout=min(_POLL, self.health_interval))
             now = time.monotonic()
             if message is None:
                 if pinged and now - last_heard >= self.health_interval + self.socket_timeout:
