@@ -524,6 +524,16 @@ def http_latencies(host: str, port: int, count: int, path: str = "/",
     return out
 
 
+def read_to_eof(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes (a ``Connection: close`` answer)."""
+    parts = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+
+
 def http_get(host: str, port: int, path: str, timeout: float = 30.0,
              ssl_context: Optional[ssl.SSLContext] = None,
              info: Optional[Dict[str, Any]] = None) -> Tuple[int, bytes, Dict[str, str]]:

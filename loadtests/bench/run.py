@@ -537,13 +537,7 @@ def burst_split(host: str, port: int, path: str, count: int,
         for sock in socks:
             sock.settimeout(timeout)
             sock.sendall(request.encode())
-            data = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
+            head, _, body = common.read_to_eof(sock).partition(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.1 200"):
                 raise RuntimeError(f"{path} answered {head[:40]!r}")
             pid = json.loads(body)["pid"]

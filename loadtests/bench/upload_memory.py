@@ -83,12 +83,7 @@ def _upload(port: int, size: int, chunked: bool) -> Dict[str, object]:
             sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
         if chunked:
             sock.sendall(b"0\r\n\r\n")
-        reply = b""
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            reply += data
+        reply = common.read_to_eof(sock)
     head, _, body = reply.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200 "):
         raise RuntimeError(f"upload answered {head[:60]!r}")
