@@ -307,7 +307,7 @@ class Server:
         link, reactor = self._link, self._reactor
         if link is None or reactor is None or self._stopping:
             return
-        link.report(self._counts())
+        link.report(self._counts(self._bus.stats() if self._bus is not None else None))
         reactor.call_later(REPORT_INTERVAL, self._report)
 
     def _supervisor_lost(self) -> None:
@@ -582,17 +582,19 @@ class Server:
         ``broker`` (its counters: ``published``, ``received``, ``dropped``; None
         without one) and ``cluster``: with workers, the supervisor's table of
         every worker's counts (at most a second old), else None."""
-        counts: Dict[str, Any] = self._counts()
-        counts["broker"] = self._bus.stats() if self._bus is not None else None
+        broker = self._bus.stats() if self._bus is not None else None
+        counts = self._counts(broker)
+        counts["broker"] = broker
         counts["cluster"] = (self._link.view or None) if self._link is not None else None
         return counts
 
-    def _counts(self) -> Dict[str, Any]:
+    def _counts(self, broker: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        """This process's counts; ``broker`` is its broker's ``stats()``, if any."""
         websockets = len(self._websockets)
         return {"pid": os.getpid(), "worker": self._worker_index,
                 "connections": len(self._transports), "http": len(self._transports) - websockets,
                 "websocket": websockets,
-                "dropped": self._bus.stats().get("dropped", 0) if self._bus is not None else 0}
+                "dropped": broker.get("dropped", 0) if broker is not None else 0}
 
     @property
     def websockets(self) -> List[WebSocket]:
