@@ -112,6 +112,34 @@ def test_wss_echo_big_messages_pings_and_close_codes(tls_server: Server,
     assert set(tls_server.app.seen) == {"https"}  # type: ignore[attr-defined]
 
 
+def test_no_session_tickets_and_tls12_resumes_from_the_session_cache(
+        tls_server: Server, tls_files: TlsFiles) -> None:
+    """No client ever gets a ticket: TLS 1.3 sends them after the handshake,
+    where a client writing its request while another thread reads (the
+    ``websockets`` sync client) can lose it, and the ticket key never rotates.
+    A TLS 1.2 client still resumes, from the server's session cache."""
+
+    def fetch(context: ssl.SSLContext, session: Any = None) -> ssl.SSLSocket:
+        sock = context.wrap_socket(
+            socket.create_connection(("127.0.0.1", tls_server.address[1]), timeout=10),
+            server_hostname="localhost", session=session)
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        # The answer comes after any ticket would have: the client has read them.
+        assert read_until_closed(sock).endswith(b"hello over https")
+        return sock
+
+    for version in ("TLSv1.3", "TLSv1.2"):
+        context = tls_files.client_context()
+        context.maximum_version = ssl.TLSVersion[version.replace(".", "_")]
+        first = fetch(context)
+        assert first.version() == version
+        assert first.session is not None and not first.session.has_ticket
+        again = fetch(context, first.session)
+        assert again.session_reused == (version == "TLSv1.2")
+        first.close()
+        again.close()
+
+
 def test_wssync_client_over_tls_and_its_errors(tls_server: Server, tls_files: TlsFiles,
                                                start_server: Callable[..., Server],
                                                threads: int) -> None:

@@ -8,9 +8,9 @@ protocol hear of the connection, so ``HttpConnection`` and
 drain what OpenSSL decrypted but the socket no longer signals; a graceful close
 says close_notify first.  :func:`server_context` builds the context a careful
 operator would: TLS 1.2 or newer, the ssl module's secure defaults, no
-compression or renegotiation, ALPN ``http/1.1``.  Like the rest of the
-transport layer this module knows nothing of HTTP: what to answer a client
-that speaks plain text to the TLS port is bytes the server hands in.
+compression, renegotiation or session tickets, ALPN ``http/1.1``.  Like the
+rest of the transport layer this module knows nothing of HTTP: what to answer
+a client that speaks plain text to the TLS port is bytes the server hands in.
 """
 
 from __future__ import annotations
@@ -57,11 +57,26 @@ def server_context(certfile: str, keyfile: Optional[str] = None,
     if client_cert != "none" and not ca_certs:
         raise ValueError("checking client certificates needs ca_certs")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    if context.protocol != ssl.PROTOCOL_TLS_SERVER:
+        # Python 3.9 makes a generic context (whose num_tickets cannot be set)
+        # with the same options, ciphers and flags as a server context.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     # Renegotiation (TLS 1.2) lets a client make the server redo expensive
     # work on one connection; nothing here needs it.  Compression is off by
     # default in the ssl module (CRIME); say so anyway.
     context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+    # No session tickets.  OpenSSL makes one ticket key per context and the
+    # ssl module cannot rotate it: whoever obtained it could decrypt every TLS
+    # 1.2 session that got a ticket during the server's life (Mozilla's
+    # guidelines turn tickets off where keys do not rotate).  TLS 1.3 sends
+    # its tickets after the handshake, and a client reading on one thread
+    # while it writes its first request on another (the websockets library's
+    # sync client) can lose that request inside OpenSSL.  TLS 1.2 clients
+    # still resume from the server's session cache; TLS 1.3 ones shake hands
+    # in full.
+    context.options |= ssl.OP_NO_TICKET
+    context.num_tickets = 0
     context.set_alpn_protocols(["http/1.1"])
     context.load_cert_chain(certfile, keyfile, password)
     if ca_certs:
