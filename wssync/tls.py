@@ -37,6 +37,7 @@ log = logging.getLogger("wssync.tls")
 # per call, without copying a whole large backlog at once.
 _WRITE_BATCH = 256 * 1024
 _READS_PER_EVENT = 8
+_QUICKACK: Optional[int] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 CLIENT_CERT_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
                      "required": ssl.CERT_REQUIRED}
 
@@ -149,6 +150,14 @@ class TlsTransport(Transport):
             self._force_close(exc)  # reset or gone: nothing to say
             return
         self._handshaking = False
+        if _QUICKACK is not None:
+            # With no session ticket to send, the client's Finished is answered
+            # by a delayed ACK (40 ms), and a client with Nagle on holds its
+            # first request until that ACK arrives: acknowledge now.
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            except OSError:
+                pass  # not TCP (a Unix socket)
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
