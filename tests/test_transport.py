@@ -277,9 +277,10 @@ def test_output_above_high_water_pauses_the_writer_and_reading_until_drained(
     assert selector_events(conn) == selectors.EVENT_READ
 
 
-def test_a_peer_already_behind_is_dropped_past_max_buffer(
+def test_a_peer_already_behind_is_dropped_past_the_hard_limit(
         connect: Callable[..., Conn]) -> None:
-    limits = WriteLimits(high_water=64 * KB, max_buffer=256 * KB, send_timeout=0.0)
+    limits = WriteLimits(high_water=64 * KB, max_buffer=128 * KB, send_timeout=0.0,
+                         hard_limit=256 * KB)
     conn = connect(limits)
     transport, protocol = conn.transport, conn.protocol
     chunk = 32 * KB
@@ -288,11 +289,11 @@ def test_a_peer_already_behind_is_dropped_past_max_buffer(
         conn.write(pattern(chunk, seed=i))
         if transport.closed:
             # Dropped on the write that took a peer already above high_water past
-            # max_buffer, not earlier.
+            # the hard limit, not earlier (the soft limit alone drops nobody at once).
             assert before > limits.high_water
-            assert before + chunk > limits.max_buffer
+            assert before + chunk > limits.hard_limit
             break
-        assert conn.buffered() <= limits.max_buffer
+        assert conn.buffered() <= limits.hard_limit
     assert transport.closed
     assert protocol.count("lost") == 1 and protocol.last("lost") is None
     assert conn.registry == {}
@@ -305,23 +306,38 @@ def test_a_peer_already_behind_is_dropped_past_max_buffer(
     assert protocol.count("lost") == 1
 
 
+def test_the_hard_limit_is_never_below_the_soft_one(connect: Callable[..., Conn]) -> None:
+    limits = WriteLimits(high_water=64 * KB, max_buffer=512 * KB, send_timeout=0.0,
+                         hard_limit=128 * KB)
+    conn = connect(limits)
+    for i in range(14):  # 448 KiB: past the hard limit given, within the soft one
+        conn.write(pattern(32 * KB, seed=i))
+    assert not conn.transport.closed
+    for i in range(4):
+        conn.write(pattern(32 * KB, seed=i))
+    assert conn.transport.closed
+
+
 def test_a_peer_that_had_caught_up_may_take_one_large_write(
         connect: Callable[..., Conn]) -> None:
-    limits = WriteLimits(high_water=64 * KB, max_buffer=256 * KB, send_timeout=0.0)
+    limits = WriteLimits(high_water=64 * KB, max_buffer=256 * KB, send_timeout=0.0,
+                         hard_limit=256 * KB)
     conn = connect(limits)
     transport, protocol, reactor = conn.transport, conn.protocol, conn.reactor
 
     conn.write(pattern(32 * KB, seed=1))
     assert 0 < conn.buffered() <= limits.high_water  # output waits, but not behind
     big = pattern(1024 * KB, seed=2)
-    conn.write(big)  # far past max_buffer, in one message
+    conn.write(big)  # far past the hard limit, in one message
     assert not transport.closed and protocol.count("lost") == 0
-    assert conn.buffered() > limits.max_buffer
+    assert conn.buffered() > limits.hard_limit
+    assert transport.get_write_buffer_size() == conn.buffered()
     assert protocol.count("pause") == 1
 
     assert run_until(reactor, lambda: conn.read_peer() >= 0 and conn.received == conn.written)
     assert protocol.count("resume") == 1
     assert not transport.closed and protocol.count("lost") == 0
+    assert transport.get_write_buffer_size() == 0
 
     # Caught up again: a second large write from an empty buffer is fine too.
     conn.write(pattern(512 * KB, seed=3))
@@ -329,15 +345,78 @@ def test_a_peer_that_had_caught_up_may_take_one_large_write(
     assert run_until(reactor, lambda: conn.read_peer() >= 0 and conn.received == conn.written)
 
 
-def test_a_large_write_leaves_the_peer_behind_so_more_output_drops_it(
+def test_a_large_write_leaves_the_peer_behind_so_more_data_drops_it(
         connect: Callable[..., Conn]) -> None:
-    limits = WriteLimits(high_water=64 * KB, max_buffer=256 * KB, send_timeout=0.0)
+    limits = WriteLimits(high_water=64 * KB, max_buffer=256 * KB, send_timeout=0.0,
+                         hard_limit=256 * KB)
     conn = connect(limits)
     conn.write(pattern(32 * KB))
     conn.write(pattern(1024 * KB))
     assert not conn.transport.closed
     conn.write(b"x")
     assert conn.transport.closed and conn.protocol.count("lost") == 1
+
+
+def test_control_writes_never_drop_a_peer_and_keep_their_place(
+        connect: Callable[..., Conn]) -> None:
+    # A keepalive ping behind one large message must not cut the peer reading it.
+    limits = WriteLimits(high_water=64 * KB, max_buffer=256 * KB, send_timeout=0.0,
+                         hard_limit=256 * KB)
+    conn = connect(limits)
+    conn.write(pattern(32 * KB))
+    conn.write(pattern(1024 * KB))
+    for _ in range(3):
+        conn.transport.write_control(b"\x89\x00")
+        conn.written += b"\x89\x00"
+    assert not conn.transport.closed
+    assert run_until(conn.reactor,
+                     lambda: conn.read_peer() >= 0 and conn.received == conn.written)
+    assert conn.received.endswith(3 * b"\x89\x00")
+    # With nothing buffered a control write goes out at once, as any write.
+    conn.transport.write_control(b"\x8a\x00")
+    conn.written += b"\x8a\x00"
+    assert conn.transport.get_write_buffer_size() == 0
+    assert run_until(conn.reactor, lambda: conn.read_peer() >= 0 and conn.received == conn.written)
+
+
+def test_a_backlog_above_the_soft_limit_that_does_not_shrink_drops_the_peer(
+        connect: Callable[..., Conn]) -> None:
+    limits = WriteLimits(high_water=64 * KB, max_buffer=256 * KB, send_timeout=0.0,
+                         hard_limit=64 * 1024 * KB, slow_timeout=0.2)
+    conn = connect(limits)
+    for i in range(12):
+        conn.write(pattern(32 * KB, seed=i))  # 384 KiB: above the soft limit
+    started = time.monotonic()
+    # The peer reads a little, but is sent more than it takes: the backlog grows.
+    grew = [conn.buffered()]
+
+    def tick() -> None:
+        if conn.transport.closed:
+            return
+        conn.read_peer(2 * KB)
+        conn.write(pattern(8 * KB))
+        grew.append(conn.buffered())
+
+    assert run_until(conn.reactor, lambda: tick() or conn.transport.closed, timeout=10)
+    # Not at the first check (it only notes the backlog): after two periods at least.
+    assert time.monotonic() - started >= 2 * limits.slow_timeout
+    assert conn.protocol.count("lost") == 1
+    assert max(grew) < 4 * 1024 * KB
+
+
+def test_a_reading_peer_above_the_soft_limit_is_kept_however_slow(
+        connect: Callable[..., Conn]) -> None:
+    limits = WriteLimits(high_water=64 * KB, max_buffer=256 * KB, send_timeout=0.0,
+                         hard_limit=512 * KB, slow_timeout=0.1)
+    conn = connect(limits)
+    conn.write(pattern(32 * KB))
+    conn.write(pattern(2048 * KB, seed=5))  # one message, far above both limits
+    # Ten checks long, the peer takes a few kilobytes now and then: its
+    # backlog shrinks, slowly, and it stays above the soft limit all along.
+    run_for(conn.reactor, 1.0, tick=lambda: conn.read_peer(4 * KB))
+    assert not conn.transport.closed and conn.protocol.count("lost") == 0
+    assert conn.buffered() > limits.max_buffer
+    assert run_until(conn.reactor, lambda: conn.read_peer() >= 0 and conn.received == conn.written)
 
 
 def test_a_peer_taking_no_bytes_for_send_timeout_is_dropped(

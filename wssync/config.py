@@ -73,7 +73,15 @@ SETTINGS: Dict[str, Setting] = {
     "write_high_water": Setting(256 * _KiB, "bytes",
                                 "buffered output for a peer before we stop reading it"),
     "max_write_buffer": Setting(4 * _MiB, "bytes",
-                                "buffered output a peer may fall behind by before it is dropped"),
+                                "soft limit: a peer more than this behind whose backlog does not "
+                                "shrink for slow_peer_timeout is dropped (a reading peer is kept)"),
+    "max_write_buffer_hard": Setting(64 * _MiB, "bytes",
+                                     "hard limit: a peer already behind that falls this far "
+                                     "behind is dropped at once (one write to a peer that has "
+                                     "caught up is never cut)"),
+    "slow_peer_timeout": Setting(10.0, "seconds",
+                                 "how long a backlog above max_write_buffer may go without "
+                                 "shrinking before the peer is dropped"),
     "send_timeout": Setting(60.0, "seconds",
                             "a peer that takes no bytes this long while output waits is dropped"),
     "max_connections": Setting(0, "count", "open connections; more get 503 (0: as many as file "
@@ -83,6 +91,9 @@ SETTINGS: Dict[str, Setting] = {
                                                       "finished its handshake by then is "
                                                       "dropped"),
     "shutdown_grace": Setting(10.0, "seconds", "how long a stop waits for in-flight work"),
+    "slow_callback_warning": Setting(0.25, "seconds",
+                                     "reactor mode: a handler that holds the reactor this long "
+                                     "is named in a warning; 0 disables the watch"),
     # Behind a proxy
     "forwarded_allow_ips": Setting("127.0.0.1", "text",
                                    "comma-separated IPs and networks of proxies whose "
@@ -126,11 +137,14 @@ class Config:
     max_send_queue: int
     write_high_water: int
     max_write_buffer: int
+    max_write_buffer_hard: int
+    slow_peer_timeout: float
     send_timeout: float
     max_connections: int
     backlog: int
     tls_handshake_timeout: float
     shutdown_grace: float
+    slow_callback_warning: float
     forwarded_allow_ips: str
     proxy_protocol: bool
     proxy_protocol_timeout: float

@@ -254,18 +254,27 @@ class TlsTransport(Transport):
     # -- writing ------------------------------------------------------------------
 
     def _send(self, data: Union[Buffer, List[Buffer]]) -> int:
+        # OpenSSL writes a whole buffer or reports "would block" (no partial
+        # writes), so a large buffer would count no progress until all of it
+        # is out: hand it at most _WRITE_BATCH bytes per call, and progress is
+        # counted slice by slice.  A retried write must start at the same byte
+        # and be no shorter, as OpenSSL requires: the queue's head is unchanged
+        # until bytes are taken, so the retry is the same slice (or, if more
+        # was queued meanwhile, the same bytes and more).
         if isinstance(data, list):
             # An SSLSocket has no sendmsg: join a batch (each write is encrypted
-            # into fresh records anyway).  A retried write starts at the same
-            # byte and is never shorter, as OpenSSL requires.
+            # into fresh records anyway), its last buffer cut at the batch size.
             batch: List[Buffer] = []
             size = 0
             for buf in data:
+                if size + len(buf) > _WRITE_BATCH:
+                    batch.append(memoryview(buf)[:_WRITE_BATCH - size])
+                    break
                 batch.append(buf)
                 size += len(buf)
-                if size >= _WRITE_BATCH:
-                    break
             data = b"".join(batch)
+        elif len(data) > _WRITE_BATCH:
+            data = memoryview(data)[:_WRITE_BATCH]
         return super()._send(data)  # TLS's would-block errors are in _would_block
 
     # -- closing ------------------------------------------------------------------

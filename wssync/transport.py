@@ -47,7 +47,7 @@ _GONE = (ConnectionError, TimeoutError)
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _LOCAL_ADDRESSES: Dict[Any, Any] = {}
 
-Buffer = Union[bytes, memoryview]
+Buffer = Union[bytes, bytearray, memoryview]
 
 
 class FileEndedEarly(OSError):
@@ -71,11 +71,22 @@ class _FileRegion:
 
 
 class WriteLimits(NamedTuple):
-    """Output-buffer policy of every connection."""
+    """Output-buffer policy of every connection.
+
+    A peer is dropped for what it does not take, never for reading slowly:
+    when it takes no bytes at all for ``send_timeout``; when its backlog is
+    above ``max_buffer`` at two checks ``slow_timeout`` apart and did not
+    shrink between them (it falls further behind for good); or when a write
+    to a peer already above ``high_water`` takes its backlog past
+    ``hard_limit`` (memory).  A peer that has caught up may take one write of
+    any size, and control writes (:meth:`Transport.write_control`) never drop.
+    """
 
     high_water: int  # above this, stop reading the peer and pause the protocol
-    max_buffer: int  # a peer already behind that falls further than this is dropped
+    max_buffer: int  # soft limit: a backlog above it must shrink (checked every slow_timeout)
     send_timeout: float  # seconds without any progress while output waits; 0: none
+    hard_limit: int = 64 * 1024 * 1024  # a peer already behind is dropped past this
+    slow_timeout: float = 10.0  # seconds between two checks of a backlog above max_buffer
 
 
 class BaseProtocol(Protocol):
@@ -97,10 +108,10 @@ class Transport:
     object it feeds (asyncio's word for this layer)."""
 
     __slots__ = (
-        "_closed", "_closing", "_eof", "_events", "_high_water", "_low_water", "_max_buffer",
-        "_out", "_out_size", "_progress", "_reading_paused", "_regions", "_registry",
-        "_send_timeout",
-        "_send_timer", "_started", "_write_eof", "_writing_paused", "bytes_in", "bytes_out",
+        "_backlog_mark", "_closed", "_closing", "_eof", "_events", "_hard_limit", "_high_water",
+        "_low_water", "_max_buffer", "_out", "_out_size", "_progress", "_reading_paused",
+        "_regions", "_registry", "_send_timeout", "_send_timer", "_slow_timeout", "_slow_timer",
+        "_started", "_write_eof", "_writing_paused", "bytes_in", "bytes_out",
         "fileno", "opened_at", "peername", "protocol", "proxy_peername", "reactor", "sock",
         "sockname",
     )
@@ -137,8 +148,12 @@ class Transport:
         self._high_water = limits.high_water
         self._low_water = limits.high_water // 4
         self._max_buffer = limits.max_buffer
+        self._hard_limit = max(limits.hard_limit, limits.max_buffer)
         self._send_timeout = limits.send_timeout
         self._send_timer: Optional[Timer] = None
+        self._slow_timeout = limits.slow_timeout
+        self._slow_timer: Optional[Timer] = None
+        self._backlog_mark = -1  # the backlog at the last soft-limit check (-1: none yet)
         self._progress = 0.0  # when the peer last took bytes from a non-empty buffer
         # Buffers waiting for the kernel, sent as they are (never joined): a
         # broadcast frame is one object referenced by every receiver's list.
@@ -231,7 +246,7 @@ class Transport:
 
     # -- writing ---------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Buffer) -> None:
         """Send ``data`` (kept by reference, so it must not change afterwards)."""
         if self._closing or self._closed or self._write_eof or not data:
             return
@@ -248,20 +263,39 @@ class Transport:
             behind = self._out_size > self._high_water
             self._out.append(data)
             self._out_size += len(data)
-            if behind and self._out_size > self._max_buffer:
-                # A peer that does not keep up must not grow our memory without
-                # bound.  One that had caught up may take a message of any size.
+            if behind and self._out_size > self._hard_limit:
+                # Memory first: whatever the peer does, a backlog this large is
+                # not kept.  One that had caught up may take a message of any size.
                 log.warning("dropping %s: more than %d bytes behind", self.peername,
-                            self._max_buffer)
+                            self._hard_limit)
                 self.abort()
                 return
-        if not self._writing_paused and self._out_size > self._high_water:
-            self._writing_paused = True
-            self._update_events()  # stop reading from a peer that does not read
-            try:
-                self.protocol.pause_writing()
-            except Exception:
-                log.exception("pause_writing failed")
+        if self._out_size > self._high_water:
+            if not self._writing_paused:
+                self._writing_paused = True
+                self._update_events()  # stop reading from a peer that does not read
+                try:
+                    self.protocol.pause_writing()
+                except Exception:
+                    log.exception("pause_writing failed")
+            if self._out_size > self._max_buffer and self._slow_timer is None \
+                    and self._slow_timeout:
+                self._slow_timer = self.reactor.call_later(self._slow_timeout,
+                                                           self._check_backlog)
+
+    def write_control(self, data: bytes) -> None:
+        """Send a small control message (a ping, a pong, a close) after what is
+        buffered.  It never counts toward dropping the peer: a peer reading a
+        large message must not be cut for the keepalive ping behind it."""
+        if self._out and not (self._closing or self._closed or self._write_eof):
+            self._out.append(data)
+            self._out_size += len(data)
+        else:
+            self.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes written and not yet taken by the kernel (file regions not counted)."""
+        return self._out_size
 
     def write_file(self, fd: int, offset: int, count: int, done: Callable[[], None]) -> None:
         """Send ``count`` bytes of the open regular file ``fd`` from ``offset``,
@@ -415,6 +449,24 @@ class Transport:
             self._progress = time.monotonic()
             self._send_timer = self.reactor.call_later(self._send_timeout, self._check_send)
 
+    def _check_backlog(self) -> None:
+        """The backlog was above ``max_buffer``: drop a peer that is not catching up."""
+        self._slow_timer = None
+        size = self._out_size
+        if self._closed or size <= self._max_buffer:
+            self._backlog_mark = -1
+            return
+        if 0 <= self._backlog_mark <= size:
+            # Above the soft limit a whole period ago and no smaller now: the
+            # peer falls further behind for good (a reading peer of a large
+            # message shrinks its backlog, and is kept however slow).
+            log.warning("dropping %s: %d bytes behind and not catching up for %.0f s",
+                        self.peername, size, self._slow_timeout)
+            self.abort()
+            return
+        self._backlog_mark = size
+        self._slow_timer = self.reactor.call_later(self._slow_timeout, self._check_backlog)
+
     def _check_send(self) -> None:
         self._send_timer = None
         if self._closed or not self._out:
@@ -471,9 +523,10 @@ class Transport:
             return
         self._closed = True
         self._closing = True
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
+        for timer in (self._send_timer, self._slow_timer):
+            if timer is not None:
+                timer.cancel()
+        self._send_timer = self._slow_timer = None
         if self._events:
             try:
                 self.reactor.selector.unregister(self.sock)
