@@ -137,19 +137,19 @@ def test_render_head_refuses_line_breaks_in_headers(name, value):
 # -- framing decisions ------------------------------------------------------------------
 
 def test_bytes_body_gets_content_length_and_stays_open() -> None:
-    data, framer, keep_alive, size = frame_response(request(), 200, [], b"hello", False)
+    data, _, framer, keep_alive, size = frame_response(request(), 200, [], b"hello", False)
     assert split(data) == ([b"HTTP/1.1 200 OK", b"Content-Length: 5"], b"hello")
     assert framer is None and keep_alive and size == 5
 
 
 def test_must_close_says_close() -> None:
-    data, _, keep_alive, _ = frame_response(request(), 200, [], b"x", True)
+    data, _, _, keep_alive, _ = frame_response(request(), 200, [], b"x", True)
     assert b"Connection: close" in split(data)[0]
     assert not keep_alive
 
 
 def test_client_close_is_honoured() -> None:
-    data, _, keep_alive, _ = frame_response(request(connection="close"), 200, [], b"", False)
+    data, _, _, keep_alive, _ = frame_response(request(connection="close"), 200, [], b"", False)
     assert split(data)[0] == [b"HTTP/1.1 200 OK", b"Connection: close", b"Content-Length: 0"]
     assert not keep_alive
 
@@ -160,7 +160,7 @@ def test_client_close_is_honoured() -> None:
 ])
 def test_http10_keeps_alive_only_when_asked_and_says_so(connection: Optional[str],
                                                         keep_alive: bool, line: bytes) -> None:
-    data, _, kept, _ = frame_response(request(version="HTTP/1.0", connection=connection),
+    data, _, _, kept, _ = frame_response(request(version="HTTP/1.0", connection=connection),
                                       200, [], b"x", False)
     assert line in split(data)[0]
     assert kept is keep_alive
@@ -168,14 +168,14 @@ def test_http10_keeps_alive_only_when_asked_and_says_so(connection: Optional[str
 
 
 def test_head_says_the_length_but_sends_no_body() -> None:
-    data, framer, keep_alive, size = frame_response(request("HEAD"), 200, [], b"hello", False)
+    data, _, framer, keep_alive, size = frame_response(request("HEAD"), 200, [], b"hello", False)
     assert split(data) == ([b"HTTP/1.1 200 OK", b"Content-Length: 5"], b"")
     assert framer is None and keep_alive and size == 0
 
 
 @pytest.mark.parametrize("status", [204, 304, 101, 103])
 def test_bodiless_statuses_have_no_length_and_no_body(status: int) -> None:
-    data, framer, _, size = frame_response(request(), status, [], b"ignored", False)
+    data, _, framer, _, size = frame_response(request(), status, [], b"ignored", False)
     lines, body = split(data)
     assert body == b"" and size == 0 and framer is None
     assert not any(line.startswith(b"Content-Length") for line in lines)
@@ -186,7 +186,7 @@ def chunks() -> Iterator[bytes]:
 
 
 def test_iterable_body_is_chunked_in_http11() -> None:
-    data, framer, keep_alive, size = frame_response(request(), 200, [], chunks(), False)
+    data, _, framer, keep_alive, size = frame_response(request(), 200, [], chunks(), False)
     assert split(data) == ([b"HTTP/1.1 200 OK", b"Transfer-Encoding: chunked"], b"")
     assert framer is not None and keep_alive and size == -1
     assert framer.data(b"hello") == b"5\r\nhello\r\n"
@@ -196,7 +196,7 @@ def test_iterable_body_is_chunked_in_http11() -> None:
 
 
 def test_iterable_body_with_its_own_length_is_sent_as_is() -> None:
-    data, framer, keep_alive, _ = frame_response(request(), 200, [("content-length", "3")],
+    data, _, framer, keep_alive, _ = frame_response(request(), 200, [("content-length", "3")],
                                                  chunks(), False)
     assert split(data)[0] == [b"HTTP/1.1 200 OK", b"content-length: 3"]
     assert framer is not None and keep_alive
@@ -204,7 +204,7 @@ def test_iterable_body_with_its_own_length_is_sent_as_is() -> None:
 
 
 def test_iterable_body_in_http10_ends_with_the_connection() -> None:
-    data, framer, keep_alive, _ = frame_response(
+    data, _, framer, keep_alive, _ = frame_response(
         request(version="HTTP/1.0", connection="keep-alive"), 200, [], chunks(), False)
     assert split(data)[0] == [b"HTTP/1.0 200 OK", b"Connection: close"]
     assert framer is not None and not keep_alive
@@ -212,7 +212,7 @@ def test_iterable_body_in_http10_ends_with_the_connection() -> None:
 
 
 def test_iterable_body_of_a_head_request_is_not_streamed() -> None:
-    data, framer, keep_alive, size = frame_response(request("HEAD"), 200, [], chunks(), False)
+    data, _, framer, keep_alive, size = frame_response(request("HEAD"), 200, [], chunks(), False)
     assert split(data) == ([b"HTTP/1.1 200 OK"], b"")
     assert framer is None and keep_alive and size == 0
 
@@ -224,7 +224,7 @@ def test_header_with_line_break_is_refused() -> None:
 
 def test_response_headers_come_before_the_framing_lines() -> None:
     response = Response.json({"ok": True})
-    data, _, _, _ = frame_response(request(), response.status, response.headers,
+    data, _, _, _, _ = frame_response(request(), response.status, response.headers,
                                    response.body, False)
     assert split(data) == ([b"HTTP/1.1 200 OK", b"Content-Type: application/json",
                             b"Content-Length: 11"], b'{"ok":true}')

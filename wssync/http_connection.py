@@ -515,7 +515,7 @@ class HttpConnection:
             self._send_file(request, response.status, response.headers, body, close)
             return
         try:
-            data, framer, self._keep_alive, size = frame_response(
+            data, large, framer, self._keep_alive, size = frame_response(
                 request, response.status, response.headers, body, close or self._stopping)
         except ValueError:
             log.exception("invalid response header")
@@ -523,6 +523,8 @@ class HttpConnection:
             self._send_error(500, "invalid response header")
             return
         transport.write(data)
+        if large:
+            transport.write(large)  # kept by reference, not copied
         self._log_access(request, response.status, size)
         if framer is None:
             if type(body) is not bytes:

@@ -142,10 +142,16 @@ class BodyFramer:
 _CHUNKED = BodyFramer(True)
 _AS_IS = BodyFramer(False)
 
-# (bytes to write, how to frame a streamed body (None: the response is
-# complete), whether the connection stays open afterwards, body bytes for the
-# access log (-1: streamed))
-Framed = Tuple[bytes, Optional[BodyFramer], bool, int]
+# A body up to this size goes out joined to its head (one buffer, one send);
+# a larger one is written after the head as it is, never copied.
+JOIN_LIMIT = 64 * 1024
+
+Body = Union[bytes, bytearray, memoryview]
+# (bytes to write, a large body to write after them as it is (b"" if none or
+# joined), how to frame a streamed body (None: the response is complete),
+# whether the connection stays open afterwards, body bytes for the access log
+# (-1: streamed))
+Framed = Tuple[bytes, Body, Optional[BodyFramer], bool, int]
 
 
 def frame_response(request: Request, status: int, headers: Fields,
@@ -153,7 +159,8 @@ def frame_response(request: Request, status: int, headers: Fields,
                    must_close: bool) -> Framed:
     """Frame a response to ``request``.
 
-    A bytes-like body is sent whole with ``Content-Length``; an iterable one
+    A bytes-like body is sent whole with ``Content-Length`` (joined to the
+    head up to ``JOIN_LIMIT``, else returned to be written as it is); an iterable one
     is streamed: as is when the application set ``Content-Length``, chunked
     in HTTP/1.1, or delimited by closing the connection in HTTP/1.0.  A HEAD
     request, 1xx, 204 and 304 get no body.  The connection stays open only if
@@ -188,10 +195,12 @@ def frame_response(request: Request, status: int, headers: Fields,
         framing = length
     head = render_head(version, status, headers, framing)
     if streamer is not None:
-        return head, streamer, keep_alive, -1
+        return head, b"", streamer, keep_alive, -1
     if no_body or whole is None:
-        return head, None, keep_alive, 0
-    return head + whole, None, keep_alive, len(whole)
+        return head, b"", None, keep_alive, 0
+    if len(whole) > JOIN_LIMIT:
+        return head, whole, None, keep_alive, len(whole)
+    return head + whole, b"", None, keep_alive, len(whole)
 
 
 # (bytes to write, the status sent, the part of the file to send after them as
@@ -307,12 +316,12 @@ def frame_file(request: Request, status: int, headers: Fields, body: FileBody,
                 status, offset, count = 206, offset + first, last - first + 1
                 fields.append(("Content-Range", f"bytes {first}-{last}/{body.size}"))
     if status < 200 or status in _NO_BODY_STATUSES:
-        head, _, keep_alive, _ = frame_response(request, status, fields, b"", must_close)
+        head, _, _, keep_alive, _ = frame_response(request, status, fields, b"", must_close)
         return head, status, None, keep_alive, 0
     # The length, and an empty stream: the head frame_response gives any body
     # whose length the application set (HEAD included).
     fields.append(("Content-Length", str(count)))
-    head, _, keep_alive, _ = frame_response(request, status, fields, (), must_close)
+    head, _, _, keep_alive, _ = frame_response(request, status, fields, (), must_close)
     if request.method == "HEAD" or not count:
         return head, status, None, keep_alive, 0
     return head, status, (offset, count), keep_alive, count
