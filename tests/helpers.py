@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 
 def read_until_closed(sock: socket.socket, timeout: Optional[float] = None) -> bytes:
@@ -182,6 +184,12 @@ class RecordingTransport:
             return
         self.events.append(("write", bytes(data)))
 
+    def write_control(self, data: bytes) -> None:
+        self.write(data)  # recorded as any write: the order is what tests look at
+
+    def get_write_buffer_size(self) -> int:
+        return 0  # everything "written" here is taken at once
+
     def close(self) -> None:
         if self._closing or self._closed:
             return
@@ -285,3 +293,76 @@ def django_project(path: Path, files: Dict[str, str]) -> Path:
     manage("manage.py", "makemigrations", "notes")
     manage("manage.py", "migrate")
     return path
+
+
+class SlowReader:
+    """A WebSocket client on a raw (optionally TLS) socket that reads at most
+    ``rate`` bytes per second, so the server's output really backs up: the
+    kernel buffers fill and the server must wait or hold the rest.  It sends
+    masked frames, reads unmasked ones, and answers nothing by itself."""
+
+    def __init__(self, port: int, path: str, rate: float,
+                 context: Optional[ssl.SSLContext] = None) -> None:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname="localhost")
+        # A small receive buffer: the server sees the slowness soon, not after megabytes.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        self.sock = sock
+        self.rate = rate
+        self.received = 0  # bytes read off the socket
+        self._started = time.monotonic()
+        self._buffer = bytearray()
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        while b"\r\n\r\n" not in self._buffer:
+            self._fill()
+        head, _, rest = bytes(self._buffer).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self._buffer = bytearray(rest)
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        self.sock.sendall(frame(opcode, payload))
+
+    def _fill(self) -> None:
+        # Hold the pace: no more than rate * elapsed bytes read so far.
+        ahead = self.received / self.rate - (time.monotonic() - self._started)
+        if ahead > 0:
+            time.sleep(ahead)
+        chunk = self.sock.recv(16 * 1024)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.received += len(chunk)
+        self._buffer += chunk
+
+    def _take(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            self._fill()
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+    def frame(self) -> Tuple[int, bytes]:
+        """The next frame: (opcode, payload); server frames are never masked."""
+        b0, b1 = self._take(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._take(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._take(8))[0]
+        return b0 & 0x0F, self._take(n)
+
+    def message(self) -> Tuple[int, bytes]:
+        """The next data or close frame (the server sends messages unfragmented);
+        pings are answered, pongs skipped."""
+        while True:
+            opcode, payload = self.frame()
+            if opcode == 0x9:
+                self.send(0xA, payload)
+            elif opcode != 0xA:
+                return opcode, payload
+
+    def close(self) -> None:
+        self.sock.close()

@@ -150,7 +150,7 @@ def test_every_setting_has_a_flag_with_its_default() -> None:
     help_text = " ".join(build_parser().format_help().split())
     for name in SETTINGS:
         assert f"--{name.replace('_', '-')}" in help_text, name
-    assert "--max-write-buffer BYTES buffered output" in help_text
+    assert "--max-write-buffer BYTES soft limit" in help_text
     assert "(default: 4MiB)" in help_text
 
 

@@ -19,7 +19,8 @@ README = Path(__file__).resolve().parent.parent / "README.rst"
 
 PACKAGE_API = {
     "App", "BlockingWebSocket", "CloseCode", "ConnectionClosed", "HandshakeRefused", "Headers",
-    "HttpError", "ProtocolError", "Request", "RequestBodyError", "Response", "Server",
+    "HttpError", "ProtocolError", "Request", "RequestBodyError", "Response", "SendTimeout",
+    "Server",
     "ServingWhileImported", "TlsError", "WebSocket", "WssyncError", "__version__",
 }
 CLIENT_API = {"ClientConnection", "ConnectionClosed", "HandshakeRefused", "TlsError", "connect"}
@@ -39,8 +40,9 @@ def test_client_exports_exactly_its_api() -> None:
 
 def test_every_public_error_is_a_wssync_error_with_its_hint_first() -> None:
     for name in ("HttpError", "ProtocolError", "HandshakeRefused", "ConnectionClosed",
-                 "ServingWhileImported", "TlsError", "RequestBodyError"):
+                 "ServingWhileImported", "TlsError", "RequestBodyError", "SendTimeout"):
         assert issubclass(getattr(wssync, name), wssync.WssyncError), name
+    assert issubclass(wssync.SendTimeout, TimeoutError)  # what a blocking socket raises
     assert wssync.HttpError(404, "gone").status == 404
     assert wssync.ProtocolError(1002, "bad").code == 1002
     assert wssync.HandshakeRefused(403, "no").status == 403
@@ -86,10 +88,13 @@ def test_documented_signatures() -> None:
                                      "uds_mode", "broker", "workers", "settings"]
     assert params(wssync.Response) == ["body", "status", "headers", "content_type"]
     assert params(wssync.App.route)[1:] == ["path", "methods"]
-    assert params(wssync.App.websocket)[1:] == ["path", "on_connect", "on_close",
+    assert params(wssync.App.websocket)[1:] == ["path", "on_connect", "on_close", "on_drain",
                                                 "subprotocols", "origins", "blocking"]
     assert params(wssync.WebSocket.close)[1:] == ["code", "reason"]
-    assert params(wssync.Server.broadcast)[1:] == ["message", "path"]
+    assert params(wssync.WebSocket.send)[1:] == ["message", "timeout"]
+    assert params(wssync.WebSocket.ping)[1:] == ["payload", "timeout"]
+    assert params(wssync.WebSocket.drain)[1:] == ["timeout"]
+    assert params(wssync.Server.broadcast)[1:] == ["message", "path", "wait", "timeout"]
     assert params(wssync.client.connect) == ["url", "subprotocols", "headers", "timeout",
                                             "max_message_size", "ssl_context"]
 
@@ -101,7 +106,8 @@ def test_documented_members_exist() -> None:
                         "websockets", "address", "bind", "reload_certificates", "stats",
                         "supervise"],
         wssync.WebSocket: ["send", "ping", "close", "path", "headers", "request", "subprotocol",
-                           "remote_address", "closed", "close_code", "close_reason", "data"],
+                           "remote_address", "closed", "close_code", "close_reason", "data",
+                           "buffered_amount", "drain"],
         wssync.BlockingWebSocket: ["receive", "__iter__", "send", "ping", "close", "closed",
                                    "close_code"],
         wssync.Request: ["method", "path", "raw_path", "query_string", "query", "arg",

@@ -96,6 +96,12 @@ class RecordingWebSocketApp:
     def after_pending(self, fn: Callable[[], None]) -> None:
         fn()
 
+    def pause_writing(self) -> None:
+        self.events.append(("pause_writing",))
+
+    def resume_writing(self) -> None:
+        self.events.append(("resume_writing",))
+
 
 @pytest.fixture
 def reactor() -> Iterator[Reactor]:

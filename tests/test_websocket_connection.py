@@ -54,6 +54,12 @@ class RecordingApp:
     def after_pending(self, fn: Callable[[], None]) -> None:
         fn()  # nothing is ever pending here
 
+    def pause_writing(self) -> None:
+        self.events.append(("pause_writing",))
+
+    def resume_writing(self) -> None:
+        self.events.append(("resume_writing",))
+
     @property
     def messages(self) -> List[Union[str, bytes]]:
         return [event[1] for event in self.events if event[0] == "message"]

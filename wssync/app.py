@@ -36,6 +36,7 @@ Handler = Callable[[Request], Any]
 OnConnect = Callable[["WebSocket"], Any]
 OnMessage = Callable[["WebSocket", Union[str, bytes]], Any]
 OnClose = Callable[["WebSocket", int, str], Any]
+OnDrain = Callable[["WebSocket"], Any]
 BlockingHandler = Callable[["BlockingWebSocket"], Any]
 _H = TypeVar("_H", bound=Callable[..., Any])
 OriginCheck = Union[Iterable[str], Callable[[Optional[str]], bool]]
@@ -60,17 +61,19 @@ class WebSocketRoute:
     """A WebSocket endpoint: its callbacks (or, blocking style, its one ``handler``
     that runs as long as the connection), subprotocols and allowed origins."""
 
-    __slots__ = ("handler", "on_close", "on_connect", "on_message", "origins", "path",
+    __slots__ = ("handler", "on_close", "on_connect", "on_drain", "on_message", "origins", "path",
                  "subprotocols")
 
     def __init__(self, path: str, on_message: Optional[OnMessage], on_connect: Optional[OnConnect],
                  on_close: Optional[OnClose], subprotocols: Iterable[str],
                  origins: Optional[OriginCheck],
-                 handler: Optional[BlockingHandler] = None) -> None:
+                 handler: Optional[BlockingHandler] = None,
+                 on_drain: Optional[OnDrain] = None) -> None:
         self.path = path
         self.on_message = on_message
         self.on_connect = on_connect
         self.on_close = on_close
+        self.on_drain = on_drain
         self.handler = handler
         self.subprotocols = list(subprotocols)
         if origins is not None and not callable(origins):
@@ -106,7 +109,8 @@ class ServerHandle(Protocol):
     def address(self) -> Any: ...
     @property
     def websockets(self) -> List[WebSocket]: ...
-    def broadcast(self, message: Union[str, bytes], path: Optional[str] = None) -> None: ...
+    def broadcast(self, message: Union[str, bytes], path: Optional[str] = None,
+                  wait: bool = False, timeout: Optional[float] = None) -> None: ...
     def connections(self) -> List[Dict[str, Any]]: ...
     def stats(self) -> Dict[str, Any]: ...
     def stop(self, timeout: Optional[float] = None) -> None: ...
@@ -163,13 +167,16 @@ class App:
         return table
 
     def websocket(self, path: str, *, on_connect: Optional[OnConnect] = None,
-                  on_close: Optional[OnClose] = None, subprotocols: Iterable[str] = (),
-                  origins: Optional[OriginCheck] = None,
+                  on_close: Optional[OnClose] = None, on_drain: Optional[OnDrain] = None,
+                  subprotocols: Iterable[str] = (), origins: Optional[OriginCheck] = None,
                   blocking: bool = False) -> Callable[[_H], _H]:
         """Decorator: ``on_message(ws, message)`` serves WebSocket messages on ``path``.
 
         ``on_connect(ws)`` runs after the handshake, ``on_close(ws, code,
-        reason)`` once the connection is gone.  ``subprotocols`` lists what the
+        reason)`` once the connection is gone, ``on_drain(ws)`` when output
+        that had gone above ``write_high_water`` has drained (code that
+        cannot wait in ``send``, on the reactor, stops producing while
+        ``ws.buffered_amount`` is high and resumes there).  ``subprotocols`` lists what the
         endpoint speaks (the client's first match is chosen); ``origins`` is a
         set of allowed ``Origin`` values or a predicate (others get 403).
 
@@ -177,15 +184,18 @@ class App:
         instead, run on a thread of its own for the whole connection; it
         reads with ``ws.receive()`` (see :class:`~wssync.websocket.BlockingWebSocket`).
         """
-        if blocking and (on_connect is not None or on_close is not None):
-            raise TypeError("a blocking WebSocket handler has no on_connect or on_close: "
-                            "its own code runs before the first receive() and after the last")
+        if blocking and (on_connect is not None or on_close is not None
+                         or on_drain is not None):
+            raise TypeError("a blocking WebSocket handler has no on_connect, on_close or "
+                            "on_drain: its own code runs before the first receive() and after "
+                            "the last, and its sends wait for the peer")
 
         def register(fn: _H) -> _H:
             if blocking:
                 route = WebSocketRoute(path, None, None, None, subprotocols, origins, fn)
             else:
-                route = WebSocketRoute(path, fn, on_connect, on_close, subprotocols, origins)
+                route = WebSocketRoute(path, fn, on_connect, on_close, subprotocols, origins,
+                                       on_drain=on_drain)
             regex = _compile(path)
             if regex is None:
                 self._ws_static[path] = route

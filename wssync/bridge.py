@@ -31,6 +31,7 @@ from .handshake import offered_subprotocols
 from .http_connection import ChunkCallback, HttpConnection, WebSocketAccept
 from .http_writer import error_answer
 from .lanes import INLINE, Lane, OwnThreads, ThreadPool
+from .pacing import OutputGate
 from .reactor import BoundedHandoff
 from .request import Request
 from .response import Response
@@ -179,8 +180,8 @@ class WebSocketBridge:
     """
 
     __slots__ = ("_delivered", "_delivered_bytes", "_max_bytes", "_max_count", "_paused",
-                 "_queued", "_queued_bytes", "bridge", "conn", "handle", "lane", "request",
-                 "route", "subprotocol")
+                 "_queued", "_queued_bytes", "bridge", "conn", "gate", "handle", "lane",
+                 "request", "route", "subprotocol")
 
     handle: WebSocket  # made once the connection exists (opened)
     conn: WebSocketConnection
@@ -197,13 +198,16 @@ class WebSocketBridge:
         self._paused = False
         self._max_count = bridge.config.max_queue  # read per message: kept at hand
         self._max_bytes = bridge.config.max_queue_bytes
+        # Threads sending on this connection wait here for its output to drain.
+        self.gate = OutputGate(bridge.config.write_high_water)
 
     # -- WebSocketApplication ------------------------------------------------------------
 
     def opened(self, conn: WebSocketConnection) -> None:
         self.conn = conn
         self.request.headers.compact()  # kept as long as the connection lives
-        self.handle = WebSocket(self.bridge.handoff, conn, self.request, self.subprotocol)
+        self.handle = WebSocket(self.bridge.handoff, conn, self.request, self.subprotocol,
+                                self.gate)
         self.bridge.websockets[conn] = self.handle
         if self.route.on_connect is not None:
             self.lane.submit(self._call, self.route.on_connect, self.handle)
@@ -235,11 +239,21 @@ class WebSocketBridge:
         self.bridge.websockets.pop(self.conn, None)
         handle = self.handle
         handle.close_code, handle.close_reason = code, reason
+        self.gate.close(partial(ConnectionClosed, code, reason))
         if self.route.on_close is not None:
             self.lane.submit(self._call, self.route.on_close, handle, code, reason)
 
     def after_pending(self, fn: Callable[[], None]) -> None:
         self.lane.submit(self.bridge.handoff.call, 0, fn)
+
+    def pause_writing(self) -> None:
+        self.gate.pause()
+
+    def resume_writing(self) -> None:
+        self.gate.resume()
+        on_drain = self.route.on_drain
+        if on_drain is not None and not self.handle.closed:
+            self.lane.submit(self._call, on_drain, self.handle)
 
     # -- the backlog ---------------------------------------------------------------------
 
@@ -313,7 +327,7 @@ class BlockingWebSocketBridge(WebSocketBridge):
         self.conn = conn
         self.request.headers.compact()
         handle = self.handle = BlockingWebSocket(self.bridge.handoff, conn, self.request,
-                                                 self.subprotocol, self)
+                                                 self.subprotocol, self.gate, self)
         self.bridge.websockets[conn] = handle
         try:
             self.bridge.own_threads.start(self._run, handle)
@@ -338,6 +352,7 @@ class BlockingWebSocketBridge(WebSocketBridge):
         self.bridge.websockets.pop(self.conn, None)
         handle = self.handle
         handle.close_code, handle.close_reason = code, reason
+        self.gate.close(partial(ConnectionClosed, code, reason))
         with self._cond:
             self._closed = ConnectionClosed(code, reason)
             self._cond.notify_all()

@@ -85,3 +85,7 @@ class ConnectionClosed(WssyncError):
 
 class ServingWhileImported(WssyncError, RuntimeError):
     """A module started a server while being imported as ``--app``."""
+
+
+class SendTimeout(WssyncError, TimeoutError):
+    """A send from a thread waited its ``timeout`` for a slow peer; nothing was sent."""

@@ -110,6 +110,10 @@ class Reactor:
         self._stopping = False
         self._poked = False
         self.thread_id: Optional[int] = None  # of the thread in run(), while it runs
+        # When the loop last woke from select() to run callbacks; 0.0 while it
+        # waits in select().  A watchdog on another thread reads it to see a
+        # callback that holds the loop (one clock read per round, none per callback).
+        self.busy_since = 0.0
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -175,7 +179,10 @@ class Reactor:
                     timeout = max(0.0, timers[0].when - monotonic())
                 else:
                     timeout = None
-                for key, mask in select(timeout):
+                self.busy_since = 0.0
+                events = select(timeout)
+                self.busy_since = monotonic()
+                for key, mask in events:
                     try:
                         key.data(mask)
                     except Exception:
@@ -196,6 +203,7 @@ class Reactor:
                         log.exception("unhandled error in callback %r", callback)
         finally:
             self.thread_id = None
+            self.busy_since = 0.0
 
     def _on_wakeup(self, _mask: int) -> None:
         try:
@@ -241,6 +249,10 @@ class BoundedHandoff:
         self._waiting = 0
         self._closed = False
         self._cond = threading.Condition(threading.Lock())
+
+    def on_reactor_thread(self) -> bool:
+        """Whether the caller is the reactor thread (where a call runs at once)."""
+        return _get_ident() == self._reactor.thread_id
 
     def call(self, size: int, callback: Callback, *args: Any) -> None:
         """Run ``callback(*args)`` on the reactor; ``size`` is what it carries."""

@@ -41,6 +41,7 @@ from .transport import (
     WriteLimits,
     create_listening_socket,
 )
+from .watchdog import ReactorWatchdog
 from .websocket import WebSocket
 from .websocket_connection import WebSocketConnection
 from .websocket_frames import encode_frame, message_frame_parts
@@ -48,6 +49,10 @@ from .websocket_frames import encode_frame, message_frame_parts
 log = logging.getLogger("wssync.server")
 
 WSGI_THREADS = 8  # workers for a mounted WSGI application in reactor mode
+# The fix the reactor watchdog suggests for a handler that blocks the reactor.
+_UNBLOCK = ("In reactor mode handlers must not block: serve with worker threads (--threads N, "
+            "Server(threads=N)) or make a WebSocket handler blocking-style "
+            "(@app.websocket(path, blocking=True)).")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _serving_refused: Optional[str] = None  # why serving is refused right now (see below)
@@ -138,6 +143,7 @@ class Server:
         self._link_sock: Optional[socket.socket] = None
         self._worker_index: Optional[int] = None
         self._balance: Optional[AcceptBalance] = None  # among workers sharing the socket
+        self._watchdog: Optional[ReactorWatchdog] = None  # reactor mode: names blocking code
         self._stop_signals: Tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
         app.server = self
         self._sock: Optional[socket.socket] = None
@@ -221,7 +227,8 @@ class Server:
 
         self._listener = Listener(
             reactor, self._sock, proxied if config.proxy_protocol else http, self._transports,
-            WriteLimits(config.write_high_water, config.max_write_buffer, config.send_timeout),
+            WriteLimits(config.write_high_water, config.max_write_buffer, config.send_timeout,
+                        config.max_write_buffer_hard, config.slow_peer_timeout),
             config.max_connections, self._refuse, self._accepting, transport_factory,
         )
         self._stopped.clear()
@@ -235,12 +242,15 @@ class Server:
         if self._bus is not None:
             self._bus.start(self._deliver)
         reactor.call_soon(self._running.set)
-        log.info("%sserving on %s (%s, %s mode)",
+        log.info("%sserving on %s (%s, %s)",
                  "" if self._worker_index is None else
                  f"worker {self._worker_index} (pid {os.getpid()}) ",
                  self._display_address(),
                  "HTTPS and WSS" if self.ssl_context else "HTTP and WebSocket",
-                 f"thread-pool, {self.threads} threads" if self.threads else "reactor")
+                 self._mode_line())
+        if not self.threads and config.slow_callback_warning:
+            self._watchdog = ReactorWatchdog(reactor, config.slow_callback_warning, _UNBLOCK)
+            self._watchdog.start()
         restore = self._handle_signals()
         try:
             reactor.run()
@@ -462,7 +472,19 @@ class Server:
             return
         reactor.call_later(0.02, self._wait_for_connections, deadline)
 
+    def _mode_line(self) -> str:
+        """How handlers run, for the start-up line."""
+        if self.threads:
+            return f"thread-pool mode: handlers run on {self.threads} worker threads"
+        line = "reactor mode: handlers run on the reactor thread and must not block"
+        if self._blocking_pool is not None:
+            line += f"; the WSGI app runs on {self._blocking_pool.size} threads"
+        return line
+
     def _cleanup(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         for transport in list(self._transports.values()):
             transport.abort()
         if self._listener is not None:
@@ -533,7 +555,8 @@ class Server:
 
     # -- application services ---------------------------------------------------------
 
-    def broadcast(self, message: Union[str, bytes], path: Optional[str] = None) -> None:
+    def broadcast(self, message: Union[str, bytes], path: Optional[str] = None,
+                  wait: bool = False, timeout: Optional[float] = None) -> None:
         """Send ``message`` to every open WebSocket (on ``path`` only, if given).
 
         Encoded once: every receiver's output buffer refers to the same frame,
@@ -541,17 +564,47 @@ class Server:
         broker (or several workers) it is also published once to the other
         servers, which send it to their matching WebSockets.  Safe from
         any thread; a thread waits while more than ``max_send_queue`` bytes it
-        and others handed over are not yet fanned out.  A receiver that falls
-        more than ``max_write_buffer`` behind is dropped; the others go on.
+        and others handed over are not yet fanned out.
+
+        A receiver that reads slower than broadcasts come falls behind; it is
+        dropped only when its backlog is above ``max_write_buffer`` and has not
+        shrunk for ``slow_peer_timeout``, or passes ``max_write_buffer_hard``
+        (see README, "Slow peers").  With ``wait=True`` a thread other than the
+        reactor's first waits until every matching receiver's unsent output is
+        below ``write_high_water`` (as a loop of blocking sends would), so the
+        slowest live receiver paces the producer; ``timeout`` bounds that wait,
+        after which the message goes out all the same.
         """
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise TypeError("broadcast() takes str (text) or bytes, bytearray or memoryview "
+                            f"(binary), not {type(message).__name__}")
         handoff = self._handoff
         if handoff is None:
             return
+        if wait and not handoff.on_reactor_thread():
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for handle in list(self._websockets.values()):
+                if path is None or handle.path == path:
+                    handle.drain(None if deadline is None
+                                 else max(0.0, deadline - time.monotonic()))
+        if not isinstance(message, (str, bytes)):
+            message = bytes(message)
         frame = encode_frame(*message_frame_parts(message))
-        handoff.call(len(frame), self._broadcast, message, frame, path)
+        if not wait or handoff.on_reactor_thread():
+            handoff.call(len(frame), self._broadcast, message, frame, path)
+            return
+        # Paced: return once the frame is in every receiver's output, so the
+        # next broadcast's wait sees what this one left unsent.
+        fanned_out = threading.Event()
+        handoff.call(len(frame), self._broadcast, message, frame, path, fanned_out)
+        while not fanned_out.wait(0.25) and self._running.is_set():
+            pass
 
-    def _broadcast(self, message: Union[str, bytes], frame: bytes, path: Optional[str]) -> None:
+    def _broadcast(self, message: Union[str, bytes], frame: bytes, path: Optional[str],
+                   fanned_out: Optional[threading.Event] = None) -> None:
         self._fan_out(message, frame, path)
+        if fanned_out is not None:
+            fanned_out.set()
         broker = self._bus
         if broker is not None:
             # Published from the reactor thread, so records leave in the order

@@ -1,37 +1,47 @@
 """``WebSocket``: the application's handle on one WebSocket connection.
 
 Every method is safe from any thread: calls from outside the reactor thread
-are handed to it, and sends from one thread keep their order.  A thread that
-sends faster than the reactor can take waits (``max_send_queue``).  The handle
-never writes to a socket itself.  :class:`BlockingWebSocket` adds the
-blocking reads of a handler that has a thread of its own; the inbox it reads
-belongs to the bridge.
+are handed to it, and sends from one thread keep their order.  A thread's send
+behaves as on a blocking socket: it waits while *this* connection's unsent
+output is above ``write_high_water`` (its :class:`~wssync.pacing.OutputGate`),
+so a producer is paced by its own peer.  Code on the reactor thread cannot
+wait: its sends go out at once, and it looks at :attr:`WebSocket.buffered_amount`
+(or a route's ``on_drain``) instead.  The handle never writes to a socket
+itself.  :class:`BlockingWebSocket` adds the blocking reads of a handler that
+has a thread of its own; the inbox it reads belongs to the bridge.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Protocol, Union
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Protocol, Union
 
-from .errors import ConnectionClosed
+from .errors import ConnectionClosed, SendTimeout
 from .request import Headers, Request
 from .websocket_frames import CloseCode, encode_close_payload, is_valid_close_code
 
 if TYPE_CHECKING:
+    from .pacing import OutputGate
     from .reactor import BoundedHandoff
     from .websocket_connection import WebSocketConnection
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class WebSocket:
     """One open (or closed) WebSocket connection, as handlers see it."""
 
     __slots__ = (
-        "_conn", "_data", "_handoff", "close_code", "close_reason", "request", "subprotocol",
+        "_closing", "_conn", "_data", "_gate", "_handoff", "close_code", "close_reason",
+        "request", "subprotocol",
     )
 
     def __init__(self, handoff: BoundedHandoff, conn: WebSocketConnection, request: Request,
-                 subprotocol: Optional[str]) -> None:
+                 subprotocol: Optional[str], gate: OutputGate) -> None:
         self._handoff = handoff
         self._conn = conn
+        self._gate = gate
+        self._closing = False  # this handle started the close
         self.request = request
         self.subprotocol = subprotocol
         self.close_code: Optional[int] = None  # set once closed; 1006 if no close frame came
@@ -62,23 +72,82 @@ class WebSocket:
     def closed(self) -> bool:
         return self.close_code is not None
 
-    def send(self, message: Union[str, bytes]) -> None:
-        """Send a text (``str``) or binary (bytes-like) message; dropped once closed."""
-        if not isinstance(message, (str, bytes, bytearray, memoryview)):
-            raise TypeError(f"WebSocket messages are str or bytes, not {type(message).__name__}")
-        self._handoff.call(len(message), self._conn.send, message)
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes sent on this connection and not yet taken by the peer's kernel
+        (what a browser's ``WebSocket.bufferedAmount`` says).  Code on the
+        reactor thread, which cannot wait in ``send``, paces itself with it."""
+        return self._conn.buffered_amount + self._gate.in_flight
 
-    def ping(self, payload: bytes = b"") -> None:
+    def send(self, message: Union[str, bytes], timeout: Optional[float] = None) -> None:
+        """Send a text (``str``) or binary (bytes-like) message.
+
+        From any thread but the reactor's, this waits as a blocking socket
+        would while the connection's unsent output is above
+        ``write_high_water``; ``timeout`` bounds the wait (None: until the peer
+        takes it, or is dropped for taking nothing for ``send_timeout``), and
+        :class:`~wssync.errors.SendTimeout` then says so (the message is not
+        sent).  Raises :class:`~wssync.errors.ConnectionClosed` once the
+        connection is closing or closed, also in a thread waiting here.
+        """
+        if not isinstance(message, (str, *_BYTES_LIKE)):
+            raise TypeError("WebSocket.send() takes str (text) or bytes, bytearray or "
+                            f"memoryview (binary), not {type(message).__name__}")
+        self._hand(len(message), timeout, self._conn.send, message)
+
+    def ping(self, payload: bytes = b"", timeout: Optional[float] = None) -> None:
+        """Send a ping (at most 125 bytes); waits and raises as :meth:`send`."""
+        if not isinstance(payload, _BYTES_LIKE):
+            raise TypeError(f"WebSocket.ping() takes bytes, not {type(payload).__name__}")
         if len(payload) > 125:
             raise ValueError("ping payload over 125 bytes")
-        self._handoff.call(len(payload), self._conn.ping, bytes(payload))
+        self._hand(len(payload), timeout, self._conn.ping, bytes(payload))
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
-        """Start the close handshake with ``code`` and ``reason`` (at most 123 bytes)."""
+        """Start the close handshake with ``code`` and ``reason`` (at most 123
+        bytes).  Only the first close counts; from a thread it waits, as
+        :meth:`send` does, for the close frame to fit the output."""
         if not is_valid_close_code(code):
             raise ValueError(f"invalid close code {code}")
         encode_close_payload(code, reason)  # raises on a reason that does not fit
-        self._handoff.call(0, self._conn.close, code, reason)
+        try:
+            self._hand(0, None, self._conn.close, code, reason)
+        except ConnectionClosed:
+            return  # closed already: nothing to do
+        self._closing = True
+
+    def drain(self, timeout: Optional[float] = None) -> bool:
+        """Wait until this connection's unsent output is below
+        ``write_high_water``, as ``send`` does before it sends; whether it is
+        (False once ``timeout`` passed or the connection is closed).  On the
+        reactor thread it cannot wait and only says."""
+        if self._handoff.on_reactor_thread():
+            return self.close_code is None and not self._gate.paused
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._gate.wait_writable(deadline)
+
+    def _hand(self, size: int, timeout: Optional[float], fn: Callable[..., None],
+              *args: Any) -> None:
+        """Run ``fn(*args)`` on the reactor, ``size`` bytes paced by the gate."""
+        if self._closing or self.close_code is not None:
+            raise ConnectionClosed(self.close_code or CloseCode.NORMAL_CLOSURE,
+                                   self.close_reason)
+        handoff = self._handoff
+        if handoff.on_reactor_thread():
+            fn(*args)  # the reactor cannot wait for itself
+            return
+        self._gate.enter(size, timeout, self._timed_out)
+        handoff.call(size, self._written, size, fn, args)
+
+    def _written(self, size: int, fn: Callable[..., None], args: Any) -> None:
+        try:
+            fn(*args)
+        finally:
+            self._gate.written(size)
+
+    def _timed_out(self, timeout: float) -> SendTimeout:
+        return SendTimeout(f"send to {self.remote_address} on {self.path} timed out after "
+                           f"{timeout:g} s: the peer takes its data slower than it is sent")
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -102,17 +171,17 @@ class BlockingWebSocket(WebSocket):
     :class:`WebSocket` that also reads, from the handler's own thread.
 
     ``receive`` and iteration take messages in the order they came; ``send``
-    raises :class:`~wssync.errors.ConnectionClosed` once the connection is
-    closing, so a loop that only pushes ends when the peer goes away.
+    waits for a slow peer and raises :class:`~wssync.errors.ConnectionClosed`
+    once the connection is closing, so a loop that only pushes ends when the
+    peer goes away.
     """
 
-    __slots__ = ("_closing", "_inbox")
+    __slots__ = ("_inbox",)
 
     def __init__(self, handoff: BoundedHandoff, conn: WebSocketConnection, request: Request,
-                 subprotocol: Optional[str], inbox: Inbox) -> None:
-        super().__init__(handoff, conn, request, subprotocol)
+                 subprotocol: Optional[str], gate: OutputGate, inbox: Inbox) -> None:
+        super().__init__(handoff, conn, request, subprotocol, gate)
         self._inbox = inbox
-        self._closing = False  # this handle started the close
 
     def receive(self, timeout: Optional[float] = None) -> Union[str, bytes, None]:
         """The next message (``str`` or ``bytes``); None if none came within
@@ -133,17 +202,3 @@ class BlockingWebSocket(WebSocket):
                 raise
             if message is not None:
                 yield message
-
-    def send(self, message: Union[str, bytes]) -> None:
-        """As :meth:`WebSocket.send`; raises ``ConnectionClosed`` once closing."""
-        if self._closing or self.close_code is not None:
-            raise ConnectionClosed(self.close_code or CloseCode.NORMAL_CLOSURE,
-                                   self.close_reason)
-        super().send(message)
-
-    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
-        """As :meth:`WebSocket.close`; only the first close counts."""
-        if self._closing or self.close_code is not None:
-            return
-        super().close(code, reason)
-        self._closing = True

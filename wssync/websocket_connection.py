@@ -46,6 +46,10 @@ class WebSocketApplication(Protocol):
     def closed(self, code: int, reason: str) -> None: ...
     def after_pending(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the reactor once every event delivered so far is handled."""
+    def pause_writing(self) -> None:
+        """The connection's unsent output went above ``write_high_water``."""
+    def resume_writing(self) -> None:
+        """The connection's unsent output drained below a quarter of it."""
 
 
 class WebSocketConnection:
@@ -115,7 +119,7 @@ class WebSocketConnection:
                 # Answered at once, so pongs keep their place among our replies.
                 pong = proto.send_pong(event.payload)
                 if pong:
-                    transport.write(pong)
+                    transport.write_control(pong)
             elif type(event) is Pong:
                 # Any pong proves the peer alive; RFC 6455 allows unsolicited ones.
                 if self._pong_timer is not None:
@@ -165,10 +169,12 @@ class WebSocketConnection:
         self.app.closed(self.close_code, self.close_reason)
 
     def pause_writing(self) -> None:
-        pass  # the transport already stops reading this peer
+        # The transport already stops reading this peer; the application's
+        # threads wait in their sends, and code on the reactor can look.
+        self.app.pause_writing()
 
     def resume_writing(self) -> None:
-        pass
+        self.app.resume_writing()
 
     def shutdown(self) -> None:
         """Server is stopping: start the close handshake with 1001 (GOING_AWAY)."""
@@ -179,6 +185,12 @@ class WebSocketConnection:
     @property
     def is_open(self) -> bool:
         return self.proto.state == _OPEN and not self._lost
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes written and not yet taken by the kernel (any thread may read it)."""
+        transport = self.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
 
     def send(self, data: Data) -> None:
         if self.transport is not None and not self._lost:
@@ -192,14 +204,14 @@ class WebSocketConnection:
 
     def ping(self, payload: bytes = b"") -> None:
         if self.transport is not None and not self._lost:
-            self.transport.write(self.proto.send_ping(payload))
+            self.transport.write_control(self.proto.send_ping(payload))
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the close handshake; the TCP connection ends when the peer answers."""
         transport = self.transport
         if transport is None or self._lost or self.proto.close_sent:
             return
-        transport.write(self.proto.send_close(code, reason))
+        transport.write_control(self.proto.send_close(code, reason))
         if self.proto.close_received:
             transport.close()
             return
@@ -215,7 +227,7 @@ class WebSocketConnection:
             return
         code = self.close_code
         # Echo the peer's code (RFC 6455 5.5.1); a code-less close gets a code-less answer.
-        transport.write(self.proto.send_close(code))  # 1005 answers with no code
+        transport.write_control(self.proto.send_close(code))  # 1005 answers with no code
         # The server closes TCP first, so the TIME_WAIT state lands on our side.
         transport.close()
 
@@ -224,7 +236,7 @@ class WebSocketConnection:
         if transport is None or self._lost:
             return
         self.close_code, self.close_reason = code, reason
-        transport.write(self.proto.send_close(code, reason))
+        transport.write_control(self.proto.send_close(code, reason))
         # Input after the error cannot be parsed, so the peer's close reply
         # cannot be recognised: send FIN, discard input until the peer closes
         # too (eof_received), and drop it if it never does.
@@ -251,7 +263,8 @@ class WebSocketConnection:
             return
         config = self.config
         self._ping_count += 1
-        transport.write(self.proto.send_ping(struct.pack("!I", self._ping_count & 0xFFFFFFFF)))
+        transport.write_control(
+            self.proto.send_ping(struct.pack("!I", self._ping_count & 0xFFFFFFFF)))
         if self._pong_timer is None:
             self._pong_timer = transport.reactor.call_later(config.ping_timeout, self._pong_missing)
         self._ping_timer = transport.reactor.call_later(config.ping_interval, self._ping)
@@ -268,7 +281,8 @@ class WebSocketConnection:
             log.info("closing %s: no pong within %.1f s", self.transport.peername,
                      self.config.ping_timeout)
             self.close_code, self.close_reason = CloseCode.INTERNAL_ERROR, "keepalive ping timeout"
-            self.transport.write(self.proto.send_close(self.close_code, self.close_reason))
+            self.transport.write_control(
+                self.proto.send_close(self.close_code, self.close_reason))
             # Armed first: a close that completes at once (nothing left to send)
             # cancels it in connection_lost instead of leaving it behind.
             self._start_close_timer()  # a peer that reads nothing never drains the buffer
