@@ -27,7 +27,7 @@ import pytest
 import requests
 import websocket
 from conftest import RedisServer, TlsFiles, redis_binary
-from helpers import django_project, free_port, run_server, wait_listening, wait_until
+from helpers import SlowReader, django_project, free_port, run_server, wait_listening, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -215,6 +215,37 @@ def run_blocking_example(code: str, tmp_path: Path, port: int) -> None:
             with pytest.raises(ConnectionClosed):
                 ws.recv(timeout=10)
             assert ws.close_code == 1000  # the handler returned
+    finally:
+        _stop(proc)
+
+
+def run_slow_stream_example(code: str, tmp_path: Path, port: int) -> None:
+    proc = _script(_write(tmp_path, "stream.py", code, port))
+    try:
+        wait_listening(port, proc)
+        reader = SlowReader(port, "/stream", 16 * 1024 * 1024)
+        try:
+            for number in range(200):
+                assert reader.message() == (0x2, number.to_bytes(4, "big") * 16384)
+            opcode, payload = reader.message()
+            assert opcode == 0x8 and payload[:2] == b"\x03\xe8"  # returned: 1000
+        finally:
+            reader.close()
+    finally:
+        _stop(proc)
+
+
+def run_on_drain_example(code: str, tmp_path: Path, port: int) -> None:
+    proc = _script(_write(tmp_path, "download.py", code, port))
+    try:
+        wait_listening(port, proc)
+        reader = SlowReader(port, "/download", 16 * 1024 * 1024)
+        try:
+            reader.send(0x1, b"start")
+            for _ in range(200):
+                assert reader.message() == (0x2, bytes(64 * 1024))
+        finally:
+            reader.close()
     finally:
         _stop(proc)
 
@@ -446,6 +477,8 @@ DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     "request.stream.read(65536)": run_upload_example,
     "from wssync.client import connect": run_client_example,
     '@app.websocket("/echo", blocking=True)': run_blocking_example,
+    '@app.websocket("/stream", blocking=True)': run_slow_stream_example,
+    'on_drain=pump': run_on_drain_example,
     "from wssync.flask import Sock": run_flask_sock_example,
     "workers=2, threads=4).serve_forever()": run_workers_example,
     "ssl_context=context).serve_forever()": run_tls_server_example,
