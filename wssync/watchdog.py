@@ -46,10 +46,15 @@ def culprit(frame: Optional[FrameType]) -> Tuple[str, str]:
     while frame is not None:
         chain.append(frame)
         frame = frame.f_back
-    # From the reactor's loop inwards: the first frame that is not ours is the
-    # application's code we called.
+    # From the outermost frame inwards: past the thread's start-up, into our
+    # own frames (the reactor's loop, a protocol, the bridge), and the first
+    # frame after them that is not ours is the application's code we called.
+    inside = False
     for candidate in reversed(chain):
-        if not candidate.f_code.co_filename.startswith(_PACKAGE):
+        ours = candidate.f_code.co_filename.startswith(_PACKAGE)
+        if ours:
+            inside = True
+        elif inside:
             return _describe(candidate), _describe(innermost)
     return _describe(innermost), _describe(innermost)
 
