@@ -20,6 +20,7 @@ from wssync.watchdog import ReactorWatchdog, culprit
 @pytest.fixture
 def reactor() -> Iterator[Reactor]:
     loop = Reactor()
+    loop.watched = True  # as ReactorWatchdog.start() says, before the loop runs
     thread = threading.Thread(target=loop.run, name="test-reactor", daemon=True)
     thread.start()
     while loop.thread_id is None:

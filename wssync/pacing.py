@@ -28,11 +28,15 @@ _RECHECK = 1.0
 class OutputGate:
     """Paces the threads writing to one connection by that connection's output."""
 
-    __slots__ = ("_closed", "_cond", "_done", "_handed", "_limit", "_paused", "_waiting")
+    __slots__ = ("_closed", "_cond", "_done", "_handed", "_limit", "_lock", "_paused",
+                 "_waiting")
 
     def __init__(self, limit: int) -> None:
         self._limit = limit  # the connection's high-water mark
-        self._cond = threading.Condition(threading.Lock())
+        # The lock alone on the common path (a Condition's ``with`` costs two
+        # Python calls per send); the condition, over the same lock, to wait.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._handed = 0  # bytes threads handed over (written under the lock)
         self._done = 0  # of those, bytes the reactor has written (reactor only)
         self._paused = False  # the transport's output is above its high-water mark
@@ -48,7 +52,7 @@ class OutputGate:
     @property
     def in_flight(self) -> int:
         """Bytes handed over and not yet written to the transport."""
-        return self._handed - self._done
+        return max(0, self._handed - self._done)
 
     # -- the sending thread ------------------------------------------------------------
 
@@ -60,7 +64,18 @@ class OutputGate:
         ``expired(timeout)`` if ``timeout`` seconds pass first (nothing is
         counted then).  One write larger than the limit still goes, alone.
         """
-        with self._cond:
+        if self._closed is None and not self._paused:
+            # The common case, without the lock (a lock costs more than the rest
+            # of a small send).  ``_done`` has one writer, the reactor, so no
+            # update of it is lost; two threads sending on one connection at
+            # the same instant may lose an update of ``_handed``, which can only
+            # make it smaller: one message more in flight, never a wait that
+            # does not end.
+            in_flight = self._handed - self._done
+            if not in_flight or in_flight + size <= self._limit:
+                self._handed += size
+                return
+        with self._lock:
             if self._blocked(size):
                 deadline = None if timeout is None else time.monotonic() + timeout
                 self._waiting += 1

@@ -112,8 +112,10 @@ class Reactor:
         self.thread_id: Optional[int] = None  # of the thread in run(), while it runs
         # When the loop last woke from select() to run callbacks; 0.0 while it
         # waits in select().  A watchdog on another thread reads it to see a
-        # callback that holds the loop (one clock read per round, none per callback).
+        # callback that holds the loop (one clock read per round, none per
+        # callback), if ``watched`` was set before run().
         self.busy_since = 0.0
+        self.watched = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -171,6 +173,7 @@ class Reactor:
         timers = self._timers.heap
         run_due = self._timers.run_due
         monotonic = time.monotonic
+        watched = self.watched
         try:
             while not self._stopping:
                 if ready or foreign:
@@ -179,9 +182,12 @@ class Reactor:
                     timeout = max(0.0, timers[0].when - monotonic())
                 else:
                     timeout = None
-                self.busy_since = 0.0
-                events = select(timeout)
-                self.busy_since = monotonic()
+                if watched:
+                    self.busy_since = 0.0
+                    events = select(timeout)
+                    self.busy_since = monotonic()
+                else:
+                    events = select(timeout)
                 for key, mask in events:
                     try:
                         key.data(mask)
@@ -243,20 +249,23 @@ class BoundedHandoff:
     """
 
     def __init__(self, reactor: Reactor, limit: int) -> None:
-        self._reactor = reactor
+        self.reactor = reactor  # whose thread runs the calls
         self._limit = limit
         self._pending = 0
         self._waiting = 0
         self._closed = False
-        self._cond = threading.Condition(threading.Lock())
+        # ``with`` on the lock itself: on a Condition it costs two Python calls,
+        # twice per handed-over send.  The condition shares the lock, to wait.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
 
     def on_reactor_thread(self) -> bool:
         """Whether the caller is the reactor thread (where a call runs at once)."""
-        return _get_ident() == self._reactor.thread_id
+        return _get_ident() == self.reactor.thread_id
 
     def call(self, size: int, callback: Callback, *args: Any) -> None:
         """Run ``callback(*args)`` on the reactor; ``size`` is what it carries."""
-        reactor = self._reactor
+        reactor = self.reactor
         if _get_ident() == reactor.thread_id:  # the reactor itself: no queue
             callback(*args)
             return
@@ -266,7 +275,7 @@ class BoundedHandoff:
             if not self._closed:
                 reactor.call_soon_threadsafe(callback, *args)
             return
-        with self._cond:
+        with self._lock:
             # One call larger than the limit still goes, alone.
             while self._pending and self._pending + size > self._limit and not self._closed:
                 self._waiting += 1
@@ -281,7 +290,7 @@ class BoundedHandoff:
         try:
             callback(*args)
         finally:
-            with self._cond:
+            with self._lock:
                 self._pending -= size
                 if self._waiting:
                     self._cond.notify_all()

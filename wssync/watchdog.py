@@ -72,6 +72,8 @@ class ReactorWatchdog:
         self._thread = threading.Thread(target=self._run, name="wssync-watchdog", daemon=True)
 
     def start(self) -> None:
+        """Start watching (before the reactor runs: it reads ``watched`` then)."""
+        self._reactor.watched = True
         self._thread.start()
 
     def stop(self) -> None:

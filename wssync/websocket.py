@@ -13,6 +13,7 @@ has a thread of its own; the inbox it reads belongs to the bridge.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Protocol, Union
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from .websocket_connection import WebSocketConnection
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+_MESSAGE_TYPES = (str, bytes, bytearray, memoryview)
+_get_ident = threading.get_ident
 
 
 class WebSocket:
@@ -90,10 +93,25 @@ class WebSocket:
         sent).  Raises :class:`~wssync.errors.ConnectionClosed` once the
         connection is closing or closed, also in a thread waiting here.
         """
-        if not isinstance(message, (str, *_BYTES_LIKE)):
+        if not isinstance(message, _MESSAGE_TYPES):
             raise TypeError("WebSocket.send() takes str (text) or bytes, bytearray or "
                             f"memoryview (binary), not {type(message).__name__}")
-        self._hand(len(message), timeout, self._conn.send, message)
+        if self._closing or self.close_code is not None:
+            raise ConnectionClosed(self.close_code or CloseCode.NORMAL_CLOSURE,
+                                   self.close_reason)
+        if _get_ident() == self._handoff.reactor.thread_id:
+            self._conn.send(message)  # the reactor cannot wait for itself: per message, inline
+            return
+        size = len(message)
+        self._gate.enter(size, timeout, self._timed_out)
+        self._handoff.call(size, self._send_now, message, size)
+
+    def _send_now(self, message: Union[str, bytes], size: int) -> None:
+        """On the reactor: a handed-over send goes out (per message: no extra call)."""
+        try:
+            self._conn.send(message)
+        finally:
+            self._gate.written(size)
 
     def ping(self, payload: bytes = b"", timeout: Optional[float] = None) -> None:
         """Send a ping (at most 125 bytes); waits and raises as :meth:`send`."""
