@@ -473,6 +473,31 @@ def test_a_callback_send_after_the_peer_closed_raises_as_blocking_style_does(
     assert outcome == {"send": 1000, "ping": 1000}
 
 
+def test_a_handler_whose_send_finds_the_connection_closed_logs_no_error(start_server,
+                                                                       caplog) -> None:
+    # An echo on a pool thread for a message that came just before the close: the
+    # send raises ConnectionClosed, which ends the handler quietly (no traceback).
+    returned = threading.Event()
+    app = App()
+
+    @app.websocket("/echo")
+    def echo(ws: Any, message: Any) -> None:
+        assert wait_until(lambda: ws.closed, timeout=10)
+        try:
+            ws.send(message)
+        finally:
+            returned.set()
+
+    server = start_server(app, threads=2)
+    with caplog.at_level(logging.INFO, logger="wssync"):
+        client = SlowReader(server.address[1], "/echo", 64 * MiB)
+        client.send(0x1, b"last words")
+        client.close()  # gone at once: the handler's answer finds the connection closed
+        assert returned.wait(10)
+        time.sleep(0.2)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
 # -- the reactor says when a handler blocks it -------------------------------------------
 
 

@@ -267,6 +267,8 @@ class WebSocketBridge:
         this runs per message, so without the extra call)."""
         try:
             on_message(self.handle, data)
+        except ConnectionClosed:
+            pass  # a send found the connection closed under the handler: not a bug
         except Exception:
             self._failed()
         self._delivered_bytes += size
@@ -289,6 +291,8 @@ class WebSocketBridge:
     def _call(self, callback: Callable[..., Any], *args: Any) -> None:
         try:
             callback(*args)
+        except ConnectionClosed:
+            pass  # as in _deliver
         except Exception:
             self._failed()
 
