@@ -133,7 +133,7 @@ def test_64_mib_of_echoes_over_wss_to_a_reader_at_2_mib_per_s(start_server, thre
         reader.close()
 
 
-def test_a_large_bytes_body_is_sent_without_a_copy(tmp_path: Path) -> None:
+def test_a_large_bytes_body_is_sent_without_a_copy(tmp_path: Path, threads: int) -> None:
     # The body costs its own size once: a 64 MiB answer joined to its head
     # would make the server's peak RSS grow by another 64 MiB.
     (tmp_path / "bigbody.py").write_text(
@@ -146,7 +146,7 @@ def test_a_large_bytes_body_is_sent_without_a_copy(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "wssync", "--app", "bigbody:app", "--host", "127.0.0.1",
-         "--port", str(port)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+         "--port", str(port), "--threads", str(threads)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     try:
         wait_listening(port, proc)
