@@ -345,14 +345,19 @@ def test_a_peer_that_had_caught_up_may_take_one_large_write(
     assert run_until(reactor, lambda: conn.read_peer() >= 0 and conn.received == conn.written)
 
 
-def test_a_large_write_leaves_the_peer_behind_so_more_data_drops_it(
-        connect: Callable[..., Conn]) -> None:
-    limits = WriteLimits(high_water=64 * KB, max_buffer=256 * KB, send_timeout=0.0,
-                         hard_limit=256 * KB)
-    conn = connect(limits)
+def behind_after_one_large_write(connect: Callable[..., Conn]) -> Conn:
+    """A peer that took one write far past the hard limit (allowed: it had caught up)."""
+    conn = connect(WriteLimits(high_water=64 * KB, max_buffer=256 * KB, send_timeout=0.0,
+                               hard_limit=256 * KB))
     conn.write(pattern(32 * KB))
     conn.write(pattern(1024 * KB))
     assert not conn.transport.closed
+    return conn
+
+
+def test_a_large_write_leaves_the_peer_behind_so_more_data_drops_it(
+        connect: Callable[..., Conn]) -> None:
+    conn = behind_after_one_large_write(connect)
     conn.write(b"x")
     assert conn.transport.closed and conn.protocol.count("lost") == 1
 
@@ -360,11 +365,7 @@ def test_a_large_write_leaves_the_peer_behind_so_more_data_drops_it(
 def test_control_writes_never_drop_a_peer_and_keep_their_place(
         connect: Callable[..., Conn]) -> None:
     # A keepalive ping behind one large message must not cut the peer reading it.
-    limits = WriteLimits(high_water=64 * KB, max_buffer=256 * KB, send_timeout=0.0,
-                         hard_limit=256 * KB)
-    conn = connect(limits)
-    conn.write(pattern(32 * KB))
-    conn.write(pattern(1024 * KB))
+    conn = behind_after_one_large_write(connect)
     for _ in range(3):
         conn.transport.write_control(b"\x89\x00")
         conn.written += b"\x89\x00"
