@@ -146,8 +146,9 @@ def test_a_large_bytes_body_is_sent_without_a_copy(tmp_path: Path, threads: int)
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "wssync", "--app", "bigbody:app", "--host", "127.0.0.1",
-         "--port", str(port), "--threads", str(threads)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+         "--port", str(port), "--threads", str(threads)], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)})
     try:
         wait_listening(port, proc)
         status = Path(f"/proc/{proc.pid}/status")
