@@ -16,6 +16,7 @@ import pytest
 from wssync import __version__
 from wssync.http_writer import (
     CONTINUE,
+    JOIN_LIMIT,
     SERVER_HEADER,
     byte_range,
     error_response,
@@ -189,9 +190,12 @@ def test_iterable_body_is_chunked_in_http11() -> None:
     data, _, framer, keep_alive, size = frame_response(request(), 200, [], chunks(), False)
     assert split(data) == ([b"HTTP/1.1 200 OK", b"Transfer-Encoding: chunked"], b"")
     assert framer is not None and keep_alive and size == -1
-    assert framer.data(b"hello") == b"5\r\nhello\r\n"
-    assert framer.data("é") == b"2\r\n\xc3\xa9\r\n"
-    assert framer.data(b"") == b""  # an empty chunk would end the body early
+    assert framer.data(b"hello") == (b"5\r\nhello\r\n",)
+    assert framer.data("é") == (b"2\r\n\xc3\xa9\r\n",)
+    assert framer.data(b"") == ()  # an empty chunk would end the body early
+    big = bytes(JOIN_LIMIT + 1)
+    head, body, end = framer.data(big)
+    assert head == b"%x\r\n" % len(big) and body is big and end == b"\r\n"  # not copied
     assert framer.end() == b"0\r\n\r\n"
 
 
@@ -200,7 +204,7 @@ def test_iterable_body_with_its_own_length_is_sent_as_is() -> None:
                                                  chunks(), False)
     assert split(data)[0] == [b"HTTP/1.1 200 OK", b"content-length: 3"]
     assert framer is not None and keep_alive
-    assert framer.data(b"abc") == b"abc" and framer.end() == b""
+    assert framer.data(b"abc") == (b"abc",) and framer.end() == b""
 
 
 def test_iterable_body_in_http10_ends_with_the_connection() -> None:
@@ -208,7 +212,7 @@ def test_iterable_body_in_http10_ends_with_the_connection() -> None:
         request(version="HTTP/1.0", connection="keep-alive"), 200, [], chunks(), False)
     assert split(data)[0] == [b"HTTP/1.0 200 OK", b"Connection: close"]
     assert framer is not None and not keep_alive
-    assert framer.data(b"abc") == b"abc" and framer.end() == b""
+    assert framer.data(b"abc") == (b"abc",) and framer.end() == b""
 
 
 def test_iterable_body_of_a_head_request_is_not_streamed() -> None:

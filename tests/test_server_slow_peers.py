@@ -25,7 +25,15 @@ from conftest import TlsFiles
 from helpers import SlowReader, free_port, wait_listening, wait_until
 from websockets.sync.client import connect
 
-from wssync import App, BlockingWebSocket, ConnectionClosed, Request, SendTimeout, Server
+from wssync import (
+    App,
+    BlockingWebSocket,
+    ConnectionClosed,
+    Request,
+    Response,
+    SendTimeout,
+    Server,
+)
 from wssync.config import default
 
 KiB = 1024
@@ -171,6 +179,25 @@ def test_a_large_bytes_body_is_sent_without_a_copy(tmp_path: Path, threads: int)
     finally:
         proc.terminate()
         proc.communicate(timeout=15)
+
+
+def test_large_chunks_of_a_streamed_body_arrive_framed_and_whole(start_server,
+                                                                threads: int) -> None:
+    # Each 1 MiB chunk goes out between its size line and its end, not copied into them.
+    chunks = [payload(i, MiB) for i in range(8)] + [b"tail"]
+    app = App()
+
+    @app.route("/chunks")
+    def streamed(request: Request) -> Response:
+        return Response(iter(chunks))
+
+    server = start_server(app, threads=threads)
+    conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=30)
+    conn.request("GET", "/chunks")
+    answer = conn.getresponse()
+    assert answer.getheader("Transfer-Encoding") == "chunked"
+    assert answer.read() == b"".join(chunks)
+    conn.close()
 
 
 # -- a thread's send waits for its own peer ------------------------------------------

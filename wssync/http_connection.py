@@ -601,7 +601,8 @@ class HttpConnection:
             transport.write(framer.end())
             self._finish_response()
             return
-        transport.write(framer.data(chunk))
+        for part in framer.data(chunk):
+            transport.write(part)
         self._pull()
 
     def _close_stream(self) -> None:

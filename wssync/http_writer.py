@@ -128,12 +128,18 @@ class BodyFramer:
     def __init__(self, chunked: bool) -> None:
         self.chunked = chunked
 
-    def data(self, chunk: Union[bytes, str]) -> bytes:
+    def data(self, chunk: Union[bytes, str]) -> Tuple[bytes, ...]:
+        """The buffers to write for ``chunk``, in order: a large chunk is not
+        copied to frame it (its size line and end go around it)."""
         if isinstance(chunk, str):
             chunk = chunk.encode("utf-8")
         if not chunk:
-            return b""  # an empty chunk would end a chunked body early
-        return b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk
+            return ()  # an empty chunk would end a chunked body early
+        if not self.chunked:
+            return (chunk,)
+        if len(chunk) > JOIN_LIMIT:
+            return b"%x\r\n" % len(chunk), chunk, b"\r\n"
+        return (b"%x\r\n%s\r\n" % (len(chunk), chunk),)
 
     def end(self) -> bytes:
         return b"0\r\n\r\n" if self.chunked else b""
