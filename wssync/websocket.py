@@ -99,15 +99,16 @@ class WebSocket:
         if self._closing or self.close_code is not None:
             raise ConnectionClosed(self.close_code or CloseCode.NORMAL_CLOSURE,
                                    self.close_reason)
+        # _hand's steps, inline: this runs per message (as the bridge's _deliver).
         if _get_ident() == self._handoff.reactor.thread_id:
-            self._conn.send(message)  # the reactor cannot wait for itself: per message, inline
+            self._conn.send(message)  # the reactor cannot wait for itself
             return
         size = len(message)
         self._gate.enter(size, timeout, self._timed_out)
         self._handoff.call(size, self._send_now, message, size)
 
     def _send_now(self, message: Union[str, bytes], size: int) -> None:
-        """On the reactor: a handed-over send goes out (per message: no extra call)."""
+        """On the reactor: a handed-over send goes out (``_written``, inline)."""
         try:
             self._conn.send(message)
         finally:
@@ -151,7 +152,7 @@ class WebSocket:
             raise ConnectionClosed(self.close_code or CloseCode.NORMAL_CLOSURE,
                                    self.close_reason)
         handoff = self._handoff
-        if handoff.on_reactor_thread():
+        if _get_ident() == handoff.reactor.thread_id:
             fn(*args)  # the reactor cannot wait for itself
             return
         self._gate.enter(size, timeout, self._timed_out)
