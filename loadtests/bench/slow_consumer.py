@@ -471,8 +471,6 @@ def run_stream(variant: Variant, params: Params, log_dir: str) -> Dict[str, Any]
         go.set()
         client.join(max(0.0, deadline - time.monotonic()) + 5)
         result.update(_producer_event(server, 10))
-        result.update(memory.finish())
-        memory = None
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
@@ -529,8 +527,6 @@ def run_broadcast(variant: Variant, params: Params, log_dir: str) -> Dict[str, A
         for client in clients:
             client.join(max(0.0, deadline - time.monotonic()) + 5)
         result.update(_producer_event(server, 10))
-        result.update(memory.finish())
-        memory = None
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
