@@ -259,10 +259,6 @@ class BoundedHandoff:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
 
-    def on_reactor_thread(self) -> bool:
-        """Whether the caller is the reactor thread (where a call runs at once)."""
-        return _get_ident() == self.reactor.thread_id
-
     def call(self, size: int, callback: Callback, *args: Any) -> None:
         """Run ``callback(*args)`` on the reactor; ``size`` is what it carries."""
         reactor = self.reactor

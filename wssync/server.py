@@ -581,7 +581,8 @@ class Server:
         handoff = self._handoff
         if handoff is None:
             return
-        if wait and not handoff.on_reactor_thread():
+        on_reactor = handoff.reactor.in_reactor_thread()
+        if wait and not on_reactor:
             deadline = None if timeout is None else time.monotonic() + timeout
             for handle in list(self._websockets.values()):
                 if path is None or handle.path == path:
@@ -590,7 +591,7 @@ class Server:
         if not isinstance(message, (str, bytes)):
             message = bytes(message)
         frame = encode_frame(*message_frame_parts(message))
-        if not wait or handoff.on_reactor_thread():
+        if not wait or on_reactor:
             handoff.call(len(frame), self._broadcast, message, frame, path)
             return
         # Paced: return once the frame is in every receiver's output, so the

@@ -140,7 +140,7 @@ class WebSocket:
         ``write_high_water``, as ``send`` does before it sends; whether it is
         (False once ``timeout`` passed or the connection is closed).  On the
         reactor thread it cannot wait and only says."""
-        if self._handoff.on_reactor_thread():
+        if self._handoff.reactor.in_reactor_thread():
             return self.close_code is None and not self._gate.paused
         deadline = None if timeout is None else time.monotonic() + timeout
         return self._gate.wait_writable(deadline)
