@@ -37,7 +37,7 @@ class OutputGate:
         # Python calls per send); the condition, over the same lock, to wait.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._handed = 0  # bytes threads handed over (written under the lock)
+        self._handed = 0  # bytes threads handed over (by them: see enter)
         self._done = 0  # of those, bytes the reactor has written (reactor only)
         self._paused = False  # the transport's output is above its high-water mark
         # Makes what waiting threads raise once the connection is gone.
@@ -76,20 +76,10 @@ class OutputGate:
                 self._handed += size
                 return
         with self._lock:
-            if self._blocked(size):
-                deadline = None if timeout is None else time.monotonic() + timeout
-                self._waiting += 1
-                try:
-                    while self._blocked(size):
-                        if deadline is None or timeout is None:
-                            self._cond.wait(_RECHECK)
-                            continue
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            raise expired(timeout)
-                        self._cond.wait(min(left, _RECHECK))
-                finally:
-                    self._waiting -= 1
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if not self._wait(size, deadline):
+                assert timeout is not None  # only a deadline ends the wait unmet
+                raise expired(timeout)
             if self._closed is not None:
                 raise self._closed()
             self._handed += size
@@ -97,20 +87,24 @@ class OutputGate:
     def wait_writable(self, deadline: Optional[float]) -> bool:
         """Wait until the output is below the high-water mark, the connection is
         gone, or ``deadline`` (monotonic) passes; whether it is writable now."""
-        return self._wait_until(lambda: not self._blocked(0), deadline)
+        with self._lock:
+            return self._wait(0, deadline) and self._closed is None
 
-    def _wait_until(self, ready: Callable[[], bool], deadline: Optional[float]) -> bool:
-        with self._cond:
-            self._waiting += 1
-            try:
-                while not ready():
-                    left = _RECHECK if deadline is None else deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    self._cond.wait(min(left, _RECHECK))
-            finally:
-                self._waiting -= 1
-            return self._closed is None
+    def _wait(self, size: int, deadline: Optional[float]) -> bool:
+        """With the lock held: wait while ``size`` more bytes are blocked, until
+        ``deadline``; whether they are no longer blocked."""
+        if not self._blocked(size):
+            return True
+        self._waiting += 1
+        try:
+            while self._blocked(size):
+                left = _RECHECK if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, _RECHECK))
+        finally:
+            self._waiting -= 1
+        return True
 
     def _blocked(self, size: int) -> bool:
         if self._closed is not None:
