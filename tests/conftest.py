@@ -72,7 +72,7 @@ class TlsFiles(NamedTuple):
         return ssl.create_default_context(cafile=str(self.ca))
 
     def server_context(self) -> ssl.SSLContext:
-        from wssync.tls import server_context
+        from wssync.io.tls import server_context
 
         return server_context(str(self.cert), str(self.key))
 

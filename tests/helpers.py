@@ -142,7 +142,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 15) -> str:
 
 
 class RecordingTransport:
-    """Stands in for :class:`wssync.transport.Transport` in protocol unit tests.
+    """Stands in for :class:`wssync.io.transport.Transport` in protocol unit tests.
 
     It offers what a protocol object uses (``reactor``, addresses, ``write``,
     ``close``, ``close_write``, ``abort``, reading flow control, ``set_protocol``)
@@ -150,7 +150,7 @@ class RecordingTransport:
     with a real transport whose output buffer is empty, ``close`` and ``abort``
     end the connection at once and call the protocol's ``connection_lost``;
     writes after ``close`` or ``close_write`` are dropped.  Timers go to
-    ``reactor``, a real :class:`wssync.reactor.Reactor`, which the test runs
+    ``reactor``, a real :class:`wssync.io.reactor.Reactor`, which the test runs
     from its own thread with :meth:`run_until`.
     """
 

@@ -13,11 +13,11 @@ from .errors import (
     TlsError,
     WssyncError,
 )
-from .request import Headers, Request
-from .response import Response
+from .http.request import Headers, Request
+from .http.response import Response
 from .server import Server
-from .websocket import BlockingWebSocket, WebSocket
-from .websocket_frames import CloseCode
+from .websocket.frames import CloseCode
+from .websocket.handle import BlockingWebSocket, WebSocket
 
 __all__ = [
     "App",

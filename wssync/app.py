@@ -24,13 +24,13 @@ from typing import (
     cast,
 )
 
-from .request import Request
-from .response import Response
-from .wsgi import WsgiApp, WsgiHandler
+from .http.request import Request
+from .http.response import Response
+from .http.wsgi import WsgiApp, WsgiHandler
 
 if TYPE_CHECKING:
     from .config import Config
-    from .websocket import BlockingWebSocket, WebSocket
+    from .websocket.handle import BlockingWebSocket, WebSocket
 
 Handler = Callable[[Request], Any]
 OnConnect = Callable[["WebSocket"], Any]

@@ -24,22 +24,22 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, Optional, Union
 
 from .app import App, WebSocketRoute
-from .body import BodyStream
 from .config import Config
 from .errors import ConnectionClosed, HttpError, RequestBodyError
-from .handshake import offered_subprotocols
-from .http_connection import ChunkCallback, HttpConnection, WebSocketAccept
-from .http_writer import error_answer
-from .lanes import INLINE, Lane, OwnThreads, ThreadPool
-from .pacing import OutputGate
-from .reactor import BoundedHandoff
-from .request import Request
-from .response import Response
-from .websocket import BlockingWebSocket, WebSocket
-from .websocket_frames import CloseCode
+from .http.body import BodyStream
+from .http.connection import ChunkCallback, HttpConnection, WebSocketAccept
+from .http.request import Request
+from .http.response import Response
+from .http.writer import error_answer
+from .io.lanes import INLINE, Lane, OwnThreads, ThreadPool
+from .io.pacing import OutputGate
+from .io.reactor import BoundedHandoff
+from .websocket.frames import CloseCode
+from .websocket.handle import BlockingWebSocket, WebSocket
+from .websocket.handshake import offered_subprotocols
 
 if TYPE_CHECKING:
-    from .websocket_connection import WebSocketConnection
+    from .websocket.connection import WebSocketConnection
 
 log = logging.getLogger("wssync.app")
 

@@ -19,14 +19,14 @@ import ssl
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
-from . import reloader
 from ._version import __version__
 from .app import App
 from .config import SETTINGS
 from .errors import ServingWhileImported, WssyncError
+from .io.tls import server_context
+from .scale import reloader
+from .scale.supervisor import BOOT_FAILED, worker_count
 from .server import LOG_FORMAT, Server, refuse_to_serve
-from .supervisor import BOOT_FAILED, worker_count
-from .tls import server_context
 
 ENV_PREFIX = "WSSYNC_"
 _SIZE = re.compile(r"([0-9]+)\s*(|k|kb|kib|m|mb|mib|g|gb|gib)", re.IGNORECASE)

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 
 from .config import default
 from .errors import ConnectionClosed, HandshakeRefused, TlsError
-from .handshake import check_response, client_request, parse_response_head
-from .websocket_frames import CloseCode
-from .websocket_protocol import (
+from .websocket.frames import CloseCode
+from .websocket.handshake import check_response, client_request, parse_response_head
+from .websocket.protocol import (
     CloseReceived,
     Data,
     Failure,

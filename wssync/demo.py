@@ -19,9 +19,9 @@ from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from .app import App
-from .request import Request
-from .response import Response
-from .websocket import WebSocket
+from .http.request import Request
+from .http.response import Response
+from .websocket.handle import WebSocket
 
 if TYPE_CHECKING:
     from .app import ServerHandle

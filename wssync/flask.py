@@ -27,10 +27,10 @@ from werkzeug.exceptions import HTTPException
 from .app import WebSocketRoute
 from .errors import ConnectionClosed as _Closed
 from .errors import WssyncError
-from .request import Request
-from .websocket import BlockingWebSocket
-from .websocket_frames import CloseCode
-from .wsgi import EXTENSION, request_environ
+from .http.request import Request
+from .http.wsgi import EXTENSION, request_environ
+from .websocket.frames import CloseCode
+from .websocket.handle import BlockingWebSocket
 
 __all__ = ["ConnectionClosed", "Sock", "WebSocket"]
 

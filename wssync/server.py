@@ -20,19 +20,16 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from .app import App
 from .bridge import HttpBridge
-from .broker import Broker, broker_from_url, decode_record, encode_record, new_origin
 from .config import Config
+from .edge.forwarded import trusted_peers
+from .edge.preamble import ProxyPreamble
 from .errors import ServingWhileImported, WssyncError
-from .forwarded import trusted_peers
-from .http_connection import HttpConnection
-from .http_writer import error_response
-from .lanes import OwnThreads, ThreadPool
-from .preamble import ProxyPreamble
-from .reactor import BoundedHandoff, Reactor
-from .relay import WorkerLink
-from .supervisor import REPORT_INTERVAL, AcceptBalance, Supervisor, worker_count
-from .tls import TlsSettings
-from .transport import (
+from .http.connection import HttpConnection
+from .http.writer import error_response
+from .io.lanes import OwnThreads, ThreadPool
+from .io.reactor import BoundedHandoff, Reactor
+from .io.tls import TlsSettings
+from .io.transport import (
     BaseProtocol,
     Listener,
     Transport,
@@ -41,10 +38,13 @@ from .transport import (
     WriteLimits,
     create_listening_socket,
 )
-from .watchdog import ReactorWatchdog
-from .websocket import WebSocket
-from .websocket_connection import WebSocketConnection
-from .websocket_frames import encode_frame, message_frame_parts
+from .io.watchdog import ReactorWatchdog
+from .scale.broker import Broker, broker_from_url, decode_record, encode_record, new_origin
+from .scale.relay import WorkerLink
+from .scale.supervisor import REPORT_INTERVAL, AcceptBalance, Supervisor, worker_count
+from .websocket.connection import WebSocketConnection
+from .websocket.frames import encode_frame, message_frame_parts
+from .websocket.handle import WebSocket
 
 log = logging.getLogger("wssync.server")
 
@@ -99,7 +99,7 @@ class Server:
 
     ``threads=0`` runs handlers on the reactor thread (they must not block);
     ``threads=N`` runs them on N worker threads.  With ``ssl_context`` (see
-    :func:`wssync.tls.server_context`) the port speaks HTTPS and WSS.  With
+    :func:`wssync.io.tls.server_context`) the port speaks HTTPS and WSS.  With
     ``uds`` it listens on that Unix domain socket (file mode ``uds_mode``)
     instead of ``host`` and ``port``.  ``workers=N`` (0: one per CPU) serves
     from N forked processes sharing the port (:meth:`serve_forever` only);

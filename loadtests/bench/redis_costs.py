@@ -7,7 +7,7 @@ Usage::
 
 Starts a redis-server (CPU 1) and, per step, that many wssync servers subscribed
 to it (``--broker``, CPU 0, no WebSocket clients: only the cost of receiving).
-One publisher, a :class:`wssync.redis_broker.RedisBroker` in this process (CPU 1,
+One publisher, a :class:`wssync.scale.redis_broker.RedisBroker` in this process (CPU 1,
 as a server's reactor would: ``publish()`` from one thread, records of a
 100-byte text broadcast), sends ``--records`` records as fast as its queue
 takes them.  Reported:
@@ -70,8 +70,8 @@ def raw_publish_rate(url: str, count: int) -> float:
 
 
 def run_step(subscribers: int, records: int, log_dir: str) -> Dict[str, Any]:
-    from wssync.broker import encode_record, new_origin
-    from wssync.redis_broker import RedisBroker
+    from wssync.scale.broker import encode_record, new_origin
+    from wssync.scale.redis_broker import RedisBroker
 
     redis = redis_server.RedisProcess()
     procs: List[servers.ServerProcess] = []

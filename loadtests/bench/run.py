@@ -273,7 +273,7 @@ def masking_impl(prefix: List[str]) -> str:
     "python"."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([*prefix, env.get("PYTHONPATH", "")])
-    code = ("import wssync.websocket_frames as f; "
+    code = ("import wssync.websocket.frames as f; "
             "print('C' if getattr(f, '_c_apply_mask', None) else 'python')")
     try:
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

@@ -87,7 +87,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings.update(dict(args.settings))
     context = None
     if args.certfile:
-        from wssync.tls import server_context
+        from wssync.io.tls import server_context
 
         context = server_context(args.certfile, args.keyfile)
     server = Server(create_app(), args.host, args.port, threads=args.threads,

@@ -1,0 +1,636 @@
+"""Unit tests for ``wssync.http.connection.HttpConnection`` on a recording transport.
+
+No sockets: the connection is driven through ``data_received`` and friends,
+a :class:`helpers.RecordingTransport` records what it writes and asks for, a
+recording application stands in for the bridge, and a real reactor runs the
+deadline timers when a test needs one to fire.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+
+import pytest
+from helpers import RecordingTransport
+
+from wssync import Response
+from wssync.config import Config
+from wssync.errors import RequestBodyError
+from wssync.http.body import BodyStream
+from wssync.http.connection import ChunkCallback, HttpConnection, WebSocketAccept
+from wssync.http.request import Request
+from wssync.http.writer import CONTINUE
+from wssync.io.reactor import Reactor
+from wssync.websocket.connection import WebSocketConnection
+from wssync.websocket.frames import Opcode, encode_frame
+from wssync.websocket.handshake import accept_key
+
+
+class RecordingApp:
+    """The application side of an HTTP connection: records every call.
+
+    Requests are answered by the test (``conn.send_response``); streamed
+    chunks wait in :attr:`chunk_requests` until the test calls :meth:`give_chunk`.
+    """
+
+    def __init__(self, decision: Union[Response, WebSocketAccept, None] = None) -> None:
+        self.requests: List[Request] = []
+        self.handshakes: List[Request] = []
+        self.decision = decision
+        self.chunk_requests: List[Tuple[Iterator[bytes], ChunkCallback]] = []
+        self.streams = 0  # capacity of the streams bodies go to; 0: collect bodies whole
+        self.wanted: List[BodyStream] = []
+
+    def handle_request(self, conn: HttpConnection, request: Request) -> None:
+        self.requests.append(request)
+
+    def accept_websocket(self, conn: HttpConnection,
+                         request: Request) -> Union[Response, WebSocketAccept]:
+        self.handshakes.append(request)
+        assert self.decision is not None
+        return self.decision
+
+    def next_chunk(self, conn: HttpConnection, body: Iterator[bytes],
+                   callback: ChunkCallback) -> None:
+        self.chunk_requests.append((body, callback))
+
+    def close_body(self, conn: HttpConnection, close: Callable[[], None]) -> None:
+        close()
+
+    def stream_body(self, conn: HttpConnection, request: Request) -> Optional[BodyStream]:
+        """Bodies are collected whole unless the test set :attr:`streams` (a
+        stream's notifications go to :attr:`wanted`)."""
+        if not self.streams:
+            return None
+        stream = BodyStream(self.streams, 5.0, self.wanted.append)  # 5 s: fail, not hang
+        request.body_stream = stream
+        return stream
+
+    def give_chunk(self) -> None:
+        """Answer the oldest chunk request with the body's next chunk (None at its end)."""
+        body, callback = self.chunk_requests.pop(0)
+        callback(next(body, None), None)
+
+    @property
+    def targets(self) -> List[str]:
+        return [request.target for request in self.requests]
+
+
+class RecordingWebSocketApp:
+    """The application side of the WebSocket connection an upgrade creates."""
+
+    def __init__(self) -> None:
+        self.events: List[Tuple[Any, ...]] = []
+
+    def opened(self, conn: WebSocketConnection) -> None:
+        self.events.append(("opened", conn))
+
+    def message(self, data: Union[str, bytes]) -> None:
+        self.events.append(("message", data))
+
+    def closed(self, code: int, reason: str) -> None:
+        self.events.append(("closed", code, reason))
+
+    def after_pending(self, fn: Callable[[], None]) -> None:
+        fn()
+
+    def pause_writing(self) -> None:
+        self.events.append(("pause_writing",))
+
+    def resume_writing(self) -> None:
+        self.events.append(("resume_writing",))
+
+
+@pytest.fixture
+def reactor() -> Iterator[Reactor]:
+    reactor = Reactor()
+    yield reactor
+    reactor.close()
+
+
+def connect(reactor: Reactor, app: RecordingApp,
+            **settings: Any) -> Tuple[HttpConnection, RecordingTransport]:
+    conn = HttpConnection(Config(**settings), app)
+    transport = RecordingTransport(reactor, conn)
+    conn.connection_made(transport)
+    return conn, transport
+
+
+def get(target: str, *headers: str) -> bytes:
+    lines = [f"GET {target} HTTP/1.1", "Host: example.test", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+KEY = base64.b64encode(b"0123456789abcdef").decode("ascii")
+
+
+def handshake_request(target: str = "/ws") -> bytes:
+    return get(target, "Upgrade: websocket", "Connection: Upgrade",
+               f"Sec-WebSocket-Key: {KEY}", "Sec-WebSocket-Version: 13")
+
+
+def responses(written: bytes) -> List[bytes]:
+    """The status lines in ``written``, in order (no test body looks like one)."""
+    return re.findall(rb"HTTP/1\.1 \d{3} [^\r]*", written)
+
+
+# -- requests, keep-alive, pipelining -----------------------------------------------
+
+
+def test_pipelined_requests_are_handled_one_at_a_time_and_answered_in_order(
+        reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(get("/a") + get("/b") + get("/c"))
+    assert app.targets == ["/a"]  # /b waits for /a's response
+    assert transport.written == b""
+
+    conn.send_response(Response(b"first"))
+    assert app.targets == ["/a", "/b"]
+    conn.send_response(Response(b"second", 201))
+    assert app.targets == ["/a", "/b", "/c"]
+    conn.send_response(Response(b"third", 202))
+
+    written = transport.written
+    assert responses(written) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 201 Created",
+                                  b"HTTP/1.1 202 Accepted"]
+    assert written.index(b"first") < written.index(b"second") < written.index(b"third")
+    assert not transport.is_closing()
+
+
+def test_keep_alive_goes_on_to_the_next_request(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(get("/one"))
+    conn.send_response(Response(b"1"))
+    assert not transport.is_closing()
+    assert b"Connection: close" not in transport.written
+
+    conn.data_received(get("/two"))
+    assert app.targets == ["/one", "/two"]
+    conn.send_response(Response(b"2"))
+    assert len(responses(transport.written)) == 2
+    assert not transport.is_closing()
+
+
+def test_connection_close_closes_after_the_response(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(get("/", "Connection: close") + get("/never"))
+    assert app.targets == ["/"]
+    assert not transport.is_closing()
+
+    conn.send_response(Response(b"bye"))
+    assert transport.kinds()[-2:] == ["write", "close"]
+    assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: close\r\n" in transport.written
+    assert transport.written.endswith(b"\r\n\r\nbye")
+    assert app.targets == ["/"]  # the pipelined request after it is not handled
+
+
+def test_parse_error_writes_a_4xx_and_closes(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+    assert app.requests == []
+    assert transport.written.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"Connection: close\r\n" in transport.written
+    assert transport.kinds() == ["write", "close"]
+    assert transport.closed
+
+
+def test_expect_100_continue_is_answered_before_the_body_arrives(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                       b"Expect: 100-continue\r\n\r\n")
+    assert transport.written == CONTINUE
+    assert app.requests == []
+
+    conn.data_received(b"hel")
+    assert transport.written == CONTINUE  # once only
+    conn.data_received(b"lo")
+    assert [request.body for request in app.requests] == [b"hello"]
+    conn.send_response(Response(b"stored"))
+    assert transport.written.startswith(CONTINUE + b"HTTP/1.1 200 OK\r\n")
+
+
+def test_pipelined_bytes_beyond_max_header_size_pause_reading(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app, max_header_size=200)
+    conn.data_received(get("/first"))
+    assert app.targets == ["/first"]
+
+    conn.data_received(get("/p0"))  # a little pipelined input is fine
+    assert not transport.reading_paused
+    more = b"".join(get(f"/p{i}") for i in range(1, 8))
+    assert len(get("/p0") + more) > 200
+    conn.data_received(more)
+    assert transport.reading_paused
+    assert app.targets == ["/first"]
+
+    for _ in range(9):
+        conn.send_response(Response(b"ok"))
+    assert app.targets == ["/first"] + [f"/p{i}" for i in range(8)]
+    assert not transport.reading_paused  # all answered: reading again
+    assert len(responses(transport.written)) == 9
+
+
+def test_eof_after_a_complete_request_still_answers_it_then_closes(
+        reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(get("/a") + get("/b"))
+    conn.eof_received()
+    assert not transport.is_closing()
+
+    conn.send_response(Response(b"A"))
+    assert app.targets == ["/a", "/b"]  # complete before the half-close: answered too
+    assert not transport.is_closing()
+    conn.send_response(Response(b"B"))
+    assert responses(transport.written) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK"]
+    assert transport.kinds()[-1] == "close"
+
+
+# -- streamed bodies -----------------------------------------------------------------
+
+
+def test_streamed_body_is_pulled_chunk_by_chunk_and_sent_chunked(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(get("/stream") + get("/next"))
+    conn.send_response(Response(iter([b"ab", b"", b"cde"])))
+    head = transport.written
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Transfer-Encoding: chunked\r\n" in head
+    assert head.endswith(b"\r\n\r\n")
+    assert len(app.chunk_requests) == 1
+
+    app.give_chunk()
+    assert transport.written == head + b"2\r\nab\r\n"
+    app.give_chunk()  # an empty chunk must not end the body
+    assert transport.written == head + b"2\r\nab\r\n"
+    app.give_chunk()
+    assert transport.written == head + b"2\r\nab\r\n3\r\ncde\r\n"
+    assert app.targets == ["/stream"]  # the next request waits for the body's end
+
+    app.give_chunk()  # the iterator is exhausted
+    assert transport.written == head + b"2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"
+    assert app.chunk_requests == []
+    assert app.targets == ["/stream", "/next"]
+    assert not transport.is_closing()
+
+
+# -- WebSocket upgrade ------------------------------------------------------------------
+
+
+def test_handshake_switches_protocol_and_hands_over_the_following_bytes(
+        reactor: Reactor) -> None:
+    ws_app = RecordingWebSocketApp()
+    app = RecordingApp(WebSocketAccept(ws_app))
+    conn, transport = connect(reactor, app)
+    first_frame = encode_frame(Opcode.TEXT, b"early bird", mask=b"abcd")
+    conn.data_received(handshake_request() + first_frame)
+
+    assert [request.target for request in app.handshakes] == ["/ws"]
+    assert app.requests == []
+    written = transport.written
+    assert written.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert f"Sec-WebSocket-Accept: {accept_key(KEY)}\r\n".encode() in written
+    swaps = [data for kind, data in transport.events if kind == "set_protocol"]
+    assert len(swaps) == 1
+    ws, leftover = swaps[0]
+    assert isinstance(ws, WebSocketConnection)
+    assert transport.protocol is ws
+    assert leftover == first_frame
+    assert transport.kinds().index("write") < transport.kinds().index("set_protocol")
+    assert ws_app.events == [("opened", ws), ("message", "early bird")]
+    assert not transport.is_closing()
+
+
+def test_handshake_refused_by_the_app_is_answered_and_closed(reactor: Reactor) -> None:
+    app = RecordingApp(Response(b"not here", 403))
+    conn, transport = connect(reactor, app)
+    conn.data_received(handshake_request("/private"))
+
+    assert [request.target for request in app.handshakes] == ["/private"]
+    assert transport.written.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert transport.written.endswith(b"not here")
+    assert b"Connection: close\r\n" in transport.written
+    assert "set_protocol" not in transport.kinds()
+    assert transport.kinds()[-1] == "close"
+    assert transport.protocol is conn
+
+
+# -- deadlines ------------------------------------------------------------------------
+
+
+def test_incomplete_head_gets_408_after_header_timeout(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app, header_timeout=0.05, keepalive_timeout=30)
+    conn.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
+
+    # Bytes trickling in do not extend the deadline.
+    def trickle() -> None:
+        if not transport.is_closing():
+            conn.data_received(b"X-Pad: 1\r\n")
+            reactor.call_later(0.01, trickle)
+
+    reactor.call_later(0.01, trickle)
+    assert transport.run_until(lambda: transport.closed)
+    assert transport.written.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert transport.kinds() == ["write", "close"]
+    assert app.requests == []
+
+
+def test_idle_keep_alive_connection_closes_without_output(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app, keepalive_timeout=0.05)
+    conn.data_received(get("/"))
+    conn.send_response(Response(b"ok"))
+    answered = transport.written
+    assert not transport.is_closing()
+
+    assert transport.run_until(lambda: transport.closed)
+    assert transport.written == answered  # no 408 for an idle connection
+    assert transport.kinds()[-1] == "close"
+
+
+def test_slow_body_gets_408_after_body_timeout(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app, body_timeout=0.05, keepalive_timeout=30)
+    conn.data_received(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+
+    def trickle() -> None:
+        if not transport.is_closing():
+            conn.data_received(b"x")
+            reactor.call_later(0.01, trickle)
+
+    reactor.call_later(0.01, trickle)
+    assert transport.run_until(lambda: transport.closed)
+    assert transport.written.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert app.requests == []
+
+
+def test_request_in_flight_has_no_deadline(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app, keepalive_timeout=0.02, header_timeout=0.02)
+    conn.data_received(get("/slow-handler"))
+    # Run well past both deadlines while the handler works.
+    ticks: List[int] = []
+
+    def tick() -> None:
+        ticks.append(1)
+        if len(ticks) < 10:
+            reactor.call_later(0.02, tick)
+
+    tick()
+    transport.run_until(lambda: len(ticks) >= 10)
+    assert not transport.is_closing()
+    conn.send_response(Response(b"done"))
+    answered = transport.written
+    assert answered.startswith(b"HTTP/1.1 200 OK\r\n")
+    # The deadline that passed while the handler worked is re-armed for the idle wait.
+    assert transport.run_until(lambda: transport.closed)
+    assert transport.written == answered
+
+
+# -- shutdown ---------------------------------------------------------------------
+
+
+def test_shutdown_closes_an_idle_keep_alive_connection_at_once(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(get("/first"))
+    conn.send_response(Response(b"one"))
+    conn.shutdown()
+    assert transport.kinds()[-1] == "close"
+
+
+def test_shutdown_waits_a_moment_for_a_new_connections_first_request(
+        reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.shutdown()
+    assert not transport.is_closing()  # accepted just now: its request is on its way
+    conn.data_received(get("/arrived"))
+    conn.send_response(Response(b"served"))
+    assert b"Connection: close\r\n" in transport.written
+    assert transport.written.endswith(b"served") and transport.kinds()[-1] == "close"
+
+
+def test_shutdown_closes_a_new_connection_that_sends_nothing(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app, keepalive_timeout=60)
+    conn.shutdown()
+    assert transport.run_until(lambda: transport.is_closing(), timeout=10)
+    assert transport.written == b"" and app.targets == []
+
+
+def test_shutdown_with_a_request_in_flight_closes_after_its_response(
+        reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(get("/busy") + get("/pipelined"))
+    conn.shutdown()
+    assert not transport.is_closing()
+
+    conn.send_response(Response(b"finished"))
+    assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: close\r\n" in transport.written
+    assert transport.written.endswith(b"finished")
+    assert transport.kinds()[-1] == "close"
+    assert app.targets == ["/busy"]
+
+
+def test_connection_lost_mid_request_drops_the_late_response(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(get("/"))
+    transport.abort()
+    conn.send_response(Response(b"too late"))
+    assert transport.written == b""
+    assert transport.kinds() == ["abort"]
+
+
+
+# -- bodies read as they arrive ---------------------------------------------------------
+
+
+def post_head(length: int, *headers: str, target: str = "/up") -> bytes:
+    lines = [f"POST {target} HTTP/1.1", "Host: example.test", f"Content-Length: {length}",
+             *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def chunked_head(*headers: str) -> bytes:
+    return post_head(0, *headers).replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
+
+
+def streamed(app: RecordingApp) -> BodyStream:
+    stream = app.requests[-1].body_stream
+    assert isinstance(stream, BodyStream)
+    return stream
+
+
+def test_body_goes_to_the_stream_and_reading_pauses_while_it_is_full(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 10
+    conn, transport = connect(reactor, app)
+    conn.data_received(post_head(30) + b"0123")
+    assert app.targets == ["/up"]  # handled before its body is complete
+    stream = streamed(app)
+    conn.data_received(b"456789abcdef")
+    assert transport.reading_paused  # 10 bytes held: the client is not read
+    assert stream.read(6) == b"012345"
+    assert app.wanted == [stream]  # room again: the reactor is asked back
+    conn.upload_wanted(stream)  # "abcdef" waited in the parser: full again
+    assert transport.reading_paused
+    assert stream.read(6) == b"6789ab"
+    assert app.wanted == [stream, stream]
+    conn.upload_wanted(stream)
+    assert not transport.reading_paused  # nothing left in the parser: read the client
+    conn.data_received(b"g" * 14)
+    assert stream.read(10) == b"cdef" + b"g" * 6
+    conn.upload_wanted(stream)
+    assert stream.read() == b"g" * 8  # to the end of the body
+    assert stream.read(5) == b""
+    conn.send_response(Response(b"stored"))
+    assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: close" not in transport.written
+    conn.data_received(get("/next"))  # the connection goes on
+    assert app.targets == ["/up", "/next"]
+
+
+def test_100_continue_is_sent_when_the_handler_reads(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app)
+    conn.data_received(post_head(5, "Expect: 100-continue"))
+    assert app.targets == ["/up"] and transport.written == b""
+    conn.upload_wanted(streamed(app))  # what the stream asks on the first read
+    assert transport.written == CONTINUE
+    conn.data_received(b"hello")
+    assert streamed(app).read() == b"hello"
+
+
+def test_no_100_continue_after_an_answer_and_the_connection_closes(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app)
+    conn.data_received(post_head(5, "Expect: 100-continue"))
+    conn.send_response(Response(b"no thanks", 401))
+    conn.upload_wanted(streamed(app))
+    assert CONTINUE not in transport.written
+    assert b"Connection: close" in transport.written  # the body may come or not
+    assert "set_protocol" in transport.kinds() and transport.write_eof  # lingering
+
+
+def test_small_unread_rest_is_drained_and_the_next_request_parses(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app, max_unread_body=100)
+    conn.data_received(post_head(50) + b"x" * 10)
+    stream = streamed(app)
+    conn.send_response(Response(b"ignored your body"))
+    assert b"Connection: close" not in transport.written
+    conn.data_received(b"y" * 40 + get("/next"))  # the rest, discarded, then a request
+    assert app.targets == ["/up", "/next"]
+    assert stream.read() == b""  # the handler's stream was dropped
+    assert not transport.closed
+
+
+def test_large_unread_rest_closes_after_the_answer_and_lingers(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app, max_unread_body=100)
+    conn.data_received(post_head(5000) + b"x" * 10)
+    conn.send_response(Response(b"ignored your body"))
+    assert b"Connection: close" in transport.written
+    kinds = transport.kinds()
+    assert kinds[-2:] == ["close_write", "set_protocol"] or "set_protocol" in kinds
+    lingering = transport.protocol
+    lingering.data_received(b"x" * 4000 + get("/never"))  # read and dropped
+    assert app.targets == ["/up"] and not transport.closed
+    lingering.eof_received()
+    assert transport.closed
+
+
+def test_unended_chunked_body_closes_after_the_answer(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app)
+    conn.data_received(chunked_head() + b"3\r\nabc\r\n")
+    assert streamed(app).read(3) == b"abc"
+    conn.send_response(Response(b"done"))
+    assert b"Connection: close" in transport.written
+
+
+def test_chunked_body_over_the_limit_fails_the_read_and_answers_413(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app, max_body_size=8)
+    conn.data_received(chunked_head() + b"5\r\nabcde\r\n")
+    stream = streamed(app)
+    conn.data_received(b"5\r\nfghij\r\n")
+    with pytest.raises(RequestBodyError) as info:
+        stream.read()
+    assert info.value.status == 413 and isinstance(info.value, ConnectionError)
+    closed: List[bool] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"the app's own 500"
+
+        def close(self) -> None:
+            closed.append(True)
+
+    conn.send_response(Response(Body(), 500))  # replaced: the body failed
+    assert closed == [True]  # the answer never sent is still closed (PEP 3333)
+    assert transport.written.startswith(b"HTTP/1.1 413 ")
+    assert b"Connection: close" in transport.written
+
+
+def test_client_gone_mid_body_makes_the_read_raise(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, _transport = connect(reactor, app)
+    conn.data_received(post_head(100) + b"partial")
+    stream = streamed(app)
+    conn.eof_received()
+    with pytest.raises(RequestBodyError) as info:
+        stream.read()
+    assert info.value.status == 400
+    conn.connection_lost(None)
+    with pytest.raises(RequestBodyError):
+        stream.read(1)
+
+
+def test_body_timeout_fails_a_stalled_body_with_408(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app, body_timeout=0.05)
+    conn.data_received(post_head(100) + b"partial")
+    stream = streamed(app)
+    assert not transport.reading_paused
+    # The deadline fails the body: reading stops, and the reader's wait ends.
+    assert transport.run_until(lambda: transport.reading_paused)
+    with pytest.raises(RequestBodyError) as info:
+        stream.read(100)
+    assert info.value.status == 408
+    conn.send_response(Response(b"late"))
+    assert transport.written.startswith(b"HTTP/1.1 408 ")
+
+
+def test_pipelined_request_after_a_streamed_body(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, _transport = connect(reactor, app)
+    conn.data_received(post_head(6) + b"abc")
+    conn.data_received(b"def" + get("/next"))
+    assert streamed(app).read() == b"abcdef"
+    assert app.targets == ["/up"]
+    conn.send_response(Response(b"ok"))
+    assert app.targets == ["/up", "/next"]

@@ -1,0 +1,476 @@
+"""``App`` and ``WebSocketRoute`` on their own: route look-ups without sockets."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+
+import pytest
+
+from wssync.app import App, WebSocketRoute
+from wssync.http.request import Headers, Request
+from wssync.http.response import Response
+from wssync.http.wsgi import WsgiHandler
+from wssync.websocket.handle import WebSocket
+
+UPGRADE = [("Host", "example.com"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+           ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
+
+
+def make_request(method: str, target: str,
+                 headers: Optional[List[Tuple[str, str]]] = None) -> Request:
+    fields = list(headers) if headers is not None else [("Host", "example.com")]
+    return Request(method, target, "HTTP/1.1", Headers(fields))
+
+
+def answer(app: App, method: str, target: str) -> Response:
+    """The response ``match_http`` gives instead of a handler."""
+    result = app.match_http(make_request(method, target))
+    assert isinstance(result, Response), f"expected a response, got {result!r}"
+    return result
+
+
+def header(response: Response, name: str) -> List[str]:
+    return [value for key, value in response.headers if key.lower() == name.lower()]
+
+
+def on_message(ws: WebSocket, message: Union[str, bytes]) -> None:
+    pass
+
+
+def ws_route(subprotocols: Iterable[str] = (),
+             origins: Union[Iterable[str], Callable[[Optional[str]], bool], None] = None,
+             ) -> WebSocketRoute:
+    return WebSocketRoute("/ws", on_message, None, None, subprotocols, origins)
+
+
+# -- HTTP routes ----------------------------------------------------------------------
+
+
+def test_static_route_returns_its_handler() -> None:
+    app = App()
+
+    @app.route("/")
+    def index(request: Request) -> str:
+        return "index"
+
+    @app.route("/about")
+    def about(request: Request) -> str:
+        return "about"
+
+    request = make_request("GET", "/about?x=1")
+    assert app.match_http(request) is about
+    assert request.path_params == {}
+    assert app.match_http(make_request("GET", "/")) is index
+
+
+def test_route_decorator_returns_the_handler_unchanged() -> None:
+    app = App()
+
+    def handler(request: Request) -> str:
+        return "ok"
+
+    assert app.route("/x")(handler) is handler
+
+
+def test_path_params_land_in_request() -> None:
+    app = App()
+
+    @app.route("/users/<user_id>/posts/<post>")
+    def post(request: Request) -> Dict[str, str]:
+        return request.path_params
+
+    request = make_request("GET", "/users/42/posts/hello%20world?sort=new")
+    assert app.match_http(request) is post
+    assert request.path_params == {"user_id": "42", "post": "hello world"}
+
+
+def test_path_param_matches_one_whole_segment() -> None:
+    app = App()
+
+    @app.route("/users/<user_id>")
+    def user(request: Request) -> str:
+        return "user"
+
+    for target in ("/users/1/extra", "/users/", "/users", "/prefix/users/1", "/users/1/"):
+        assert answer(app, "GET", target).status == 404, target
+
+
+def test_literal_text_around_params_is_matched_literally() -> None:
+    app = App()
+
+    @app.route("/v1.0/files/<name>.txt")
+    def text_file(request: Request) -> str:
+        return "file"
+
+    request = make_request("GET", "/v1.0/files/notes.txt")
+    assert app.match_http(request) is text_file
+    assert request.path_params == {"name": "notes"}
+    # "." is not a regex wildcard, before a parameter or after it.
+    assert answer(app, "GET", "/v1x0/files/notes.txt").status == 404
+    assert answer(app, "GET", "/v1.0/files/axtxt").status == 404
+
+
+def test_static_route_wins_over_dynamic() -> None:
+    app = App()
+
+    @app.route("/users/<user_id>")
+    def user(request: Request) -> str:
+        return "user"
+
+    @app.route("/users/me")
+    def me(request: Request) -> str:
+        return "me"
+
+    request = make_request("GET", "/users/me")
+    assert app.match_http(request) is me
+    assert request.path_params == {}
+
+
+def test_methods_are_matched_case_insensitively_at_registration() -> None:
+    app = App()
+
+    @app.route("/items", methods=["post", "Put"])
+    def change(request: Request) -> str:
+        return "changed"
+
+    assert app.match_http(make_request("POST", "/items")) is change
+    assert app.match_http(make_request("PUT", "/items")) is change
+    assert answer(app, "GET", "/items").status == 405
+
+
+def test_wrong_method_gets_405_with_allow() -> None:
+    app = App()
+
+    @app.route("/items", methods=["POST", "DELETE"])
+    def change(request: Request) -> str:
+        return "changed"
+
+    response = answer(app, "GET", "/items")
+    assert response.status == 405
+    assert header(response, "Allow") == ["DELETE, POST"]
+
+
+def test_405_on_dynamic_route_lists_methods_including_head() -> None:
+    app = App()
+
+    @app.route("/items/<item_id>")
+    def show(request: Request) -> str:
+        return "item"
+
+    response = answer(app, "PATCH", "/items/7")
+    assert response.status == 405
+    assert header(response, "Allow") == ["GET, HEAD"]
+
+
+def test_get_route_answers_head() -> None:
+    app = App()
+
+    @app.route("/page")
+    def page(request: Request) -> str:
+        return "page"
+
+    assert app.match_http(make_request("HEAD", "/page")) is page
+
+
+def test_route_without_get_does_not_answer_head() -> None:
+    app = App()
+
+    @app.route("/submit", methods=["POST"])
+    def submit(request: Request) -> str:
+        return "ok"
+
+    response = answer(app, "HEAD", "/submit")
+    assert response.status == 405
+    assert header(response, "Allow") == ["POST"]
+
+
+def test_explicit_head_handler_is_kept() -> None:
+    app = App()
+
+    @app.route("/page", methods=["HEAD"])
+    def head(request: Request) -> str:
+        return ""
+
+    @app.route("/page")
+    def page(request: Request) -> str:
+        return "page"
+
+    assert app.match_http(make_request("HEAD", "/page")) is head
+    assert app.match_http(make_request("GET", "/page")) is page
+
+
+@pytest.mark.parametrize("path", ["", "users", "users/<user_id>", "ws"])
+def test_route_path_must_start_with_slash(path: str) -> None:
+    app = App()
+
+    def handler(request: Request) -> str:
+        return "x"
+
+    with pytest.raises(ValueError, match="must start with '/'"):
+        app.route(path)(handler)
+    with pytest.raises(ValueError, match="must start with '/'"):
+        app.websocket(path)(on_message)
+
+
+def test_same_dynamic_pattern_shares_one_table() -> None:
+    app = App()
+
+    @app.route("/items/<item_id>")
+    def show(request: Request) -> str:
+        return "show"
+
+    @app.route("/items/<item_id>", methods=["DELETE"])
+    def delete(request: Request) -> str:
+        return "delete"
+
+    assert len(app._dynamic) == 1
+    get_request = make_request("GET", "/items/3")
+    assert app.match_http(get_request) is show
+    assert get_request.path_params == {"item_id": "3"}
+    assert app.match_http(make_request("DELETE", "/items/3")) is delete
+    response = answer(app, "POST", "/items/3")
+    assert header(response, "Allow") == ["DELETE, GET, HEAD"]
+
+
+def test_same_static_path_shares_one_table() -> None:
+    app = App()
+
+    @app.route("/items")
+    def listing(request: Request) -> str:
+        return "list"
+
+    @app.route("/items", methods=["POST"])
+    def create(request: Request) -> str:
+        return "create"
+
+    assert app.match_http(make_request("GET", "/items")) is listing
+    assert app.match_http(make_request("POST", "/items")) is create
+
+
+def test_404_when_nothing_matches() -> None:
+    app = App()
+
+    @app.route("/known")
+    def known(request: Request) -> str:
+        return "known"
+
+    @app.route("/users/<user_id>")
+    def user(request: Request) -> str:
+        return "user"
+
+    response = answer(app, "GET", "/unknown")
+    assert response.status == 404
+    assert header(response, "Allow") == []
+    assert answer(app, "POST", "/also/unknown").status == 404
+    assert answer(App(), "GET", "/").status == 404
+
+
+# -- WebSocket routes seen over plain HTTP ------------------------------------------
+
+
+def test_get_on_websocket_route_without_upgrade_gets_426() -> None:
+    app = App()
+    app.websocket("/ws")(on_message)
+    app.websocket("/rooms/<room>")(on_message)
+
+    for target in ("/ws", "/rooms/lobby"):
+        response = answer(app, "GET", target)
+        assert response.status == 426, target
+        assert header(response, "Upgrade") == ["websocket"]
+        assert header(response, "Sec-WebSocket-Version") == ["13"]
+
+
+def test_426_also_with_wsgi_mounted() -> None:
+    app = App()
+    app.websocket("/ws")(on_message)
+    app.mount_wsgi(hello_wsgi)
+
+    response = answer(app, "GET", "/ws")
+    assert response.status == 426
+    assert header(response, "Upgrade") == ["websocket"]
+    assert header(response, "Sec-WebSocket-Version") == ["13"]
+
+
+def test_http_route_on_websocket_path_wins() -> None:
+    app = App()
+    app.websocket("/ws")(on_message)
+
+    @app.route("/ws")
+    def page(request: Request) -> str:
+        return "page"
+
+    assert app.match_http(make_request("GET", "/ws")) is page
+
+
+# -- WSGI -----------------------------------------------------------------------------
+
+
+def hello_wsgi(environ: Dict[str, Any], start_response: Callable[..., Any]) -> List[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"wsgi {environ['REQUEST_METHOD']} {environ['PATH_INFO']}".encode()]
+
+
+def test_unmatched_request_goes_to_mounted_wsgi_app() -> None:
+    app = App()
+
+    @app.route("/native")
+    def native(request: Request) -> str:
+        return "native"
+
+    assert app.wsgi is None
+    app.mount_wsgi(hello_wsgi)
+    assert isinstance(app.wsgi, WsgiHandler)
+    assert app.wsgi.wsgi_app is hello_wsgi
+
+    request = make_request("POST", "/flask/page")
+    handler = app.match_http(request)
+    assert handler is app.wsgi
+    assert not isinstance(handler, Response)
+    response = handler(request)
+    assert isinstance(response, Response)
+    assert response.status == 200
+    assert response.body == b"wsgi POST /flask/page"
+    # Routes of the app itself still come first.
+    assert app.match_http(make_request("GET", "/native")) is native
+
+
+def test_wrong_method_on_route_is_405_even_with_wsgi_mounted() -> None:
+    app = App()
+    app.mount_wsgi(hello_wsgi)
+
+    @app.route("/native")
+    def native(request: Request) -> str:
+        return "native"
+
+    response = answer(app, "POST", "/native")
+    assert response.status == 405
+    assert header(response, "Allow") == ["GET, HEAD"]
+
+
+# -- match_websocket ------------------------------------------------------------------
+
+
+def test_match_websocket_static_route() -> None:
+    app = App()
+
+    def connected(ws: WebSocket) -> None:
+        pass
+
+    def closed(ws: WebSocket, code: int, reason: str) -> None:
+        pass
+
+    returned = app.websocket("/chat", on_connect=connected, on_close=closed,
+                             subprotocols=("chat.v2", "chat.v1"),
+                             origins=["https://example.com"])(on_message)
+    assert returned is on_message
+
+    request = make_request("GET", "/chat", UPGRADE)
+    route = app.match_websocket(request)
+    assert route is not None
+    assert route.path == "/chat"
+    assert route.on_message is on_message
+    assert route.on_connect is connected
+    assert route.on_close is closed
+    assert route.subprotocols == ["chat.v2", "chat.v1"]
+    assert route.origin_allowed("https://example.com")
+    assert not route.origin_allowed("https://evil.example")
+    assert request.path_params == {}
+
+
+def test_match_websocket_dynamic_route_sets_params() -> None:
+    app = App()
+
+    def room_message(ws: WebSocket, message: Union[str, bytes]) -> None:
+        pass
+
+    app.websocket("/ws")(on_message)
+    app.websocket("/rooms/<room>/users/<user>")(room_message)
+
+    request = make_request("GET", "/rooms/lobby/users/ann?token=t", UPGRADE)
+    route = app.match_websocket(request)
+    assert route is not None
+    assert route.path == "/rooms/<room>/users/<user>"
+    assert route.on_message is room_message
+    assert request.path_params == {"room": "lobby", "user": "ann"}
+
+
+def test_match_websocket_none_when_nothing_matches() -> None:
+    app = App()
+    app.websocket("/ws")(on_message)
+    app.websocket("/rooms/<room>")(on_message)
+
+    @app.route("/page")
+    def page(request: Request) -> str:
+        return "page"
+
+    for target in ("/other", "/ws/extra", "/rooms/a/b", "/rooms/", "/page"):
+        request = make_request("GET", target, UPGRADE)
+        assert app.match_websocket(request) is None, target
+        assert request.path_params == {}
+
+
+# -- WebSocketRoute -------------------------------------------------------------------
+
+
+def test_origin_allowed_with_a_set() -> None:
+    route = ws_route(origins={"https://a.example", "https://b.example"})
+    assert route.origin_allowed("https://a.example")
+    assert route.origin_allowed("https://b.example")
+    assert not route.origin_allowed("https://c.example")
+    assert not route.origin_allowed("https://A.example.evil")
+    assert not route.origin_allowed(None)
+
+
+def test_origin_allowed_with_a_one_shot_iterable() -> None:
+    # A generator is read once, at registration, and still checked every time.
+    route = ws_route(origins=(o for o in ["https://a.example"]))
+    assert route.origin_allowed("https://a.example")
+    assert route.origin_allowed("https://a.example")
+    assert not route.origin_allowed("https://b.example")
+
+
+def test_origin_allowed_with_a_predicate() -> None:
+    seen: List[Optional[str]] = []
+
+    def check(origin: Optional[str]) -> bool:
+        seen.append(origin)
+        return origin is not None and origin.endswith(".example.com")
+
+    route = ws_route(origins=check)
+    assert route.origin_allowed("https://app.example.com")
+    assert not route.origin_allowed("https://example.org")
+    assert not route.origin_allowed(None)
+    assert seen == ["https://app.example.com", "https://example.org", None]
+
+
+def test_origin_predicate_result_is_a_bool() -> None:
+    answers: Dict[Optional[str], Any] = {"https://yes": "truthy", "https://no": ""}
+
+    def check(origin: Optional[str]) -> Any:
+        return answers.get(origin)
+
+    route = ws_route(origins=check)
+    assert route.origin_allowed("https://yes") is True
+    assert route.origin_allowed("https://no") is False
+    assert route.origin_allowed("https://unknown") is False
+
+
+def test_origin_allowed_with_none_allows_everything() -> None:
+    route = ws_route(origins=None)
+    assert route.origin_allowed("https://anywhere.example")
+    assert route.origin_allowed("null")
+    assert route.origin_allowed(None)
+
+
+def test_select_subprotocol_takes_clients_first_supported_offer() -> None:
+    route = ws_route(subprotocols=["chat.v1", "chat.v2", "json"])
+    assert route.select_subprotocol(["chat.v2", "chat.v1"]) == "chat.v2"
+    assert route.select_subprotocol(["unknown", "json", "chat.v1"]) == "json"
+    assert route.select_subprotocol(["unknown"]) is None
+    assert route.select_subprotocol([]) is None
+
+
+def test_select_subprotocol_without_any_supported() -> None:
+    route = ws_route()
+    assert route.subprotocols == []
+    assert route.select_subprotocol(["chat"]) is None

@@ -1,0 +1,765 @@
+"""Sockets on the reactor: the listener and one ``Transport`` per accepted socket.
+
+A ``Transport`` owns its socket, output buffer and back-pressure state, and
+holds the current protocol object, which it can swap (HTTP to WebSocket) on
+the same TCP connection.  Its output queue holds byte buffers and file
+regions; a region goes out with ``sendfile`` (no copy through Python) in
+steps, when the socket is writable, or is read in bounded chunks where
+``sendfile`` cannot apply.  It moves bytes only: it must not parse them, and it
+never opens or closes a file (the protocol owns the descriptor it hands in).
+Every method here runs on the reactor thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import selectors
+import socket
+import stat
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Type, Union
+
+from .reactor import Reactor, Timer
+
+log = logging.getLogger("wssync.transport")
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+RECV_SIZE = 65536
+# Buffers handed to one sendmsg(): enough to fill a socket buffer with small
+# frames, far below the kernel's IOV_MAX (1024 on Linux).
+_IOV_BATCH = 64
+# The most one sendfile() call is asked for: a socket buffer's worth at most is
+# taken anyway, and the next step waits for the next writable event.
+_SENDFILE_STEP = 4 * 1024 * 1024
+# A file region read instead of sent with sendfile (TLS, or a file sendfile
+# refuses) is held one chunk at a time: what such a connection holds.
+FILE_CHUNK = 128 * 1024
+# sendfile() errors that mean "not for this file or socket": read it instead.
+_NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK}
+# Errors that mean "the peer is gone", not a bug worth a traceback.
+_GONE = (ConnectionError, TimeoutError)
+# accept() errors that mean "out of resources": pause the listener, do not spin.
+_ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_LOCAL_ADDRESSES: Dict[Any, Any] = {}
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+
+class FileEndedEarly(OSError):
+    """A file region's file ended before the promised count was sent."""
+
+
+class _FileRegion:
+    """``count`` bytes of the open file ``fd`` from ``offset``, waiting in the
+    output queue; ``done`` is called once they are all sent."""
+
+    __slots__ = ("count", "done", "fd", "offset", "pending", "sendfile")
+
+    def __init__(self, fd: int, offset: int, count: int, done: Callable[[], None],
+                 sendfile: bool) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+        self.done = done
+        self.sendfile = sendfile  # False: read in chunks (at most FILE_CHUNK held)
+        self.pending: Buffer = b""  # the unsent rest of the last chunk read
+
+
+class WriteLimits(NamedTuple):
+    """Output-buffer policy of every connection.
+
+    A peer is dropped for what it does not take, never for reading slowly:
+    when it takes no bytes at all for ``send_timeout``; when its backlog is
+    above ``max_buffer`` at two checks ``slow_timeout`` apart and did not
+    shrink between them (it falls further behind for good); or when a write
+    to a peer already above ``high_water`` takes its backlog past
+    ``hard_limit`` (memory).  A peer that has caught up may take one write of
+    any size, and control writes (:meth:`Transport.write_control`) never drop.
+    """
+
+    high_water: int  # above this, stop reading the peer and pause the protocol
+    max_buffer: int  # soft limit: a backlog above it must shrink (checked every slow_timeout)
+    send_timeout: float  # seconds without any progress while output waits; 0: none
+    hard_limit: int = 64 * 1024 * 1024  # a peer already behind is dropped past this
+    slow_timeout: float = 10.0  # seconds between two checks of a backlog above max_buffer
+
+
+class BaseProtocol(Protocol):
+    """What a protocol object offers its transport (the asyncio shape)."""
+
+    name: str
+
+    def connection_made(self, transport: Transport) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> None: ...
+    def connection_lost(self, exc: Optional[BaseException]) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+class Transport:
+    """One accepted connection's socket: buffers, back-pressure, and the protocol
+    object it feeds (asyncio's word for this layer)."""
+
+    __slots__ = (
+        "_backlog_mark", "_closed", "_closing", "_eof", "_events", "_hard_limit", "_high_water",
+        "_low_water", "_max_buffer", "_out", "_out_size", "_progress", "_reading_paused",
+        "_regions", "_registry", "_send_timeout", "_send_timer", "_slow_timeout", "_slow_timer",
+        "_started", "_write_eof", "_writing_paused", "bytes_in", "bytes_out",
+        "fileno", "opened_at", "peername", "protocol", "proxy_peername", "reactor", "sock",
+        "sockname",
+    )
+
+    secure = False  # the bytes are encrypted on the wire (TlsTransport)
+    # File regions may go out with sendfile (not where bytes must be encrypted first).
+    _use_sendfile = hasattr(os, "sendfile")
+    # What a send raises when the socket cannot take more now (TLS adds its own).
+    _would_block: Tuple[Type[BaseException], ...] = (BlockingIOError, InterruptedError)
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: socket.socket,
+        peername: Any,
+        protocol: BaseProtocol,
+        registry: Dict[int, Transport],
+        limits: WriteLimits,
+    ) -> None:
+        self.reactor = reactor
+        self.sock = sock
+        self.fileno = sock.fileno()
+        self.peername = peername
+        # The socket's own peer once a PROXY protocol header named the client in
+        # ``peername`` (that proxy's address); None otherwise.
+        self.proxy_peername: Any = None
+        sockname = sock.getsockname()
+        # Every connection of a listener shares a handful of local addresses:
+        # share the tuples too (idle connections are counted in thousands).
+        self.sockname = _LOCAL_ADDRESSES.setdefault(sockname, sockname) \
+            if len(_LOCAL_ADDRESSES) < 256 else sockname
+        self.protocol = protocol
+        self._registry = registry
+        self._high_water = limits.high_water
+        self._low_water = limits.high_water // 4
+        self._max_buffer = limits.max_buffer
+        self._hard_limit = max(limits.hard_limit, limits.max_buffer)
+        self._send_timeout = limits.send_timeout
+        self._send_timer: Optional[Timer] = None
+        self._slow_timeout = limits.slow_timeout
+        self._slow_timer: Optional[Timer] = None
+        self._backlog_mark = -1  # the backlog at the last soft-limit check (-1: none yet)
+        self._progress = 0.0  # when the peer last took bytes from a non-empty buffer
+        # Buffers waiting for the kernel, sent as they are (never joined): a
+        # broadcast frame is one object referenced by every receiver's list.
+        # File regions wait in the same queue, in order, but are not memory:
+        # ``_out_size`` counts buffered bytes only.
+        self._out: List[Union[Buffer, _FileRegion]] = []
+        self._out_size = 0
+        self._regions = 0  # file regions in _out
+        self.bytes_in = 0  # read from the peer
+        self.bytes_out = 0  # taken by the kernel for the peer
+        self.opened_at = time.monotonic()
+        self._events = 0
+        self._reading_paused = False  # by the protocol
+        self._writing_paused = False  # we told the protocol to stop writing
+        self._closing = False
+        self._write_eof = False  # close_write() asked: send FIN once the buffer drains
+        self._closed = False
+        self._eof = False
+        self._started = False  # the protocol was told (connection_made)
+        self._set_events(EVENT_READ)  # first: if it fails, nothing is left registered
+        registry[self.fileno] = self
+
+    # -- info ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def is_closing(self) -> bool:
+        return self._closing or self._closed
+
+    def start(self) -> None:
+        """The connection is ready for its protocol (a TLS transport first shakes hands)."""
+        self._started = True
+        self.protocol.connection_made(self)
+
+    # -- protocol swap --------------------------------------------------------
+
+    def set_protocol(self, protocol: BaseProtocol, leftover: bytes = b"") -> None:
+        """Install ``protocol`` and hand it bytes already read past the old one's end."""
+        self.protocol = protocol
+        protocol.connection_made(self)
+        if self._writing_paused:
+            protocol.pause_writing()
+        if leftover and not self._closed:
+            protocol.data_received(leftover)
+
+    # -- reading ---------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            self._update_events()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            self._update_events()
+
+    def _on_event(self, mask: int) -> None:
+        """Selector callback while output is waiting (see _set_events)."""
+        if mask & EVENT_WRITE:
+            self._flush()
+        if mask & EVENT_READ:
+            self._read(mask)
+
+    def _read(self, _mask: int = EVENT_READ) -> None:
+        """Selector callback while only reading, which is nearly always."""
+        if self._closed:
+            return  # closed by an earlier callback of the same select() round
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._force_close(exc)
+            return
+        if data:
+            self.bytes_in += len(data)
+            self.protocol.data_received(data)
+            return
+        self._received_eof()
+
+    def _received_eof(self) -> None:
+        # The peer half-closed.  Stop reading; the protocol decides whether to
+        # finish writing (HTTP response in flight) or to close now.
+        self._eof = True
+        self._update_events()
+        self.protocol.eof_received()
+
+    # -- writing ---------------------------------------------------------------
+
+    def write(self, data: Buffer) -> None:
+        """Send ``data`` (kept by reference, so it must not change afterwards)."""
+        if self._closing or self._closed or self._write_eof or not data:
+            return
+        if not self._out:
+            # Write first, buffer second: most writes go out whole right away.
+            sent = self._send(data)
+            if sent < 0 or sent == len(data):
+                return
+            self._out.append(memoryview(data)[sent:] if sent else data)
+            self._out_size = len(data) - sent
+            self._update_events()
+            self._watch_send()
+        else:
+            behind = self._out_size > self._high_water
+            self._out.append(data)
+            self._out_size += len(data)
+            if behind and self._out_size > self._hard_limit:
+                # Memory first: whatever the peer does, a backlog this large is
+                # not kept.  One that had caught up may take a message of any size.
+                log.warning("dropping %s: more than %d bytes behind", self.peername,
+                            self._hard_limit)
+                self.abort()
+                return
+        if self._out_size > self._high_water:
+            if not self._writing_paused:
+                self._writing_paused = True
+                self._update_events()  # stop reading from a peer that does not read
+                try:
+                    self.protocol.pause_writing()
+                except Exception:
+                    log.exception("pause_writing failed")
+            if self._out_size > self._max_buffer and self._slow_timer is None \
+                    and self._slow_timeout:
+                self._slow_timer = self.reactor.call_later(self._slow_timeout,
+                                                           self._check_backlog)
+
+    def write_control(self, data: bytes) -> None:
+        """Send a small control message (a ping, a pong, a close) after what is
+        buffered.  It never counts toward dropping the peer: a peer reading a
+        large message must not be cut for the keepalive ping behind it."""
+        if self._out and not (self._closing or self._closed or self._write_eof):
+            self._out.append(data)
+            self._out_size += len(data)
+        else:
+            self.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes written and not yet taken by the kernel (file regions not counted)."""
+        return self._out_size
+
+    def write_file(self, fd: int, offset: int, count: int, done: Callable[[], None]) -> None:
+        """Send ``count`` bytes of the open regular file ``fd`` from ``offset``,
+        after what is buffered, then call ``done`` (not called if the
+        connection is lost first).  The caller keeps ``fd`` open until then or
+        until ``connection_lost``.  The region is not counted as buffered
+        memory; a file shorter than ``count`` drops the connection, since the
+        peer was promised that many bytes."""
+        if self._closing or self._closed or self._write_eof:
+            return
+        if count <= 0:
+            done()
+            return
+        out = self._out
+        out.append(_FileRegion(fd, offset, count, done, self._use_sendfile))
+        self._regions += 1
+        if len(out) == 1:
+            self._flush()  # write first: often most of it goes at once
+        if self._out and not self._closed:
+            self._watch_send()
+
+    def _send(self, data: Union[Buffer, List[Buffer]]) -> int:
+        """Bytes the kernel took (0 when its buffer is full), or -1 if the peer is gone.
+
+        A list of buffers goes out with one ``sendmsg`` (scatter/gather: the
+        kernel copies from each buffer in place, nothing is joined).
+        """
+        try:
+            sent = self.sock.sendmsg(data) if isinstance(data, list) else self.sock.send(data)
+        except self._would_block:
+            return 0
+        except OSError as exc:
+            self._force_close(exc)
+            return -1
+        self.bytes_out += sent
+        return sent
+
+    def _flush(self) -> None:
+        out = self._out
+        if not out:
+            self._update_events()
+            return
+        done: Optional[Callable[[], None]] = None
+        head = out[0]
+        if self._regions and type(head) is _FileRegion:
+            sent = self._sendfile(head) if head.sendfile else self._send_read(head)
+            if sent < 0:
+                return
+            if sent:
+                self._progress = time.monotonic()
+                if not head.count and not head.pending:
+                    del out[0]
+                    self._regions -= 1
+                    done = head.done
+        else:
+            if not self._regions:
+                batch = out[:_IOV_BATCH] if len(out) > 1 else head
+            else:  # the buffers before the next file region
+                end = 1
+                while end < len(out) and end < _IOV_BATCH and type(out[end]) is not _FileRegion:
+                    end += 1
+                batch = out[:end] if end > 1 else head
+            sent = self._send(batch)  # type: ignore[arg-type]  # buffers only, as chosen
+            if sent < 0:
+                return
+            if sent:
+                self._progress = time.monotonic()
+                self._out_size -= sent
+                taken = 0
+                while sent:
+                    size = len(out[taken])  # type: ignore[arg-type]
+                    if sent < size:
+                        out[taken] = memoryview(out[taken])[sent:]  # type: ignore[arg-type]
+                        break
+                    sent -= size
+                    taken += 1
+                del out[:taken]
+        if self._writing_paused and self._out_size <= self._low_water:
+            self._writing_paused = False
+            self._update_events()
+            try:
+                self.protocol.resume_writing()
+            except Exception:
+                log.exception("resume_writing failed")
+        if not out:
+            if self._closing:
+                self._force_close(None, graceful=True)
+                return
+            if self._write_eof:
+                self._shutdown_write()
+        self._update_events()
+        if done is not None and not self._closed:
+            done()  # last: it may write the next response
+
+    def _sendfile(self, region: _FileRegion) -> int:
+        """One ``sendfile`` step of ``region``: bytes the kernel took, or -1."""
+        try:
+            sent = os.sendfile(self.fileno, region.fd, region.offset,
+                               min(region.count, _SENDFILE_STEP))
+        except self._would_block:
+            return 0
+        except OSError as exc:
+            if exc.errno in _NO_SENDFILE:
+                # Not for this file (or socket): read it instead.  The socket is
+                # still writable, so the next round goes on at once.
+                region.sendfile = False
+                return 0
+            self._force_close(exc)
+            return -1
+        if not sent:
+            self._file_ended(region)
+            return -1
+        region.offset += sent
+        region.count -= sent
+        self.bytes_out += sent
+        return sent
+
+    def _send_read(self, region: _FileRegion) -> int:
+        """One step of ``region`` without sendfile: read a chunk when the last
+        one is sent, send what is left of it.  Bytes sent, or -1.  The chunk
+        stays in the region, not in the buffer count: it is bounded by
+        FILE_CHUNK, and a peer is not dropped for the file it asked for."""
+        pending = region.pending
+        if not pending:
+            try:
+                pending = os.pread(region.fd, min(region.count, FILE_CHUNK), region.offset)
+            except OSError as exc:
+                self._force_close(exc)
+                return -1
+            if not pending:
+                self._file_ended(region)
+                return -1
+            region.offset += len(pending)
+            region.count -= len(pending)
+        sent = self._send(pending)
+        if sent >= 0:
+            # A retried TLS write starts at the same byte, as OpenSSL requires.
+            region.pending = memoryview(pending)[sent:] if sent < len(pending) else b""
+        return sent
+
+    def _file_ended(self, region: _FileRegion) -> None:
+        # The response promised more bytes than the file has: the only honest
+        # signal left is to cut the connection.
+        log.warning("%s: file ended %d bytes early; closing the connection", self.peername,
+                    region.count)
+        self._force_close(FileEndedEarly(errno.EIO, "file ended early"))
+
+    def _watch_send(self) -> None:
+        """Output is waiting: make sure a peer that never reads is dropped in time."""
+        if self._send_timeout and self._send_timer is None:
+            self._progress = time.monotonic()
+            self._send_timer = self.reactor.call_later(self._send_timeout, self._check_send)
+
+    def _check_backlog(self) -> None:
+        """The backlog was above ``max_buffer``: drop a peer that is not catching up."""
+        self._slow_timer = None
+        size = self._out_size
+        if self._closed or size <= self._max_buffer:
+            self._backlog_mark = -1
+            return
+        if 0 <= self._backlog_mark <= size:
+            # Above the soft limit a whole period ago and no smaller now: the
+            # peer falls further behind for good (a reading peer of a large
+            # message shrinks its backlog, and is kept however slow).
+            log.warning("dropping %s: %d bytes behind and not catching up for %.0f s",
+                        self.peername, size, self._slow_timeout)
+            self.abort()
+            return
+        self._backlog_mark = size
+        self._slow_timer = self.reactor.call_later(self._slow_timeout, self._check_backlog)
+
+    def _check_send(self) -> None:
+        self._send_timer = None
+        if self._closed or not self._out:
+            return
+        idle = time.monotonic() - self._progress
+        if idle >= self._send_timeout:
+            log.info("dropping %s: no bytes taken for %.0f s", self.peername, idle)
+            self.abort()
+            return
+        self._send_timer = self.reactor.call_later(self._send_timeout - idle, self._check_send)
+
+    # -- closing ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close once everything buffered has been sent."""
+        if self._closing or self._closed:
+            return
+        self._closing = True
+        if not self._out:
+            self._force_close(None, graceful=True)
+        else:
+            self._update_events()
+
+    def close_write(self) -> None:
+        """Half-close: send FIN after what is buffered, and keep reading.
+
+        For a peer that may still be sending: closing outright with unread
+        input makes the kernel answer with a reset, which can destroy the
+        last bytes we sent before the peer reads them.
+        """
+        if self._write_eof or self._closing or self._closed:
+            return
+        self._write_eof = True
+        if not self._out:
+            self._shutdown_write()
+
+    def _shutdown_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def abort(self) -> None:
+        """Close now, discarding anything unsent."""
+        self._out = []
+        self._out_size = 0
+        self._regions = 0
+        self._force_close(None)
+
+    def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:
+        """Close the socket now and tell the protocol; ``graceful`` when all
+        output went out (a TLS transport then says close_notify first)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._closing = True
+        for timer in (self._send_timer, self._slow_timer):
+            if timer is not None:
+                timer.cancel()
+        self._send_timer = self._slow_timer = None
+        if self._events:
+            try:
+                self.reactor.selector.unregister(self.sock)
+            except (KeyError, ValueError):
+                pass
+            self._events = 0
+        self._registry.pop(self.fileno, None)
+        self._close_socket(graceful)
+        if exc is not None and not isinstance(exc, _GONE):
+            log.debug("connection %s closed on error: %r", self.peername, exc)
+        if not self._started:
+            return  # the protocol never heard of this connection
+        try:
+            self.protocol.connection_lost(exc)
+        except Exception:
+            log.exception("connection_lost failed")
+
+    def _close_socket(self, _graceful: bool) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # -- selector registration ---------------------------------------------------
+
+    def _update_events(self) -> None:
+        if self._closed:
+            return
+        events = 0
+        if not (self._reading_paused or self._writing_paused or self._eof or self._closing):
+            events |= EVENT_READ
+        if self._out:
+            events |= EVENT_WRITE
+        self._set_events(events)
+
+    def _set_events(self, events: int) -> None:
+        if events == self._events:
+            return
+        selector = self.reactor.selector
+        # Reading only is the common case: its callback skips the dispatch on the mask.
+        callback = self._read if events == EVENT_READ else self._on_event
+        if not self._events:
+            selector.register(self.sock, events, callback)
+        elif not events:
+            selector.unregister(self.sock)
+        else:
+            selector.modify(self.sock, events, callback)
+        self._events = events
+
+
+ProtocolFactory = Callable[[], BaseProtocol]
+# Makes the transport of an accepted socket: plain by default, TLS from wssync.io.tls.
+TransportFactory = Callable[
+    [Reactor, socket.socket, Any, BaseProtocol, Dict[int, Transport], WriteLimits], Transport]
+
+
+class Listener:
+    """The listening socket: accepts in batches and wraps each socket in a Transport."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: socket.socket,
+        protocol_factory: ProtocolFactory,
+        registry: Dict[int, Transport],
+        limits: WriteLimits,
+        max_connections: int,
+        on_refused: Callable[[socket.socket], None],
+        accepting: Optional[Callable[[], float]] = None,
+        transport_factory: TransportFactory = Transport,
+    ) -> None:
+        self.reactor = reactor
+        self._transport_factory = transport_factory
+        self.sock = sock
+        self._factory = protocol_factory
+        self._registry = registry
+        self._limits = limits
+        self._max_connections = max_connections
+        self._on_refused = on_refused
+        # Seconds to leave new connections in the backlog for now (0: accept).
+        self._accepting = accepting
+        self._resume_timer: Optional[Timer] = None
+        self._closed = False
+        sock.setblocking(False)
+        reactor.selector.register(sock, EVENT_READ, self._on_readable)
+
+    def _on_readable(self, _mask: int) -> None:
+        if self._accepting is not None:
+            # The layer above is saturated, or another process sharing this
+            # socket should take the connection: the kernel's backlog holds new
+            # clients (and finally refuses them) instead of our memory.
+            wait = self._accepting()
+            if wait:
+                self._pause(wait)
+                return
+        # Accept a batch: one selector round per connection is too slow under a
+        # connection storm, an unbounded loop would starve everyone else.
+        for _ in range(64):
+            try:
+                sock, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_EXHAUSTED:
+                    log.warning("accept failed (%s); pausing the listener for 0.5 s", exc)
+                    self._pause(0.5)
+                elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
+                    log.warning("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._max_connections and len(self._registry) >= self._max_connections:
+                self._on_refused(sock)
+                continue
+            try:
+                protocol = self._factory()
+                transport = self._transport_factory(self.reactor, sock, peer, protocol,
+                                                    self._registry, self._limits)
+            except OSError:
+                sock.close()  # the peer reset before we could register it
+                continue
+            transport.start()
+
+    def _pause(self, delay: float) -> None:
+        if self._resume_timer is None:
+            self.reactor.selector.unregister(self.sock)
+            self._resume_timer = self.reactor.call_later(delay, self._resume)
+
+    def _resume(self) -> None:
+        self._resume_timer = None
+        if not self._closed:
+            self.reactor.selector.register(self.sock, EVENT_READ, self._on_readable)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+        else:
+            try:
+                self.reactor.selector.unregister(self.sock)
+            except (KeyError, ValueError):
+                pass
+        self.sock.close()
+
+
+def create_listening_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """Bind a listening socket for ``host`` (IPv4 or IPv6 literal or name)."""
+    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                               0, socket.AI_PASSIVE)
+    last_exc: Optional[OSError] = None
+    for family, socktype, proto, _canon, addr in infos:
+        sock = socket.socket(family, socktype, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and host in ("::", ""):
+                # "::" means every address, IPv4-mapped ones included.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(addr)
+            sock.listen(backlog)
+        except OSError as exc:
+            sock.close()
+            last_exc = exc
+            continue
+        return sock
+    assert last_exc is not None
+    raise last_exc
+
+
+
+class UnixSocketFile:
+    """A listening Unix domain socket at ``path`` with file mode ``mode``.
+
+    A socket file left by a server that is gone (nothing accepts on it) is
+    replaced; one that a live server still listens on is ``EADDRINUSE``, and a
+    file that is not a socket is never touched (``FileExistsError``).
+    :meth:`remove` deletes the file, if it is still the one made here.
+    """
+
+    def __init__(self, path: str, mode: int) -> None:
+        self.path = path
+        self.mode = mode
+        self._identity: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) once bound
+
+    def listen(self, backlog: int) -> socket.socket:
+        self._remove_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(self.path)
+            info = os.stat(self.path)
+            self._identity = (info.st_dev, info.st_ino)
+            # Before listen(): no client can connect with the umask's mode.
+            os.chmod(self.path, self.mode)
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            self.remove()
+            raise
+        return sock
+
+    def _remove_stale(self) -> None:
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(info.st_mode):
+            raise FileExistsError(errno.EEXIST, "exists and is not a socket", self.path)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(self.path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                pass  # nobody listens: a stale file from an earlier run
+            except OSError:
+                raise OSError(errno.EADDRINUSE, "a server may still listen on it",
+                              self.path) from None
+            else:
+                raise OSError(errno.EADDRINUSE, "another server listens on it", self.path)
+        log.info("removing the stale socket file %s", self.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def remove(self) -> None:
+        """Delete the socket file if it is still the one this object bound."""
+        identity, self._identity = self._identity, None
+        if identity is None:
+            return
+        try:
+            info = os.stat(self.path)
+            if (info.st_dev, info.st_ino) == identity:
+                os.unlink(self.path)
+        except OSError:
+            pass

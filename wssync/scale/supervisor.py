@@ -1,0 +1,451 @@
+"""The supervisor of ``--workers N``: forks worker processes that all serve the
+same listening socket, and keeps them running.
+
+The listening socket is opened once, before any fork, and every worker
+inherits it (the kernel hands each new connection to one of the workers
+waiting in ``accept``).  The supervisor keeps its copy open for its whole life,
+so the port never closes while workers die, restart or roll over: a client
+connecting meanwhile waits in the kernel's backlog instead of being refused.
+
+The supervisor restarts a worker that dies (with a growing delay for one that
+keeps dying young), stops every worker gracefully on SIGTERM or SIGINT,
+restarts them one at a time on SIGHUP, and runs the relay that carries
+broadcasts and statistics between workers (:mod:`wssync.relay`).  It runs no
+application code and serves no connection itself; what a worker runs is the
+``run_worker`` callable it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional
+
+from ..io.reactor import Reactor, Timer
+from .relay import RelayHub
+
+log = logging.getLogger("wssync.supervisor")
+
+BOOT_FAILED = 3  # a worker's exit status when it could not start (bad app, bad files)
+READY_TIMEOUT = 60.0  # a new worker that has not started serving by then is given up
+STABLE_AFTER = 5.0  # a worker that lived this long was not crashing at start-up
+MAX_BACKOFF = 30.0
+REPORT_INTERVAL = 1.0  # statistics: workers report, the supervisor sends the table back
+STOP_MARGIN = 5.0  # beyond shutdown_grace, before a worker that does not stop is killed
+
+BALANCE_WAIT = 0.005  # how long a busier worker leaves a new connection to the others
+
+
+class ConnectionCounts:
+    """Every worker's open connections, in memory shared across the fork.
+
+    One slot per worker process (twice the worker count: a rolling restart
+    runs an old and a new worker side by side), each written by its worker
+    only; -1 marks a slot with no worker accepting.  Reads need no lock: an
+    aligned 8-byte value is never seen half-written, and a count one
+    connection old is good enough to balance by.
+    """
+
+    _SLOT = struct.Struct("q")
+
+    def __init__(self, slots: int) -> None:
+        self._map = mmap.mmap(-1, self._SLOT.size * slots)  # anonymous, MAP_SHARED
+        self.slots = slots
+        for slot in range(slots):
+            self.set(slot, -1)
+
+    def set(self, slot: int, value: int) -> None:
+        self._SLOT.pack_into(self._map, slot * self._SLOT.size, value)
+
+    def get(self, slot: int) -> int:
+        return int(self._SLOT.unpack_from(self._map, slot * self._SLOT.size)[0])
+
+    def least_other(self, slot: int) -> Optional[int]:
+        """The fewest connections of any other accepting worker (None: no other)."""
+        least: Optional[int] = None
+        for other in range(self.slots):
+            if other != slot:
+                value = self.get(other)
+                if value >= 0 and (least is None or value < least):
+                    least = value
+        return least
+
+
+class AcceptBalance:
+    """A worker's part in spreading connections evenly over the workers.
+
+    All workers wait on the one listening socket and the kernel wakes them
+    all; the first to call ``accept`` wins, and on an idle machine that is
+    mostly the same one, so connections arriving one at a time (WebSockets
+    that then stay for hours) pile up on one worker.  A worker clearly busier
+    than another therefore leaves a new connection in the backlog for a few
+    milliseconds, once, for the other one to take; if nobody does, it takes it.
+    """
+
+    def __init__(self, counts: ConnectionCounts, slot: int) -> None:
+        self._counts = counts
+        self._slot = slot
+        self._waited_at = 0.0
+
+    def wait(self, mine: int) -> float:
+        """Seconds to leave new connections to the others (0: accept now)."""
+        self._counts.set(self._slot, mine)
+        least = self._counts.least_other(self._slot)
+        if least is None or mine <= least + 1 + mine // 32:
+            return 0.0
+        now = time.monotonic()
+        if now - self._waited_at < 2 * BALANCE_WAIT:
+            return 0.0  # waited just now and the connection is still there: take it
+        self._waited_at = now
+        return BALANCE_WAIT
+
+    def withdraw(self) -> None:
+        """This worker accepts no more (it is stopping)."""
+        self._counts.set(self._slot, -1)
+
+
+RunWorker = Callable[[int, socket.socket, AcceptBalance], int]
+
+
+class _Worker:
+    __slots__ = ("index", "pid", "ready", "replaces", "retiring", "slot", "started")
+
+    def __init__(self, index: int, slot: int, pid: int, replaces: Optional[int]) -> None:
+        self.index = index
+        self.slot = slot
+        self.pid = pid
+        self.started = time.monotonic()
+        self.ready = False
+        self.retiring = False  # asked to stop: its exit is expected
+        self.replaces = replaces  # the worker it takes over from in a rolling restart
+
+
+def worker_count(requested: int) -> int:
+    """``0`` means one worker per CPU this process may run on."""
+    if requested < 0:
+        raise ValueError("workers must be 0 (one per CPU) or more")
+    if requested:
+        return requested
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class Supervisor:
+    """Forks ``count`` workers running ``run_worker(index, relay_socket)``
+    (which returns the exit status) and supervises them until stopped."""
+
+    def __init__(self, count: int, run_worker: RunWorker, shutdown_grace: float,
+                 max_record: int) -> None:
+        self.count = count
+        self._run_worker = run_worker
+        self._shutdown_grace = shutdown_grace
+        self._reactor = Reactor()
+        self._hub = RelayHub(self._reactor, max_record, self._on_ready)
+        self._counts = ConnectionCounts(2 * count)
+        self._workers: Dict[int, _Worker] = {}  # by pid, every live child
+        self._slots: List[Optional[int]] = [None] * count  # the serving pid of each index
+        self._failures = [0] * count  # consecutive young deaths, for the back-off
+        self._restarts = [0] * count
+        self._restart_timers: Dict[int, Timer] = {}
+        self._ever_ready = False
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._killed = False
+        self._rolling: Optional[int] = None  # the index being replaced by SIGHUP
+        self._roll_timer: Optional[Timer] = None
+        self._started = time.monotonic()
+        self.status = 0
+
+    # -- running -----------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start the workers and supervise them until they have all stopped;
+        returns the exit status for the command line (0, or 2 when the workers
+        could not start)."""
+        reactor = self._reactor
+        restore = self._handle_signals()
+        log.info("supervisor %d starting %d workers", os.getpid(), self.count)
+        try:
+            for index in range(self.count):
+                self._spawn(index)
+            reactor.call_later(REPORT_INTERVAL, self._tick)
+            reactor.run()
+        finally:
+            restore()
+            for pid in list(self._workers):  # only after an error in the loop itself
+                _kill(pid, signal.SIGKILL)
+            self._hub.close_all()
+            reactor.close()
+        log.info("supervisor stopped")
+        return self.status
+
+    def _handle_signals(self) -> Callable[[], None]:
+        reactor = self._reactor
+        actions = {
+            signal.SIGTERM: self._begin_stop,
+            signal.SIGINT: self._begin_stop,
+            signal.SIGHUP: self._begin_rolling_restart,
+            signal.SIGCHLD: self._reap,
+        }
+        previous: Dict[int, Any] = {}
+        for signum, action in actions.items():
+            def handler(_signum: int, _frame: Any, action: Callable[[], None] = action) -> None:
+                reactor.call_soon_threadsafe(action)  # lock-free: safe in a signal handler
+
+            previous[signum] = signal.signal(signum, handler)
+
+        def restore() -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+        return restore
+
+    def _spawn(self, index: int, replaces: Optional[int] = None) -> _Worker:
+        taken = {worker.slot for worker in self._workers.values()}
+        slot = next(n for n in range(self._counts.slots) if n not in taken)
+        self._counts.set(slot, -1)  # until the worker accepts
+        ours, theirs = socket.socketpair()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            status = 1
+            try:
+                ours.close()
+                self._forget_in_child()
+                status = self._run_worker(index, theirs, AcceptBalance(self._counts, slot))
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(status)
+        theirs.close()
+        worker = self._workers[pid] = _Worker(index, slot, pid, replaces)
+        if replaces is None:
+            self._slots[index] = pid
+        self._hub.attach(pid, ours)
+        log.info("worker %d started (pid %d)", index, pid)
+        return worker
+
+    def _forget_in_child(self) -> None:
+        """In a new worker: drop the supervisor's descriptors and signal handlers
+        without touching anything the supervisor still uses (the selector is
+        shared across fork: unregistering here would unregister there)."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        self._hub.forget_in_child()
+        self._reactor.forget_in_child()
+
+    # -- workers coming and going -------------------------------------------------
+
+    def _on_ready(self, pid: int, _info: Dict[str, Any]) -> None:
+        worker = self._workers.get(pid)
+        if worker is None:
+            return
+        worker.ready = True
+        self._ever_ready = True
+        if worker.replaces is None:
+            return
+        # A rolling restart's new worker serves: the old one of its index may go.
+        if self._roll_timer is not None:
+            self._roll_timer.cancel()
+            self._roll_timer = None
+        old = self._workers.get(worker.replaces)
+        self._slots[worker.index] = pid
+        worker.replaces = None
+        if old is None:
+            self._roll_next()
+        else:
+            self._retire(old)  # its exit continues the rolling restart
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._exited(pid, os.waitstatus_to_exitcode(status))
+
+    def _exited(self, pid: int, code: int) -> None:
+        worker = self._workers.pop(pid, None)
+        if worker is None:
+            return
+        self._hub.detach(pid)
+        self._counts.set(worker.slot, -1)
+        index = worker.index
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
+        if worker.retiring or self._stopping:
+            log.info("worker %d (pid %d) stopped", index, pid)
+            if self._rolling is not None and not self._stopping:
+                self._roll_next()
+            return
+        if worker.replaces is not None:  # a rolling restart's new worker did not start
+            log.error("the new worker %d (pid %d) %s before serving; rolling restart "
+                      "abandoned, the running workers stay", index, pid, how)
+            self._end_rolling_restart()
+            return
+        if code == BOOT_FAILED and not self._ever_ready:
+            log.error("worker %d could not start; stopping", index)
+            self.status = 2
+            self._begin_stop()
+            return
+        if self._slots[index] != pid:
+            return
+        self._slots[index] = None
+        lived = time.monotonic() - worker.started
+        self._failures[index] = self._failures[index] + 1 if lived < STABLE_AFTER else 0
+        failures = self._failures[index]
+        delay = 0.0 if not failures else min(MAX_BACKOFF, 0.5 * 2 ** (failures - 1))
+        log.warning("worker %d (pid %d) %s after %.1f s; restarting it%s", index, pid, how,
+                    lived, f" in {delay:g} s" if delay else "")
+        self._restart_timers[index] = self._reactor.call_later(delay, self._restart, index)
+
+    def _restart(self, index: int) -> None:
+        self._restart_timers.pop(index, None)
+        if self._stopping or self._slots[index] is not None:
+            return
+        self._restarts[index] += 1
+        self._spawn(index)
+
+    def _retire(self, worker: _Worker) -> None:
+        """Ask a worker to stop gracefully (it drains, then exits)."""
+        worker.retiring = True
+        _kill(worker.pid, signal.SIGTERM)
+        self._reactor.call_later(self._shutdown_grace + STOP_MARGIN, self._kill_if_alive,
+                                 worker.pid)
+
+    def _kill_if_alive(self, pid: int) -> None:
+        if pid in self._workers:
+            log.warning("worker pid %d did not stop in time; killing it", pid)
+            _kill(pid, signal.SIGKILL)
+
+    # -- SIGHUP: one worker at a time ---------------------------------------------
+
+    def _begin_rolling_restart(self) -> None:
+        if self._stopping:
+            return
+        if self._rolling is not None:
+            log.info("SIGHUP: a rolling restart is already under way")
+            return
+        log.info("SIGHUP: restarting the workers one at a time")
+        self._rolling = -1
+        self._roll_next()
+
+    def _roll_next(self) -> None:
+        assert self._rolling is not None
+        self._rolling += 1
+        index = self._rolling
+        if index >= self.count:
+            log.info("rolling restart done")
+            self._end_rolling_restart()
+            return
+        old = self._slots[index]
+        if old is None:  # that index is down (restart pending): start it now
+            timer = self._restart_timers.pop(index, None)
+            if timer is not None:
+                timer.cancel()
+        new = self._spawn(index, replaces=old)
+        if old is None:
+            new.replaces = None
+            self._slots[index] = new.pid
+            self._roll_timer = self._reactor.call_later(0, self._roll_next)
+            return
+        self._roll_timer = self._reactor.call_later(READY_TIMEOUT, self._roll_stalled, new.pid)
+
+    def _roll_stalled(self, pid: int) -> None:
+        self._roll_timer = None
+        log.error("the new worker (pid %d) did not start serving within %.0f s; rolling "
+                  "restart abandoned", pid, READY_TIMEOUT)
+        worker = self._workers.get(pid)
+        if worker is not None:
+            worker.retiring = True
+            _kill(pid, signal.SIGKILL)
+        self._end_rolling_restart()
+
+    def _end_rolling_restart(self) -> None:
+        self._rolling = None
+        if self._roll_timer is not None:
+            self._roll_timer.cancel()
+            self._roll_timer = None
+
+    # -- stopping -----------------------------------------------------------------
+
+    def _begin_stop(self) -> None:
+        if self._stopping:
+            # A second signal: the workers stop at once (as a single server does).
+            log.info("stopping the workers now")
+            for pid in self._workers:
+                _kill(pid, signal.SIGQUIT)
+            return
+        self._stopping = True
+        log.info("stopping %d workers", len(self._workers))
+        self._end_rolling_restart()
+        for timer in self._restart_timers.values():
+            timer.cancel()
+        self._restart_timers.clear()
+        for worker in self._workers.values():
+            worker.retiring = True
+            _kill(worker.pid, signal.SIGTERM)
+        self._stop_deadline = time.monotonic() + self._shutdown_grace + STOP_MARGIN
+        self._wait_for_workers()
+
+    def _wait_for_workers(self) -> None:
+        self._reap()
+        if not self._workers:
+            self._reactor.stop()
+            return
+        if time.monotonic() >= self._stop_deadline and not self._killed:
+            self._killed = True
+            log.warning("%d workers did not stop in time; killing them", len(self._workers))
+            for pid in self._workers:
+                _kill(pid, signal.SIGKILL)
+        self._reactor.call_later(0.05, self._wait_for_workers)
+
+    # -- statistics ----------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self._reap()  # in case a SIGCHLD was coalesced with another
+        self._hub.send_view(self.view())
+        self._reactor.call_later(REPORT_INTERVAL, self._tick)
+
+    def view(self) -> Dict[str, Any]:
+        """Every worker's latest counts, as the supervisor sees them."""
+        now = time.monotonic()
+        workers = []
+        for worker in sorted(self._workers.values(), key=lambda w: (w.index, w.started)):
+            entry: Dict[str, Any] = {
+                "worker": worker.index, "pid": worker.pid, "ready": worker.ready,
+                "serving": self._slots[worker.index] == worker.pid and not worker.retiring,
+                "age": round(now - worker.started, 1), "restarts": self._restarts[worker.index],
+            }
+            counts = self._hub.counts.get(worker.pid)
+            if counts:
+                entry.update({key: value for key, value in counts.items()
+                              if key not in entry})
+            workers.append(entry)
+        return {"supervisor": os.getpid(), "age": round(now - self._started, 1),
+                "workers": workers, "relayed": self._hub.relayed,
+                "relay_dropped": self._hub.dropped}
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
