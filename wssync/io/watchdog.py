@@ -26,7 +26,8 @@ from .reactor import Reactor
 
 log = logging.getLogger("wssync.server")
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# The whole package, not just io/: a frame in any wssync module is not the culprit.
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _REPEAT = 60.0  # seconds before the same function is named again
 
 
