@@ -13,6 +13,9 @@ restarts them one at a time on SIGHUP, and runs the relay that carries
 broadcasts and statistics between workers (:mod:`wssync.relay`).  It runs no
 application code and serves no connection itself; what a worker runs is the
 ``run_worker`` callable it is given.
+
+What it asks of the system (fork, signal, reap a worker) goes through
+:class:`Processes`, time through a :class:`Clock`: a test gives its own of each.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ import struct
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
-from ..io.reactor import Reactor, Timer
+from ..io.reactor import Reactor
 from .relay import RelayHub
 
 log = logging.getLogger("wssync.supervisor")
@@ -114,14 +117,73 @@ class AcceptBalance:
 RunWorker = Callable[[int, socket.socket, AcceptBalance], int]
 
 
+class Processes:
+    """The supervisor's dealings with the operating system: real forks and signals."""
+
+    def spawn(self, child: Callable[[], int], relay: socket.socket) -> int:
+        """Fork a worker that runs ``child()`` and exits with what it returns; its
+        pid.  The fork inherits ``relay``, the worker's end of its link."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            return pid
+        status = 1  # the worker: never returns from here
+        try:
+            status = child()
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(status)
+
+    def kill(self, pid: int, signum: int) -> None:
+        try:  # a worker that is gone already is no error
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def reap(self) -> Optional[Tuple[int, int]]:
+        """A worker that ended, as ``(pid, exit code)`` (negative: the signal
+        that killed it), without waiting; None when none has."""
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        return (pid, os.waitstatus_to_exitcode(status)) if pid else None
+
+
+class Scheduled(Protocol):  # a Clock's call to come, until cancelled
+    def cancel(self) -> None: ...
+
+
+class Clock:
+    """The supervisor's time: the clock, and calls after a delay on its reactor."""
+
+    def __init__(self, reactor: Reactor) -> None:
+        self._reactor = reactor
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Scheduled:
+        return self._reactor.call_later(delay, callback, *args)
+
+
 class _Worker:
     __slots__ = ("index", "pid", "ready", "replaces", "retiring", "slot", "started")
 
-    def __init__(self, index: int, slot: int, pid: int, replaces: Optional[int]) -> None:
+    def __init__(self, index: int, slot: int, pid: int, replaces: Optional[int],
+                 started: float) -> None:
         self.index = index
         self.slot = slot
         self.pid = pid
-        self.started = time.monotonic()
+        self.started = started
         self.ready = False
         self.retiring = False  # asked to stop: its exit is expected
         self.replaces = replaces  # the worker it takes over from in a rolling restart
@@ -141,28 +203,34 @@ def worker_count(requested: int) -> int:
 
 class Supervisor:
     """Forks ``count`` workers running ``run_worker(index, relay_socket)``
-    (which returns the exit status) and supervises them until stopped."""
+    (which returns the exit status) and supervises them until stopped.
+
+    ``reactor``, ``processes`` and ``clock`` replace the real ones (a test's
+    own); the clock should then run its calls on ``reactor``'s thread."""
 
     def __init__(self, count: int, run_worker: RunWorker, shutdown_grace: float,
-                 max_record: int) -> None:
+                 max_record: int, *, reactor: Optional[Reactor] = None,
+                 processes: Optional[Processes] = None, clock: Optional[Clock] = None) -> None:
         self.count = count
         self._run_worker = run_worker
         self._shutdown_grace = shutdown_grace
-        self._reactor = Reactor()
+        self._reactor = reactor if reactor is not None else Reactor()
+        self._processes = processes if processes is not None else Processes()
+        self._clock = clock if clock is not None else Clock(self._reactor)
         self._hub = RelayHub(self._reactor, max_record, self._on_ready)
         self._counts = ConnectionCounts(2 * count)
         self._workers: Dict[int, _Worker] = {}  # by pid, every live child
         self._slots: List[Optional[int]] = [None] * count  # the serving pid of each index
         self._failures = [0] * count  # consecutive young deaths, for the back-off
         self._restarts = [0] * count
-        self._restart_timers: Dict[int, Timer] = {}
+        self._restart_timers: Dict[int, Scheduled] = {}
         self._ever_ready = False
         self._stopping = False
         self._stop_deadline = 0.0
         self._killed = False
         self._rolling: Optional[int] = None  # the index being replaced by SIGHUP
-        self._roll_timer: Optional[Timer] = None
-        self._started = time.monotonic()
+        self._roll_timer: Optional[Scheduled] = None
+        self._started = self._clock.monotonic()
         self.status = 0
 
     # -- running -----------------------------------------------------------------
@@ -177,12 +245,12 @@ class Supervisor:
         try:
             for index in range(self.count):
                 self._spawn(index)
-            reactor.call_later(REPORT_INTERVAL, self._tick)
+            self._clock.call_later(REPORT_INTERVAL, self._tick)
             reactor.run()
         finally:
             restore()
             for pid in list(self._workers):  # only after an error in the loop itself
-                _kill(pid, signal.SIGKILL)
+                self._processes.kill(pid, signal.SIGKILL)
             self._hub.close_all()
             reactor.close()
         log.info("supervisor stopped")
@@ -214,27 +282,16 @@ class Supervisor:
         slot = next(n for n in range(self._counts.slots) if n not in taken)
         self._counts.set(slot, -1)  # until the worker accepts
         ours, theirs = socket.socketpair()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the worker
-            status = 1
-            try:
-                ours.close()
-                self._forget_in_child()
-                status = self._run_worker(index, theirs, AcceptBalance(self._counts, slot))
-            except SystemExit as exc:
-                status = exc.code if isinstance(exc.code, int) else 1
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(status)
+
+        def child() -> int:  # in the new worker process
+            ours.close()
+            self._forget_in_child()
+            return self._run_worker(index, theirs, AcceptBalance(self._counts, slot))
+
+        pid = self._processes.spawn(child, theirs)
         theirs.close()
-        worker = self._workers[pid] = _Worker(index, slot, pid, replaces)
+        worker = self._workers[pid] = _Worker(index, slot, pid, replaces,
+                                              self._clock.monotonic())
         if replaces is None:
             self._slots[index] = pid
         self._hub.attach(pid, ours)
@@ -273,14 +330,11 @@ class Supervisor:
             self._retire(old)  # its exit continues the rolling restart
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            self._exited(pid, os.waitstatus_to_exitcode(status))
+        reap = self._processes.reap
+        ended = reap()
+        while ended is not None:
+            self._exited(*ended)
+            ended = reap()
 
     def _exited(self, pid: int, code: int) -> None:
         worker = self._workers.pop(pid, None)
@@ -308,13 +362,13 @@ class Supervisor:
         if self._slots[index] != pid:
             return
         self._slots[index] = None
-        lived = time.monotonic() - worker.started
+        lived = self._clock.monotonic() - worker.started
         self._failures[index] = self._failures[index] + 1 if lived < STABLE_AFTER else 0
         failures = self._failures[index]
         delay = 0.0 if not failures else min(MAX_BACKOFF, 0.5 * 2 ** (failures - 1))
         log.warning("worker %d (pid %d) %s after %.1f s; restarting it%s", index, pid, how,
                     lived, f" in {delay:g} s" if delay else "")
-        self._restart_timers[index] = self._reactor.call_later(delay, self._restart, index)
+        self._restart_timers[index] = self._clock.call_later(delay, self._restart, index)
 
     def _restart(self, index: int) -> None:
         self._restart_timers.pop(index, None)
@@ -326,14 +380,14 @@ class Supervisor:
     def _retire(self, worker: _Worker) -> None:
         """Ask a worker to stop gracefully (it drains, then exits)."""
         worker.retiring = True
-        _kill(worker.pid, signal.SIGTERM)
-        self._reactor.call_later(self._shutdown_grace + STOP_MARGIN, self._kill_if_alive,
-                                 worker.pid)
+        self._processes.kill(worker.pid, signal.SIGTERM)
+        self._clock.call_later(self._shutdown_grace + STOP_MARGIN, self._kill_if_alive,
+                               worker.pid)
 
     def _kill_if_alive(self, pid: int) -> None:
         if pid in self._workers:
             log.warning("worker pid %d did not stop in time; killing it", pid)
-            _kill(pid, signal.SIGKILL)
+            self._processes.kill(pid, signal.SIGKILL)
 
     # -- SIGHUP: one worker at a time ---------------------------------------------
 
@@ -364,9 +418,9 @@ class Supervisor:
         if old is None:
             new.replaces = None
             self._slots[index] = new.pid
-            self._roll_timer = self._reactor.call_later(0, self._roll_next)
+            self._roll_timer = self._clock.call_later(0, self._roll_next)
             return
-        self._roll_timer = self._reactor.call_later(READY_TIMEOUT, self._roll_stalled, new.pid)
+        self._roll_timer = self._clock.call_later(READY_TIMEOUT, self._roll_stalled, new.pid)
 
     def _roll_stalled(self, pid: int) -> None:
         self._roll_timer = None
@@ -375,7 +429,7 @@ class Supervisor:
         worker = self._workers.get(pid)
         if worker is not None:
             worker.retiring = True
-            _kill(pid, signal.SIGKILL)
+            self._processes.kill(pid, signal.SIGKILL)
         self._end_rolling_restart()
 
     def _end_rolling_restart(self) -> None:
@@ -391,7 +445,7 @@ class Supervisor:
             # A second signal: the workers stop at once (as a single server does).
             log.info("stopping the workers now")
             for pid in self._workers:
-                _kill(pid, signal.SIGQUIT)
+                self._processes.kill(pid, signal.SIGQUIT)
             return
         self._stopping = True
         log.info("stopping %d workers", len(self._workers))
@@ -401,8 +455,8 @@ class Supervisor:
         self._restart_timers.clear()
         for worker in self._workers.values():
             worker.retiring = True
-            _kill(worker.pid, signal.SIGTERM)
-        self._stop_deadline = time.monotonic() + self._shutdown_grace + STOP_MARGIN
+            self._processes.kill(worker.pid, signal.SIGTERM)
+        self._stop_deadline = self._clock.monotonic() + self._shutdown_grace + STOP_MARGIN
         self._wait_for_workers()
 
     def _wait_for_workers(self) -> None:
@@ -410,23 +464,23 @@ class Supervisor:
         if not self._workers:
             self._reactor.stop()
             return
-        if time.monotonic() >= self._stop_deadline and not self._killed:
+        if self._clock.monotonic() >= self._stop_deadline and not self._killed:
             self._killed = True
             log.warning("%d workers did not stop in time; killing them", len(self._workers))
             for pid in self._workers:
-                _kill(pid, signal.SIGKILL)
-        self._reactor.call_later(0.05, self._wait_for_workers)
+                self._processes.kill(pid, signal.SIGKILL)
+        self._clock.call_later(0.05, self._wait_for_workers)
 
     # -- statistics ----------------------------------------------------------------
 
     def _tick(self) -> None:
         self._reap()  # in case a SIGCHLD was coalesced with another
         self._hub.send_view(self.view())
-        self._reactor.call_later(REPORT_INTERVAL, self._tick)
+        self._clock.call_later(REPORT_INTERVAL, self._tick)
 
     def view(self) -> Dict[str, Any]:
         """Every worker's latest counts, as the supervisor sees them."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         workers = []
         for worker in sorted(self._workers.values(), key=lambda w: (w.index, w.started)):
             entry: Dict[str, Any] = {
@@ -443,9 +497,3 @@ class Supervisor:
                 "workers": workers, "relayed": self._hub.relayed,
                 "relay_dropped": self._hub.dropped}
 
-
-def _kill(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
