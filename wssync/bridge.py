@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, Optional
 
 from .app import App, WebSocketRoute
 from .config import Config
+from .contract import ChunkCallback
 from .errors import ConnectionClosed, HttpError, RequestBodyError
 from .http.body import BodyStream
-from .http.connection import ChunkCallback, HttpConnection, WebSocketAccept
+from .http.connection import HttpConnection
 from .http.request import Request
 from .http.response import Response
 from .http.writer import error_answer
@@ -37,6 +38,7 @@ from .io.reactor import BoundedHandoff
 from .websocket.frames import CloseCode
 from .websocket.handle import BlockingWebSocket, WebSocket
 from .websocket.handshake import offered_subprotocols
+from .websocket.upgrade import WebSocketAccept
 
 if TYPE_CHECKING:
     from .websocket.connection import WebSocketConnection

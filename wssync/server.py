@@ -28,6 +28,7 @@ from .http.connection import HttpConnection
 from .http.writer import error_response
 from .io.lanes import OwnThreads, ThreadPool
 from .io.reactor import BoundedHandoff, Reactor
+from .io.registry import ProtocolRegistry
 from .io.tls import TlsSettings
 from .io.transport import (
     BaseProtocol,
@@ -45,6 +46,7 @@ from .scale.supervisor import REPORT_INTERVAL, AcceptBalance, Supervisor, worker
 from .websocket.connection import WebSocketConnection
 from .websocket.frames import encode_frame, message_frame_parts
 from .websocket.handle import WebSocket
+from .websocket.upgrade import websocket_upgrade
 
 log = logging.getLogger("wssync.server")
 
@@ -132,6 +134,12 @@ class Server:
             raise ValueError("proxy_protocol with TLS at wssync is not supported: terminate "
                              "TLS at the proxy, or let the proxy pass TLS through without a "
                              "PROXY header")
+        # Which protocol object a connection gets: HTTP/1.1 (registered when
+        # serving starts), behind a PROXY header reader if the proxy sends one.
+        self.protocols = ProtocolRegistry()
+        if self.config.proxy_protocol:
+            proxy_timeout = self.config.proxy_protocol_timeout
+            self.protocols.add_preamble(lambda inner: ProxyPreamble(inner, proxy_timeout))
         self.ssl_context = ssl_context
         self.uds = uds
         self.uds_mode = uds_mode
@@ -219,14 +227,16 @@ class Server:
                 error_response(400, "this port speaks TLS: use https:// or wss://"),
             ).transport
 
+        protocols = self.protocols
+        upgrades = protocols.upgrades
+
         def http() -> BaseProtocol:
-            return HttpConnection(config, bridge)
+            return HttpConnection(config, bridge, upgrades)
 
-        def proxied() -> BaseProtocol:
-            return ProxyPreamble(http, config.proxy_protocol_timeout)
-
+        protocols.set_first(http)
+        protocols.add_upgrade("websocket", websocket_upgrade(config, bridge))
         self._listener = Listener(
-            reactor, self._sock, proxied if config.proxy_protocol else http, self._transports,
+            reactor, self._sock, protocols.first, self._transports,
             WriteLimits(config.write_high_water, config.max_write_buffer, config.send_timeout,
                         config.max_write_buffer_hard, config.slow_peer_timeout),
             config.max_connections, self._refuse, self._accepting, transport_factory,

@@ -17,7 +17,7 @@ from wssync.app import App
 from wssync.bridge import HttpBridge, WebSocketBridge, to_response
 from wssync.config import Config
 from wssync.errors import HttpError
-from wssync.http.connection import WebSocketAccept
+from wssync.websocket.upgrade import WebSocketAccept
 from wssync.http.request import Headers, Request
 from wssync.http.response import Response
 from wssync.io.lanes import INLINE, Lane, ThreadPool

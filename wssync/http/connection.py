@@ -2,14 +2,15 @@
 
 It feeds bytes to the Sans-I/O request parser, hands complete requests to the
 application layer one at a time (pipelined requests are answered in order),
-writes responses as :mod:`wssync.http_writer` frames them (pulling streamed
+writes responses as :mod:`wssync.http.writer` frames them (pulling streamed
 bodies as fast as the peer reads, handing file bodies to the transport as
-file regions and closing their files when sent or lost), enforces the HTTP timeouts, and on a valid
-WebSocket handshake writes the ``101`` :mod:`wssync.handshake` builds and installs a
-:class:`~wssync.websocket_connection.WebSocketConnection` on the same
-transport, passing along the bytes that followed the request head.
+file regions and closing their files when sent or lost), enforces the HTTP timeouts, and
+hands a request that asks to switch protocols to the upgrade handler registered
+for its ``Upgrade`` token (:mod:`wssync.http.upgrade`), which may install another
+protocol object on the same transport, passing along the bytes that followed
+the request head.
 A body whose handler reads it as it arrives (a WSGI application's
-``wsgi.input``) goes to a bounded :class:`~wssync.body.BodyStream` instead of
+``wsgi.input``) goes to a bounded :class:`~wssync.http.body.BodyStream` instead of
 being collected first; what the handler leaves unread is discarded before the
 next request, or the connection closes after the response.
 It runs on the reactor thread and never touches the selector.
@@ -23,26 +24,23 @@ from enum import IntEnum
 from typing import (
     TYPE_CHECKING,
     Any,
-    Callable,
+    Dict,
     Iterable,
     Iterator,
     List,
     Optional,
-    Protocol,
     Tuple,
-    Union,
     cast,
 )
 
 from ..edge.forwarded import TrustedPeers, resolve, trusted_peers
 from ..errors import HttpError, RequestBodyError
 from ..io.reactor import Timer
-from ..websocket import handshake
-from ..websocket.connection import WebSocketApplication, WebSocketConnection
 from .body import BodyStream
 from .parser import RequestParser
 from .request import Request
 from .response import FileBody, Response
+from .upgrade import UpgradeHandler, upgrade_handler
 from .writer import (
     CONTINUE,
     BodyFramer,
@@ -54,6 +52,7 @@ from .writer import (
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..contract import HttpApplication
     from ..io.transport import Transport
 
 log = logging.getLogger("wssync.http")
@@ -80,57 +79,17 @@ class _Deadline(IntEnum):
 _NO_PHASE, _IDLE_PHASE, _HEAD_PHASE, _BODY_PHASE = _Deadline
 
 
-class WebSocketAccept:
-    """The application's yes to a handshake: its side of the new connection, the
-    chosen subprotocol and extra response headers."""
-
-    __slots__ = ("app", "headers", "subprotocol")
-
-    def __init__(self, app: WebSocketApplication, subprotocol: Optional[str] = None,
-                 headers: Optional[List[Tuple[str, str]]] = None) -> None:
-        self.app = app
-        self.subprotocol = subprotocol
-        self.headers = headers or []
-
-
-ChunkCallback = Callable[[Optional[bytes], Optional[BaseException]], None]
-
-
-class HttpApplication(Protocol):
-    """What the application layer offers an HTTP connection."""
-
-    def handle_request(self, conn: HttpConnection, request: Request) -> None:
-        """Answer ``request``: call ``conn.send_response`` on the reactor thread, once."""
-
-    def accept_websocket(self, conn: HttpConnection,
-                         request: Request) -> Union[Response, WebSocketAccept]:
-        """A valid handshake arrived: accept it or answer with a response."""
-
-    def next_chunk(self, conn: HttpConnection, body: Iterator[bytes],
-                   callback: ChunkCallback) -> None:
-        """Take the next chunk of a streamed body (None at its end) and call back
-        on the reactor thread; a handler's iterator may block, so the application
-        layer decides where it runs."""
-
-    def close_body(self, conn: HttpConnection, close: Callable[[], None]) -> None:
-        """Close a response body that has been sent (or will never be): where
-        its handler ran, since a WSGI ``close()`` may block or expect that
-        thread (Django ends its request there)."""
-
-    def stream_body(self, conn: HttpConnection, request: Request) -> Optional[BodyStream]:
-        """The head of ``request`` arrived and its body has not: a stream its
-        handler will read the body from as it arrives (the handler then runs
-        right away), or None to collect the whole body first."""
-
-
 class HttpConnection:
     """HTTP/1.1 server side of one connection."""
 
     name = "http"
 
-    def __init__(self, config: Config, app: HttpApplication) -> None:
+    def __init__(self, config: Config, app: HttpApplication,
+                 upgrades: Optional[Dict[str, UpgradeHandler]] = None) -> None:
         self.config = config
         self.app = app
+        # Upgrade token -> handler (the protocol registry's own dict).
+        self.upgrades: Dict[str, UpgradeHandler] = upgrades if upgrades is not None else {}
         self.transport: Optional[Transport] = None
         self.parser: Optional[RequestParser] = None
         self.app_state: Any = None  # the application layer's own per-connection data
@@ -278,10 +237,12 @@ class HttpConnection:
                         request.scheme = scheme
                 self.client_addr = request.remote_addr
                 self._continue_sent = False
-                if handshake.is_handshake(request):
-                    self._upgrade(request)
-                else:
-                    self.app.handle_request(self, request)
+                if "upgrade" in request.headers.by_name():
+                    handler = upgrade_handler(request, self.upgrades)
+                    if handler is not None:
+                        self._upgrade(handler, request)
+                        continue
+                self.app.handle_request(self, request)
         finally:
             self._processing = False
 
@@ -304,7 +265,8 @@ class HttpConnection:
                 parser.fresh_body = False
                 request = parser.pending
                 assert request is not None
-                if not handshake.is_handshake(request):
+                if "upgrade" not in request.headers.by_name() \
+                        or upgrade_handler(request, self.upgrades) is None:
                     stream = self.app.stream_body(self, request)
                     if stream is not None:
                         self._start_upload(stream)
@@ -469,32 +431,27 @@ class HttpConnection:
             return
         transport.set_protocol(_Lingering(self.config.body_timeout))
 
-    def _upgrade(self, request: Request) -> None:
+    def _upgrade(self, handler: UpgradeHandler, request: Request) -> None:
+        """Let the handler registered for the request's Upgrade token answer it:
+        a refusal is sent and closes; a switch writes its ``101`` and hands the
+        connection, with the bytes that followed the request, to its protocol."""
         transport = self.transport
         parser = self.parser
         assert transport is not None and parser is not None
-        try:
-            key = handshake.validate_request(request)
-        except HttpError as exc:
-            self.send_response(error_answer(exc), close=True)
+        answer = handler(self, request)
+        if isinstance(answer, Response):
+            self.send_response(answer, close=True)
             return
-        decision = self.app.accept_websocket(self, request)
-        if isinstance(decision, Response):
-            self.send_response(decision, close=True)
-            return
-        answer, deflate = handshake.switching_protocols(
-            request, key, decision.subprotocol, decision.headers, self.config)
-        transport.write(answer)
+        transport.write(answer.head)
         self._log_access(request, 101, 0)
         self._cancel_timer()
-        ws = WebSocketConnection(self.config, decision.app, decision.subprotocol, deflate)
         self._current = None
         # Undo a pause for pipelined requests before the new protocol starts:
-        # from here on, only the WebSocket side decides when reading stops.
+        # from here on, only the new protocol decides when reading stops.
         transport.resume_reading()
-        # The client may have sent its first frames in the same packet as the
-        # handshake: they belong to the new protocol.
-        transport.set_protocol(ws, parser.take_buffer())
+        # The client may have sent its first bytes in the same packet as the
+        # request: they belong to the new protocol.
+        transport.set_protocol(answer.protocol, parser.take_buffer())
 
     # -- responses -------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 It binds the Sans-I/O :class:`~wssync.websocket_protocol.WebSocketProtocol`
 to a transport and the reactor's timers: keepalive pings, pong and close
 timeouts, and the close handshake.  Application events go to a
-:class:`WebSocketApplication` (the application layer's side of this one
+:class:`~wssync.contract.WebSocketApplication` (the application layer's side of this one
 connection), which decides on which thread they run.
 Runs on the reactor thread only; it never registers or reads a socket itself.
 """
@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import struct
 from functools import partial
-from typing import TYPE_CHECKING, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Optional
 
+from ..contract import WebSocketApplication
 from ..io.reactor import Timer
 from .deflate import PerMessageDeflate
 from .frames import CloseCode
@@ -36,20 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("wssync.websocket")
 
 _OPEN = State.OPEN  # compared for every receiver of a broadcast
-
-
-class WebSocketApplication(Protocol):
-    """What the application layer offers one WebSocket connection."""
-
-    def opened(self, conn: WebSocketConnection) -> None: ...
-    def message(self, data: Data) -> None: ...
-    def closed(self, code: int, reason: str) -> None: ...
-    def after_pending(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the reactor once every event delivered so far is handled."""
-    def pause_writing(self) -> None:
-        """The connection's unsent output went above ``write_high_water``."""
-    def resume_writing(self) -> None:
-        """The connection's unsent output drained below a quarter of it."""
 
 
 class WebSocketConnection:

@@ -8,24 +8,21 @@ deadline timers when a test needs one to fire.
 
 from __future__ import annotations
 
-import base64
 import re
-from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 from helpers import RecordingTransport
 
 from wssync import Response
 from wssync.config import Config
+from wssync.contract import ChunkCallback
 from wssync.errors import RequestBodyError
 from wssync.http.body import BodyStream
-from wssync.http.connection import ChunkCallback, HttpConnection, WebSocketAccept
+from wssync.http.connection import HttpConnection
 from wssync.http.request import Request
 from wssync.http.writer import CONTINUE
 from wssync.io.reactor import Reactor
-from wssync.websocket.connection import WebSocketConnection
-from wssync.websocket.frames import Opcode, encode_frame
-from wssync.websocket.handshake import accept_key
 
 
 class RecordingApp:
@@ -35,22 +32,14 @@ class RecordingApp:
     chunks wait in :attr:`chunk_requests` until the test calls :meth:`give_chunk`.
     """
 
-    def __init__(self, decision: Union[Response, WebSocketAccept, None] = None) -> None:
+    def __init__(self) -> None:
         self.requests: List[Request] = []
-        self.handshakes: List[Request] = []
-        self.decision = decision
         self.chunk_requests: List[Tuple[Iterator[bytes], ChunkCallback]] = []
         self.streams = 0  # capacity of the streams bodies go to; 0: collect bodies whole
         self.wanted: List[BodyStream] = []
 
     def handle_request(self, conn: HttpConnection, request: Request) -> None:
         self.requests.append(request)
-
-    def accept_websocket(self, conn: HttpConnection,
-                         request: Request) -> Union[Response, WebSocketAccept]:
-        self.handshakes.append(request)
-        assert self.decision is not None
-        return self.decision
 
     def next_chunk(self, conn: HttpConnection, body: Iterator[bytes],
                    callback: ChunkCallback) -> None:
@@ -78,31 +67,6 @@ class RecordingApp:
         return [request.target for request in self.requests]
 
 
-class RecordingWebSocketApp:
-    """The application side of the WebSocket connection an upgrade creates."""
-
-    def __init__(self) -> None:
-        self.events: List[Tuple[Any, ...]] = []
-
-    def opened(self, conn: WebSocketConnection) -> None:
-        self.events.append(("opened", conn))
-
-    def message(self, data: Union[str, bytes]) -> None:
-        self.events.append(("message", data))
-
-    def closed(self, code: int, reason: str) -> None:
-        self.events.append(("closed", code, reason))
-
-    def after_pending(self, fn: Callable[[], None]) -> None:
-        fn()
-
-    def pause_writing(self) -> None:
-        self.events.append(("pause_writing",))
-
-    def resume_writing(self) -> None:
-        self.events.append(("resume_writing",))
-
-
 @pytest.fixture
 def reactor() -> Iterator[Reactor]:
     reactor = Reactor()
@@ -121,14 +85,6 @@ def connect(reactor: Reactor, app: RecordingApp,
 def get(target: str, *headers: str) -> bytes:
     lines = [f"GET {target} HTTP/1.1", "Host: example.test", *headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-KEY = base64.b64encode(b"0123456789abcdef").decode("ascii")
-
-
-def handshake_request(target: str = "/ws") -> bytes:
-    return get(target, "Upgrade: websocket", "Connection: Upgrade",
-               f"Sec-WebSocket-Key: {KEY}", "Sec-WebSocket-Version: 13")
 
 
 def responses(written: bytes) -> List[bytes]:
@@ -281,47 +237,6 @@ def test_streamed_body_is_pulled_chunk_by_chunk_and_sent_chunked(reactor: Reacto
     assert app.chunk_requests == []
     assert app.targets == ["/stream", "/next"]
     assert not transport.is_closing()
-
-
-# -- WebSocket upgrade ------------------------------------------------------------------
-
-
-def test_handshake_switches_protocol_and_hands_over_the_following_bytes(
-        reactor: Reactor) -> None:
-    ws_app = RecordingWebSocketApp()
-    app = RecordingApp(WebSocketAccept(ws_app))
-    conn, transport = connect(reactor, app)
-    first_frame = encode_frame(Opcode.TEXT, b"early bird", mask=b"abcd")
-    conn.data_received(handshake_request() + first_frame)
-
-    assert [request.target for request in app.handshakes] == ["/ws"]
-    assert app.requests == []
-    written = transport.written
-    assert written.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
-    assert f"Sec-WebSocket-Accept: {accept_key(KEY)}\r\n".encode() in written
-    swaps = [data for kind, data in transport.events if kind == "set_protocol"]
-    assert len(swaps) == 1
-    ws, leftover = swaps[0]
-    assert isinstance(ws, WebSocketConnection)
-    assert transport.protocol is ws
-    assert leftover == first_frame
-    assert transport.kinds().index("write") < transport.kinds().index("set_protocol")
-    assert ws_app.events == [("opened", ws), ("message", "early bird")]
-    assert not transport.is_closing()
-
-
-def test_handshake_refused_by_the_app_is_answered_and_closed(reactor: Reactor) -> None:
-    app = RecordingApp(Response(b"not here", 403))
-    conn, transport = connect(reactor, app)
-    conn.data_received(handshake_request("/private"))
-
-    assert [request.target for request in app.handshakes] == ["/private"]
-    assert transport.written.startswith(b"HTTP/1.1 403 Forbidden\r\n")
-    assert transport.written.endswith(b"not here")
-    assert b"Connection: close\r\n" in transport.written
-    assert "set_protocol" not in transport.kinds()
-    assert transport.kinds()[-1] == "close"
-    assert transport.protocol is conn
 
 
 # -- deadlines ------------------------------------------------------------------------
