@@ -27,18 +27,11 @@ from .errors import ServingWhileImported, WssyncError
 from .http.connection import HttpConnection
 from .http.writer import error_response
 from .io.lanes import OwnThreads, ThreadPool
+from .io.listener import Listener, TransportFactory, UnixSocketFile, create_listening_socket
 from .io.reactor import BoundedHandoff, Reactor
 from .io.registry import ProtocolRegistry
 from .io.tls import TlsSettings
-from .io.transport import (
-    BaseProtocol,
-    Listener,
-    Transport,
-    TransportFactory,
-    UnixSocketFile,
-    WriteLimits,
-    create_listening_socket,
-)
+from .io.transport import BaseProtocol, Transport, WriteLimits
 from .io.watchdog import ReactorWatchdog
 from .scale.broker import Broker, broker_from_url, decode_record, encode_record, new_origin
 from .scale.relay import WorkerLink

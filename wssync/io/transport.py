@@ -1,4 +1,4 @@
-"""Sockets on the reactor: the listener and one ``Transport`` per accepted socket.
+"""Connections on the reactor: one ``Transport`` per accepted socket.
 
 A ``Transport`` owns its socket, output buffer and back-pressure state, and
 holds the current protocol object, which it can swap (HTTP to WebSocket) on
@@ -12,13 +12,11 @@ Every method here runs on the reactor thread.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
 import selectors
 import socket
-import stat
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Type, Union
 
@@ -43,8 +41,6 @@ FILE_CHUNK = 128 * 1024
 _NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK}
 # Errors that mean "the peer is gone", not a bug worth a traceback.
 _GONE = (ConnectionError, TimeoutError)
-# accept() errors that mean "out of resources": pause the listener, do not spin.
-_ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _LOCAL_ADDRESSES: Dict[Any, Any] = {}
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -575,191 +571,3 @@ class Transport:
         else:
             selector.modify(self.sock, events, callback)
         self._events = events
-
-
-ProtocolFactory = Callable[[], BaseProtocol]
-# Makes the transport of an accepted socket: plain by default, TLS from wssync.io.tls.
-TransportFactory = Callable[
-    [Reactor, socket.socket, Any, BaseProtocol, Dict[int, Transport], WriteLimits], Transport]
-
-
-class Listener:
-    """The listening socket: accepts in batches and wraps each socket in a Transport."""
-
-    def __init__(
-        self,
-        reactor: Reactor,
-        sock: socket.socket,
-        protocol_factory: ProtocolFactory,
-        registry: Dict[int, Transport],
-        limits: WriteLimits,
-        max_connections: int,
-        on_refused: Callable[[socket.socket], None],
-        accepting: Optional[Callable[[], float]] = None,
-        transport_factory: TransportFactory = Transport,
-    ) -> None:
-        self.reactor = reactor
-        self._transport_factory = transport_factory
-        self.sock = sock
-        self._factory = protocol_factory
-        self._registry = registry
-        self._limits = limits
-        self._max_connections = max_connections
-        self._on_refused = on_refused
-        # Seconds to leave new connections in the backlog for now (0: accept).
-        self._accepting = accepting
-        self._resume_timer: Optional[Timer] = None
-        self._closed = False
-        sock.setblocking(False)
-        reactor.selector.register(sock, EVENT_READ, self._on_readable)
-
-    def _on_readable(self, _mask: int) -> None:
-        if self._accepting is not None:
-            # The layer above is saturated, or another process sharing this
-            # socket should take the connection: the kernel's backlog holds new
-            # clients (and finally refuses them) instead of our memory.
-            wait = self._accepting()
-            if wait:
-                self._pause(wait)
-                return
-        # Accept a batch: one selector round per connection is too slow under a
-        # connection storm, an unbounded loop would starve everyone else.
-        for _ in range(64):
-            try:
-                sock, peer = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in _ACCEPT_EXHAUSTED:
-                    log.warning("accept failed (%s); pausing the listener for 0.5 s", exc)
-                    self._pause(0.5)
-                elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
-                    log.warning("accept failed: %s", exc)
-                return
-            sock.setblocking(False)
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._max_connections and len(self._registry) >= self._max_connections:
-                self._on_refused(sock)
-                continue
-            try:
-                protocol = self._factory()
-                transport = self._transport_factory(self.reactor, sock, peer, protocol,
-                                                    self._registry, self._limits)
-            except OSError:
-                sock.close()  # the peer reset before we could register it
-                continue
-            transport.start()
-
-    def _pause(self, delay: float) -> None:
-        if self._resume_timer is None:
-            self.reactor.selector.unregister(self.sock)
-            self._resume_timer = self.reactor.call_later(delay, self._resume)
-
-    def _resume(self) -> None:
-        self._resume_timer = None
-        if not self._closed:
-            self.reactor.selector.register(self.sock, EVENT_READ, self._on_readable)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._resume_timer is not None:
-            self._resume_timer.cancel()
-            self._resume_timer = None
-        else:
-            try:
-                self.reactor.selector.unregister(self.sock)
-            except (KeyError, ValueError):
-                pass
-        self.sock.close()
-
-
-def create_listening_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
-    """Bind a listening socket for ``host`` (IPv4 or IPv6 literal or name)."""
-    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
-                               0, socket.AI_PASSIVE)
-    last_exc: Optional[OSError] = None
-    for family, socktype, proto, _canon, addr in infos:
-        sock = socket.socket(family, socktype, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6 and host in ("::", ""):
-                # "::" means every address, IPv4-mapped ones included.
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind(addr)
-            sock.listen(backlog)
-        except OSError as exc:
-            sock.close()
-            last_exc = exc
-            continue
-        return sock
-    assert last_exc is not None
-    raise last_exc
-
-
-
-class UnixSocketFile:
-    """A listening Unix domain socket at ``path`` with file mode ``mode``.
-
-    A socket file left by a server that is gone (nothing accepts on it) is
-    replaced; one that a live server still listens on is ``EADDRINUSE``, and a
-    file that is not a socket is never touched (``FileExistsError``).
-    :meth:`remove` deletes the file, if it is still the one made here.
-    """
-
-    def __init__(self, path: str, mode: int) -> None:
-        self.path = path
-        self.mode = mode
-        self._identity: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) once bound
-
-    def listen(self, backlog: int) -> socket.socket:
-        self._remove_stale()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(self.path)
-            info = os.stat(self.path)
-            self._identity = (info.st_dev, info.st_ino)
-            # Before listen(): no client can connect with the umask's mode.
-            os.chmod(self.path, self.mode)
-            sock.listen(backlog)
-        except BaseException:
-            sock.close()
-            self.remove()
-            raise
-        return sock
-
-    def _remove_stale(self) -> None:
-        try:
-            info = os.stat(self.path)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(info.st_mode):
-            raise FileExistsError(errno.EEXIST, "exists and is not a socket", self.path)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.settimeout(1.0)
-            try:
-                probe.connect(self.path)
-            except (ConnectionRefusedError, FileNotFoundError):
-                pass  # nobody listens: a stale file from an earlier run
-            except OSError:
-                raise OSError(errno.EADDRINUSE, "a server may still listen on it",
-                              self.path) from None
-            else:
-                raise OSError(errno.EADDRINUSE, "another server listens on it", self.path)
-        log.info("removing the stale socket file %s", self.path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-
-    def remove(self) -> None:
-        """Delete the socket file if it is still the one this object bound."""
-        identity, self._identity = self._identity, None
-        if identity is None:
-            return
-        try:
-            info = os.stat(self.path)
-            if (info.st_dev, info.st_ino) == identity:
-                os.unlink(self.path)
-        except OSError:
-            pass

@@ -14,15 +14,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from wssync.io.listener import Listener, create_listening_socket
 from wssync.io.reactor import Reactor
-from wssync.io.transport import (
-    BaseProtocol,
-    FileEndedEarly,
-    Listener,
-    Transport,
-    WriteLimits,
-    create_listening_socket,
-)
+from wssync.io.transport import BaseProtocol, FileEndedEarly, Transport, WriteLimits
 
 KB = 1024
 LIMITS = WriteLimits(high_water=64 * KB, max_buffer=16 * 1024 * KB, send_timeout=0.0)
