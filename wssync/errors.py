@@ -89,3 +89,12 @@ class ServingWhileImported(WssyncError, RuntimeError):
 
 class SendTimeout(WssyncError, TimeoutError):
     """A send from a thread waited its ``timeout`` for a slow peer; nothing was sent."""
+
+
+class FileEndedEarly(WssyncError, OSError):
+    """A file sent as a region ended before the count promised to the peer was sent;
+    the connection is cut (``connection_lost`` gets this error)."""
+
+
+class ProxyProtocolError(WssyncError, ValueError):
+    """The bytes are not a valid PROXY protocol header."""

@@ -24,6 +24,8 @@ import re
 import struct
 from typing import NamedTuple, Optional, Tuple
 
+from ..errors import ProxyProtocolError
+
 __all__ = ["V1_MAX", "V2_SIGNATURE", "ProxyHeader", "ProxyProtocolError", "parse"]
 
 V1_PREFIX = b"PROXY "
@@ -37,10 +39,6 @@ _IPV4 = struct.Struct("!4s4sHH")
 _IPV6 = struct.Struct("!16s16sHH")
 
 Address = Tuple[str, int]
-
-
-class ProxyProtocolError(ValueError):
-    """The bytes are not a valid PROXY protocol header."""
 
 
 class ProxyHeader(NamedTuple):

@@ -20,6 +20,7 @@ import socket
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Type, Union
 
+from ..errors import FileEndedEarly
 from .reactor import Reactor, Timer
 
 log = logging.getLogger("wssync.transport")
@@ -44,10 +45,6 @@ _GONE = (ConnectionError, TimeoutError)
 _LOCAL_ADDRESSES: Dict[Any, Any] = {}
 
 Buffer = Union[bytes, bytearray, memoryview]
-
-
-class FileEndedEarly(OSError):
-    """A file region's file ended before the promised count was sent."""
 
 
 class _FileRegion:

@@ -9,6 +9,7 @@ from typing import Optional
 import pytest
 
 from wssync.edge.proxy_protocol import V2_SIGNATURE, ProxyHeader, ProxyProtocolError, parse
+from wssync.errors import WssyncError
 
 PAYLOAD = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -192,3 +193,9 @@ def test_bad_signature_is_seen_at_the_first_wrong_byte() -> None:
     with pytest.raises(ProxyProtocolError):
         parse(b"\r\n\r\n\x01")
     assert parse(b"") is None and parse(b"PRO") is None and parse(b"\r\n\r\n\x00") is None
+
+
+def test_a_bad_header_is_a_value_error_of_the_wssync_family() -> None:
+    with pytest.raises(ProxyProtocolError) as caught:
+        parse(b"GET / HTTP/1.1\r\n")
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, WssyncError)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from wssync.errors import WssyncError
 from wssync.io.listener import Listener, create_listening_socket
 from wssync.io.reactor import Reactor
 from wssync.io.transport import BaseProtocol, FileEndedEarly, Transport, WriteLimits
@@ -509,7 +510,9 @@ def test_a_file_shorter_than_its_region_drops_the_connection(
     conn.transport.write_file(fd, 0, len(data) + 1, lambda: done.append(True))
     assert run_until(conn.reactor, lambda: conn.read_peer() >= 0 and conn.transport.closed)
     assert not done
-    assert isinstance(conn.protocol.last("lost"), FileEndedEarly)
+    lost = conn.protocol.last("lost")
+    assert isinstance(lost, FileEndedEarly)
+    assert isinstance(lost, OSError) and isinstance(lost, WssyncError)  # both families
     assert run_until(conn.reactor, conn.drain_peer())
     assert bytes(conn.received) == data  # all the file had, then the end
 
