@@ -9,10 +9,11 @@ hands a request that asks to switch protocols to the upgrade handler registered
 for its ``Upgrade`` token (:mod:`wssync.http.upgrade`), which may install another
 protocol object on the same transport, passing along the bytes that followed
 the request head.
-A body whose handler reads it as it arrives (a WSGI application's
-``wsgi.input``) goes to a bounded :class:`~wssync.http.body.BodyStream` instead of
-being collected first; what the handler leaves unread is discarded before the
-next request, or the connection closes after the response.
+Where each request stands (keep-alive, ``100 Continue``, draining or
+lingering, which deadline runs) is decided by its
+:class:`~wssync.http.state.ServerState`; a body its handler reads as it arrives
+goes through an :class:`~wssync.http.upload.Upload`.  This module is the I/O
+glue: it feeds the parser, asks the state, writes and arms timers.
 It runs on the reactor thread and never touches the selector.
 """
 
@@ -20,31 +21,38 @@ from __future__ import annotations
 
 import logging
 import time
-from enum import IntEnum
 from typing import (
     TYPE_CHECKING,
     Any,
     Dict,
-    Iterable,
-    Iterator,
     List,
     Optional,
     Tuple,
-    cast,
 )
 
 from ..edge.forwarded import TrustedPeers, resolve, trusted_peers
-from ..errors import HttpError, RequestBodyError
+from ..errors import HttpError
 from ..io.reactor import Timer
 from .body import BodyStream
 from .parser import RequestParser
 from .request import Request
 from .response import FileBody, Response
+from .state import (
+    CLOSE,
+    DRAINING,
+    HEAD_DEADLINE,
+    IDLE,
+    IDLE_DEADLINE,
+    LINGER,
+    LOST,
+    UPGRADE,
+    ServerState,
+)
+from .stream import ResponseStream
 from .upgrade import UpgradeHandler, upgrade_handler
+from .upload import Lingering, Upload
 from .writer import (
     CONTINUE,
-    BodyFramer,
-    error_answer,
     error_response,
     frame_file,
     frame_response,
@@ -59,24 +67,9 @@ log = logging.getLogger("wssync.http")
 access_log = logging.getLogger("wssync.access")
 
 
-
 # While the server stops: how long a connection accepted just before may take to
 # send its first request.
 FIRST_REQUEST_GRACE = 1.0
-
-
-class _Deadline(IntEnum):
-    """What the connection's one deadline timer is waiting for."""
-
-    NONE = 0  # a request is being handled: no deadline
-    IDLE = 1  # between requests (keepalive_timeout)
-    HEAD = 2  # a request head is arriving (header_timeout)
-    BODY = 3  # a request body is arriving (body_timeout)
-
-
-# Set and compared for every request: a global is cheaper than an enum attribute
-# on Python 3.9-3.11 (about 70 ns each).
-_NO_PHASE, _IDLE_PHASE, _HEAD_PHASE, _BODY_PHASE = _Deadline
 
 
 class HttpConnection:
@@ -97,28 +90,23 @@ class HttpConnection:
         # headers) or as the transport knows it; None for a Unix socket's peer.
         self.client_addr: Any = None
         self._trusted: Optional[TrustedPeers] = None  # the peer is a trusted proxy
+        self._state = ServerState()
         self._current: Optional[Request] = None  # being handled or answered
         self._processing = False  # re-entrancy guard for _process
-        self._continue_sent = False
         self._eof = False
         self._stopping = False
         self._fresh = True  # no request has arrived on this connection yet
-        self._stream: Optional[Iterator[bytes]] = None
-        self._stream_body: object = None  # what the handler returned, closed at the end
-        self._framer: Optional[BodyFramer] = None  # how the stream's chunks are framed
-        self._keep_alive = False  # the response being sent leaves the connection open
-        self._stream_waiting = False  # a chunk was asked for and has not come
+        self._stream: Optional[ResponseStream] = None  # a streamed body going out
         self._file: Optional[FileBody] = None  # a file body the transport is sending
         self._paused = False  # the transport asked us to stop writing
         self._deadline = 0.0
-        self._phase = _Deadline.NONE  # what the deadline is for
+        # Which deadline the timer runs for (a state's, see ServerState.deadline);
+        # 0 while a request is in flight.
+        self._phase = 0
         self._timer: Optional[Timer] = None
         # A request body its handler reads as it arrives, until it has ended
         # (or, failed, until the answer is out); None nearly always.
-        self._upload: Optional[BodyStream] = None
-        self._upload_error: Optional[RequestBodyError] = None
-        self._upload_timer: Optional[Timer] = None
-        self._draining = False  # the response is out: the body's rest is discarded
+        self._upload: Optional[Upload] = None
 
     # -- transport callbacks -----------------------------------------------------
 
@@ -132,7 +120,7 @@ class HttpConnection:
         if trusted.trusts(peer):
             self._trusted = trusted
         self.parser = RequestParser(self.config, peer)
-        self._arm_deadline(_Deadline.IDLE)
+        self._arm_deadline(IDLE_DEADLINE)
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
@@ -141,7 +129,7 @@ class HttpConnection:
         if self._current is None:
             self._process()
         elif self._upload is not None:
-            self._pump()
+            self._upload.pump()
         elif parser.buffered > self.config.max_header_size:
             # Pipelined requests pile up while one is handled: stop reading.
             self.transport.pause_reading()
@@ -153,17 +141,18 @@ class HttpConnection:
             # Requests complete before the half-close are still answered;
             # _waiting() closes once nothing is left.
             self._process()
-        elif self._upload is not None and self._upload_error is None:
-            self._upload_failed(400, "request body cut off")
+        elif self._upload is not None and self._upload.error is None:
+            self._upload.fail(400, "request body cut off")
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._cancel_timer()
-        self._close_stream()
+        if self._stream is not None:
+            self._stream.close()
         self._close_file()
         self._current = None
+        self._state.fire(LOST)
         if self._upload is not None:
-            self._cancel_upload_timer()
-            self._upload.fail(RequestBodyError(400, "the client went away"))
+            self._upload.lost()
             self._upload = None
 
     def pause_writing(self) -> None:
@@ -171,8 +160,8 @@ class HttpConnection:
 
     def resume_writing(self) -> None:
         self._paused = False
-        if self._stream is not None and not self._stream_waiting:
-            self._pull()
+        if self._stream is not None:
+            self._stream.pull()
 
     def shutdown(self) -> None:
         """Server is stopping: finish the request in flight, then close.
@@ -192,13 +181,13 @@ class HttpConnection:
             return  # _waiting() closes after the answer
         if self._fresh:
             deadline = time.monotonic() + FIRST_REQUEST_GRACE
-            if self._phase != _IDLE_PHASE or deadline < self._deadline:
-                self._phase = _IDLE_PHASE
+            if self._phase != IDLE_DEADLINE or deadline < self._deadline:
+                self._phase = IDLE_DEADLINE
                 self._deadline = deadline
                 self._cancel_timer()
                 self._timer = transport.reactor.call_at(deadline, self._on_deadline)
             return
-        transport.close()
+        self._close()
 
     # -- request processing ----------------------------------------------------------
 
@@ -222,9 +211,11 @@ class HttpConnection:
                     request = self._waiting(parser)
                     if request is None:
                         return
+                else:
+                    self._state.request(False, False)
                 # The deadline timer stays armed: it ignores a connection with a
                 # request in flight, which saves a heap push per request.
-                self._phase = _NO_PHASE
+                self._phase = 0
                 self._current = request
                 self._fresh = False
                 request.local_addr = transport.sockname
@@ -236,7 +227,6 @@ class HttpConnection:
                     if scheme is not None:
                         request.scheme = scheme
                 self.client_addr = request.remote_addr
-                self._continue_sent = False
                 if "upgrade" in request.headers.by_name():
                     handler = upgrade_handler(request, self.upgrades)
                     if handler is not None:
@@ -247,177 +237,45 @@ class HttpConnection:
             self._processing = False
 
     def _waiting(self, parser: RequestParser) -> Optional[Request]:
-        """No complete request yet: send 100-continue if asked, arm the right timeout.
+        """No complete request yet: send 100-continue if due, arm the right deadline.
 
         A request whose handler reads its body as it arrives is returned, to be
         handled now.
         """
-        assert self.transport is not None
-        if self._eof:
-            self.transport.close()
+        transport = self.transport
+        assert transport is not None
+        if self._eof or (self._stopping and not parser.buffered):
+            self._close()
             return None
-        if self._stopping and not parser.buffered:
-            self.transport.close()
-            return None
-        self.transport.resume_reading()
-        if parser.pending is not None:
-            if parser.fresh_body:
-                parser.fresh_body = False
-                request = parser.pending
-                assert request is not None
-                if "upgrade" not in request.headers.by_name() \
-                        or upgrade_handler(request, self.upgrades) is None:
-                    stream = self.app.stream_body(self, request)
-                    if stream is not None:
-                        self._start_upload(stream)
-                        return request
-            if parser.expect_continue and not self._continue_sent:
-                self._continue_sent = True
-                self.transport.write(CONTINUE)
-            self._arm_deadline(_BODY_PHASE)
-        elif parser.buffered:
-            self._arm_deadline(_HEAD_PHASE)
-        else:
-            self._arm_deadline(_IDLE_PHASE)
+        transport.resume_reading()
+        pending = parser.pending
+        if pending is not None and parser.fresh_body:
+            parser.fresh_body = False
+            if "upgrade" not in pending.headers.by_name() \
+                    or upgrade_handler(pending, self.upgrades) is None:
+                stream = self.app.stream_body(self, pending)
+                if stream is not None:
+                    self._state.request(parser.expect_continue, True)
+                    upload = self._upload = Upload(self, stream)
+                    upload.start()
+                    return pending
+        state = self._state
+        if state.waiting(parser.buffered, pending is not None, parser.expect_continue):
+            transport.write(CONTINUE)
+        self._arm_deadline(state.deadline())
         return None
-
-    # -- request bodies read as they arrive ---------------------------------------------
-
-    def _start_upload(self, stream: BodyStream) -> None:
-        assert self.transport is not None
-        self._upload = stream
-        self._upload_error = None
-        self._draining = False
-        # The body's deadline counts from its head, as for a collected body; the
-        # connection's own timer is idle while the handler runs.
-        if self.config.body_timeout:
-            self._upload_timer = self.transport.reactor.call_later(
-                self.config.body_timeout, self._upload_expired)
-        self._pump()  # the bytes that came with the head
 
     def upload_wanted(self, stream: BodyStream) -> None:
         """The handler waits for ``stream``'s bytes, or has made room in it
         (reactor thread; called through the application's hand-off)."""
+        upload = self._upload
         transport = self.transport
-        parser = self.parser
-        if (stream is not self._upload or self._upload_error is not None or self._draining
-                or transport is None or transport.is_closing() or parser is None):
+        if (upload is None or upload.stream is not stream or upload.error is not None
+                or upload.draining or transport is None or transport.is_closing()):
             return
-        # 100 Continue only once the handler reads: one that answers without
-        # reading spares the client from sending the body at all.
-        if parser.expect_continue and not self._continue_sent:
-            self._continue_sent = True
+        if self._state.reading():
             transport.write(CONTINUE)
-        self._pump()
-
-    def _pump(self) -> None:
-        """Move body bytes from the parser to the handler's stream while it has
-        room (or discard them once the response is out)."""
-        stream = self._upload
-        parser = self.parser
-        transport = self.transport
-        assert stream is not None and parser is not None and transport is not None
-        if self._upload_error is not None:
-            return
-        while True:
-            if self._draining:
-                room = 1 << 20
-            else:
-                room = stream.room()
-                if room <= 0:
-                    if stream.stop_filling():
-                        # The handler's upload_wanted resumes us once it has read.
-                        transport.pause_reading()
-                        return
-                    continue
-            try:
-                data = parser.read_body(room)
-            except HttpError as exc:
-                self._upload_failed(exc.status, exc.message)
-                return
-            if data and not self._draining:
-                stream.feed(data)
-            if parser.pending is None:
-                self._upload_ended()
-                return
-            if not data:
-                transport.resume_reading()
-                return
-
-    def _upload_ended(self) -> None:
-        stream = self._upload
-        assert stream is not None
-        self._upload = None
-        self._cancel_upload_timer()
-        if self._draining:
-            self._draining = False
-            self._finish_response()  # the response was out already
-        else:
-            stream.end()
-
-    def _upload_failed(self, status: int, message: str) -> None:
-        """The body cannot be completed: the handler's reads raise, and its
-        answer, if it has not started, becomes this error."""
-        stream = self._upload
-        transport = self.transport
-        assert stream is not None and transport is not None
-        error = self._upload_error = RequestBodyError(status, message)
-        self._cancel_upload_timer()
-        stream.fail(error)
-        log.info("%s: %d %s", transport.peername, status, message)
-        if self._draining:
-            self._draining = False
-            self._upload = None
-            self._current = None
-            transport.close()
-        else:
-            transport.pause_reading()  # nothing more is parsed; the answer will linger
-
-    def _upload_expired(self) -> None:
-        self._upload_timer = None
-        if self._upload is not None and self._upload_error is None:
-            self._upload_failed(408, "request body not received in time")
-
-    def _cancel_upload_timer(self) -> None:
-        if self._upload_timer is not None:
-            self._upload_timer.cancel()
-            self._upload_timer = None
-
-    def _settle_upload(self, response: Response, close: bool) -> Tuple[Response, bool]:
-        """A response starts while its request's body has not ended: the answer
-        to a failed body, or whether the connection can stay open."""
-        parser = self.parser
-        assert parser is not None
-        error = self._upload_error
-        if error is not None:
-            # The request failed under the handler: its answer is never sent.
-            body = response.body
-            self._close_body(body)
-            return error_answer(HttpError(error.status, error.message)), True
-        remaining = parser.body_remaining
-        # Without our 100 Continue the client may or may not send the body: the
-        # next bytes could be either, so the connection cannot be reused.  A
-        # rest larger than max_unread_body (or of unknown size: chunked) is not
-        # worth reading to keep it.
-        if (parser.expect_continue and not self._continue_sent) or remaining < 0 \
-                or remaining > self.config.max_unread_body:
-            close = True
-        self._continue_sent = True  # no 100 Continue after a final answer
-        return response, close
-
-    def _finish_upload(self) -> None:
-        """The response is out and the request's body has not ended."""
-        stream = self._upload
-        assert stream is not None
-        stream.discard()
-        if self._upload_error is None and self._keep_alive and not self._stopping:
-            self._draining = True
-            self._pump()
-            return
-        self._upload = None
-        self._cancel_upload_timer()
-        self._current = None
-        self._linger()
+        upload.pump()
 
     def _linger(self) -> None:
         """Close once the answer is out, reading and dropping what the client
@@ -429,7 +287,7 @@ class HttpConnection:
         if self._eof:
             transport.close()  # the client sends nothing more
             return
-        transport.set_protocol(_Lingering(self.config.body_timeout))
+        transport.set_protocol(Lingering(self.config.body_timeout))
 
     def _upgrade(self, handler: UpgradeHandler, request: Request) -> None:
         """Let the handler registered for the request's Upgrade token answer it:
@@ -446,6 +304,7 @@ class HttpConnection:
         self._log_access(request, 101, 0)
         self._cancel_timer()
         self._current = None
+        self._state.fire(UPGRADE)
         # Undo a pause for pipelined requests before the new protocol starts:
         # from here on, only the new protocol decides when reading stops.
         transport.resume_reading()
@@ -466,19 +325,20 @@ class HttpConnection:
             self._close_body(body)
             return
         if self._upload is not None:
-            response, close = self._settle_upload(response, close)
+            response, close = self._upload.settle(response, close)
             body = response.body
         if type(body) is FileBody:
             self._send_file(request, response.status, response.headers, body, close)
             return
         try:
-            data, large, framer, self._keep_alive, size = frame_response(
+            data, large, framer, keep_alive, size = frame_response(
                 request, response.status, response.headers, body, close or self._stopping)
         except ValueError:
             log.exception("invalid response header")
             self._current = None
             self._send_error(500, "invalid response header")
             return
+        self._state.respond(keep_alive)
         transport.write(data)
         if large:
             transport.write(large)  # kept by reference, not copied
@@ -488,17 +348,15 @@ class HttpConnection:
                 self._close_body(body)  # a HEAD, 204 or 304 answer: nothing is sent
             self._finish_response()
             return
-        self._framer = framer
-        self._stream_body = body
-        self._stream = iter(cast(Iterable[bytes], body))  # framed as a stream: not bytes
-        self._pull()
+        stream = self._stream = ResponseStream(self, body, framer)
+        stream.pull()
 
     def _send_file(self, request: Request, status: int, headers: List[Tuple[str, str]],
                    body: FileBody, close: bool) -> None:
         transport = self.transport
         assert transport is not None
         try:
-            data, status, region, self._keep_alive, size = frame_file(
+            data, status, region, keep_alive, size = frame_file(
                 request, status, headers, body, close or self._stopping)
         except ValueError:
             self.app.close_body(self, body.close)
@@ -506,6 +364,7 @@ class HttpConnection:
             self._current = None
             self._send_error(500, "invalid response header")
             return
+        self._state.respond(keep_alive)
         transport.write(data)
         self._log_access(request, status, size)
         if region is None:
@@ -533,55 +392,37 @@ class HttpConnection:
         if close is not None:
             self.app.close_body(self, close)
 
-    def _pull(self) -> None:
-        """Ask for the next chunk while the peer keeps up."""
-        if self._stream is None or self._paused or self._stream_waiting:
-            return
-        self._stream_waiting = True
-        self.app.next_chunk(self, self._stream, self._on_chunk)
-
-    def _on_chunk(self, chunk: Optional[bytes], exc: Optional[BaseException]) -> None:
-        self._stream_waiting = False
-        transport = self.transport
-        if self._stream is None or transport is None or transport.closed:
-            return
-        if exc is not None:
-            # Headers are gone already: the only honest signal is to cut the connection.
-            log.error("error while streaming a response body", exc_info=exc)
-            self._close_stream()
-            transport.abort()
-            return
-        framer = self._framer
-        assert framer is not None
-        if chunk is None:
-            self._close_stream()
-            transport.write(framer.end())
-            self._finish_response()
-            return
-        for part in framer.data(chunk):
-            transport.write(part)
-        self._pull()
-
-    def _close_stream(self) -> None:
-        body, self._stream_body = self._stream_body, None
-        self._stream = None
-        self._framer = None
-        if body is not None:
-            self._close_body(body)
-
     def _finish_response(self) -> None:
-        if self._upload is not None:
-            self._finish_upload()
-            return
+        """The answer is out: the state says whether the connection goes on."""
         request = self._current
         transport = self.transport
-        self._current = None
         assert transport is not None
-        if request is None or not self._keep_alive or self._stopping:
+        if request is None:
+            transport.close()
+            return
+        upload = self._upload
+        if upload is not None:  # the request's body has not ended
+            upload.answered(self._state.sent(self._stopping) == DRAINING)
+            return
+        self._current = None
+        if self._state.sent(self._stopping) != IDLE:
             transport.close()
             return
         if not self._processing:  # else the running _process loop goes on by itself
             self._process()
+
+    def _reuse(self) -> None:
+        """The rest of an unread body has been dropped: on to the next request."""
+        self._current = None
+        if self._stopping:
+            self._close()
+        elif not self._processing:
+            self._process()
+
+    def _close(self) -> None:
+        assert self.transport is not None
+        self._state.fire(CLOSE)
+        self.transport.close()
 
     def _send_error(self, status: int, message: str) -> None:
         """Answer a request we could not parse, then close the connection."""
@@ -589,9 +430,10 @@ class HttpConnection:
         assert transport is not None
         transport.write(error_response(status, message))
         if status == 413:
+            self._state.fire(LINGER)
             self._linger()  # the client may still be sending the refused body
         else:
-            transport.close()
+            self._close()
         log.info("%s: %d %s", transport.peername, status, message)
 
     def _log_access(self, request: Request, status: int, size: int) -> None:
@@ -603,7 +445,7 @@ class HttpConnection:
 
     # -- timeouts --------------------------------------------------------------------
 
-    def _arm_deadline(self, phase: _Deadline) -> None:
+    def _arm_deadline(self, phase: int) -> None:
         """Start the deadline of ``phase``, unless it is already running.
 
         A phase's deadline counts from its start: bytes trickling in do not
@@ -614,8 +456,9 @@ class HttpConnection:
             return
         self._phase = phase
         config = self.config
-        timeout = (config.keepalive_timeout if phase == _IDLE_PHASE
-                   else config.header_timeout if phase == _HEAD_PHASE else config.body_timeout)
+        timeout = (config.keepalive_timeout if phase == IDLE_DEADLINE
+                   else config.header_timeout if phase == HEAD_DEADLINE
+                   else config.body_timeout)
         if not timeout:
             self._cancel_timer()
             return
@@ -639,52 +482,7 @@ class HttpConnection:
         if now < self._deadline:
             self._timer = transport.reactor.call_at(self._deadline, self._on_deadline)
             return
-        if self._phase != _Deadline.IDLE:
+        if self._phase != IDLE_DEADLINE:
             self._send_error(408, "request not received in time")
         else:
-            transport.close()
-
-
-class _Lingering:
-    """The last protocol of a connection that closes with part of a request
-    body unread: the answer goes out followed by FIN, and what the client still
-    sends is dropped until it closes too, or ``timeout`` seconds pass."""
-
-    name = "http"
-
-    def __init__(self, timeout: float) -> None:
-        self._timeout = timeout
-        self._timer: Optional[Timer] = None
-        self.transport: Optional[Transport] = None
-
-    def connection_made(self, transport: Transport) -> None:
-        self.transport = transport
-        if not self._timeout:
-            transport.close()
-            return
-        transport.close_write()
-        transport.resume_reading()
-        self._timer = transport.reactor.call_later(self._timeout, transport.close)
-
-    def data_received(self, data: bytes) -> None:
-        pass
-
-    def eof_received(self) -> None:
-        assert self.transport is not None
-        self.transport.close()
-
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def pause_writing(self) -> None:
-        pass
-
-    def resume_writing(self) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        assert self.transport is not None
-        self.transport.close()
-
+            self._close()

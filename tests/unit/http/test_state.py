@@ -1,0 +1,163 @@
+"""Unit tests for ``wssync.http.state.ServerState``: events in, states and decisions out.
+
+No sockets and no connection: the state is driven through its methods and
+``fire`` alone.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import pytest
+
+from wssync.http import state as st
+from wssync.http.state import HttpStateError, ServerState
+
+# A way to reach each state from IDLE, as events.
+PATHS = {
+    st.IDLE: [],
+    st.HEAD: [st.HEAD_PART],
+    st.BODY: [st.BODY_PART],
+    st.HANDLING: [st.REQUEST],
+    st.SENDING: [st.REQUEST, st.RESPONSE],
+    st.DRAINING: [st.REQUEST, st.RESPONSE, st.DRAIN],
+    st.MUST_CLOSE: [st.CLOSE],
+    st.LINGERING: [st.LINGER],
+    st.SWITCHED: [st.REQUEST, st.UPGRADE],
+    st.CLOSED: [st.LOST],
+}
+
+
+def in_state(state: int) -> ServerState:
+    server = ServerState()
+    for event in PATHS[state]:
+        server.fire(event)
+    assert server.state == state
+    return server
+
+
+ALL: List[Tuple[int, int]] = [(state, event) for state in range(len(st.STATE_NAMES))
+                              for event in range(len(st.EVENT_NAMES))]
+
+
+@pytest.mark.parametrize("state, event", sorted(st.TRANSITIONS),
+                         ids=lambda v: str(v))
+def test_every_transition_in_the_table(state: int, event: int) -> None:
+    server = in_state(state)
+    assert server.fire(event) == st.TRANSITIONS[state, event]
+    assert server.state == st.TRANSITIONS[state, event]
+
+
+@pytest.mark.parametrize("state, event", [pair for pair in ALL if pair not in st.TRANSITIONS],
+                         ids=lambda v: str(v))
+def test_events_outside_the_table_raise_and_change_nothing(state: int, event: int) -> None:
+    server = in_state(state)
+    with pytest.raises(HttpStateError, match=st.EVENT_NAMES[event]):
+        server.fire(event)
+    assert server.state == state
+
+
+def test_lost_ends_every_state() -> None:
+    for state in PATHS:
+        assert in_state(state).fire(st.LOST) == st.CLOSED
+
+
+def test_deadline_per_state() -> None:
+    assert in_state(st.IDLE).deadline() == st.IDLE_DEADLINE
+    assert in_state(st.HEAD).deadline() == st.HEAD_DEADLINE
+    assert in_state(st.BODY).deadline() == st.BODY_DEADLINE
+    for state in (st.HANDLING, st.SENDING, st.DRAINING, st.MUST_CLOSE, st.LINGERING,
+                  st.SWITCHED, st.CLOSED):
+        assert in_state(state).deadline() == st.NO_DEADLINE
+
+
+def test_a_keep_alive_cycle_returns_to_idle() -> None:
+    server = ServerState()
+    assert not server.waiting(10, False, False)
+    assert server.state == st.HEAD
+    server.request(False, False)
+    server.respond(True)
+    assert server.sent(stopping=False) == st.IDLE
+    assert not server.waiting(0, False, False)
+    assert server.state == st.IDLE
+
+
+@pytest.mark.parametrize("keep_alive, stopping", [(False, False), (True, True)])
+def test_an_answer_that_closes(keep_alive: bool, stopping: bool) -> None:
+    server = ServerState()
+    server.request(False, False)
+    server.respond(keep_alive)
+    assert server.sent(stopping) == st.MUST_CLOSE
+
+
+def test_100_continue_when_the_server_waits_for_the_body_once() -> None:
+    server = ServerState()
+    assert server.waiting(100, True, True)
+    assert server.state == st.BODY
+    assert not server.waiting(120, True, True)  # once per request
+    server.request(False, False)
+    server.respond(True)
+    server.sent(False)
+    assert server.waiting(100, True, True)  # the next request asks again
+
+
+def test_no_100_continue_without_expect() -> None:
+    assert not ServerState().waiting(100, True, False)
+
+
+def test_streamed_body_100_continue_only_when_the_handler_reads() -> None:
+    server = ServerState()
+    server.request(True, True)
+    assert server.reading()
+    assert not server.reading()  # once
+
+
+def test_streamed_body_without_expect_gets_no_100_continue() -> None:
+    server = ServerState()
+    server.request(False, True)
+    assert not server.reading()
+
+
+def test_unread_small_body_is_drained_then_the_connection_goes_on() -> None:
+    server = ServerState()
+    server.request(False, True)
+    assert not server.answer_closes(10, 1024)
+    server.respond(True)
+    assert server.sent(False) == st.DRAINING
+    assert server.body_ended() == st.IDLE
+
+
+@pytest.mark.parametrize("unread, expect", [
+    (-1, False),  # chunked: the rest's size is unknown
+    (2048, False),  # more than is worth reading
+    (10, True),  # never asked for: the next bytes may be body or request
+])
+def test_unread_body_that_cannot_be_drained_closes(unread: int, expect: bool) -> None:
+    server = ServerState()
+    server.request(expect, True)
+    assert server.answer_closes(unread, 1024)
+    server.respond(False)
+    assert server.sent(False) == st.LINGERING
+
+
+def test_asked_for_body_is_drained() -> None:
+    server = ServerState()
+    server.request(True, True)
+    assert server.reading()
+    assert not server.answer_closes(10, 1024)
+    assert not server.reading()  # no 100 Continue after a final answer
+
+
+def test_body_ended_before_the_answer_keeps_the_connection() -> None:
+    server = ServerState()
+    server.request(False, True)
+    assert server.body_ended() == st.HANDLING
+    server.respond(True)
+    assert server.sent(False) == st.IDLE
+
+
+def test_stopping_while_streaming_lingers() -> None:
+    server = ServerState()
+    server.request(False, True)
+    server.respond(True)
+    assert server.sent(stopping=True) == st.LINGERING

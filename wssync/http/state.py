@@ -1,0 +1,184 @@
+"""The server side of one HTTP/1.1 connection as a state machine, on events only (Sans-I/O).
+
+:class:`ServerState` is where a connection's request cycle stands: waiting for
+a request (idle, a head arriving, a body arriving), the request with its
+handler, the answer going out, the rest of an unread body being drained, or
+the end (close, linger, switched to another protocol).  Every change goes
+through one table, :data:`TRANSITIONS`; an event the table does not know for
+the current state raises :class:`HttpStateError`.  It also decides what
+depends on the cycle: whether the connection stays open after an answer,
+whether ``100 Continue`` is due, whether an unread body is drained or the
+connection lingers, and which deadline applies.  It reads no socket, writes
+nothing and keeps no timer: :class:`~wssync.http.connection.HttpConnection`
+does that.
+
+States and events are plain ints: they are compared and hashed per request,
+and an enum member's hash is a Python-level call.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+# -- states -----------------------------------------------------------------------------
+IDLE = 0  # between requests, nothing of the next one buffered (keepalive_timeout)
+HEAD = 1  # part of a request head has arrived (header_timeout)
+BODY = 2  # a head is in and its body is being collected (body_timeout)
+HANDLING = 3  # the handler has the request and has not answered (no deadline)
+SENDING = 4  # the answer is going out
+DRAINING = 5  # the answer is out; the unread rest of the body is read and dropped
+MUST_CLOSE = 6  # whatever is written goes out, then the connection closes
+LINGERING = 7  # closing with input unread: close after the answer, dropping input
+SWITCHED = 8  # a 101 went out: another protocol owns the connection
+CLOSED = 9  # the transport is gone
+
+STATE_NAMES = ("IDLE", "HEAD", "BODY", "HANDLING", "SENDING", "DRAINING", "MUST_CLOSE",
+               "LINGERING", "SWITCHED", "CLOSED")
+
+# -- events -----------------------------------------------------------------------------
+WAIT = 0  # nothing of a request is buffered
+HEAD_PART = 1  # bytes of a head are buffered, not all of it
+BODY_PART = 2  # a complete head waits for its body
+REQUEST = 3  # a request goes to its handler (its body whole, or streamed to it)
+RESPONSE = 4  # the answer's head is written
+KEEP = 5  # the answer is out and the connection is reused
+DRAIN = 6  # the answer is out, the body has not ended: drop its rest, then reuse
+CLOSE = 7  # close once what is written has gone (an answer, an error, a timeout)
+LINGER = 8  # like CLOSE, but the client may still be sending: read and drop first
+BODY_END = 9  # the streamed body has ended
+UPGRADE = 10  # the 101 is out
+LOST = 11  # the transport is gone
+
+EVENT_NAMES = ("WAIT", "HEAD_PART", "BODY_PART", "REQUEST", "RESPONSE", "KEEP", "DRAIN",
+               "CLOSE", "LINGER", "BODY_END", "UPGRADE", "LOST")
+
+# -- deadlines --------------------------------------------------------------------------
+NO_DEADLINE, IDLE_DEADLINE, HEAD_DEADLINE, BODY_DEADLINE = 0, 1, 2, 3
+
+# The one table: (state, event) -> next state.
+TRANSITIONS: Dict[Tuple[int, int], int] = {
+    (IDLE, WAIT): IDLE,
+    (IDLE, HEAD_PART): HEAD,
+    (IDLE, BODY_PART): BODY,
+    (IDLE, REQUEST): HANDLING,
+    (IDLE, CLOSE): MUST_CLOSE,  # idle timeout, stop, end of input
+    (IDLE, LINGER): LINGERING,  # a refused head (413): its body may follow
+    (HEAD, HEAD_PART): HEAD,  # bytes trickling in do not restart the head's deadline
+    (HEAD, BODY_PART): BODY,
+    (HEAD, REQUEST): HANDLING,
+    (HEAD, CLOSE): MUST_CLOSE,  # malformed or late (400, 408, ...)
+    (HEAD, LINGER): LINGERING,
+    (BODY, BODY_PART): BODY,
+    (BODY, REQUEST): HANDLING,
+    (BODY, CLOSE): MUST_CLOSE,
+    (BODY, LINGER): LINGERING,
+    (HANDLING, RESPONSE): SENDING,
+    (HANDLING, BODY_END): HANDLING,  # a streamed body ended before the answer
+    (HANDLING, UPGRADE): SWITCHED,
+    (HANDLING, CLOSE): MUST_CLOSE,  # the answer could not be framed (500), or failed
+    (SENDING, BODY_END): SENDING,
+    (SENDING, KEEP): IDLE,
+    (SENDING, DRAIN): DRAINING,
+    (SENDING, CLOSE): MUST_CLOSE,
+    (SENDING, LINGER): LINGERING,
+    (DRAINING, BODY_END): IDLE,
+    (DRAINING, CLOSE): MUST_CLOSE,  # the drained body was malformed or late
+    (MUST_CLOSE, CLOSE): MUST_CLOSE,
+}
+# Whatever the state, a lost transport ends it.
+TRANSITIONS.update({(state, LOST): CLOSED for state in range(len(STATE_NAMES))})
+
+# Which deadline runs in each state (none where a handler or the peer's reading decides).
+DEADLINES = {IDLE: IDLE_DEADLINE, HEAD: HEAD_DEADLINE, BODY: BODY_DEADLINE}
+
+
+class HttpStateError(Exception):
+    """An event that the connection's state does not allow (a bug in the caller)."""
+
+
+class ServerState:
+    """Where one connection's request cycle stands, and what follows from it."""
+
+    __slots__ = ("continue_sent", "expect_continue", "keep_alive", "state", "streaming")
+
+    def __init__(self) -> None:
+        self.state = IDLE
+        self.keep_alive = True  # the answer going out leaves the connection open
+        self.expect_continue = False  # the request in this cycle asked for 100-continue
+        self.continue_sent = False  # ... and it was answered (or a final answer started)
+        self.streaming = False  # the request's body goes to its handler as it arrives
+
+    def fire(self, event: int) -> int:
+        """Move on by ``event``; the new state."""
+        state = TRANSITIONS.get((self.state, event))
+        if state is None:
+            raise HttpStateError(
+                f"{EVENT_NAMES[event]} is not allowed in {STATE_NAMES[self.state]}")
+        self.state = state
+        return state
+
+    # -- waiting for a request ------------------------------------------------------------
+
+    def waiting(self, buffered: int, body_pending: bool, expect_continue: bool) -> bool:
+        """No complete request yet: ``buffered`` bytes of one, its head complete
+        if ``body_pending``.  True when ``100 Continue`` is due now: the server
+        waits for a body the client holds back until it is asked for."""
+        if body_pending:
+            self.fire(BODY_PART)
+            if expect_continue and not self.continue_sent:
+                self.continue_sent = True
+                return True
+            return False
+        self.fire(HEAD_PART if buffered else WAIT)
+        return False
+
+    def request(self, expect_continue: bool, streaming: bool) -> None:
+        """A request goes to its handler; its body is whole unless ``streaming``."""
+        self.fire(REQUEST)
+        self.expect_continue = expect_continue
+        self.streaming = streaming
+        self.continue_sent = False
+
+    def reading(self) -> bool:
+        """The handler reads its streamed body: True when ``100 Continue`` is due
+        (only now: a handler that answers without reading spares the client
+        from sending the body at all)."""
+        if self.expect_continue and not self.continue_sent and self.streaming:
+            self.continue_sent = True
+            return True
+        return False
+
+    def body_ended(self) -> int:
+        """The streamed body has ended."""
+        self.streaming = False
+        return self.fire(BODY_END)
+
+    # -- answering ------------------------------------------------------------------------
+
+    def answer_closes(self, unread: int, max_unread: int) -> bool:
+        """An answer starts while the streamed body has not ended (``unread``
+        bytes left, -1 when unknown): whether it must close the connection.
+
+        It stays open only if that rest is known and small enough to read and
+        drop, and the client was asked for it: without our 100 Continue the
+        next bytes may be the body or the next request.
+        """
+        close = (self.expect_continue and not self.continue_sent) \
+            or unread < 0 or unread > max_unread
+        self.continue_sent = True  # no 100 Continue after a final answer
+        return close
+
+    def respond(self, keep_alive: bool) -> None:
+        """The answer's head is written; ``keep_alive`` as its framing decided."""
+        self.fire(RESPONSE)
+        self.keep_alive = keep_alive
+
+    def sent(self, stopping: bool) -> int:
+        """The answer is out: reuse the connection, drain the body's rest, or close."""
+        if not self.keep_alive or stopping:
+            return self.fire(LINGER if self.streaming else CLOSE)
+        return self.fire(DRAIN if self.streaming else KEEP)
+
+    def deadline(self) -> int:
+        """Which deadline applies in the current state."""
+        return DEADLINES.get(self.state, NO_DEADLINE)
