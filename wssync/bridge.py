@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Iterator, Optional, Union
 
 from .app import App, WebSocketRoute
 from .config import Config
@@ -41,6 +41,7 @@ from .websocket.handshake import offered_subprotocols
 from .websocket.upgrade import WebSocketAccept
 
 if TYPE_CHECKING:
+    from .hub import Hub
     from .websocket.connection import WebSocketConnection
 
 log = logging.getLogger("wssync.app")
@@ -62,7 +63,7 @@ class HttpBridge:
     """The application side of every ``HttpConnection`` of one server."""
 
     def __init__(self, app: App, config: Config, handoff: BoundedHandoff,
-                 pool: Optional[ThreadPool], registry: Dict[WebSocketConnection, WebSocket],
+                 pool: Optional[ThreadPool], hub: Hub,
                  blocking_pool: Optional[ThreadPool] = None,
                  own_threads: Optional[OwnThreads] = None) -> None:
         self.app = app
@@ -70,7 +71,7 @@ class HttpBridge:
         self.handoff = handoff
         self.pool = pool
         self.blocking_pool = blocking_pool
-        self.websockets = registry
+        self.hub = hub  # where open WebSockets are registered
         # Blocking-style WebSocket handlers, a thread each (max_blocking_websockets).
         self.own_threads = own_threads or OwnThreads(config.max_blocking_websockets)
 
@@ -210,7 +211,7 @@ class WebSocketBridge:
         self.request.headers.compact()  # kept as long as the connection lives
         self.handle = WebSocket(self.bridge.handoff, conn, self.request, self.subprotocol,
                                 self.gate)
-        self.bridge.websockets[conn] = self.handle
+        self.bridge.hub.add(conn, self.handle)
         if self.route.on_connect is not None:
             self.lane.submit(self._call, self.route.on_connect, self.handle)
 
@@ -238,7 +239,7 @@ class WebSocketBridge:
                 self.conn.pause_input()
 
     def closed(self, code: int, reason: str) -> None:
-        self.bridge.websockets.pop(self.conn, None)
+        self.bridge.hub.remove(self.conn)
         handle = self.handle
         handle.close_code, handle.close_reason = code, reason
         self.gate.close(partial(ConnectionClosed, code, reason))
@@ -334,7 +335,7 @@ class BlockingWebSocketBridge(WebSocketBridge):
         self.request.headers.compact()
         handle = self.handle = BlockingWebSocket(self.bridge.handoff, conn, self.request,
                                                  self.subprotocol, self.gate, self)
-        self.bridge.websockets[conn] = handle
+        self.bridge.hub.add(conn, handle)
         try:
             self.bridge.own_threads.start(self._run, handle)
         except RuntimeError:
@@ -355,7 +356,7 @@ class BlockingWebSocketBridge(WebSocketBridge):
         self._check_backlog()
 
     def closed(self, code: int, reason: str) -> None:
-        self.bridge.websockets.pop(self.conn, None)
+        self.bridge.hub.remove(self.conn)
         handle = self.handle
         handle.close_code, handle.close_reason = code, reason
         self.gate.close(partial(ConnectionClosed, code, reason))

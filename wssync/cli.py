@@ -19,6 +19,7 @@ import ssl
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
+from ._startup import LOG_FORMAT, refuse_to_serve
 from ._version import __version__
 from .app import App
 from .config import SETTINGS
@@ -26,7 +27,7 @@ from .errors import ServingWhileImported, WssyncError
 from .io.tls import server_context
 from .scale import reloader
 from .scale.supervisor import BOOT_FAILED, worker_count
-from .server import LOG_FORMAT, Server, refuse_to_serve
+from .server import Server
 
 ENV_PREFIX = "WSSYNC_"
 _SIZE = re.compile(r"([0-9]+)\s*(|k|kb|kib|m|mb|mib|g|gb|gib)", re.IGNORECASE)
@@ -331,7 +332,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if workers > 1:
         def prepare(worker: Server) -> None:
             try:
-                worker._use_app(_app(args))
+                worker.app = _app(args)
                 worker.ssl_context = tls_context(args)
             except (CliError, ImportError, TypeError, ValueError) as exc:
                 print(f"wssync: error: {exc}", file=sys.stderr)

@@ -17,12 +17,13 @@ from wssync.app import App
 from wssync.bridge import HttpBridge, WebSocketBridge, to_response
 from wssync.config import Config
 from wssync.errors import HttpError
-from wssync.websocket.upgrade import WebSocketAccept
 from wssync.http.request import Headers, Request
 from wssync.http.response import Response
+from wssync.hub import Hub
 from wssync.io.lanes import INLINE, Lane, ThreadPool
 from wssync.io.reactor import BoundedHandoff, Reactor
 from wssync.websocket.handle import WebSocket
+from wssync.websocket.upgrade import WebSocketAccept
 
 TIMEOUT = 10.0  # generous: only reached when something is broken
 
@@ -85,9 +86,9 @@ def on_reactor(reactor: Reactor, fn: Callable[..., Any], *args: Any) -> Any:
 
 def make_bridge(app: App, handoff: BoundedHandoff, pool: Optional[ThreadPool] = None,
                 blocking_pool: Optional[ThreadPool] = None,
-                registry: Optional[Dict[Any, WebSocket]] = None, **settings: Any) -> HttpBridge:
+                hub: Optional[Hub] = None, **settings: Any) -> HttpBridge:
     return HttpBridge(app, Config(**settings), handoff, pool,
-                      registry if registry is not None else {}, blocking_pool)
+                      hub if hub is not None else Hub(), blocking_pool)
 
 
 def make_request(method: str, target: str,
@@ -479,12 +480,12 @@ def test_opened_makes_the_handle_and_calls_on_connect(reactor: Reactor,
         ws.send("welcome")
 
     app.websocket("/ws", on_connect=on_connect, subprotocols=["chat"])(lambda ws, message: None)
-    registry: Dict[Any, WebSocket] = {}
-    bridge = make_bridge(app, handoff, registry=registry)
+    hub = Hub()
+    bridge = make_bridge(app, handoff, hub=hub)
     request = ws_request(extra=[("Sec-WebSocket-Protocol", "chat")])
     ws_bridge, conn = open_websocket(reactor, bridge, request)
 
-    handle = registry[conn]
+    [handle] = hub.websockets  # registered with the hub
     assert isinstance(handle, WebSocket)
     assert ws_bridge.handle is handle and ws_bridge.conn is conn
     assert connected == [handle]
@@ -568,13 +569,13 @@ def test_closed_unregisters_and_calls_on_close(reactor: Reactor, handoff: Bounde
         closed.set()
 
     app.websocket("/ws", on_close=on_close)(lambda ws, message: None)
-    registry: Dict[Any, WebSocket] = {}
-    bridge = make_bridge(app, handoff, pool, registry=registry)
-    ws_bridge, conn = open_websocket(reactor, bridge)
-    handle = registry[conn]
+    hub = Hub()
+    bridge = make_bridge(app, handoff, pool, hub=hub)
+    ws_bridge, _conn = open_websocket(reactor, bridge)
+    [handle] = hub.websockets
 
     on_reactor(reactor, ws_bridge.closed, 4000, "done here")
-    assert conn not in registry  # gone from the registry at once
+    assert not hub.websockets and len(hub) == 0  # gone from the registry at once
     assert handle.closed and handle.close_code == 4000 and handle.close_reason == "done here"
     assert closed.wait(TIMEOUT)
     assert seen == [(handle, 4000, "done here", 4000)]

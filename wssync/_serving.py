@@ -1,0 +1,175 @@
+"""``Serving``: one run of a ``Server`` on its reactor, from start to the end of its stop.
+
+Built when serving starts (in a worker: after the fork), it wires the run:
+the reactor and its hand-off, the handler pools, the bridge to the
+application, the first protocols of the protocol registry and the listener,
+the worker's link to its supervisor and the hub.  On stop it drains the open
+connections within ``shutdown_grace``; at the end it releases all of it.  The
+``Server`` keeps what outlives a run (settings, the listening socket, signals,
+the public methods); this module binds no socket and installs no signal handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+
+from .bridge import HttpBridge
+from .config import Config
+from .http.connection import HttpConnection
+from .http.writer import error_response
+from .io.lanes import OwnThreads, ThreadPool
+from .io.listener import Listener, TransportFactory
+from .io.reactor import BoundedHandoff, Reactor
+from .io.tls import TlsSettings
+from .io.transport import BaseProtocol, Transport, WriteLimits
+from .io.watchdog import ReactorWatchdog
+from .scale.worker import Admission
+from .websocket.upgrade import websocket_upgrade
+
+if TYPE_CHECKING:
+    import socket
+
+    from .app import App
+    from .hub import Hub
+    from .io.registry import ProtocolRegistry
+    from .scale.broker import Broker
+    from .scale.worker import Worker
+
+log = logging.getLogger("wssync.server")
+
+WSGI_THREADS = 8  # workers for a mounted WSGI application in reactor mode
+# The fix the reactor watchdog suggests for a handler that blocks the reactor.
+_UNBLOCK = ("In reactor mode handlers must not block: serve with worker threads (--threads N, "
+            "Server(threads=N)) or make a WebSocket handler blocking-style "
+            "(@app.websocket(path, blocking=True)).")
+
+
+class Serving:
+    """One serving run: everything made for it, and its drain and release.
+
+    ``on_lost`` is called (on the reactor) when a worker's supervisor is gone.
+    """
+
+    def __init__(self, app: App, config: Config, threads: int, sock: socket.socket,
+                 ssl_context: Optional[ssl.SSLContext], protocols: ProtocolRegistry, hub: Hub,
+                 broker: Optional[Broker], worker: Optional[Worker],
+                 on_lost: Callable[[], None]) -> None:
+        self.config = config
+        self.hub = hub
+        self.worker = worker
+        self.stopping = False
+        reactor = self.reactor = Reactor()
+        handoff = self.handoff = BoundedHandoff(reactor, config.max_send_queue)
+        self.pool = ThreadPool(threads) if threads else None
+        self.blocking_pool: Optional[ThreadPool] = None
+        if not threads and app.wsgi is not None:
+            # WSGI applications block: even in reactor mode they get workers.
+            self.blocking_pool = ThreadPool(WSGI_THREADS, name="wssync-wsgi")
+        self.own_threads = OwnThreads(config.max_blocking_websockets)
+        bridge = HttpBridge(app, config, handoff, self.pool, hub, self.blocking_pool,
+                            self.own_threads)
+        admission = Admission((self.pool, self.blocking_pool), config.max_queued_tasks,
+                              self.connection_count, config.max_connections,
+                              error_response(503, "too many connections", [("Retry-After", "1")]))
+        self.transports: Dict[int, Transport] = {}
+        transport_factory: TransportFactory = Transport
+        if ssl_context is not None:
+            transport_factory = TlsSettings(
+                ssl_context, config.tls_handshake_timeout,
+                error_response(400, "this port speaks TLS: use https:// or wss://"),
+            ).transport
+
+        upgrades = protocols.upgrades
+
+        def http() -> BaseProtocol:
+            return HttpConnection(config, bridge, upgrades)
+
+        protocols.set_first(http)
+        protocols.add_upgrade("websocket", websocket_upgrade(config, bridge))
+        self.listener: Optional[Listener] = Listener(
+            reactor, sock, protocols.first, self.transports,
+            WriteLimits(config.write_high_water, config.max_write_buffer, config.send_timeout,
+                        config.max_write_buffer_hard, config.slow_peer_timeout),
+            config.max_connections, admission.refuse, admission.wait, transport_factory,
+        )
+        link = None
+        if worker is not None:
+            admission.balance = worker.balance
+            link = worker.serve(reactor, config.max_message_size, self.counts, on_lost)
+        hub.start(handoff, broker, link)
+        self.watchdog: Optional[ReactorWatchdog] = None  # reactor mode: names blocking code
+        if not threads and config.slow_callback_warning:
+            self.watchdog = ReactorWatchdog(reactor, config.slow_callback_warning, _UNBLOCK)
+            self.watchdog.start()
+
+    def mode_line(self) -> str:
+        """How handlers run, for the start-up line."""
+        if self.pool is not None:
+            return f"thread-pool mode: handlers run on {self.pool.size} worker threads"
+        line = "reactor mode: handlers run on the reactor thread and must not block"
+        if self.blocking_pool is not None:
+            line += f"; the WSGI app runs on {self.blocking_pool.size} threads"
+        return line
+
+    def connection_count(self) -> int:
+        return len(self.transports)
+
+    def counts(self) -> Dict[str, Any]:
+        return self.hub.counts(len(self.transports))
+
+    # -- the end ---------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Stop accepting, ask every connection to finish, and wait for them (reactor)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        if self.worker is not None:
+            self.worker.withdraw()
+        for transport in list(self.transports.values()):
+            try:
+                transport.protocol.shutdown()
+            except Exception:
+                log.exception("error shutting down a connection")
+        self.wait_for_connections(time.monotonic() + self.config.shutdown_grace)
+
+    def wait_for_connections(self, deadline: float) -> None:
+        """Stop the reactor once no connection is left, or at ``deadline`` (reactor)."""
+        reactor = self.reactor
+        # Blocking handlers are waited for too: their last sends and closes
+        # still go through this reactor.
+        handlers = self.own_threads.count
+        if (not self.transports and not handlers) or time.monotonic() >= deadline:
+            if handlers:
+                log.warning("%d blocking WebSocket handler(s) still running after "
+                            "shutdown_grace; leaving them", handlers)
+            for transport in list(self.transports.values()):
+                transport.abort()
+            reactor.stop()
+            return
+        reactor.call_later(0.02, self.wait_for_connections, deadline)
+
+    def close(self) -> None:
+        """Release everything the run made (the reactor has stopped)."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
+        for transport in list(self.transports.values()):
+            transport.abort()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        for pool in (self.pool, self.blocking_pool):
+            if pool is not None:
+                pool.shutdown(timeout=2.0)
+        # First: a broker thread waiting to hand over a broadcast gives up,
+        # so closing the broker below does not wait for it.
+        self.handoff.close()  # threads waiting to send give up
+        self.hub.close()
+        self.reactor.close()

@@ -1,0 +1,135 @@
+"""What a ``Server`` checks and sets up around serving.
+
+Its constructor's arguments (a ``ValueError`` names the bad one at once, not
+when serving starts), the broker a ``--broker`` URL names, logging for an
+application that configured none, the refusal to serve while the command line
+imports an ``--app`` module, taking over the stop signals, and loading renewed
+certificates.  Nothing here opens a socket or runs a reactor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import ssl
+import threading
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+
+from .config import Config
+from .edge.forwarded import trusted_peers
+from .errors import ServingWhileImported
+from .scale.broker import Broker
+from .scale.supervisor import worker_count
+
+log = logging.getLogger("wssync.server")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_serving_refused: Optional[str] = None  # why serving is refused right now (see below)
+
+
+def check_arguments(port: int, threads: int, uds_mode: int, workers: int) -> int:
+    """Refuse impossible ``Server`` arguments; returns the number of workers."""
+    if threads < 0:
+        raise ValueError("threads must be 0 (reactor mode) or more")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535, not {port!r}")
+    if isinstance(uds_mode, bool) or not isinstance(uds_mode, int) \
+            or not 0 <= uds_mode <= 0o777:
+        raise ValueError(f"uds_mode must be a file mode from 0 to 0o777, not {uds_mode!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise ValueError(f"workers must be a number, not {workers!r}")
+    return worker_count(workers)
+
+
+def check_settings(config: Config, ssl_context: Optional[ssl.SSLContext]) -> None:
+    """Refuse settings that cannot work together."""
+    trusted_peers(config.forwarded_allow_ips)  # a ValueError names a bad entry now
+    if config.proxy_protocol and ssl_context is not None:
+        raise ValueError("proxy_protocol with TLS at wssync is not supported: terminate "
+                         "TLS at the proxy, or let the proxy pass TLS through without a "
+                         "PROXY header")
+
+
+def broker_from(broker: Union[str, Broker, None]) -> Optional[Broker]:
+    """The broker a ``--broker`` URL names (``redis://host:port/db``, also
+    ``rediss://`` and ``unix://``, needing the ``wssync[redis]`` extra), or the
+    broker object given."""
+    if not isinstance(broker, str):
+        return broker
+    scheme = broker.partition("://")[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        from .scale.redis_broker import RedisBroker
+
+        return RedisBroker(broker)
+    raise ValueError(f"unknown broker {broker!r}: use redis://host:port/db")
+
+
+@contextlib.contextmanager
+def refuse_to_serve(module: str) -> Iterator[None]:
+    """While importing ``module`` for the command line, starting a server is an error.
+
+    A module whose last line is ``Server(app, port=8080).serve_forever()`` would
+    otherwise start its own server, with its own port and threads, while
+    ``python -m wssync --app module:app --port 8081`` waits for the import.
+    """
+    global _serving_refused
+    _serving_refused = module
+    try:
+        yield
+    finally:
+        _serving_refused = None
+
+
+def check_serving_allowed() -> None:
+    if _serving_refused is not None:
+        raise ServingWhileImported(
+            f"module {_serving_refused!r} starts a server while being imported; --app needs "
+            f"a module that only defines the app: put the Server(...) call under "
+            f"'if __name__ == \"__main__\":'")
+
+
+def default_logging() -> None:
+    """Log like the command line when the application configured no logging."""
+    package = logging.getLogger("wssync")
+    if logging.getLogger().handlers or package.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    package.addHandler(handler)
+    if package.level == logging.NOTSET:
+        package.setLevel(logging.INFO)
+
+
+def take_over_signals(signums: Tuple[int, ...],
+                      handler: Callable[[int, Any], None]) -> Callable[[], None]:
+    """On the main thread, let ``handler`` have each of ``signums`` the application
+    left alone; returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    installed: Dict[int, Any] = {}
+    for signum in signums:
+        previous = signal.getsignal(signum)
+        # The application's own handler stays; defaults, and the SIG_IGN a
+        # shell gives background jobs, are ours to replace.
+        if previous in (signal.SIG_DFL, signal.SIG_IGN, signal.default_int_handler, None):
+            installed[signum] = signal.SIG_DFL if previous is None else previous
+            signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, previous in installed.items():
+            signal.signal(signum, previous)
+
+    return restore
+
+
+def load_certificates(context: ssl.SSLContext, certfile: str, keyfile: Optional[str],
+                      password: Union[str, Callable[[], str], None]) -> None:
+    """Renewed certificate files for ``context``'s new connections (reactor thread)."""
+    try:
+        context.load_cert_chain(certfile, keyfile, password)
+    except (OSError, ssl.SSLError) as exc:
+        log.error("certificate not reloaded: %s", exc)
+        return
+    log.info("certificate reloaded from %s; new connections use it", certfile)
