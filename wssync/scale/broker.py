@@ -3,8 +3,10 @@
 
 A broker is a pipe of records between the servers that share it (the worker
 processes of one supervisor, or servers on several hosts sharing Redis).  It
-knows nothing of WebSockets: the server encodes a broadcast once into a record,
-publishes it once, and fans out what arrives.  Publishing happens on the
+knows nothing of WebSockets: the hub encodes a broadcast once into a record,
+publishes it once, and fans out what arrives.  Which broker a ``--broker`` URL
+names is the server's choice (:func:`wssync._startup.broker_from`), not this
+module's, which imports no broker.  Publishing happens on the
 reactor thread and must never block it; delivery may come from any thread
 (the server hands it to the reactor, bounded).
 """
@@ -81,13 +83,3 @@ def decode_record(record: bytes) -> Tuple[bytes, Optional[str], Union[str, bytes
         return origin, path, payload
     raise ValueError(f"unknown record kind {kind}")
 
-
-def broker_from_url(url: str) -> Broker:
-    """The broker a ``--broker`` URL names: ``redis://host:port/db`` (also
-    ``rediss://`` and ``unix://``), needing the ``wssync[redis]`` extra."""
-    scheme = url.partition("://")[0].lower()
-    if scheme in ("redis", "rediss", "unix"):
-        from .redis_broker import RedisBroker
-
-        return RedisBroker(url)
-    raise ValueError(f"unknown broker {url!r}: use redis://host:port/db")

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wssync.scale.broker import MAX_PATH, broker_from_url, decode_record, encode_record, new_origin
+from wssync._startup import broker_from
+from wssync.scale.broker import MAX_PATH, decode_record, encode_record, new_origin
 
 
 @given(st.one_of(st.none(), st.text(max_size=50)), st.one_of(st.text(), st.binary()))
@@ -38,4 +39,4 @@ def test_a_path_too_long_is_refused():
 
 def test_an_unknown_broker_url_is_refused():
     with pytest.raises(ValueError, match="redis://"):
-        broker_from_url("kafka://localhost:9092")
+        broker_from("kafka://localhost:9092")

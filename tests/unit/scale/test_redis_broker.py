@@ -206,9 +206,9 @@ def test_a_stopped_redis_is_noticed_and_survived(redis_server: RedisServer,
 def test_without_the_redis_library_the_error_says_what_to_install() -> None:
     code = ("import sys; sys.modules['redis'] = None\n"
             "import wssync\n"
-            "from wssync.scale.broker import broker_from_url\n"
+            "from wssync._startup import broker_from\n"
             "try:\n"
-            "    broker_from_url('redis://127.0.0.1:6379/0')\n"
+            "    broker_from('redis://127.0.0.1:6379/0')\n"
             "except ImportError as exc:\n"
             "    print(exc)\n"
             "from wssync.cli import main\n"
