@@ -26,7 +26,6 @@ from werkzeug.exceptions import HTTPException
 
 from .app import WebSocketRoute
 from .errors import ConnectionClosed as _Closed
-from .errors import WssyncError
 from .http.request import Request
 from .http.wsgi import EXTENSION, request_environ
 from .websocket.frames import CloseCode
@@ -38,14 +37,16 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _HANDLER = "_wssync_websocket_handler"  # marks a view function as a Sock route
 
 
-class ConnectionClosed(WssyncError):
-    """The WebSocket is closed: ``reason`` is the close code, ``message`` its text
-    (the names flask-sock's applications catch)."""
+class ConnectionClosed(_Closed):
+    """The WebSocket is closed: :class:`wssync.ConnectionClosed` under the names
+    flask-sock's applications catch, ``reason`` the close code and ``message`` its
+    text (``code`` is the close code too)."""
 
     def __init__(self, reason: int = CloseCode.NO_STATUS_RCVD,
                  message: Optional[str] = None) -> None:
-        super().__init__(f"Connection closed: {reason} {message or ''}".rstrip())
-        self.reason = reason
+        super().__init__(reason, message or "")
+        # simple-websocket's names win here: its ``reason`` is the code.
+        self.reason = reason  # type: ignore[assignment]
         self.message = message
 
 
@@ -115,7 +116,7 @@ class _FlaskWebSockets:
         with self.app.request_context(environ):
             try:
                 handler(WebSocket(ws), **args)
-            except ConnectionClosed:
+            except _Closed:  # (flask-sock's name for it too)
                 pass  # the peer went away: a normal end, as under flask-sock
 
 

@@ -60,6 +60,8 @@ def test_flask_adapter_exports_flask_socks_names() -> None:
     assert set(wssync.flask.__all__) == {"ConnectionClosed", "Sock", "WebSocket"}
     closed = wssync.flask.ConnectionClosed(1001, "bye")
     assert (closed.reason, closed.message) == (1001, "bye")  # simple-websocket's names
+    # One error family: code that catches wssync's ConnectionClosed catches it too.
+    assert isinstance(closed, wssync.ConnectionClosed) and closed.code == 1001
     assert list(inspect.signature(wssync.flask.Sock.route).parameters)[1:] == ["path", "bp",
                                                                               "kwargs"]
     assert list(inspect.signature(wssync.flask.WebSocket.close).parameters)[1:] == [
