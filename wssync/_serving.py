@@ -21,7 +21,7 @@ from .config import Config
 from .http.connection import HttpConnection
 from .http.writer import error_response
 from .io.lanes import OwnThreads, ThreadPool
-from .io.listener import Listener, TransportFactory
+from .io.listener import Listener, LiveTransports, TransportFactory
 from .io.reactor import BoundedHandoff, Reactor
 from .io.tls import TlsSettings
 from .io.transport import BaseProtocol, Transport, WriteLimits
@@ -74,12 +74,12 @@ class Serving:
         admission = Admission((self.pool, self.blocking_pool), config.max_queued_tasks,
                               self.connection_count, config.max_connections,
                               error_response(503, "too many connections", [("Retry-After", "1")]))
-        self.transports: Dict[int, Transport] = {}
+        self.transports = LiveTransports()
         transport_factory: TransportFactory = Transport
         if ssl_context is not None:
             transport_factory = TlsSettings(
                 ssl_context, config.tls_handshake_timeout,
-                error_response(400, "this port speaks TLS: use https:// or wss://"),
+                error_response(400, "this port speaks TLS: use https:// or wss://"), protocols,
             ).transport
 
         upgrades = protocols.upgrades
@@ -132,7 +132,7 @@ class Serving:
             self.listener = None
         if self.worker is not None:
             self.worker.withdraw()
-        for transport in list(self.transports.values()):
+        for transport in self.transports:
             try:
                 transport.protocol.shutdown()
             except Exception:
@@ -149,7 +149,7 @@ class Serving:
             if handlers:
                 log.warning("%d blocking WebSocket handler(s) still running after "
                             "shutdown_grace; leaving them", handlers)
-            for transport in list(self.transports.values()):
+            for transport in self.transports:
                 transport.abort()
             reactor.stop()
             return
@@ -160,7 +160,7 @@ class Serving:
         if self.watchdog is not None:
             self.watchdog.stop()
             self.watchdog = None
-        for transport in list(self.transports.values()):
+        for transport in self.transports:
             transport.abort()
         if self.listener is not None:
             self.listener.close()

@@ -298,7 +298,7 @@ class Server:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _open_transports(self) -> List[Transport]:  # (of the current run)
-        return list(self._serving.transports.values()) if self._serving else []
+        return list(self._serving.transports) if self._serving else []
 
     def broadcast(self, message: Union[str, bytes], path: Optional[str] = None,
                   wait: bool = False, timeout: Optional[float] = None) -> None:

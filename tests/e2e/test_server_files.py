@@ -452,7 +452,7 @@ def test_tls_reads_the_file_in_bounded_chunks(start_server: Callable[..., Server
                                               big_file: Path, threads: int,
                                               tls_files: TlsFiles, sendfile_calls: List[int],
                                               pread_calls: List[int]) -> None:
-    from wssync.io.transport import FILE_CHUNK
+    from wssync.io.filesend import FILE_CHUNK
 
     server = start_server(file_app(big_file), threads, ssl_context=tls_files.server_context(),
                           write_high_water=16 * KiB, max_write_buffer=64 * KiB)

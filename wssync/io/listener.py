@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import stat
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from .reactor import Reactor, Timer
 from .transport import EVENT_READ, BaseProtocol, Transport, WriteLimits
@@ -25,10 +25,37 @@ log = logging.getLogger("wssync.transport")
 # accept() errors that mean "out of resources": pause the listener, do not spin.
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
+
+class LiveTransports:
+    """The open transports of a server: each joins when it is made and leaves when
+    it closes; the server counts them, and walks them to stop."""
+
+    __slots__ = ("_open",)
+
+    def __init__(self) -> None:
+        self._open: Dict[Transport, None] = {}  # a dict keeps the order they came in
+
+    def add(self, transport: Transport) -> None:
+        self._open[transport] = None
+
+    def remove(self, transport: Transport) -> None:
+        self._open.pop(transport, None)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __contains__(self, transport: object) -> bool:
+        return transport in self._open
+
+    def __iter__(self) -> Iterator[Transport]:
+        # A snapshot: walking them to close them changes the set.
+        return iter(list(self._open))
+
+
 ProtocolFactory = Callable[[], BaseProtocol]
 # Makes the transport of an accepted socket: plain by default, TLS from wssync.io.tls.
 TransportFactory = Callable[
-    [Reactor, socket.socket, Any, BaseProtocol, Dict[int, Transport], WriteLimits], Transport]
+    [Reactor, socket.socket, Any, BaseProtocol, Optional[LiveTransports], WriteLimits], Transport]
 
 
 class Listener:
@@ -39,7 +66,7 @@ class Listener:
         reactor: Reactor,
         sock: socket.socket,
         protocol_factory: ProtocolFactory,
-        registry: Dict[int, Transport],
+        live: LiveTransports,
         limits: WriteLimits,
         max_connections: int,
         on_refused: Callable[[socket.socket], None],
@@ -50,7 +77,7 @@ class Listener:
         self._transport_factory = transport_factory
         self.sock = sock
         self._factory = protocol_factory
-        self._registry = registry
+        self._live = live
         self._limits = limits
         self._max_connections = max_connections
         self._on_refused = on_refused
@@ -87,13 +114,13 @@ class Listener:
             sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._max_connections and len(self._registry) >= self._max_connections:
+            if self._max_connections and len(self._live) >= self._max_connections:
                 self._on_refused(sock)
                 continue
             try:
                 protocol = self._factory()
                 transport = self._transport_factory(self.reactor, sock, peer, protocol,
-                                                    self._registry, self._limits)
+                                                    self._live, self._limits)
             except OSError:
                 sock.close()  # the peer reset before we could register it
                 continue

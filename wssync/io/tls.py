@@ -1,12 +1,15 @@
-"""TLS on the reactor: server contexts and a transport whose socket speaks TLS.
+"""TLS on the reactor: server contexts and the socket operations of a TLS connection.
 
-:class:`TlsTransport` is a :class:`~wssync.transport.Transport` over a
-non-blocking ``ssl.SSLSocket``: the handshake runs on the reactor (never a
-thread, never a blocking call) under its own deadline, and only then does the
-protocol hear of the connection, so ``HttpConnection`` and
-``WebSocketConnection`` never know their bytes were encrypted.  Reads also
-drain what OpenSSL decrypted but the socket no longer signals; a graceful close
-says close_notify first.  :func:`server_context` builds the context a careful
+:class:`TlsSocket` is the TLS implementation of
+:class:`~wssync.io.sockops.SocketOps`: a :class:`~wssync.io.transport.Transport`
+over a non-blocking ``ssl.SSLSocket`` reads and writes through it.  The
+handshake runs on the reactor (never a thread, never a blocking call) under its
+own deadline, and only then does the protocol hear of the connection, so
+``HttpConnection`` and ``WebSocketConnection`` never know their bytes were
+encrypted; the ALPN name the client chose may give the connection another
+protocol first (:meth:`ProtocolRegistry.after_tls`).  Reads also take what
+OpenSSL decrypted but the socket no longer signals; a graceful close says
+close_notify first.  :func:`server_context` builds the context a careful
 operator would: TLS 1.2 or newer, the ssl module's secure defaults, no
 compression, renegotiation or session tickets, ALPN ``http/1.1``.  Like the
 rest of the transport layer this module knows nothing of HTTP: what to answer
@@ -18,25 +21,21 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Type, Union
 
 from .reactor import Reactor, Timer
-from .transport import (
-    EVENT_READ,
-    EVENT_WRITE,
-    RECV_SIZE,
-    BaseProtocol,
-    Buffer,
-    Transport,
-    WriteLimits,
-)
+from .sockops import Buffer
+from .transport import EVENT_READ, EVENT_WRITE, RECV_SIZE, BaseProtocol, Transport, WriteLimits
+
+if TYPE_CHECKING:
+    from .listener import LiveTransports
+    from .registry import ProtocolRegistry
 
 log = logging.getLogger("wssync.tls")
 
 # Bytes joined into one TLS write: records are up to 16 KiB, so a few of them
 # per call, without copying a whole large backlog at once.
 _WRITE_BATCH = 256 * 1024
-_READS_PER_EVENT = 8
 _QUICKACK: Optional[int] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 CLIENT_CERT_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
                      "required": ssl.CERT_REQUIRED}
@@ -87,69 +86,91 @@ def server_context(certfile: str, keyfile: Optional[str] = None,
 
 
 class TlsSettings:
-    """What every TLS connection of a listener shares."""
+    """What every TLS connection of a listener shares.
 
-    __slots__ = ("context", "handshake_timeout", "plain_answer")
+    With ``protocols``, the ALPN names registered there are offered before
+    ``http/1.1`` (the context is changed only when there are any), and a
+    client that picks one gets that protocol instead of the first.
+    """
+
+    __slots__ = ("context", "handshake_timeout", "plain_answer", "protocols")
 
     def __init__(self, context: ssl.SSLContext, handshake_timeout: float,
-                 plain_answer: bytes = b"") -> None:
+                 plain_answer: bytes = b"",
+                 protocols: Optional[ProtocolRegistry] = None) -> None:
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.plain_answer = plain_answer  # sent in clear to a client that spoke plain text
+        self.protocols = protocols
+        names = protocols.alpn_protocols() if protocols is not None else []
+        if names:
+            context.set_alpn_protocols(names + [n for n in ("http/1.1",) if n not in names])
 
     def transport(self, reactor: Reactor, sock: socket.socket, peername: Any,
-                  protocol: BaseProtocol, registry: Dict[int, Transport],
+                  protocol: BaseProtocol, live: Optional[LiveTransports],
                   limits: WriteLimits) -> Transport:
-        """A :data:`~wssync.transport.TransportFactory` for the listener."""
+        """A :data:`~wssync.io.listener.TransportFactory` for the listener."""
         tls_sock = self.context.wrap_socket(sock, server_side=True,
                                             do_handshake_on_connect=False)
-        return TlsTransport(reactor, tls_sock, peername, protocol, registry, limits, self)
+        return Transport(reactor, tls_sock, peername, protocol, live, limits,
+                         TlsSocket(tls_sock, self))
 
 
-class TlsTransport(Transport):
-    """A transport over a non-blocking ``SSLSocket``: handshake first, then as plain."""
+class TlsSocket:
+    """Socket operations of one TLS connection: the handshake, then reads and
+    writes through OpenSSL (see :class:`~wssync.io.sockops.SocketOps`)."""
 
-    __slots__ = ("_handshake_timer", "_handshaking", "_read_soon", "_settings")
+    __slots__ = ("_handshaking", "_settings", "_timer", "_transport", "sock")
 
-    sock: ssl.SSLSocket
     secure = True
-    _use_sendfile = False  # the kernel would send the file unencrypted: read it in chunks
-    _would_block = (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError,
-                    InterruptedError)
+    sendfile = False  # the kernel would send the file unencrypted: read it in chunks
+    would_block: Tuple[Type[BaseException], ...] = (
+        ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError, InterruptedError)
 
-    def __init__(self, reactor: Reactor, sock: ssl.SSLSocket, peername: Any,
-                 protocol: BaseProtocol, registry: Dict[int, Transport], limits: WriteLimits,
-                 settings: TlsSettings) -> None:
+    def __init__(self, sock: ssl.SSLSocket, settings: TlsSettings) -> None:
+        self.sock = sock
         self._settings = settings
         self._handshaking = True
-        self._handshake_timer: Optional[Timer] = None
-        self._read_soon = False  # a read of already decrypted bytes is scheduled
-        super().__init__(reactor, sock, peername, protocol, registry, limits)
+        self._timer: Optional[Timer] = None
+        # The transport while the handshake runs (its reactor callbacks are ours).
+        self._transport: Optional[Transport] = None
+
+    def io(self, sock: socket.socket) -> TlsSocket:
+        return self
 
     # -- the handshake ----------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, transport: Transport) -> None:
+        self._transport = transport
         timeout = self._settings.handshake_timeout
         if timeout:
-            self._handshake_timer = self.reactor.call_later(timeout, self._handshake_expired)
+            self._timer = transport.reactor.call_later(timeout, self._expired)
         self._handshake()
 
-    def _handshake(self) -> None:
+    def _handshake(self, _mask: int = 0) -> None:
+        transport = self._transport
+        if transport is None:
+            return  # closed meanwhile
         try:
             self.sock.do_handshake()
         except ssl.SSLWantReadError:
-            self._set_events(EVENT_READ)
+            transport.wait_socket(EVENT_READ, self._handshake)
             return
         except ssl.SSLWantWriteError:
-            self._set_events(EVENT_WRITE)
+            transport.wait_socket(EVENT_WRITE, self._handshake)
             return
         except ssl.SSLError as exc:
-            self._handshake_failed(exc)
+            self._failed(transport, exc)
             return
         except OSError as exc:
-            self._force_close(exc)  # reset or gone: nothing to say
+            # Reset or gone: nothing to say.
+            log.debug("connection %s closed during the TLS handshake: %r", transport.peername,
+                      exc)
+            transport.abort()
             return
         self._handshaking = False
+        self._transport = None
+        self._cancel_timer()
         if _QUICKACK is not None:
             # With no session ticket to send, the client's Finished is answered
             # by a delayed ACK (40 ms), and a client with Nagle on holds its
@@ -158,26 +179,28 @@ class TlsTransport(Transport):
                 self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
             except OSError:
                 pass  # not TCP (a Unix socket)
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
-        self._update_events()
-        super().start()
-        self._read_decrypted()
+        protocols = self._settings.protocols
+        if protocols is not None:
+            chosen = protocols.after_tls(self.sock.selected_alpn_protocol())
+            if chosen is not None:
+                transport.protocol = chosen  # the first one never heard of the connection
+        transport.connection_ready()
+        if self.sock.pending():
+            transport.read_buffered()
 
-    def _handshake_failed(self, exc: ssl.SSLError) -> None:
+    def _failed(self, transport: Transport, exc: ssl.SSLError) -> None:
         raw = socket.socket  # the socket's own methods, below the TLS layer
         if exc.reason == "HTTP_REQUEST" and self._settings.plain_answer:
             # Plain HTTP on the TLS port: OpenSSL recognised a request line.
             # Answer in clear, as nginx does, rather than with a TLS alert the
             # client cannot read.
-            log.info("%s: plain HTTP sent to the TLS port", self.peername)
+            log.info("%s: plain HTTP sent to the TLS port", transport.peername)
             try:
                 raw.send(self.sock, self._settings.plain_answer)
             except OSError:
                 pass
         else:
-            log.info("%s: TLS handshake failed: %s", self.peername,
+            log.info("%s: TLS handshake failed: %s", transport.peername,
                      exc.reason or exc.strerror or exc)
         # OpenSSL has sent its alert (or we our answer).  Closing with the
         # client's last bytes unread would reset the connection, and the client
@@ -188,72 +211,38 @@ class TlsTransport(Transport):
                     break
         except OSError:
             pass
-        self._force_close(None)
+        transport.abort()
 
-    def _handshake_expired(self) -> None:
-        self._handshake_timer = None
-        if self._handshaking and not self._closed:
-            log.info("%s: TLS handshake not done within %g s", self.peername,
+    def _expired(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if self._handshaking and transport is not None and not transport.closed:
+            log.info("%s: TLS handshake not done within %g s", transport.peername,
                      self._settings.handshake_timeout)
-            self.abort()
+            transport.abort()
 
-    # -- reading ------------------------------------------------------------------
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    def _on_event(self, mask: int) -> None:
-        if self._handshaking:
-            self._handshake()
-        else:
-            super()._on_event(mask)
+    # -- reading and writing ------------------------------------------------------
 
-    def _read(self, _mask: int = EVENT_READ) -> None:
-        if self._handshaking:
-            self._handshake()
-            return
-        if self._closed:
-            return
+    def recv(self, size: int) -> bytes:
         sock = self.sock
-        # One recv gives at most one TLS record (16 KiB).  Read again only while
-        # OpenSSL holds decrypted bytes (the socket will not signal those): a
-        # recv that finds nothing raises SSLWantReadError, and an exception per
-        # message is the dearest part of a small echo.  Bytes still in the
-        # socket make the selector call again.
-        for _ in range(_READS_PER_EVENT):
-            try:
-                data = sock.recv(RECV_SIZE)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError,
-                    InterruptedError):
-                return
-            except OSError as exc:  # ssl.SSLError included: a broken record, a bad MAC
-                self._force_close(exc)
-                return
-            if not data:
-                self._received_eof()  # close_notify, or the peer's FIN
-                return
-            self.bytes_in += len(data)
-            self.protocol.data_received(data)
-            if self._closed or self._reading_paused or self._writing_paused \
-                    or not sock.pending():
-                return
-        if not self._read_soon:  # a bound on one peer's turn; the rest comes next round
-            self._read_soon = True
-            self.reactor.call_soon(self._read_decrypted)
+        # One recv gives at most one TLS record (16 KiB).  What OpenSSL still
+        # holds decrypted is taken now, since the socket will not signal it;
+        # asking again without it would raise SSLWantReadError, and an exception
+        # per message is the dearest part of a small echo.
+        data = sock.recv(size)
+        if data and sock.pending():
+            chunks = [data]
+            while sock.pending():
+                chunks.append(sock.recv(size))
+            data = b"".join(chunks)
+        return data
 
-    def _read_decrypted(self) -> None:
-        """Read what OpenSSL already decrypted, if anything (no readiness event comes)."""
-        self._read_soon = False
-        if not self._closed and self._events & EVENT_READ and self.sock.pending():
-            self._read()
-
-    def _update_events(self) -> None:
-        super()._update_events()
-        if (self._events & EVENT_READ and not self._read_soon and not self._handshaking
-                and not self._closed and self.sock.pending()):
-            self._read_soon = True
-            self.reactor.call_soon(self._read_decrypted)
-
-    # -- writing ------------------------------------------------------------------
-
-    def _send(self, data: Union[Buffer, List[Buffer]]) -> int:
+    def send(self, data: Buffer) -> int:
         # OpenSSL writes a whole buffer or reports "would block" (no partial
         # writes), so a large buffer would count no progress until all of it
         # is out: hand it at most _WRITE_BATCH bytes per call, and progress is
@@ -261,25 +250,26 @@ class TlsTransport(Transport):
         # and be no shorter, as OpenSSL requires: the queue's head is unchanged
         # until bytes are taken, so the retry is the same slice (or, if more
         # was queued meanwhile, the same bytes and more).
-        if isinstance(data, list):
-            # An SSLSocket has no sendmsg: join a batch (each write is encrypted
-            # into fresh records anyway), its last buffer cut at the batch size.
-            batch: List[Buffer] = []
-            size = 0
-            for buf in data:
-                if size + len(buf) > _WRITE_BATCH:
-                    batch.append(memoryview(buf)[:_WRITE_BATCH - size])
-                    break
-                batch.append(buf)
-                size += len(buf)
-            data = b"".join(batch)
-        elif len(data) > _WRITE_BATCH:
+        if len(data) > _WRITE_BATCH:
             data = memoryview(data)[:_WRITE_BATCH]
-        return super()._send(data)  # TLS's would-block errors are in _would_block
+        return self.sock.send(data)
+
+    def sendmsg(self, buffers: List[Buffer]) -> int:
+        # An SSLSocket has no sendmsg: join a batch (each write is encrypted
+        # into fresh records anyway), its last buffer cut at the batch size.
+        batch: List[Buffer] = []
+        size = 0
+        for buf in buffers:
+            if size + len(buf) > _WRITE_BATCH:
+                batch.append(memoryview(buf)[:_WRITE_BATCH - size])
+                break
+            batch.append(buf)
+            size += len(buf)
+        return self.sock.send(b"".join(batch))
 
     # -- closing ------------------------------------------------------------------
 
-    def _shutdown_write(self) -> None:
+    def shutdown_write(self, transport: Transport) -> None:
         self._say_close_notify()
         try:
             # The socket's own shutdown: SSLSocket.shutdown would drop the TLS
@@ -288,13 +278,15 @@ class TlsTransport(Transport):
         except OSError:
             pass
 
-    def _close_socket(self, graceful: bool) -> None:
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
+    def close(self, transport: Transport, graceful: bool) -> None:
+        self._transport = None
+        self._cancel_timer()
         if graceful and not self._handshaking:
             self._say_close_notify()
-        super()._close_socket(graceful)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
     def _say_close_notify(self) -> None:
         """Send close_notify without waiting for the peer's (non-blocking)."""

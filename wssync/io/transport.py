@@ -3,25 +3,30 @@
 A ``Transport`` owns its socket, output buffer and back-pressure state, and
 holds the current protocol object, which it can swap (HTTP to WebSocket) on
 the same TCP connection.  Its output queue holds byte buffers and file
-regions; a region goes out with ``sendfile`` (no copy through Python) in
-steps, when the socket is writable, or is read in bounded chunks where
-``sendfile`` cannot apply.  It moves bytes only: it must not parse them, and it
-never opens or closes a file (the protocol owns the descriptor it hands in).
-Every method here runs on the reactor thread.
+regions (:mod:`wssync.io.filesend`), in order.  What it asks of the socket goes
+through its socket operations (:mod:`wssync.io.sockops`: the socket itself, or
+TLS), so the same transport serves both.  It moves bytes only: it must not
+parse them, and it never opens or closes a file (the protocol owns the
+descriptor it hands in).  Every method here runs on the reactor thread.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import selectors
 import socket
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 from ..errors import FileEndedEarly
+from .filesend import FileRegion
+from .protocol import BaseProtocol as BaseProtocol
+from .protocol import WriteLimits as WriteLimits
 from .reactor import Reactor, Timer
+from .sockops import PLAIN, Buffer, SocketOps
+
+if TYPE_CHECKING:
+    from .listener import LiveTransports
 
 log = logging.getLogger("wssync.transport")
 
@@ -32,68 +37,9 @@ RECV_SIZE = 65536
 # Buffers handed to one sendmsg(): enough to fill a socket buffer with small
 # frames, far below the kernel's IOV_MAX (1024 on Linux).
 _IOV_BATCH = 64
-# The most one sendfile() call is asked for: a socket buffer's worth at most is
-# taken anyway, and the next step waits for the next writable event.
-_SENDFILE_STEP = 4 * 1024 * 1024
-# A file region read instead of sent with sendfile (TLS, or a file sendfile
-# refuses) is held one chunk at a time: what such a connection holds.
-FILE_CHUNK = 128 * 1024
-# sendfile() errors that mean "not for this file or socket": read it instead.
-_NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK}
 # Errors that mean "the peer is gone", not a bug worth a traceback.
 _GONE = (ConnectionError, TimeoutError)
 _LOCAL_ADDRESSES: Dict[Any, Any] = {}
-
-Buffer = Union[bytes, bytearray, memoryview]
-
-
-class _FileRegion:
-    """``count`` bytes of the open file ``fd`` from ``offset``, waiting in the
-    output queue; ``done`` is called once they are all sent."""
-
-    __slots__ = ("count", "done", "fd", "offset", "pending", "sendfile")
-
-    def __init__(self, fd: int, offset: int, count: int, done: Callable[[], None],
-                 sendfile: bool) -> None:
-        self.fd = fd
-        self.offset = offset
-        self.count = count
-        self.done = done
-        self.sendfile = sendfile  # False: read in chunks (at most FILE_CHUNK held)
-        self.pending: Buffer = b""  # the unsent rest of the last chunk read
-
-
-class WriteLimits(NamedTuple):
-    """Output-buffer policy of every connection.
-
-    A peer is dropped for what it does not take, never for reading slowly:
-    when it takes no bytes at all for ``send_timeout``; when its backlog is
-    above ``max_buffer`` at two checks ``slow_timeout`` apart and did not
-    shrink between them (it falls further behind for good); or when a write
-    to a peer already above ``high_water`` takes its backlog past
-    ``hard_limit`` (memory).  A peer that has caught up may take one write of
-    any size, and control writes (:meth:`Transport.write_control`) never drop.
-    """
-
-    high_water: int  # above this, stop reading the peer and pause the protocol
-    max_buffer: int  # soft limit: a backlog above it must shrink (checked every slow_timeout)
-    send_timeout: float  # seconds without any progress while output waits; 0: none
-    hard_limit: int = 64 * 1024 * 1024  # a peer already behind is dropped past this
-    slow_timeout: float = 10.0  # seconds between two checks of a backlog above max_buffer
-
-
-class BaseProtocol(Protocol):
-    """What a protocol object offers its transport (the asyncio shape)."""
-
-    name: str
-
-    def connection_made(self, transport: Transport) -> None: ...
-    def data_received(self, data: bytes) -> None: ...
-    def eof_received(self) -> None: ...
-    def connection_lost(self, exc: Optional[BaseException]) -> None: ...
-    def pause_writing(self) -> None: ...
-    def resume_writing(self) -> None: ...
-    def shutdown(self) -> None: ...
 
 
 class Transport:
@@ -102,18 +48,12 @@ class Transport:
 
     __slots__ = (
         "_backlog_mark", "_closed", "_closing", "_eof", "_events", "_hard_limit", "_high_water",
-        "_low_water", "_max_buffer", "_out", "_out_size", "_progress", "_reading_paused",
-        "_regions", "_registry", "_send_timeout", "_send_timer", "_slow_timeout", "_slow_timer",
-        "_started", "_write_eof", "_writing_paused", "bytes_in", "bytes_out",
-        "fileno", "opened_at", "peername", "protocol", "proxy_peername", "reactor", "sock",
-        "sockname",
+        "_io", "_live", "_low_water", "_max_buffer", "_ops", "_out", "_out_size", "_progress",
+        "_reading_paused", "_regions", "_send_timeout", "_send_timer", "_slow_timeout",
+        "_slow_timer", "_started", "_write_eof", "_writing_paused", "bytes_in", "bytes_out",
+        "fileno", "opened_at", "peername", "protocol", "proxy_peername", "reactor", "secure",
+        "sock", "sockname",
     )
-
-    secure = False  # the bytes are encrypted on the wire (TlsTransport)
-    # File regions may go out with sendfile (not where bytes must be encrypted first).
-    _use_sendfile = hasattr(os, "sendfile")
-    # What a send raises when the socket cannot take more now (TLS adds its own).
-    _would_block: Tuple[Type[BaseException], ...] = (BlockingIOError, InterruptedError)
 
     def __init__(
         self,
@@ -121,11 +61,17 @@ class Transport:
         sock: socket.socket,
         peername: Any,
         protocol: BaseProtocol,
-        registry: Dict[int, Transport],
+        live: Optional[LiveTransports],
         limits: WriteLimits,
+        ops: SocketOps = PLAIN,
     ) -> None:
         self.reactor = reactor
         self.sock = sock
+        self._ops = ops
+        # What recv and send are called on: for a plain socket the socket itself,
+        # so nothing sits between this transport and the kernel.
+        self._io = ops.io(sock)
+        self.secure = ops.secure  # the bytes are encrypted on the wire
         self.fileno = sock.fileno()
         self.peername = peername
         # The socket's own peer once a PROXY protocol header named the client in
@@ -137,7 +83,7 @@ class Transport:
         self.sockname = _LOCAL_ADDRESSES.setdefault(sockname, sockname) \
             if len(_LOCAL_ADDRESSES) < 256 else sockname
         self.protocol = protocol
-        self._registry = registry
+        self._live = live
         self._high_water = limits.high_water
         self._low_water = limits.high_water // 4
         self._max_buffer = limits.max_buffer
@@ -152,7 +98,7 @@ class Transport:
         # broadcast frame is one object referenced by every receiver's list.
         # File regions wait in the same queue, in order, but are not memory:
         # ``_out_size`` counts buffered bytes only.
-        self._out: List[Union[Buffer, _FileRegion]] = []
+        self._out: List[Union[Buffer, FileRegion]] = []
         self._out_size = 0
         self._regions = 0  # file regions in _out
         self.bytes_in = 0  # read from the peer
@@ -167,7 +113,8 @@ class Transport:
         self._eof = False
         self._started = False  # the protocol was told (connection_made)
         self._set_events(EVENT_READ)  # first: if it fails, nothing is left registered
-        registry[self.fileno] = self
+        if live is not None:
+            live.add(self)
 
     # -- info ---------------------------------------------------------------
 
@@ -179,9 +126,31 @@ class Transport:
         return self._closing or self._closed
 
     def start(self) -> None:
-        """The connection is ready for its protocol (a TLS transport first shakes hands)."""
+        """Begin: the socket operations make the connection ready (TLS shakes hands
+        first), then the protocol hears of it."""
+        self._ops.start(self)
+
+    # -- what socket operations call ----------------------------------------------
+
+    def connection_ready(self) -> None:
+        """The socket carries the protocol's bytes from now on: tell the protocol."""
         self._started = True
+        self._update_events()  # back to this transport's own callbacks
         self.protocol.connection_made(self)
+
+    def wait_socket(self, events: int, callback: Callable[[int], None]) -> None:
+        """Before :meth:`connection_ready`: call ``callback(mask)`` when the socket is
+        ready for ``events`` (a handshake's own reads and writes)."""
+        if self._closed:
+            return
+        self.reactor.selector.modify(self.sock, events, callback)
+        self._events = -1  # not a mask of this transport's: the next _set_events replaces it
+
+    def read_buffered(self) -> None:
+        """Read now, as on a readable event: for socket operations that hold input
+        the selector cannot see (records OpenSSL decrypted during its handshake)."""
+        if not self._closed and self._events & EVENT_READ:
+            self._read()
 
     # -- protocol swap --------------------------------------------------------
 
@@ -218,8 +187,8 @@ class Transport:
         if self._closed:
             return  # closed by an earlier callback of the same select() round
         try:
-            data = self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+            data = self._io.recv(RECV_SIZE)
+        except self._ops.would_block:
             return
         except OSError as exc:
             self._force_close(exc)
@@ -303,7 +272,7 @@ class Transport:
             done()
             return
         out = self._out
-        out.append(_FileRegion(fd, offset, count, done, self._use_sendfile))
+        out.append(FileRegion(fd, offset, count, done, self._ops.sendfile))
         self._regions += 1
         if len(out) == 1:
             self._flush()  # write first: often most of it goes at once
@@ -316,9 +285,10 @@ class Transport:
         A list of buffers goes out with one ``sendmsg`` (scatter/gather: the
         kernel copies from each buffer in place, nothing is joined).
         """
+        io = self._io
         try:
-            sent = self.sock.sendmsg(data) if isinstance(data, list) else self.sock.send(data)
-        except self._would_block:
+            sent = io.sendmsg(data) if isinstance(data, list) else io.send(data)
+        except self._ops.would_block:
             return 0
         except OSError as exc:
             self._force_close(exc)
@@ -333,8 +303,8 @@ class Transport:
             return
         done: Optional[Callable[[], None]] = None
         head = out[0]
-        if self._regions and type(head) is _FileRegion:
-            sent = self._sendfile(head) if head.sendfile else self._send_read(head)
+        if self._regions and type(head) is FileRegion:
+            sent = self._send_region(head)
             if sent < 0:
                 return
             if sent:
@@ -348,7 +318,7 @@ class Transport:
                 batch = out[:_IOV_BATCH] if len(out) > 1 else head
             else:  # the buffers before the next file region
                 end = 1
-                while end < len(out) and end < _IOV_BATCH and type(out[end]) is not _FileRegion:
+                while end < len(out) and end < _IOV_BATCH and type(out[end]) is not FileRegion:
                     end += 1
                 batch = out[:end] if end > 1 else head
             sent = self._send(batch)  # type: ignore[arg-type]  # buffers only, as chosen
@@ -378,63 +348,27 @@ class Transport:
                 self._force_close(None, graceful=True)
                 return
             if self._write_eof:
-                self._shutdown_write()
+                self._ops.shutdown_write(self)
         self._update_events()
         if done is not None and not self._closed:
             done()  # last: it may write the next response
 
-    def _sendfile(self, region: _FileRegion) -> int:
-        """One ``sendfile`` step of ``region``: bytes the kernel took, or -1."""
+    def _send_region(self, region: FileRegion) -> int:
+        """One step of the file region at the head of the queue: bytes sent, or -1."""
+        by_kernel = region.sendfile  # sendfile's bytes are not counted by _send
         try:
-            sent = os.sendfile(self.fileno, region.fd, region.offset,
-                               min(region.count, _SENDFILE_STEP))
-        except self._would_block:
-            return 0
+            sent = region.step(self.fileno, self._send, self._ops.would_block)
         except OSError as exc:
-            if exc.errno in _NO_SENDFILE:
-                # Not for this file (or socket): read it instead.  The socket is
-                # still writable, so the next round goes on at once.
-                region.sendfile = False
-                return 0
+            if isinstance(exc, FileEndedEarly):
+                # The response promised more bytes than the file has: the only
+                # honest signal left is to cut the connection.
+                log.warning("%s: file ended %d bytes early; closing the connection",
+                            self.peername, region.count)
             self._force_close(exc)
             return -1
-        if not sent:
-            self._file_ended(region)
-            return -1
-        region.offset += sent
-        region.count -= sent
-        self.bytes_out += sent
+        if by_kernel and sent > 0:
+            self.bytes_out += sent
         return sent
-
-    def _send_read(self, region: _FileRegion) -> int:
-        """One step of ``region`` without sendfile: read a chunk when the last
-        one is sent, send what is left of it.  Bytes sent, or -1.  The chunk
-        stays in the region, not in the buffer count: it is bounded by
-        FILE_CHUNK, and a peer is not dropped for the file it asked for."""
-        pending = region.pending
-        if not pending:
-            try:
-                pending = os.pread(region.fd, min(region.count, FILE_CHUNK), region.offset)
-            except OSError as exc:
-                self._force_close(exc)
-                return -1
-            if not pending:
-                self._file_ended(region)
-                return -1
-            region.offset += len(pending)
-            region.count -= len(pending)
-        sent = self._send(pending)
-        if sent >= 0:
-            # A retried TLS write starts at the same byte, as OpenSSL requires.
-            region.pending = memoryview(pending)[sent:] if sent < len(pending) else b""
-        return sent
-
-    def _file_ended(self, region: _FileRegion) -> None:
-        # The response promised more bytes than the file has: the only honest
-        # signal left is to cut the connection.
-        log.warning("%s: file ended %d bytes early; closing the connection", self.peername,
-                    region.count)
-        self._force_close(FileEndedEarly(errno.EIO, "file ended early"))
 
     def _watch_send(self) -> None:
         """Output is waiting: make sure a peer that never reads is dropped in time."""
@@ -494,13 +428,7 @@ class Transport:
             return
         self._write_eof = True
         if not self._out:
-            self._shutdown_write()
-
-    def _shutdown_write(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+            self._ops.shutdown_write(self)
 
     def abort(self) -> None:
         """Close now, discarding anything unsent."""
@@ -511,7 +439,7 @@ class Transport:
 
     def _force_close(self, exc: Optional[BaseException], graceful: bool = False) -> None:
         """Close the socket now and tell the protocol; ``graceful`` when all
-        output went out (a TLS transport then says close_notify first)."""
+        output went out (TLS then says close_notify first)."""
         if self._closed:
             return
         self._closed = True
@@ -526,8 +454,9 @@ class Transport:
             except (KeyError, ValueError):
                 pass
             self._events = 0
-        self._registry.pop(self.fileno, None)
-        self._close_socket(graceful)
+        if self._live is not None:
+            self._live.remove(self)
+        self._ops.close(self, graceful)
         if exc is not None and not isinstance(exc, _GONE):
             log.debug("connection %s closed on error: %r", self.peername, exc)
         if not self._started:
@@ -536,12 +465,6 @@ class Transport:
             self.protocol.connection_lost(exc)
         except Exception:
             log.exception("connection_lost failed")
-
-    def _close_socket(self, _graceful: bool) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
     # -- selector registration ---------------------------------------------------
 

@@ -129,7 +129,7 @@ class _Link:
 
 def _open(reactor: Reactor, sock: socket.socket, link: _Link) -> Transport:
     sock.setblocking(False)
-    transport = Transport(reactor, sock, "relay", link, {}, _LIMITS)
+    transport = Transport(reactor, sock, "relay", link, None, _LIMITS)
     transport.start()
     return transport
 

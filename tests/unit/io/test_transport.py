@@ -10,13 +10,14 @@ import selectors
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
 from wssync.errors import WssyncError
-from wssync.io.listener import Listener, create_listening_socket
+from wssync.io.listener import Listener, LiveTransports, create_listening_socket
 from wssync.io.reactor import Reactor
+from wssync.io.sockops import PlainSocket
 from wssync.io.transport import BaseProtocol, FileEndedEarly, Transport, WriteLimits
 
 KB = 1024
@@ -128,7 +129,7 @@ class Conn:
     transport: Transport
     protocol: Recorder
     peer: socket.socket
-    registry: Dict[int, Transport]
+    registry: LiveTransports
     written: bytearray = field(default_factory=bytearray)  # handed to transport.write()
     received: bytearray = field(default_factory=bytearray)  # what the peer read
     peer_eof: bool = False
@@ -180,7 +181,7 @@ def connect() -> Iterator[Callable[..., Conn]]:
         ours.setblocking(False)
         peer.setblocking(False)
         protocol = protocol or Recorder()
-        registry: Dict[int, Transport] = {}
+        registry = LiveTransports()
         transport = Transport(reactor, ours, "peer", protocol, registry, limits)
         transport.start()
         conn = Conn(reactor, transport, protocol, peer, registry)
@@ -291,7 +292,7 @@ def test_a_peer_already_behind_is_dropped_past_the_hard_limit(
         assert conn.buffered() <= limits.hard_limit
     assert transport.closed
     assert protocol.count("lost") == 1 and protocol.last("lost") is None
-    assert conn.registry == {}
+    assert len(conn.registry) == 0
     assert transport.sock.fileno() == -1
     # The peer gets what the kernel had taken, then EOF: the rest was discarded.
     assert run_until(conn.reactor, conn.drain_peer())
@@ -423,7 +424,7 @@ def test_a_peer_taking_no_bytes_for_send_timeout_is_dropped(
     assert conn.buffered() > 0
     assert run_until(conn.reactor, lambda: conn.transport.closed, timeout=10)
     assert conn.protocol.count("lost") == 1 and conn.protocol.last("lost") is None
-    assert conn.registry == {}
+    assert len(conn.registry) == 0
     assert run_until(conn.reactor, conn.drain_peer())
     assert len(conn.received) == conn.transport.bytes_out < len(conn.written)
 
@@ -469,7 +470,7 @@ def test_a_file_region_goes_out_in_order_between_buffers(
     # so nobody is dropped.  Reading instead of sendfile is the TLS way.
     limits = WriteLimits(high_water=4 * KB, max_buffer=16 * KB, send_timeout=0.0)
     conn = connect(limits)
-    monkeypatch.setattr(Transport, "_use_sendfile", use_sendfile)
+    monkeypatch.setattr(PlainSocket, "sendfile", use_sendfile)
     fd, data = data_file
     done: List[int] = []
     conn.write(b"head")
@@ -504,7 +505,7 @@ def test_a_file_shorter_than_its_region_drops_the_connection(
         connect: Callable[..., Conn], data_file: Tuple[int, bytes], use_sendfile: bool,
         monkeypatch: pytest.MonkeyPatch) -> None:
     conn = connect()
-    monkeypatch.setattr(Transport, "_use_sendfile", use_sendfile)
+    monkeypatch.setattr(PlainSocket, "sendfile", use_sendfile)
     fd, data = data_file
     done: List[bool] = []
     conn.transport.write_file(fd, 0, len(data) + 1, lambda: done.append(True))
@@ -595,7 +596,7 @@ def test_close_sends_everything_buffered_then_closes(connect: Callable[..., Conn
     transport.write(b"after close")  # ignored
     assert run_until(conn.reactor, conn.drain_peer())
     assert conn.received == pattern(512 * KB)  # every byte, then EOF
-    assert transport.closed and conn.registry == {}
+    assert transport.closed and len(conn.registry) == 0
     assert protocol.count("lost") == 1 and protocol.last("lost") is None
     transport.close()
     transport.abort()
@@ -649,7 +650,7 @@ def test_abort_discards_unsent_output(connect: Callable[..., Conn]) -> None:
     taken = transport.bytes_out
     assert conn.buffered() > 0
     transport.abort()
-    assert transport.closed and conn.registry == {}
+    assert transport.closed and len(conn.registry) == 0
     assert protocol.count("lost") == 1 and protocol.last("lost") is None
     assert run_until(conn.reactor, conn.drain_peer())
     assert len(conn.received) == taken < 512 * KB  # only what the kernel had
@@ -685,7 +686,7 @@ def test_peer_reset_gives_connection_lost_once(connect: Callable[..., Conn]) -> 
     conn.peer.close()  # with unread input: the kernel resets the connection
     assert run_until(conn.reactor, lambda: protocol.count("lost") > 0)
     assert isinstance(protocol.last("lost"), ConnectionResetError)
-    assert transport.closed and conn.registry == {}
+    assert transport.closed and len(conn.registry) == 0
     transport.write(b"too late")
     transport.close()
     transport.abort()
@@ -702,7 +703,7 @@ def test_writing_to_a_closed_peer_gives_connection_lost_once(
     conn.transport.write(b"anyone there?")
     assert protocol.count("lost") == 1
     assert isinstance(protocol.last("lost"), BrokenPipeError)
-    assert conn.transport.closed and conn.registry == {}
+    assert conn.transport.closed and len(conn.registry) == 0
     conn.transport.write(b"again")
     conn.transport.close()
     assert protocol.count("lost") == 1
@@ -734,7 +735,7 @@ class Served:
     reactor: Reactor
     listener: Listener
     port: int
-    registry: Dict[int, Transport]
+    registry: LiveTransports
     protocols: List[Recorder]
     refused: List[socket.socket]
     clients: List[socket.socket] = field(default_factory=list)
@@ -754,7 +755,7 @@ def serve() -> Iterator[Callable[..., Served]]:
              accepting: Optional[Callable[[], float]] = None) -> Served:
         reactor = Reactor()
         sock = create_listening_socket("127.0.0.1", 0)
-        registry: Dict[int, Transport] = {}
+        registry = LiveTransports()
         protocols: List[Recorder] = []
         refused: List[socket.socket] = []
 
@@ -771,7 +772,7 @@ def serve() -> Iterator[Callable[..., Served]]:
 
     yield make
     for served in made:
-        for transport in list(served.registry.values()):
+        for transport in served.registry:
             transport.abort()
         for sock in served.refused + served.clients:
             sock.close()
@@ -790,7 +791,7 @@ def test_listener_wraps_each_connection_in_a_registered_transport(
         assert protocol.kinds() == ["made"]
         transport = protocol.transport
         assert transport is not None and transport.protocol is protocol
-        assert served.registry[transport.fileno] is transport
+        assert transport in served.registry
         assert transport.sock.getblocking() is False
         assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         by_peer[transport.peername] = protocol
@@ -807,7 +808,7 @@ def test_listener_wraps_each_connection_in_a_registered_transport(
     assert first.recv(100) == b"reply"
     one.transport.close()
     assert two.transport is not None
-    assert served.registry == {two.transport.fileno: two.transport}
+    assert list(served.registry) == [two.transport]
 
 
 def test_listener_refuses_past_max_connections(serve: Callable[..., Served]) -> None:
@@ -826,7 +827,7 @@ def test_listener_refuses_past_max_connections(serve: Callable[..., Served]) -> 
     transport = served.protocols[0].transport
     assert transport is not None
     transport.close()
-    assert served.registry == {}
+    assert len(served.registry) == 0
     served.connect()
     assert run_until(served.reactor, lambda: len(served.registry) == 1)
     assert len(served.refused) == 1 and len(served.protocols) == 2
@@ -846,7 +847,7 @@ def test_listener_leaves_clients_in_the_backlog_while_not_accepting(
     client.sendall(b"waiting")
     run_for(served.reactor, 0.3)
     assert asked[0] > 0  # the listener did look, and said no
-    assert served.protocols == [] and served.registry == {}
+    assert served.protocols == [] and len(served.registry) == 0
 
     open_[0] = True
     assert run_until(served.reactor, lambda: len(served.registry) == 1)
@@ -862,6 +863,6 @@ def test_listener_close_while_paused_stops_accepting(serve: Callable[..., Served
     served.listener.close()  # idempotent
     assert served.listener.sock.fileno() == -1
     run_for(served.reactor, 0.2)  # the cancelled resume does not re-register it
-    assert served.registry == {}
+    assert len(served.registry) == 0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", served.port), timeout=2).close()
