@@ -479,7 +479,7 @@ def test_compiled_mask_matches_pure_python(n: int) -> None:
 
 
 def test_accelerator_is_used_where_built() -> None:
-    from wssync import websocket_frames
+    from wssync.websocket import frames as websocket_frames
 
     if shutil.which("cc") or shutil.which("gcc"):
         assert websocket_frames._c_apply_mask is not None, "a compiler exists but no build"
