@@ -38,6 +38,7 @@ from .parser import RequestParser
 from .request import Request
 from .response import FileBody, Response
 from .state import (
+    BODY_DEADLINE,
     CLOSE,
     DRAINING,
     HEAD_DEADLINE,
@@ -227,7 +228,7 @@ class HttpConnection:
                     if scheme is not None:
                         request.scheme = scheme
                 self.client_addr = request.remote_addr
-                if "upgrade" in request.headers.by_name():
+                if parser.upgrade:
                     handler = upgrade_handler(request, self.upgrades)
                     if handler is not None:
                         self._upgrade(handler, request)
@@ -251,18 +252,19 @@ class HttpConnection:
         pending = parser.pending
         if pending is not None and parser.fresh_body:
             parser.fresh_body = False
-            if "upgrade" not in pending.headers.by_name() \
-                    or upgrade_handler(pending, self.upgrades) is None:
+            if not parser.upgrade or upgrade_handler(pending, self.upgrades) is None:
                 stream = self.app.stream_body(self, pending)
                 if stream is not None:
                     self._state.request(parser.expect_continue, True)
                     upload = self._upload = Upload(self, stream)
                     upload.start()
                     return pending
-        state = self._state
-        if state.waiting(parser.buffered, pending is not None, parser.expect_continue):
+        if pending is None:
+            self._arm_deadline(self._state.waiting(parser.buffered))
+            return None
+        if self._state.body_awaited(parser.expect_continue):
             transport.write(CONTINUE)
-        self._arm_deadline(state.deadline())
+        self._arm_deadline(BODY_DEADLINE)
         return None
 
     def upload_wanted(self, stream: BodyStream) -> None:
@@ -342,7 +344,8 @@ class HttpConnection:
         transport.write(data)
         if large:
             transport.write(large)  # kept by reference, not copied
-        self._log_access(request, response.status, size)
+        if access_log.isEnabledFor(logging.INFO):
+            self._log_access(request, response.status, size)
         if framer is None:
             if type(body) is not bytes:
                 self._close_body(body)  # a HEAD, 204 or 304 answer: nothing is sent
@@ -437,7 +440,7 @@ class HttpConnection:
         log.info("%s: %d %s", transport.peername, status, message)
 
     def _log_access(self, request: Request, status: int, size: int) -> None:
-        if access_log.isEnabledFor(logging.INFO):
+        if access_log.isEnabledFor(logging.INFO):  # also checked before the call, per request
             peer = request.remote_addr
             host = peer[0] if isinstance(peer, tuple) else "-"
             access_log.info('%s "%s %s %s" %d %s', host, request.method, request.target,

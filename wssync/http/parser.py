@@ -102,6 +102,9 @@ class RequestParser:
         # A head whose body follows has been parsed and the caller has not yet
         # said how it takes that body (whole, or with read_body): it clears this.
         self.fresh_body = False
+        # The last head parsed (the request just returned, or the pending one)
+        # has an Upgrade field: the caller decides whether it switches protocols.
+        self.upgrade = False
 
     # -- input ---------------------------------------------------------------
 
@@ -246,6 +249,7 @@ class RequestParser:
             raise HttpError(400, "missing Host header")
 
         connection = index.get("connection")
+        self.upgrade = "upgrade" in index
         request = Request(method, target, version, headers, b"", self.remote_addr,
                           client_keep_alive(version, connection) if connection
                           else version == "HTTP/1.1")

@@ -64,6 +64,7 @@ TRANSITIONS: Dict[Tuple[int, int], int] = {
     (IDLE, CLOSE): MUST_CLOSE,  # idle timeout, stop, end of input
     (IDLE, LINGER): LINGERING,  # a refused head (413): its body may follow
     (HEAD, HEAD_PART): HEAD,  # bytes trickling in do not restart the head's deadline
+    (HEAD, WAIT): IDLE,  # what had arrived was empty lines before a request (a CR, then LF)
     (HEAD, BODY_PART): BODY,
     (HEAD, REQUEST): HANDLING,
     (HEAD, CLOSE): MUST_CLOSE,  # malformed or late (400, 408, ...)
@@ -87,6 +88,14 @@ TRANSITIONS: Dict[Tuple[int, int], int] = {
 }
 # Whatever the state, a lost transport ends it.
 TRANSITIONS.update({(state, LOST): CLOSED for state in range(len(STATE_NAMES))})
+
+# The same table by event, for the events of every request: a look-up by the
+# state alone builds no key.
+_ON_WAIT = {state: new for (state, event), new in TRANSITIONS.items() if event == WAIT}
+_ON_HEAD_PART = {state: new for (state, event), new in TRANSITIONS.items() if event == HEAD_PART}
+_ON_REQUEST = {state: new for (state, event), new in TRANSITIONS.items() if event == REQUEST}
+_ON_RESPONSE = {state: new for (state, event), new in TRANSITIONS.items() if event == RESPONSE}
+_ON_KEEP = {state: new for (state, event), new in TRANSITIONS.items() if event == KEEP}
 
 # Which deadline runs in each state (none where a handler or the peer's reading decides).
 DEADLINES = {IDLE: IDLE_DEADLINE, HEAD: HEAD_DEADLINE, BODY: BODY_DEADLINE}
@@ -119,22 +128,34 @@ class ServerState:
 
     # -- waiting for a request ------------------------------------------------------------
 
-    def waiting(self, buffered: int, body_pending: bool, expect_continue: bool) -> bool:
-        """No complete request yet: ``buffered`` bytes of one, its head complete
-        if ``body_pending``.  True when ``100 Continue`` is due now: the server
-        waits for a body the client holds back until it is asked for."""
-        if body_pending:
-            self.fire(BODY_PART)
-            if expect_continue and not self.continue_sent:
-                self.continue_sent = True
-                return True
-            return False
-        self.fire(HEAD_PART if buffered else WAIT)
+    # The methods called for every request look the table up themselves: a
+    # nested call to fire() would cost more than the look-up.
+
+    def waiting(self, buffered: int) -> int:
+        """No complete request yet, ``buffered`` bytes of a head: the deadline
+        that applies now."""
+        state = (_ON_HEAD_PART if buffered else _ON_WAIT).get(self.state)
+        if state is None:
+            self.fire(HEAD_PART if buffered else WAIT)  # raises
+        self.state = state  # type: ignore[assignment]
+        return HEAD_DEADLINE if buffered else IDLE_DEADLINE
+
+    def body_awaited(self, expect_continue: bool) -> bool:
+        """A complete head waits for its body: True when ``100 Continue`` is
+        due now (the server waits for a body the client holds back until it is
+        asked for); the body deadline applies."""
+        self.fire(BODY_PART)
+        if expect_continue and not self.continue_sent:
+            self.continue_sent = True
+            return True
         return False
 
     def request(self, expect_continue: bool, streaming: bool) -> None:
         """A request goes to its handler; its body is whole unless ``streaming``."""
-        self.fire(REQUEST)
+        state = _ON_REQUEST.get(self.state)
+        if state is None:
+            self.fire(REQUEST)  # raises
+        self.state = state  # type: ignore[assignment]
         self.expect_continue = expect_continue
         self.streaming = streaming
         self.continue_sent = False
@@ -170,14 +191,28 @@ class ServerState:
 
     def respond(self, keep_alive: bool) -> None:
         """The answer's head is written; ``keep_alive`` as its framing decided."""
-        self.fire(RESPONSE)
+        state = _ON_RESPONSE.get(self.state)
+        if state is None:
+            self.fire(RESPONSE)  # raises
+        self.state = state  # type: ignore[assignment]
         self.keep_alive = keep_alive
 
     def sent(self, stopping: bool) -> int:
         """The answer is out: reuse the connection, drain the body's rest, or close."""
+        if self.keep_alive and not stopping and not self.streaming:
+            state = _ON_KEEP.get(self.state)
+            if state is not None:
+                self.state = state
+                return state
         if not self.keep_alive or stopping:
-            return self.fire(LINGER if self.streaming else CLOSE)
-        return self.fire(DRAIN if self.streaming else KEEP)
+            event = LINGER if self.streaming else CLOSE
+        else:
+            event = DRAIN if self.streaming else KEEP
+        state = TRANSITIONS.get((self.state, event))
+        if state is None:
+            return self.fire(event)  # raises
+        self.state = state
+        return state
 
     def deadline(self) -> int:
         """Which deadline applies in the current state."""

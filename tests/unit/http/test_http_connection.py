@@ -549,3 +549,13 @@ def test_pipelined_request_after_a_streamed_body(reactor: Reactor) -> None:
     assert app.targets == ["/up"]
     conn.send_response(Response(b"ok"))
     assert app.targets == ["/up", "/next"]
+
+
+def test_a_cr_then_its_lf_before_a_request_is_still_idle(reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(b"\r")
+    conn.data_received(b"\n")
+    conn.data_received(get("/after-empty-line"))
+    assert app.targets == ["/after-empty-line"]
+    assert not transport.is_closing()

@@ -73,13 +73,29 @@ def test_deadline_per_state() -> None:
 
 def test_a_keep_alive_cycle_returns_to_idle() -> None:
     server = ServerState()
-    assert not server.waiting(10, False, False)
+    assert server.waiting(10) == st.HEAD_DEADLINE
     assert server.state == st.HEAD
     server.request(False, False)
     server.respond(True)
     assert server.sent(stopping=False) == st.IDLE
-    assert not server.waiting(0, False, False)
+    assert server.waiting(0) == st.IDLE_DEADLINE
     assert server.state == st.IDLE
+
+
+def test_empty_lines_before_a_request_are_idle_again() -> None:
+    server = ServerState()
+    server.waiting(1)  # a CR
+    assert server.waiting(0) == st.IDLE_DEADLINE  # its LF: the empty line is dropped
+    assert server.state == st.IDLE
+
+
+def test_waiting_while_handling_raises() -> None:
+    server = ServerState()
+    server.request(False, False)
+    with pytest.raises(HttpStateError):
+        server.waiting(0)
+    with pytest.raises(HttpStateError):
+        server.request(False, False)
 
 
 @pytest.mark.parametrize("keep_alive, stopping", [(False, False), (True, True)])
@@ -92,17 +108,17 @@ def test_an_answer_that_closes(keep_alive: bool, stopping: bool) -> None:
 
 def test_100_continue_when_the_server_waits_for_the_body_once() -> None:
     server = ServerState()
-    assert server.waiting(100, True, True)
+    assert server.body_awaited(True)
     assert server.state == st.BODY
-    assert not server.waiting(120, True, True)  # once per request
+    assert not server.body_awaited(True)  # once per request
     server.request(False, False)
     server.respond(True)
     server.sent(False)
-    assert server.waiting(100, True, True)  # the next request asks again
+    assert server.body_awaited(True)  # the next request asks again
 
 
 def test_no_100_continue_without_expect() -> None:
-    assert not ServerState().waiting(100, True, False)
+    assert not ServerState().body_awaited(False)
 
 
 def test_streamed_body_100_continue_only_when_the_handler_reads() -> None:
