@@ -57,6 +57,20 @@ def _compile(path: str) -> Optional[Pattern[str]]:
     return re.compile(pattern + re.escape(path[pos:]) + r"\Z")
 
 
+class HttpRoute:
+    """An HTTP handler and how it runs (read per request, so declared, not looked up):
+    a ``blocking`` handler (WSGI) runs on worker threads even in reactor mode, and a
+    ``streams_body`` handler reads its request body as it arrives."""
+
+    __slots__ = ("blocking", "handler", "streams_body")
+
+    def __init__(self, handler: Handler, blocking: bool = False,
+                 streams_body: bool = False) -> None:
+        self.handler = handler
+        self.blocking = blocking
+        self.streams_body = streams_body
+
+
 class WebSocketRoute:
     """A WebSocket endpoint: its callbacks (or, blocking style, its one ``handler``
     that runs as long as the connection), subprotocols and allowed origins."""
@@ -125,17 +139,19 @@ class App:
 
     def __init__(self) -> None:
         self.server: Optional[ServerHandle] = None
-        self._static: Dict[str, Dict[str, Handler]] = {}
-        self._dynamic: List[Tuple[Pattern[str], Dict[str, Handler]]] = []
+        self._static: Dict[str, Dict[str, HttpRoute]] = {}
+        self._dynamic: List[Tuple[Pattern[str], Dict[str, HttpRoute]]] = []
         self._ws_static: Dict[str, WebSocketRoute] = {}
         self._ws_dynamic: List[Tuple[Pattern[str], WebSocketRoute]] = []
         self.wsgi: Optional[WsgiHandler] = None
+        self._wsgi_route: Optional[HttpRoute] = None
 
     def mount_wsgi(self, wsgi_app: WsgiApp) -> None:
         """Serve every HTTP request no route matches with ``wsgi_app`` (Flask,
         Django, any PEP 3333 callable).  It runs on worker threads even in
         reactor mode, since WSGI applications block."""
-        self.wsgi = WsgiHandler(wsgi_app)
+        wsgi = self.wsgi = WsgiHandler(wsgi_app)
+        self._wsgi_route = HttpRoute(wsgi, wsgi.blocking, wsgi.streams_body)
 
     def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler], Handler]:
         """Decorator: ``handler(request)`` answers ``methods`` on ``path``.
@@ -147,15 +163,17 @@ class App:
 
         def register(handler: Handler) -> Handler:
             table = self._table(path)
+            # A handler may say it blocks (as WsgiHandler does); read once, here.
+            route = HttpRoute(handler, bool(getattr(handler, "blocking", False)))
             for method in methods:
-                table[method] = handler
+                table[method] = route
             if "GET" in methods and "HEAD" not in table:
-                table["HEAD"] = handler
+                table["HEAD"] = route
             return handler
 
         return register
 
-    def _table(self, path: str) -> Dict[str, Handler]:
+    def _table(self, path: str) -> Dict[str, HttpRoute]:
         regex = _compile(path)
         if regex is None:
             return self._static.setdefault(path, {})
@@ -207,8 +225,8 @@ class App:
 
     # -- look-ups (used by the server) ----------------------------------------------
 
-    def match_http(self, request: Request) -> Union[Handler, Response]:
-        """The handler for ``request``, or the 404/405/426 response to send instead."""
+    def match_http(self, request: Request) -> Union[HttpRoute, Response]:
+        """The route for ``request``, or the 404/405/426 response to send instead."""
         path = request.path
         table = self._static.get(path)
         if table is None:
@@ -219,9 +237,9 @@ class App:
                     request.path_params = match.groupdict()
                     break
         if table is not None:
-            handler = table.get(request.method)
-            if handler is not None:
-                return handler
+            route = table.get(request.method)
+            if route is not None:
+                return route
             allow = ", ".join(sorted(table))
             return Response("405 Method Not Allowed\n", 405, [("Allow", allow)])
         # A WebSocket route is ours even with a WSGI app mounted: a plain GET
@@ -230,8 +248,8 @@ class App:
         if self._own_websocket(request) is not None:
             return Response("426 Upgrade Required: this is a WebSocket endpoint\n", 426,
                             [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")])
-        if self.wsgi is not None:
-            return self.wsgi
+        if self._wsgi_route is not None:
+            return self._wsgi_route
         return Response("404 Not Found\n", 404)
 
     def match_websocket(self, request: Request) -> Optional[WebSocketRoute]:

@@ -91,12 +91,15 @@ class HttpBridge:
     # -- HttpApplication ---------------------------------------------------------------
 
     def handle_request(self, conn: HttpConnection, request: Request) -> None:
-        target = self.app.match_http(request)
-        if isinstance(target, Response):
-            conn.send_response(target)
+        route = self.app.match_http(request)
+        if isinstance(route, Response):
+            conn.send_response(route)
             return
-        self._lane(conn, getattr(target, "blocking", False)).submit(
-            self._run_handler, conn, target, request)
+        if self.pool is None and not route.blocking:
+            # Reactor mode: the handler runs here and now (no lane to keep order on).
+            self._run_handler(conn, route.handler, request)
+            return
+        self._lane(conn, route.blocking).submit(self._run_handler, conn, route.handler, request)
 
     def _run_handler(self, conn: HttpConnection, handler: Callable[[Request], Any],
                      request: Request) -> None:
@@ -115,7 +118,8 @@ class HttpBridge:
 
     def stream_body(self, conn: HttpConnection, request: Request) -> Optional[BodyStream]:
         # Handlers that read their input as a file (WSGI) get the body as it arrives.
-        if not getattr(self.app.match_http(request), "streams_body", False):
+        route = self.app.match_http(request)
+        if isinstance(route, Response) or not route.streams_body:
             return None
         config = self.config
         stream = BodyStream(config.body_buffer_size, config.body_timeout,
