@@ -1,6 +1,6 @@
 """``ProxyPreamble``: the protocol object a connection starts with under ``proxy_protocol``.
 
-It reads the PROXY protocol header (:mod:`wssync.proxy_protocol` parses it),
+It reads the PROXY protocol header (:mod:`wssync.edge.proxy_protocol` parses it),
 makes the client it names the transport's peer (the socket's own peer, the
 proxy, stays in ``transport.proxy_peername``), and hands the connection and the
 bytes after the header to the protocol that follows (``HttpConnection``), the
