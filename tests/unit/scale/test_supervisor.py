@@ -228,6 +228,14 @@ class Harness:
                 failure.append(exc)
                 self.reactor.stop()
 
+        def heartbeat() -> None:
+            # A real supervisor's reactor always has a timer to come (its report
+            # every second): so must this one, whose timers are all virtual, or
+            # a wake-up that races with the loop draining its queue could leave
+            # it asleep in select() for good.
+            self.reactor.call_later(0.005, heartbeat)
+
+        self.reactor.call_later(0.005, heartbeat)
         thread = threading.Thread(target=script, name="scenario")
         thread.start()
         try:
