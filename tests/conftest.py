@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -39,6 +40,13 @@ def start_server() -> Iterator[Callable[..., Server]]:
     yield start
     for server in servers:
         server.stop(timeout=10)
+
+
+@pytest.fixture
+def clients() -> Iterator[contextlib.ExitStack]:
+    """Closes every client a test opened, even when it fails."""
+    with contextlib.ExitStack() as stack:
+        yield stack
 
 
 @pytest.fixture(autouse=True)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
+import http.client
 import os
 import socket
 import ssl
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -366,3 +370,196 @@ class SlowReader:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# -- a tiny independent RFC 6455 client codec, on raw sockets ---------------------------------
+# Written from the RFC, not from wssync's code, so that it can check the server
+# (and send what well-behaved clients refuse to send).
+
+WS_HOST = "127.0.0.1"
+WS_TIMEOUT = 5.0
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+WS_KEY = base64.b64encode(b"0123456789abcdef").decode()
+_TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    return struct.pack("!H", code) + reason.encode()
+
+
+def parse_close(payload: bytes) -> Tuple[Optional[int], str]:
+    if not payload:
+        return None, ""
+    return struct.unpack("!H", payload[:2])[0], payload[2:].decode("utf-8")
+
+
+def accept_for(key: str) -> str:
+    """The ``Sec-WebSocket-Accept`` that answers ``key``."""
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+
+
+def handshake_bytes(path: str = "/echo", method: str = "GET",
+                    headers: Optional[Dict[str, Optional[str]]] = None) -> bytes:
+    """An upgrade request; ``headers`` overrides defaults (a None value drops one)."""
+    fields: Dict[str, Optional[str]] = {
+        "Host": f"{WS_HOST}",
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": WS_KEY,
+        "Sec-WebSocket-Version": "13",
+    }
+    fields.update(headers or {})
+    lines = [f"{method} {path} HTTP/1.1"]
+    lines += [f"{name}: {value}" for name, value in fields.items() if value is not None]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def read_head(sock: socket.socket) -> Tuple[int, Dict[str, str], bytes]:
+    """Status, headers (lower-case names) and the bytes after the head."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError(f"connection closed before a response head: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, rest
+
+
+def http_exchange(port: int, request: bytes) -> Tuple[int, Dict[str, str], bytes]:
+    """Send a request on a fresh connection; status, headers and body."""
+    with socket.create_connection((WS_HOST, port), timeout=WS_TIMEOUT) as sock:
+        sock.sendall(request)
+        status, headers, body = read_head(sock)
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return status, headers, body
+
+
+class RawWS:
+    """A hand-driven WebSocket client on a plain socket."""
+
+    def __init__(self, sock: socket.socket, buffered: bytes = b"",
+                 headers: Optional[Dict[str, str]] = None) -> None:
+        self.sock = sock
+        self.buf = bytearray(buffered)
+        self.headers = headers or {}
+
+    @classmethod
+    def connect(cls, port: int, path: str = "/echo",
+                headers: Optional[Dict[str, Optional[str]]] = None,
+                rcvbuf: Optional[int] = None) -> RawWS:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(WS_TIMEOUT)
+        sock.connect((WS_HOST, port))
+        sock.sendall(handshake_bytes(path, headers=headers))
+        status, resp_headers, rest = read_head(sock)
+        assert status == 101, (status, resp_headers)
+        assert resp_headers["sec-websocket-accept"] == accept_for(WS_KEY)
+        return cls(sock, rest, resp_headers)
+
+    def send(self, opcode: int, payload: bytes = b"", fin: bool = True, mask: bool = True,
+             rsv: int = 0) -> None:
+        self.sock.sendall(frame(opcode, payload, fin, mask, rsv))
+
+    def send_text(self, text: str) -> None:
+        self.send(_TEXT, text.encode())
+
+    def _need(self, n: int) -> None:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed by the server")
+            self.buf += chunk
+
+    def recv_frame(self, timeout: float = WS_TIMEOUT) -> Tuple[bool, int, bytes]:
+        """(fin, opcode, payload) of the next server frame, which must be unmasked."""
+        self.sock.settimeout(timeout)
+        self._need(2)
+        b0, b1 = self.buf[0], self.buf[1]
+        assert not b1 & 0x80, "server frames must not be masked"
+        assert not b0 & 0x70, "no extension was negotiated: RSV bits must be clear"
+        n, header = b1 & 0x7F, 2
+        if n == 126:
+            self._need(4)
+            n, header = struct.unpack_from("!H", self.buf, 2)[0], 4
+        elif n == 127:
+            self._need(10)
+            n, header = struct.unpack_from("!Q", self.buf, 2)[0], 10
+        self._need(header + n)
+        payload = bytes(self.buf[header:header + n])
+        del self.buf[:header + n]
+        return bool(b0 & 0x80), b0 & 0x0F, payload
+
+    def recv_data(self, timeout: float = WS_TIMEOUT) -> Tuple[int, bytes]:
+        """The next non-control frame (pings are skipped, not answered)."""
+        while True:
+            fin, opcode, payload = self.recv_frame(timeout)
+            if opcode in (_PING, _PONG):
+                continue
+            assert fin, "the server sent a fragmented message"
+            return opcode, payload
+
+    def recv_close(self, timeout: float = WS_TIMEOUT) -> Tuple[Optional[int], str]:
+        """Skip frames until the server's close frame; its (code, reason)."""
+        while True:
+            _fin, opcode, payload = self.recv_frame(timeout)
+            if opcode == _CLOSE:
+                return parse_close(payload)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def raw(server: Any, clients: contextlib.ExitStack, path: str = "/echo",
+        **kwargs: Any) -> RawWS:
+    """A :class:`RawWS` to ``server`` (a started ``wssync.Server``), closed with ``clients``."""
+    conn = RawWS.connect(port_of(server), path, **kwargs)
+    clients.callback(conn.close)
+    return conn
+
+
+def port_of(server: Any) -> int:
+    return int(server.address[1])
+
+
+def http_get(port: int, path: str = "/health", timeout: float = WS_TIMEOUT) -> Tuple[int, bytes]:
+    conn = http.client.HTTPConnection(WS_HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+class Recorder:
+    """Thread-safe record of callback calls, with waiting."""
+
+    def __init__(self) -> None:
+        self.calls: List[Any] = []
+        self._cond = threading.Condition()
+
+    def add(self, item: Any) -> None:
+        with self._cond:
+            self.calls.append(item)
+            self._cond.notify_all()
+
+    def wait(self, n: int = 1, timeout: float = WS_TIMEOUT,
+             where: Callable[[Any], bool] = lambda item: True) -> List[Any]:
+        with self._cond:
+            self._cond.wait_for(lambda: len([c for c in self.calls if where(c)]) >= n, timeout)
+            return [c for c in self.calls if where(c)]

@@ -9,8 +9,6 @@ clients refuse to send).  Nothing is mocked.
 from __future__ import annotations
 
 import base64
-import contextlib
-import hashlib
 import http.client
 import os
 import queue
@@ -19,12 +17,29 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 import requests
 import websocket  # websocket-client
-from helpers import frame, read_until_closed, settled, wait_until
+from helpers import (
+    WS_KEY,
+    RawWS,
+    Recorder,
+    accept_for,
+    close_payload,
+    frame,
+    handshake_bytes,
+    http_exchange,
+    http_get,
+    parse_close,
+    port_of,
+    raw,
+    read_head,
+    read_until_closed,
+    settled,
+    wait_until,
+)
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -34,176 +49,13 @@ from wssync.websocket.frames import Opcode
 
 HOST = "127.0.0.1"
 TIMEOUT = 5.0
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-KEY = base64.b64encode(b"0123456789abcdef").decode()
+KEY = WS_KEY
 
 
 pytestmark = pytest.mark.timeout(30)
 
 
-# -- a tiny independent RFC 6455 client codec ------------------------------------------
-
-
-def close_payload(code: int, reason: str = "") -> bytes:
-    return struct.pack("!H", code) + reason.encode()
-
-
-def parse_close(payload: bytes) -> Tuple[Optional[int], str]:
-    if not payload:
-        return None, ""
-    return struct.unpack("!H", payload[:2])[0], payload[2:].decode("utf-8")
-
-
-def accept_for(key: str) -> str:
-    return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
-
-
-def handshake_bytes(path: str = "/echo", method: str = "GET",
-                    headers: Optional[Dict[str, Optional[str]]] = None) -> bytes:
-    """An upgrade request; ``headers`` overrides defaults (a None value drops one)."""
-    fields: Dict[str, Optional[str]] = {
-        "Host": f"{HOST}",
-        "Upgrade": "websocket",
-        "Connection": "Upgrade",
-        "Sec-WebSocket-Key": KEY,
-        "Sec-WebSocket-Version": "13",
-    }
-    fields.update(headers or {})
-    lines = [f"{method} {path} HTTP/1.1"]
-    lines += [f"{name}: {value}" for name, value in fields.items() if value is not None]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def read_head(sock: socket.socket) -> Tuple[int, Dict[str, str], bytes]:
-    """Status, headers (lower-case names) and the bytes after the head."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise EOFError(f"connection closed before a response head: {data!r}")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers, rest
-
-
-def http_exchange(port: int, request: bytes) -> Tuple[int, Dict[str, str], bytes]:
-    """Send a request on a fresh connection; status, headers and body."""
-    with socket.create_connection((HOST, port), timeout=TIMEOUT) as sock:
-        sock.sendall(request)
-        status, headers, body = read_head(sock)
-        length = int(headers.get("content-length", "0"))
-        while len(body) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        return status, headers, body
-
-
-class RawWS:
-    """A hand-driven WebSocket client on a plain socket."""
-
-    def __init__(self, sock: socket.socket, buffered: bytes = b"",
-                 headers: Optional[Dict[str, str]] = None) -> None:
-        self.sock = sock
-        self.buf = bytearray(buffered)
-        self.headers = headers or {}
-
-    @classmethod
-    def connect(cls, port: int, path: str = "/echo",
-                headers: Optional[Dict[str, Optional[str]]] = None,
-                rcvbuf: Optional[int] = None) -> RawWS:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.settimeout(TIMEOUT)
-        sock.connect((HOST, port))
-        sock.sendall(handshake_bytes(path, headers=headers))
-        status, resp_headers, rest = read_head(sock)
-        assert status == 101, (status, resp_headers)
-        assert resp_headers["sec-websocket-accept"] == accept_for(KEY)
-        return cls(sock, rest, resp_headers)
-
-    def send(self, opcode: int, payload: bytes = b"", fin: bool = True, mask: bool = True,
-             rsv: int = 0) -> None:
-        self.sock.sendall(frame(opcode, payload, fin, mask, rsv))
-
-    def send_text(self, text: str) -> None:
-        self.send(Opcode.TEXT, text.encode())
-
-    def _need(self, n: int) -> None:
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("connection closed by the server")
-            self.buf += chunk
-
-    def recv_frame(self, timeout: float = TIMEOUT) -> Tuple[bool, int, bytes]:
-        """(fin, opcode, payload) of the next server frame, which must be unmasked."""
-        self.sock.settimeout(timeout)
-        self._need(2)
-        b0, b1 = self.buf[0], self.buf[1]
-        assert not b1 & 0x80, "server frames must not be masked"
-        assert not b0 & 0x70, "no extension was negotiated: RSV bits must be clear"
-        n, header = b1 & 0x7F, 2
-        if n == 126:
-            self._need(4)
-            n, header = struct.unpack_from("!H", self.buf, 2)[0], 4
-        elif n == 127:
-            self._need(10)
-            n, header = struct.unpack_from("!Q", self.buf, 2)[0], 10
-        self._need(header + n)
-        payload = bytes(self.buf[header:header + n])
-        del self.buf[:header + n]
-        return bool(b0 & 0x80), b0 & 0x0F, payload
-
-    def recv_data(self, timeout: float = TIMEOUT) -> Tuple[int, bytes]:
-        """The next non-control frame (pings are skipped, not answered)."""
-        while True:
-            fin, opcode, payload = self.recv_frame(timeout)
-            if opcode in (Opcode.PING, Opcode.PONG):
-                continue
-            assert fin, "the server sent a fragmented message"
-            return opcode, payload
-
-    def recv_close(self, timeout: float = TIMEOUT) -> Tuple[Optional[int], str]:
-        """Skip frames until the server's close frame; its (code, reason)."""
-        while True:
-            _fin, opcode, payload = self.recv_frame(timeout)
-            if opcode == Opcode.CLOSE:
-                return parse_close(payload)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-
 # -- the application under test ------------------------------------------------------------
-
-
-class Recorder:
-    """Thread-safe record of callback calls, with waiting."""
-
-    def __init__(self) -> None:
-        self.calls: List[Any] = []
-        self._cond = threading.Condition()
-
-    def add(self, item: Any) -> None:
-        with self._cond:
-            self.calls.append(item)
-            self._cond.notify_all()
-
-    def wait(self, n: int = 1, timeout: float = TIMEOUT,
-             where: Callable[[Any], bool] = lambda item: True) -> List[Any]:
-        with self._cond:
-            self._cond.wait_for(lambda: len([c for c in self.calls if where(c)]) >= n, timeout)
-            return [c for c in self.calls if where(c)]
 
 
 class Fixture:
@@ -279,17 +131,6 @@ def serve(start_server: Callable[..., Server]) -> Callable[..., Tuple[Server, Fi
     return serve
 
 
-@pytest.fixture
-def clients() -> Iterator[contextlib.ExitStack]:
-    """Closes every client a test opened, even when it fails."""
-    with contextlib.ExitStack() as stack:
-        yield stack
-
-
-def port_of(server: Server) -> int:
-    return int(server.address[1])
-
-
 def ws_connect(server: Server, path: str = "/echo", **kwargs: Any) -> ClientConnection:
     kwargs.setdefault("open_timeout", TIMEOUT)
     kwargs.setdefault("close_timeout", TIMEOUT)
@@ -302,23 +143,6 @@ def ws_connect(server: Server, path: str = "/echo", **kwargs: Any) -> ClientConn
 def wsc_connect(server: Server, path: str = "/echo", **kwargs: Any) -> websocket.WebSocket:
     return websocket.create_connection(f"ws://{HOST}:{port_of(server)}{path}",
                                        timeout=TIMEOUT, **kwargs)
-
-
-def raw(server: Server, clients: contextlib.ExitStack, path: str = "/echo",
-        **kwargs: Any) -> RawWS:
-    conn = RawWS.connect(port_of(server), path, **kwargs)
-    clients.callback(conn.close)
-    return conn
-
-
-def http_get(port: int, path: str = "/health", timeout: float = TIMEOUT) -> Tuple[int, bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 65537, 1024 * 1024 + 3]
