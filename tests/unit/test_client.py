@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 import threading
-from typing import Any, Iterator, Union
+import time
+from typing import Any, Dict, Iterator, List, Tuple, Union
 
 import pytest
 from conftest import TlsFiles
+from helpers import accept_for, mask_bytes, read_until_closed
 from websockets.sync.server import ServerConnection, serve
 
 from wssync import App, WebSocket
@@ -200,9 +203,6 @@ def test_works_under_gevent_monkey_patching(wssync_url: str) -> None:
     assert proc.stdout.strip() == str(list(range(20)))
 
 
-
-
-
 def test_wss_against_the_websockets_library_tls_server(tls_files: TlsFiles) -> None:
     """``wss://`` to an independent TLS server: verified with the test CA, refused without."""
 
@@ -227,3 +227,152 @@ def test_wss_against_the_websockets_library_tls_server(tls_files: TlsFiles) -> N
         finally:
             server.shutdown()
             thread.join(5)
+
+
+# -- edge cases against a scripted peer ---------------------------------------------------------
+
+
+def server_frame(opcode: int, payload: bytes = b"") -> bytes:
+    """A frame as a server sends it: unmasked, unfragmented."""
+    return bytes([0x80 | opcode]) + (
+        bytes([len(payload)]) if len(payload) < 126 else b"\x7e" + len(payload).to_bytes(2, "big")
+    ) + payload
+
+
+class ScriptedPeer:
+    """A WebSocket server on a real loopback socket that does exactly what a test
+    says: a correct 101 for the client's key and, in the same write, the first
+    of ``chunks``; the others follow a moment apart.  Then it reads what the
+    client sends until the client closes: :meth:`client_frames`."""
+
+    def __init__(self, chunks: List[bytes], hang_up: bool = False) -> None:
+        self._hang_up = hang_up  # end TCP after the chunks, without a close frame
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"ws://127.0.0.1:{self._listener.getsockname()[1]}/"
+        self._chunks = chunks
+        self._received = b""
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        with conn:
+            conn.settimeout(10)
+            _line, headers, _ = read_head_of_request(conn)
+            key = headers["sec-websocket-key"]
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                         + accept_for(key).encode() + b"\r\n\r\n" + self._chunks[0])
+            for chunk in self._chunks[1:]:
+                time.sleep(0.05)
+                conn.sendall(chunk)
+            if self._hang_up:
+                return
+            try:
+                self._received = read_until_closed(conn)
+            except OSError:
+                pass
+
+    def client_frames(self) -> List[Tuple[int, bytes]]:
+        """Every frame the client sent, unmasked, once it closed the connection."""
+        self._thread.join(10)
+        self._listener.close()
+        data, frames = self._received, []
+        while data:
+            opcode, length = data[0] & 0x0F, data[1] & 0x7F
+            assert data[1] & 0x80, "client frames are masked"
+            offset = 2
+            if length == 126:
+                length, offset = int.from_bytes(data[2:4], "big"), 4
+            key = data[offset:offset + 4]
+            payload = data[offset + 4:offset + 4 + length]
+            frames.append((opcode, mask_bytes(payload, key)))
+            data = data[offset + 4 + length:]
+        return frames
+
+
+def read_head_of_request(sock: socket.socket) -> Tuple[str, Dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines[1:])}
+    return lines[0], headers, rest
+
+
+TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def test_frames_in_the_same_packet_as_the_101_come_first() -> None:
+    peer = ScriptedPeer([server_frame(TEXT, b"first") + server_frame(BINARY, b"second")
+                         + server_frame(PING, b"hi")])
+    ws = connect(peer.url, timeout=5)
+    assert ws.recv(timeout=2) == "first"
+    assert ws.recv(timeout=2) == b"second"
+    ws.close(timeout=0.5)
+    assert peer.client_frames()[0] == (PONG, b"hi")  # the ping was answered at once
+
+
+def test_a_frame_split_across_the_101_and_the_next_packet() -> None:
+    whole = server_frame(TEXT, "ü".encode() * 100)
+    peer = ScriptedPeer([whole[:7], whole[7:]])
+    ws = connect(peer.url, timeout=5)
+    assert ws.recv(timeout=2) == "ü" * 100
+    ws.close(timeout=0.5)
+    peer.client_frames()
+
+
+def test_a_close_without_a_code_is_1005_with_no_reason() -> None:
+    peer = ScriptedPeer([server_frame(TEXT, b"a") + server_frame(CLOSE)])
+    ws = connect(peer.url, timeout=5)
+    assert list(ws) == ["a"]  # a close without a code ends iteration quietly
+    assert ws.closed and ws.close_code == 1005
+    with pytest.raises(ConnectionClosed) as info:
+        ws.recv(timeout=1)
+    assert (info.value.code, info.value.reason) == (1005, "")
+    # The answer carries no code either: 1005 is never sent on the wire.
+    assert peer.client_frames() == [(CLOSE, b"")]
+
+
+def test_a_close_with_a_code_and_reason_is_answered_with_that_code() -> None:
+    peer = ScriptedPeer([server_frame(CLOSE, struct.pack("!H", 4001) + b"bye")])
+    ws = connect(peer.url, timeout=5)
+    with pytest.raises(ConnectionClosed) as info:
+        list(ws)  # 4001 is not a normal end: iteration raises
+    assert (info.value.code, info.value.reason) == (4001, "bye")
+    assert peer.client_frames() == [(CLOSE, struct.pack("!H", 4001))]
+
+
+@pytest.mark.parametrize("payload, code", [
+    (struct.pack("!H", 1005), 1002),  # reserved: never in a frame
+    (struct.pack("!H", 1006), 1002),
+    (struct.pack("!H", 999), 1002),
+    (struct.pack("!H", 1004), 1002),
+    (struct.pack("!H", 5000), 1002),
+    (b"\x03", 1002),  # one byte: half a code
+    (struct.pack("!H", 1000) + b"\xff\xfe", 1007),  # a reason that is not UTF-8
+], ids=["1005", "1006", "999", "1004", "5000", "one-byte", "bad-utf8"])
+def test_a_close_with_a_bad_code_fails_the_connection(payload: bytes, code: int) -> None:
+    peer = ScriptedPeer([server_frame(TEXT, b"before") + server_frame(CLOSE, payload)])
+    ws = connect(peer.url, timeout=5)
+    assert ws.recv(timeout=2) == "before"
+    with pytest.raises(ConnectionClosed) as info:
+        ws.recv(timeout=2)
+    assert info.value.code == code
+    with pytest.raises(ConnectionClosed):
+        ws.send("too late")
+    frames = peer.client_frames()
+    assert [opcode for opcode, _ in frames] == [CLOSE]
+    assert struct.unpack("!H", frames[0][1][:2])[0] == code
+
+
+def test_a_connection_lost_without_a_close_is_1006() -> None:
+    peer = ScriptedPeer([server_frame(TEXT, b"last")], hang_up=True)
+    ws = connect(peer.url, timeout=5)
+    assert ws.recv(timeout=2) == "last"
+    with pytest.raises(ConnectionClosed) as info:
+        list(ws)
+    assert info.value.code == 1006
+    peer.client_frames()
