@@ -214,8 +214,17 @@ class Transport:
             return
         if not self._out:
             # Write first, buffer second: most writes go out whole right away.
-            sent = self._send(data)
-            if sent < 0 or sent == len(data):
+            # (_send's one-buffer case, inline: every response and message
+            # comes this way, and a call costs more than the send's own work.)
+            try:
+                sent = self._io.send(data)
+            except self._ops.would_block:
+                sent = 0
+            except OSError as exc:
+                self._force_close(exc)
+                return
+            self.bytes_out += sent
+            if sent == len(data):
                 return
             self._out.append(memoryview(data)[sent:] if sent else data)
             self._out_size = len(data) - sent
