@@ -222,7 +222,7 @@ class HttpConnection:
                 request.local_addr = transport.sockname
                 if transport.secure:
                     request.scheme = "https"
-                if self._trusted is not None:
+                if parser.forwarded and self._trusted is not None:
                     request.remote_addr, scheme = resolve(
                         request.headers.by_name(), request.remote_addr, self._trusted)
                     if scheme is not None:

@@ -37,6 +37,8 @@ _FIELD_LINE = re.compile(
 _DIGITS = re.compile(r"[0-9]{1,18}\Z")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(;[^\r\n]*)?\Z")
 _ABSOLUTE_FORM = re.compile(r"https?://[^/?#]*", re.IGNORECASE)
+# The fields a proxy names the client and scheme in (wssync.edge.forwarded).
+_FORWARDED_FIELDS = frozenset(("x-forwarded-for", "x-forwarded-proto", "forwarded"))
 
 
 
@@ -105,6 +107,9 @@ class RequestParser:
         # The last head parsed (the request just returned, or the pending one)
         # has an Upgrade field: the caller decides whether it switches protocols.
         self.upgrade = False
+        # ... has X-Forwarded-For, X-Forwarded-Proto or Forwarded: only then
+        # does the caller look for a proxy's word on who the client is.
+        self.forwarded = False
 
     # -- input ---------------------------------------------------------------
 
@@ -250,6 +255,7 @@ class RequestParser:
 
         connection = index.get("connection")
         self.upgrade = "upgrade" in index
+        self.forwarded = not _FORWARDED_FIELDS.isdisjoint(index)
         request = Request(method, target, version, headers, b"", self.remote_addr,
                           client_keep_alive(version, connection) if connection
                           else version == "HTTP/1.1")

@@ -422,6 +422,19 @@ def test_take_buffer_without_extra_bytes_is_empty():
     assert parser.take_buffer() == b""
 
 
+@pytest.mark.parametrize("field", [b"X-Forwarded-For: 198.51.100.7", b"x-forwarded-proto: https",
+                                   b"FORWARDED: for=198.51.100.7"])
+def test_forwarded_flags_a_head_with_a_proxy_field_and_only_that_head(field):
+    parser = RequestParser()
+    assert parser.forwarded is False
+    parser.feed(head(b"GET /1 HTTP/1.1", HOST, field) + head(b"GET /2 HTTP/1.1", HOST,
+                                                             b"X-Forwarded-Host: a"))
+    assert parser.next_request().target == "/1"
+    assert parser.forwarded is True
+    assert parser.next_request().target == "/2"
+    assert parser.forwarded is False
+
+
 # -- keep-alive and Expect ----------------------------------------------------------
 
 
