@@ -126,8 +126,7 @@ class Transport:
         return self._closing or self._closed
 
     def start(self) -> None:
-        """Begin: the socket operations make the connection ready (TLS shakes hands
-        first), then the protocol hears of it."""
+        """Begin: the socket operations make it ready (TLS shakes hands), then the protocol."""
         self._ops.start(self)
 
     # -- what socket operations call ----------------------------------------------
@@ -213,9 +212,8 @@ class Transport:
         if self._closing or self._closed or self._write_eof or not data:
             return
         if not self._out:
-            # Write first, buffer second: most writes go out whole right away.
-            # (_send's one-buffer case, inline: every response and message
-            # comes this way, and a call costs more than the send's own work.)
+            # Write first, buffer second: most writes go out whole right away.  (_send
+            # inline: every response and message comes this way.)
             try:
                 sent = self._io.send(data)
             except self._ops.would_block:
