@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Iterator, List
 
 import pytest
@@ -218,3 +220,155 @@ def test_without_the_redis_library_the_error_says_what_to_install() -> None:
     assert "pip install 'wssync[redis]'" in done.stdout
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "pip install 'wssync[redis]'" in done.stderr
+
+
+# -- health checks: a connection that goes silent without closing ---------------------------
+
+
+class FreezableProxy:
+    """A TCP relay on loopback between the broker and Redis whose connections the
+    test can freeze one at a time: bytes are then taken and dropped in both
+    directions, with both sockets left open, as a network path that dies
+    silently.  Only a health check can tell."""
+
+    class Link:
+        def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+            self.client, self.upstream = client, upstream
+            self.frozen = False
+            self.subscriber = False  # it sent SUBSCRIBE
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.links: List[FreezableProxy.Link] = []
+        self.freeze_new = False  # connections made from now on are frozen from the start
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            link = FreezableProxy.Link(client, upstream)
+            link.frozen = self.freeze_new
+            with self._lock:
+                self.links.append(link)
+            for source, sink, up in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(link, source, sink, up),
+                                 name="proxy-pump", daemon=True).start()
+
+    def _pump(self, link: Link, source: socket.socket, sink: socket.socket, up: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if up and b"SUBSCRIBE" in data.upper():
+                    link.subscriber = True
+                if not link.frozen:
+                    sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def live(self, subscriber: bool) -> List[Link]:
+        with self._lock:
+            return [link for link in self.links if link.subscriber == subscriber
+                    and not link.frozen]
+
+    def close(self) -> None:
+        self._listener.close()
+        with self._lock:
+            for link in self.links:
+                link.client.close()
+                link.upstream.close()
+
+
+@pytest.fixture
+def proxy(redis_server: RedisServer) -> Iterator[FreezableProxy]:
+    made = FreezableProxy(redis_server.port)
+    yield made
+    made.close()
+
+
+def test_a_subscriber_whose_connection_goes_silent_is_noticed_by_its_ping(
+        redis_server: RedisServer, proxy: FreezableProxy, brokers: List[RedisBroker],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    inbox, other_inbox = Inbox(), Inbox()
+    broker = started(brokers, proxy.url(), inbox, socket_timeout=0.5, health_interval=0.5)
+    other = started(brokers, redis_server.url(), other_inbox)  # straight to Redis
+    assert wait_until(lambda: connected(broker, other) and len(proxy.live(True)) == 1)
+    other.publish(b"before")
+    assert wait_until(lambda: len(inbox) == 1)
+
+    proxy.freeze_new = True  # and so do the new ones, for now
+    proxy.live(True)[0].frozen = True  # only the subscriber's path dies
+    other.publish(b"during")  # goes to the dead path: lost, as documented
+    # Noticed after health_interval + socket_timeout of silence (1 s here).
+    assert wait_until(lambda: not connected(broker), timeout=5)
+    # A subscription Redis never confirms is no connection: the broker stays down
+    # through several attempts on the silent path.
+    assert not wait_until(lambda: connected(broker), timeout=2)
+    proxy.freeze_new = False
+    assert wait_until(lambda: connected(broker), timeout=15)  # a new subscription
+    other.publish(b"after")
+    assert wait_until(lambda: b"after" in inbox.records, timeout=15)
+    assert inbox.records == [b"before", b"after"]
+    lost = [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and str(proxy.port) in r.getMessage()]
+    assert len(lost) == 1 and "lost its connection" in lost[0] and "no answer" in lost[0]
+
+
+def test_an_idle_publisher_whose_connection_goes_silent_is_noticed_by_its_ping(
+        redis_server: RedisServer, proxy: FreezableProxy, brokers: List[RedisBroker]) -> None:
+    inbox = Inbox()
+    broker = started(brokers, proxy.url(), Inbox(), socket_timeout=0.5, health_interval=0.5)
+    listener = started(brokers, redis_server.url(), inbox)
+    assert wait_until(lambda: connected(broker, listener) and len(proxy.live(False)) == 1)
+
+    proxy.live(False)[0].frozen = True  # only the publisher's path dies, while it is idle
+    assert wait_until(lambda: not connected(broker), timeout=15)
+    assert wait_until(lambda: connected(broker), timeout=15)
+    dropped = broker.stats()["dropped"]
+    broker.publish(b"after")  # goes out on the new connection, not into the dead one
+    assert wait_until(lambda: inbox.records == [b"after"], timeout=15)
+    assert broker.stats()["dropped"] == dropped
+
+
+def test_both_connections_failing_log_once(brokers: List[RedisBroker],
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("redis")
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    broker = started(brokers, f"redis://127.0.0.1:{free_port()}/0", Inbox())
+    time.sleep(1.0)  # both threads fail, again and again with back-off
+    assert not broker.stats()["connected"]
+    assert [r.getMessage().split(") ")[0].split(" (")[0] for r in caplog.records
+            if r.name == LOGGER] == [f"Redis at {broker.url} is unreachable"]
+
+
+def test_records_sent_into_a_silent_connection_are_counted_as_dropped(
+        redis_server: RedisServer, proxy: FreezableProxy, brokers: List[RedisBroker]) -> None:
+    inbox = Inbox()
+    broker = started(brokers, proxy.url(), Inbox(), socket_timeout=0.5, health_interval=30)
+    listener = started(brokers, redis_server.url(), inbox)
+    assert wait_until(lambda: connected(broker, listener) and len(proxy.live(False)) == 1)
+    proxy.live(False)[0].frozen = True
+    for record in records(3):
+        broker.publish(record)  # the batch times out on the dead path
+    assert wait_until(lambda: broker.stats()["dropped"] == 3, timeout=15)
+    assert wait_until(lambda: connected(broker), timeout=15)
+    broker.publish(b"after")
+    assert wait_until(lambda: inbox.records == [b"after"], timeout=15)
+    assert broker.stats()["published"] == 1
