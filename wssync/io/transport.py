@@ -209,7 +209,7 @@ class Transport:
 
     def write(self, data: Buffer) -> None:
         """Send ``data`` (kept by reference, so it must not change afterwards)."""
-        if self._closing or self._closed or self._write_eof or not data:
+        if self._closing or self._write_eof or not data:  # (closed is closing too)
             return
         if not self._out:
             # Write first, buffer second: most writes go out whole right away.  (_send
