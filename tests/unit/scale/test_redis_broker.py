@@ -242,7 +242,9 @@ class FreezableProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self.links: List[FreezableProxy.Link] = []
-        self.freeze_new = False  # connections made from now on are frozen from the start
+        # While set, a connection is frozen as it sends SUBSCRIBE (which is lost):
+        # Redis took the connection and its set-up, then went silent.
+        self.freeze_subscribers = False
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
@@ -257,7 +259,6 @@ class FreezableProxy:
                 return
             upstream = socket.create_connection(("127.0.0.1", self._target))
             link = FreezableProxy.Link(client, upstream)
-            link.frozen = self.freeze_new
             with self._lock:
                 self.links.append(link)
             for source, sink, up in ((client, upstream, True), (upstream, client, False)):
@@ -272,6 +273,7 @@ class FreezableProxy:
                     break
                 if up and b"SUBSCRIBE" in data.upper():
                     link.subscriber = True
+                    link.frozen = link.frozen or self.freeze_subscribers
                 if not link.frozen:
                     sink.sendall(data)
         except OSError:
@@ -313,7 +315,7 @@ def test_a_subscriber_whose_connection_goes_silent_is_noticed_by_its_ping(
     other.publish(b"before")
     assert wait_until(lambda: len(inbox) == 1)
 
-    proxy.freeze_new = True  # and so do the new ones, for now
+    proxy.freeze_subscribers = True  # and so do the next ones, for now
     proxy.live(True)[0].frozen = True  # only the subscriber's path dies
     other.publish(b"during")  # goes to the dead path: lost, as documented
     # Noticed after health_interval + socket_timeout of silence (1 s here).
@@ -321,7 +323,7 @@ def test_a_subscriber_whose_connection_goes_silent_is_noticed_by_its_ping(
     # A subscription Redis never confirms is no connection: the broker stays down
     # through several attempts on the silent path.
     assert not wait_until(lambda: connected(broker), timeout=2)
-    proxy.freeze_new = False
+    proxy.freeze_subscribers = False
     assert wait_until(lambda: connected(broker), timeout=15)  # a new subscription
     other.publish(b"after")
     assert wait_until(lambda: b"after" in inbox.records, timeout=15)
