@@ -40,21 +40,23 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class _DateCache:
-    """The ``Date`` header value, formatted once per second."""
+    """The ``Date`` and ``Server`` lines, formatted once per second."""
+
+    __slots__ = ("lines", "until")
 
     def __init__(self) -> None:
-        self._second = 0
-        self._value = b""
+        self.until = 0.0  # when ``lines`` goes stale (the next whole second)
+        self.lines = b""
 
-    def get(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._value = formatdate(now, usegmt=True).encode("ascii")
-        return self._value
+    def refresh(self, now: float) -> bytes:
+        second = int(now)
+        self.until = second + 1.0
+        self.lines = b"Date: " + formatdate(second, usegmt=True).encode("ascii") + _SERVER_LINE
+        return self.lines
 
 
 _date = _DateCache()
+_time = time.time
 
 
 def reason_phrase(status: int) -> str:
@@ -77,8 +79,11 @@ def render_head(version: str, status: int, headers: Fields, framing: bytes = b""
     ``framing``, the server's own already encoded lines (``Content-Length``,
     ``Connection``, ``Transfer-Encoding``).  A line break in a header raises
     ``ValueError``: application data must not split a response."""
+    # The clock is read per head, but compared as a float: no call to format
+    # or to round it until the second changes.
+    date = _date
     parts = [_STATUS_LINES.get((version, status)) or status_line(version, status),
-             b"Date: ", _date.get(), _SERVER_LINE]
+             date.lines if _time() < date.until else date.refresh(_time())]
     lines = _HEADER_LINES
     for field in headers:
         line = lines.get(field)
@@ -176,14 +181,23 @@ def frame_response(request: Request, status: int, headers: Fields,
     """
     version = request.version
     keep_alive = not must_close and request.keep_alive
-    no_body = request.method == "HEAD" or status < 200 or status in _NO_BODY_STATUSES
+    if type(body) is bytes or isinstance(body, (bytearray, memoryview)):
+        # A whole body, nearly always: its decisions first, each made once.
+        if status < 200 or status in _NO_BODY_STATUSES:
+            length = b""
+        else:
+            # HEAD still says how long the body would be.
+            size = len(body)
+            length = _LENGTH_LINES.get(size) or _length_line(size)
+        head = render_head(version, status, headers, length if keep_alive and version != "HTTP/1.0"
+                           else _connection_line(keep_alive, version) + length)
+        if not length or request.method == "HEAD":
+            return head, b"", None, keep_alive, 0
+        if size > JOIN_LIMIT:
+            return head, body, None, keep_alive, size
+        return head + body, b"", None, keep_alive, size
     streamer: Optional[BodyFramer] = None
-    whole = body if isinstance(body, (bytes, bytearray, memoryview)) else None
-    if whole is not None:
-        # HEAD still says how long the body would be.
-        length = b"" if status < 200 or status in _NO_BODY_STATUSES \
-            else b"Content-Length: %d\r\n" % len(whole)
-    elif no_body:
+    if request.method == "HEAD" or status < 200 or status in _NO_BODY_STATUSES:
         length = b""
     elif any(name.lower() == "content-length" for name, _ in headers):
         length, streamer = b"", _AS_IS  # the application knows the length
@@ -192,21 +206,30 @@ def frame_response(request: Request, status: int, headers: Fields,
     else:
         # HTTP/1.0 has no chunking: the end of the body is the end of the connection.
         length, streamer, keep_alive = b"", _AS_IS, False
-    # Say close when closing; echo keep-alive to HTTP/1.0 clients that asked for it.
-    if not keep_alive:
-        framing = _CLOSE_LINE + length
-    elif version == "HTTP/1.0":
-        framing = _KEEP_ALIVE_LINE + length
-    else:
-        framing = length
-    head = render_head(version, status, headers, framing)
+    head = render_head(version, status, headers, length if keep_alive and version != "HTTP/1.0"
+                       else _connection_line(keep_alive, version) + length)
     if streamer is not None:
         return head, b"", streamer, keep_alive, -1
-    if no_body or whole is None:
-        return head, b"", None, keep_alive, 0
-    if len(whole) > JOIN_LIMIT:
-        return head, whole, None, keep_alive, len(whole)
-    return head + whole, b"", None, keep_alive, len(whole)
+    return head, b"", None, keep_alive, 0
+
+
+def _connection_line(keep_alive: bool, version: str) -> bytes:
+    """Say close when closing; echo keep-alive to HTTP/1.0 clients that asked for it."""
+    if not keep_alive:
+        return _CLOSE_LINE
+    return _KEEP_ALIVE_LINE if version == "HTTP/1.0" else b""
+
+
+# Content-Length lines of the sizes seen, encoded once (bodies of a few sizes are
+# the rule; a full cache takes no more).
+_LENGTH_LINES: Dict[int, bytes] = {}
+
+
+def _length_line(size: int) -> bytes:
+    line = b"Content-Length: %d\r\n" % size
+    if len(_LENGTH_LINES) < 1024:
+        _LENGTH_LINES[size] = line
+    return line
 
 
 # (bytes to write, the status sent, the part of the file to send after them as

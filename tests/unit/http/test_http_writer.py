@@ -100,6 +100,24 @@ def test_render_head_date_is_current_imf_fixdate():
     assert int(before) - 1 <= stamp <= after + 1
 
 
+def test_render_head_date_follows_the_clock_second_by_second(monkeypatch) -> None:
+    from wssync.http import writer
+    clock = [1_000_000_000.25]
+    monkeypatch.setattr(writer, "_time", lambda: clock[0])
+    monkeypatch.setattr(writer, "_date", writer._DateCache())  # nothing formatted yet
+
+    def date() -> bytes:
+        return head_lines(render_head("HTTP/1.1", 200, []))[1]
+
+    assert date() == b"Date: Sun, 09 Sep 2001 01:46:40 GMT"
+    clock[0] = 1_000_000_000.99
+    assert date() == b"Date: Sun, 09 Sep 2001 01:46:40 GMT"
+    clock[0] = 1_000_000_001.0
+    assert date() == b"Date: Sun, 09 Sep 2001 01:46:41 GMT"
+    clock[0] = 1_000_000_061.5
+    assert date() == b"Date: Sun, 09 Sep 2001 01:47:41 GMT"
+
+
 def test_render_head_server_header_constant():
     assert f"wssync/{__version__}" == SERVER_HEADER
     assert b"\r\nServer: " + SERVER_HEADER.encode() + b"\r\n" in render_head("HTTP/1.0", 200, [])
@@ -141,6 +159,13 @@ def test_bytes_body_gets_content_length_and_stays_open() -> None:
     data, _, framer, keep_alive, size = frame_response(request(), 200, [], b"hello", False)
     assert split(data) == ([b"HTTP/1.1 200 OK", b"Content-Length: 5"], b"hello")
     assert framer is None and keep_alive and size == 5
+
+
+def test_content_length_is_each_body_s_own_size() -> None:
+    for body in (b"hello", b"x" * 70, b"hello", b"", b"x" * 70, b"x" * 1000):
+        data, _, _, _, size = frame_response(request(), 200, [], body, False)
+        assert split(data) == ([b"HTTP/1.1 200 OK", b"Content-Length: %d" % len(body)], body)
+        assert size == len(body)
 
 
 def test_must_close_says_close() -> None:
