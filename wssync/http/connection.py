@@ -21,14 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Dict,
-    List,
-    Optional,
-    Tuple,
-)
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from ..edge.forwarded import TrustedPeers, resolve, trusted_peers
 from ..errors import HttpError
@@ -41,7 +34,6 @@ from .state import (
     BODY_DEADLINE,
     CLOSE,
     DRAINING,
-    HEAD_DEADLINE,
     IDLE,
     IDLE_DEADLINE,
     LINGER,
@@ -52,12 +44,7 @@ from .state import (
 from .stream import ResponseStream
 from .upgrade import UpgradeHandler, upgrade_handler
 from .upload import Lingering, Upload
-from .writer import (
-    CONTINUE,
-    error_response,
-    frame_file,
-    frame_response,
-)
+from .writer import CONTINUE, error_response, frame_file, frame_response
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -66,6 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wssync.http")
 access_log = logging.getLogger("wssync.access")
+_INFO = logging.INFO
+_monotonic = time.monotonic
 
 
 # While the server stops: how long a connection accepted just before may take to
@@ -104,7 +93,12 @@ class HttpConnection:
         # Which deadline the timer runs for (a state's, see ServerState.deadline);
         # 0 while a request is in flight.
         self._phase = 0
+        # Each deadline's timeout, by the deadline's number (read per request).
+        self._timeouts = (0.0, config.keepalive_timeout, config.header_timeout,
+                          config.body_timeout)
         self._timer: Optional[Timer] = None
+        # We (or the upload) paused reading: the next wait for a request resumes it.
+        self._held = False
         # A request body its handler reads as it arrives, until it has ended
         # (or, failed, until the answer is out); None nearly always.
         self._upload: Optional[Upload] = None
@@ -133,6 +127,7 @@ class HttpConnection:
             self._upload.pump()
         elif parser.buffered > self.config.max_header_size:
             # Pipelined requests pile up while one is handled: stop reading.
+            self._held = True
             self.transport.pause_reading()
 
     def eof_received(self) -> None:
@@ -248,7 +243,9 @@ class HttpConnection:
         if self._eof or (self._stopping and not parser.buffered):
             self._close()
             return None
-        transport.resume_reading()
+        if self._held:
+            self._held = False
+            transport.resume_reading()
         pending = parser.pending
         if pending is not None and parser.fresh_body:
             parser.fresh_body = False
@@ -340,19 +337,28 @@ class HttpConnection:
             self._current = None
             self._send_error(500, "invalid response header")
             return
-        self._state.respond(keep_alive)
+        if framer is not None or self._upload is not None:
+            self._state.respond(keep_alive)
         transport.write(data)
         if large:
             transport.write(large)  # kept by reference, not copied
-        if access_log.isEnabledFor(logging.INFO):
+        if access_log.isEnabledFor(_INFO):
             self._log_access(request, response.status, size)
-        if framer is None:
-            if type(body) is not bytes:
-                self._close_body(body)  # a HEAD, 204 or 304 answer: nothing is sent
-            self._finish_response()
+        if framer is not None:
+            stream = self._stream = ResponseStream(self, body, framer)
+            stream.pull()
             return
-        stream = self._stream = ResponseStream(self, body, framer)
-        stream.pull()
+        if type(body) is not bytes:
+            self._close_body(body)  # a HEAD, 204 or 304 answer: nothing is sent
+        if self._upload is not None or self._current is None:
+            self._finish_response()  # the request's body has not ended, or the client left
+            return
+        # A whole answer to a request read whole: the state moves on in one step.
+        self._current = None
+        if self._state.answered(keep_alive, self._stopping) != IDLE:
+            transport.close()
+        elif not self._processing:  # else the running _process loop goes on by itself
+            self._process()
 
     def _send_file(self, request: Request, status: int, headers: List[Tuple[str, str]],
                    body: FileBody, close: bool) -> None:
@@ -440,7 +446,7 @@ class HttpConnection:
         log.info("%s: %d %s", transport.peername, status, message)
 
     def _log_access(self, request: Request, status: int, size: int) -> None:
-        if access_log.isEnabledFor(logging.INFO):  # also checked before the call, per request
+        if access_log.isEnabledFor(_INFO):  # also checked before the call, per request
             peer = request.remote_addr
             host = peer[0] if isinstance(peer, tuple) else "-"
             access_log.info('%s "%s %s %s" %d %s', host, request.method, request.target,
@@ -455,21 +461,21 @@ class HttpConnection:
         extend it (that is what makes a slowloris client time out).  One lazily
         re-armed timer per connection keeps this cheap on every request.
         """
-        if phase == self._phase or self.transport is None:
+        transport = self.transport
+        if phase == self._phase or transport is None:
             return
         self._phase = phase
-        config = self.config
-        timeout = (config.keepalive_timeout if phase == IDLE_DEADLINE
-                   else config.header_timeout if phase == HEAD_DEADLINE
-                   else config.body_timeout)
+        timeout = self._timeouts[phase]
         if not timeout:
             self._cancel_timer()
             return
-        self._deadline = time.monotonic() + timeout
-        if self._timer is not None and self._timer.when > self._deadline:
-            self._cancel_timer()  # a later timer would fire too late; a sooner one re-arms
-        if self._timer is None:
-            self._timer = self.transport.reactor.call_at(self._deadline, self._on_deadline)
+        deadline = self._deadline = _monotonic() + timeout
+        timer = self._timer
+        if timer is not None:
+            if timer.when <= deadline:
+                return  # it fires first, sees the later deadline and re-arms for it
+            timer.cancel()  # it would fire too late
+        self._timer = transport.reactor.call_at(deadline, self._on_deadline)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

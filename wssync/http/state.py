@@ -197,6 +197,20 @@ class ServerState:
         self.state = state  # type: ignore[assignment]
         self.keep_alive = keep_alive
 
+    def answered(self, keep_alive: bool, stopping: bool) -> int:
+        """A whole answer has been written at once (head and body):
+        :meth:`respond` then :meth:`sent`; the state after."""
+        state = _ON_RESPONSE.get(self.state)
+        if state is None:
+            self.fire(RESPONSE)  # raises
+        self.keep_alive = keep_alive
+        if keep_alive and not stopping and not self.streaming:
+            state = _ON_KEEP[state]  # type: ignore[index]
+            self.state = state
+            return state
+        self.state = state  # type: ignore[assignment]
+        return self.sent(stopping)
+
     def sent(self, stopping: bool) -> int:
         """The answer is out: reuse the connection, drain the body's rest, or close."""
         if self.keep_alive and not stopping and not self.streaming:

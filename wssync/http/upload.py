@@ -72,6 +72,7 @@ class Upload:
                 if room <= 0:
                     if stream.stop_filling():
                         # The handler's upload_wanted resumes us once it has read.
+                        conn._held = True
                         transport.pause_reading()
                         return
                     continue
@@ -115,6 +116,7 @@ class Upload:
             conn._state.fire(CLOSE)
             transport.close()
         else:
+            conn._held = True
             transport.pause_reading()  # nothing more is parsed; the answer will linger
 
     def _expired(self) -> None:

@@ -419,6 +419,23 @@ def test_body_goes_to_the_stream_and_reading_pauses_while_it_is_full(reactor: Re
     assert app.targets == ["/up", "/next"]
 
 
+def test_reading_paused_for_a_full_stream_resumes_after_the_answer(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 10
+    conn, transport = connect(reactor, app)
+    conn.data_received(post_head(20) + b"0123")
+    conn.data_received(b"456789abcdefghij")
+    assert transport.reading_paused  # the stream is full
+    stream = streamed(app)
+    assert stream.read(10) == b"0123456789"
+    conn.upload_wanted(stream)  # the rest was in the parser: the body ends, still paused
+    assert stream.read() == b"abcdefghij"
+    conn.send_response(Response(b"stored"))
+    assert not transport.reading_paused  # waiting for the next request: read the client
+    conn.data_received(get("/next"))
+    assert app.targets == ["/up", "/next"]
+
+
 def test_100_continue_is_sent_when_the_handler_reads(reactor: Reactor) -> None:
     app = RecordingApp()
     app.streams = 1024

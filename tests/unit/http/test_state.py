@@ -177,3 +177,27 @@ def test_stopping_while_streaming_lingers() -> None:
     server.request(False, True)
     server.respond(True)
     assert server.sent(stopping=True) == st.LINGERING
+
+
+@pytest.mark.parametrize("keep_alive, stopping, streaming, after", [
+    (True, False, False, st.IDLE),
+    (False, False, False, st.MUST_CLOSE),
+    (True, True, False, st.MUST_CLOSE),
+    (True, False, True, st.DRAINING),
+    (False, False, True, st.LINGERING),
+])
+def test_a_whole_answer_is_respond_then_sent_in_one_step(keep_alive: bool, stopping: bool,
+                                                         streaming: bool, after: int) -> None:
+    one, two = ServerState(), ServerState()
+    for server in (one, two):
+        server.request(False, streaming)
+    two.respond(keep_alive)
+    assert one.answered(keep_alive, stopping) == two.sent(stopping) == after
+    assert (one.state, one.keep_alive) == (two.state, two.keep_alive)
+
+
+def test_a_whole_answer_outside_handling_raises() -> None:
+    server = ServerState()
+    with pytest.raises(HttpStateError):
+        server.answered(True, False)
+    assert server.state == st.IDLE
