@@ -96,25 +96,31 @@ class HttpBridge:
             conn.send_response(route)
             return
         if self.pool is None and not route.blocking:
-            # Reactor mode: the handler runs here and now (no lane to keep order on).
-            self._run_handler(conn, route.handler, request)
+            # Reactor mode: the handler runs here and now (no lane to keep order
+            # on) and its answer goes straight to the connection (no hand-off).
+            conn.send_response(self._respond(route.handler, request))
             return
         self._lane(conn, route.blocking).submit(self._run_handler, conn, route.handler, request)
 
     def _run_handler(self, conn: HttpConnection, handler: Callable[[Request], Any],
                      request: Request) -> None:
+        """On the connection's lane: the handler's answer goes back to the reactor."""
+        self.handoff.call(0, conn.send_response, self._respond(handler, request))
+
+    @staticmethod
+    def _respond(handler: Callable[[Request], Any], request: Request) -> Response:
+        """The handler's answer to ``request`` (its exceptions answered too)."""
         try:
             result = handler(request)
-            response = result if type(result) is Response else to_response(result)
+            return result if type(result) is Response else to_response(result)
         except HttpError as exc:
-            response = error_answer(exc)
+            return error_answer(exc)
         except RequestBodyError as exc:
             # The connection answers for the body (or the client is gone): no traceback.
-            response = error_answer(HttpError(exc.status, exc.message))
+            return error_answer(HttpError(exc.status, exc.message))
         except Exception:
             log.exception("error in handler for %s %s", request.method, request.target)
-            response = Response("500 Internal Server Error\n", 500)
-        self.handoff.call(0, conn.send_response, response)
+            return Response("500 Internal Server Error\n", 500)
 
     def stream_body(self, conn: HttpConnection, request: Request) -> Optional[BodyStream]:
         # Handlers that read their input as a file (WSGI) get the body as it arrives.
