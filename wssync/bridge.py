@@ -229,6 +229,16 @@ class WebSocketBridge:
         on_message = self.route.on_message
         if on_message is None:
             return
+        if self.lane is INLINE:
+            # On the reactor's own lane the message is delivered as it comes: no
+            # backlog can build up to count or pause for.
+            try:
+                on_message(self.handle, data)
+            except ConnectionClosed:
+                pass  # as in _deliver
+            except Exception:
+                self._failed()
+            return
         size = len(data)
         self._queued += 1
         self._queued_bytes += size
