@@ -217,6 +217,11 @@ class Reactor:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+        # A thread can set the flag after the loop drained its call (it was
+        # preempted between its check and its poke): left set, it would keep
+        # every later caller from poking.  What is queued now is drained in this
+        # same round, so clearing here loses nothing.
+        self._poked = False
 
     def close(self) -> None:
         """Release the selector and the wake-up pair (after :meth:`run` returned)."""

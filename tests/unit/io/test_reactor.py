@@ -119,3 +119,22 @@ def test_a_failing_callback_does_not_stop_the_loop() -> None:
     reactor.run()
     reactor.close()
     assert ran == [1]
+
+
+def test_a_poke_that_lands_after_the_drain_does_not_silence_later_calls() -> None:
+    """A thread preempted between its check and its poke: the loop drained its
+    call, then the poke arrived.  Later callers must still wake the loop."""
+    reactor = Reactor()
+    reactor._poked = True  # the late poke: flag set, byte sent, nothing queued
+    reactor._wake_w.send(b"\0")
+    thread = threading.Thread(target=reactor.run, daemon=True)
+    thread.start()
+    time.sleep(0.2)  # the loop takes the stray byte and waits with no timer
+    done = threading.Event()
+    reactor.call_soon_threadsafe(done.set)
+    try:
+        assert done.wait(5), "the call waited for an unrelated wake-up"
+    finally:
+        reactor.stop()
+        thread.join(5)
+        reactor.close()
