@@ -92,6 +92,7 @@ class WebSocketConnection:
         if self._input_paused and not proto.close_sent:
             return
         next_event = proto.next_event
+        frames = proto.frames
         while True:
             event = next_event()
             if event is None:
@@ -100,6 +101,8 @@ class WebSocketConnection:
                 if self._input_paused:
                     continue  # closing, and the application takes no more
                 self.app.message(event.data)
+                if frames.empty:
+                    return  # the read held this one message: nothing left to ask for
                 if self._input_paused and not proto.close_sent:
                     return  # full: the rest waits, unparsed, for resume_input
             elif type(event) is Ping:

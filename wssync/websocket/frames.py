@@ -179,7 +179,7 @@ class FrameParser:
     """
 
     __slots__ = (
-        "_buf", "_pos", "allow_rsv1", "expect_masked", "max_size", "pending",
+        "_buf", "_pos", "allow_rsv1", "empty", "expect_masked", "max_size", "pending",
     )
 
     def __init__(self, expect_masked: bool = True, max_size: int = default("max_message_size"),
@@ -189,10 +189,14 @@ class FrameParser:
         self.allow_rsv1 = allow_rsv1
         self._buf = bytearray()
         self._pos = 0
+        # Nothing is buffered (read it, do not set it): a caller that took a frame
+        # looks here before asking for the next one.  False may be stale, never True.
+        self.empty = True
         # (opcode, rsv1, header length with mask, mask) of a frame not yet complete
         self.pending: Optional[Tuple[int, bool, int, Optional[bytes]]] = None
 
     def feed(self, data: bytes) -> None:
+        self.empty = False
         if self._pos:
             if self._pos == len(self._buf):
                 self._buf = bytearray(data)
@@ -238,8 +242,9 @@ class FrameParser:
             raise ProtocolError(CloseCode.PROTOCOL_ERROR, "reserved bits set")
         if opcode not in _DATA_OPCODES and opcode not in _CONTROL_OPCODES:
             raise ProtocolError(CloseCode.PROTOCOL_ERROR, f"reserved opcode {opcode:#x}")
-        fin = bool(b0 & 0x80)
-        masked = bool(b1 & 0x80)
+        # Comparisons, not bool() calls: these are bytes, so the top bit is >= 0x80.
+        fin = b0 >= 0x80
+        masked = b1 >= 0x80
         if masked != self.expect_masked:
             raise ProtocolError(CloseCode.PROTOCOL_ERROR,
                                 "frame masking is wrong for this direction")
@@ -268,14 +273,14 @@ class FrameParser:
         if length > self.max_size:
             raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "frame too large")
         if masked:
-            end = pos + header + 4 + length
+            start = pos + header + 4  # of the payload, after the mask key
+            end = start + length
             if len(buf) < end:
-                if len(buf) >= pos + header + 4:  # the mask key is complete
+                if len(buf) >= start:  # the mask key is complete
                     self.pending = (opcode, bool(b0 & 0x40), header + 4,
-                                    bytes(buf[pos + header:pos + header + 4]))
+                                    bytes(buf[start - 4:start]))
                 return None
-            mask = bytes(buf[pos + header:pos + header + 4])
-            payload = apply_mask(buf[pos + header + 4:end], mask)
+            payload = apply_mask(buf[start:end], bytes(buf[start - 4:start]))
         else:
             end = pos + header + length
             if len(buf) < end:
@@ -285,6 +290,7 @@ class FrameParser:
         if end == len(buf):
             self._buf = bytearray()
             self._pos = 0
+            self.empty = True
         else:
             self._pos = end
-        return Frame(opcode, payload, fin, bool(b0 & 0x40))
+        return Frame(opcode, payload, fin, (b0 & 0x40) != 0)

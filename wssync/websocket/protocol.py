@@ -140,12 +140,12 @@ class WebSocketProtocol:
         "_fragment_opcode",
         "_fragment_size",
         "_fragments",
-        "_parser",
         "_peek_decoder",
         "_peek_offset",
         "_state",
         "_text_parts",
         "client",
+        "frames",
         "max_message_size",
     )
 
@@ -157,7 +157,8 @@ class WebSocketProtocol:
         self._compressed = False
         self._state = State.OPEN
         self._close_sent = False  # derived from _state by _enter, read on every send
-        self._parser = FrameParser(expect_masked=not client, max_size=max_message_size,
+        # The frame parser (read its ``empty``: nothing left to parse).
+        self.frames = FrameParser(expect_masked=not client, max_size=max_message_size,
                                    allow_rsv1=deflate is not None)
         self._fragments: List[bytes] = []
         self._fragment_opcode = 0
@@ -206,7 +207,7 @@ class WebSocketProtocol:
     def feed(self, data: bytes) -> None:
         """Buffer ``data``; nothing is parsed until :meth:`next_event` asks."""
         if self._state <= _RECEIVING:
-            self._parser.feed(data)
+            self.frames.feed(data)
 
     def next_event(self) -> Optional[Event]:
         """The next complete event, or None until more bytes come.
@@ -217,7 +218,7 @@ class WebSocketProtocol:
         """
         if self._state > _RECEIVING:
             return None
-        parser = self._parser
+        parser = self.frames
         try:
             while True:
                 frame = parser.next_frame()
