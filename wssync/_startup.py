@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import signal
 import ssl
+import tempfile
 import threading
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 from .config import Config
 from .edge.forwarded import trusted_peers
@@ -124,12 +127,70 @@ def take_over_signals(signums: Tuple[int, ...],
     return restore
 
 
-def load_certificates(context: ssl.SSLContext, certfile: str, keyfile: Optional[str],
-                      password: Union[str, Callable[[], str], None]) -> None:
-    """Renewed certificate files for ``context``'s new connections (reactor thread)."""
+class StagedCertificates(NamedTuple):
+    """Renewed certificate files, copied and checked: what the context will load."""
+
+    directory: str  # private (0700), removed once loaded
+    certfile: str
+    keyfile: Optional[str]
+    password: Union[str, Callable[[], str], None]  # a callable asks its source once
+    source: str  # the certificate file named by the caller, for the log
+
+
+def stage_certificates(certfile: str, keyfile: Optional[str],
+                       password: Union[str, Callable[[], str], None]) -> StagedCertificates:
+    """Copy the files into a private directory, ask for the password once, and
+    check them there (``ssl.SSLError`` or ``OSError`` if they do not load).
+
+    The context loads the very bytes that were checked: files replaced between
+    the check and the load (a renewal writing them in place) cannot reach the
+    context half-loaded.  OpenSSL installs a chain's certificate before its key
+    is checked, so a failed load would leave the live context with a new
+    certificate and the old key, and every new handshake would fail.
+    """
+    directory = tempfile.mkdtemp(prefix="wssync-cert-")
     try:
-        context.load_cert_chain(certfile, keyfile, password)
+        staged_cert = _copy_private(certfile, directory, "cert.pem")
+        staged_key = _copy_private(keyfile, directory, "key.pem") if keyfile else None
+        secret = _asked_once(password) if callable(password) else password
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(staged_cert, staged_key, secret)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return StagedCertificates(directory, staged_cert, staged_key, secret, certfile)
+
+
+def _asked_once(password: Callable[[], str]) -> Callable[[], str]:
+    """``password``, asked at most once (and only if a key is encrypted): the
+    load then uses the answer the check had."""
+    answers: List[str] = []
+
+    def once() -> str:
+        if not answers:
+            answers.append(password())
+        return answers[0]
+
+    return once
+
+
+def _copy_private(path: str, directory: str, name: str) -> str:
+    with open(path, "rb") as source:
+        data = source.read()
+    copy = os.path.join(directory, name)
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as target:
+        target.write(data)
+    return copy
+
+
+def load_certificates(context: ssl.SSLContext, staged: StagedCertificates) -> None:
+    """Staged certificate files into ``context`` for its new connections (reactor
+    thread, or any thread while no reactor serves it)."""
+    try:
+        context.load_cert_chain(staged.certfile, staged.keyfile, staged.password)
     except (OSError, ssl.SSLError) as exc:
         log.error("certificate not reloaded: %s", exc)
         return
-    log.info("certificate reloaded from %s; new connections use it", certfile)
+    finally:
+        shutil.rmtree(staged.directory, ignore_errors=True)
+    log.info("certificate reloaded from %s; new connections use it", staged.source)

@@ -228,19 +228,19 @@ class Server:
 
         The files are checked here first (a bad file raises ``ssl.SSLError``
         or ``OSError`` and the current certificate stays); the server's
-        context takes them on the reactor thread.  Safe from any thread and
-        from a signal handler.
+        context takes the very bytes checked, on the reactor thread, so files
+        replaced meanwhile change nothing.  Safe from any thread and from a
+        signal handler.
         """
         context = self.ssl_context
         if context is None:
             raise RuntimeError("this server does not use TLS")
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certfile, keyfile, password)
+        staged = _startup.stage_certificates(certfile, keyfile, password)
         serving = self._serving
         if serving is None or self._stopped.is_set():
-            context.load_cert_chain(certfile, keyfile, password)
+            _startup.load_certificates(context, staged)
         else:
-            serving.reactor.call_soon_threadsafe(_startup.load_certificates, context,
-                                                 certfile, keyfile, password)
+            serving.reactor.call_soon_threadsafe(_startup.load_certificates, context, staged)
 
     def __enter__(self) -> Server:
         return self.start()
