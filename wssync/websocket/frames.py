@@ -120,6 +120,28 @@ def message_frame_parts(data: Union[str, bytes, bytearray, memoryview]) -> Tuple
     return _BINARY, bytes(data)
 
 
+# The two header bytes of every final, unmasked text or binary frame of up to
+# 125 bytes: a server's small messages take theirs from here.
+_SMALL_TEXT_HEADS = [bytes((0x80 | _TEXT, n)) for n in range(126)]
+_SMALL_BINARY_HEADS = [bytes((0x80 | _BINARY, n)) for n in range(126)]
+
+
+def encode_message(data: Union[str, bytes, bytearray, memoryview]) -> bytes:
+    """One unmasked, uncompressed frame carrying the whole message ``data``
+    (text for ``str``): what a server sends; as ``encode_frame`` of
+    ``message_frame_parts``, without their calls for a small message."""
+    if isinstance(data, str):
+        payload = data.encode("utf-8")
+        heads = _SMALL_TEXT_HEADS
+    else:
+        payload = bytes(data)
+        heads = _SMALL_BINARY_HEADS
+    n = len(payload)
+    if n < 126:
+        return heads[n] + payload
+    return encode_frame(_TEXT if heads is _SMALL_TEXT_HEADS else _BINARY, payload)
+
+
 def encode_frame(opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False,
                  mask: Optional[bytes] = None) -> bytes:
     """The bytes of one frame; ``mask`` (4 bytes) is for client-to-server frames."""

@@ -27,6 +27,7 @@ from .frames import (
     decode_close_payload,
     encode_close_payload,
     encode_frame,
+    encode_message,
     is_valid_close_code,
     message_frame_parts,
 )
@@ -349,10 +350,13 @@ class WebSocketProtocol:
         """
         if self._close_sent:
             return b""
-        opcode, payload = message_frame_parts(data)
         deflate = self._deflate
         if deflate is not None and deflate.compress_outgoing:
+            opcode, payload = message_frame_parts(data)
             return self._frame(opcode, deflate.compress(payload), True)
+        if not self.client:
+            return encode_message(data)  # a server's frames are not masked
+        opcode, payload = message_frame_parts(data)
         return self._frame(opcode, payload)
 
     @property

@@ -17,7 +17,9 @@ from wssync.websocket.frames import (
     decode_close_payload,
     encode_close_payload,
     encode_frame,
+    encode_message,
     is_valid_close_code,
+    message_frame_parts,
 )
 from wssync.websocket.frames import Opcode as Op
 
@@ -124,6 +126,130 @@ def test_encode_frame_length_encoding_unmasked(
     elif length_byte == 127:
         assert struct.unpack("!Q", data[2:10])[0] == size
     assert data[header_len:] == payload
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536])
+def test_encode_frame_masked_layout(size: int) -> None:
+    payload = os.urandom(size)
+    data = encode_frame(Op.BINARY, payload, mask=MASK)
+    header_len = 2 if size < 126 else 4 if size < 65536 else 10
+    assert data[1] & 0x80
+    assert data[header_len : header_len + 4] == MASK
+    assert data[header_len + 4 :] == naive_mask(payload, MASK)
+
+
+def test_encode_frame_flags() -> None:
+    data = encode_frame(Op.TEXT, b"x", fin=False, rsv1=True)
+    assert data[0] == 0x40 | Op.TEXT
+    data = encode_frame(Op.CONTINUATION, b"x", fin=True)
+    assert data[0] == 0x80
+
+
+@pytest.mark.parametrize("size", [0, 1, 124, 125, 126, 127, 65535, 65536, 100000])
+def test_masked_round_trip_client_to_server(size: int) -> None:
+    payload = os.urandom(size)
+    frames = parse_all(server_parser(), encode_frame(Op.BINARY, payload, mask=os.urandom(4)))
+    assert len(frames) == 1
+    frame = frames[0]
+    assert frame.opcode == Op.BINARY
+    assert frame.fin is True
+    assert frame.rsv1 is False
+    assert frame.payload == payload
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_unmasked_round_trip_server_to_client(size: int) -> None:
+    payload = os.urandom(size)
+    frames = parse_all(client_parser(), encode_frame(Op.BINARY, payload))
+    assert [f.payload for f in frames] == [payload]
+
+
+def test_round_trip_preserves_opcode_and_fin() -> None:
+    data = (
+        encode_frame(Op.TEXT, b"hel", fin=False, mask=MASK)
+        + encode_frame(Op.PING, b"p", mask=MASK)
+        + encode_frame(Op.CONTINUATION, b"lo", fin=True, mask=MASK)
+        + encode_frame(Op.PONG, b"", mask=MASK)
+        + encode_frame(Op.CLOSE, b"\x03\xe8", mask=MASK)
+    )
+    frames = parse_all(server_parser(), data)
+    assert [(f.opcode, f.fin, f.payload) for f in frames] == [
+        (Op.TEXT, False, b"hel"),
+        (Op.PING, True, b"p"),
+        (Op.CONTINUATION, True, b"lo"),
+        (Op.PONG, True, b""),
+        (Op.CLOSE, True, b"\x03\xe8"),
+    ]
+
+
+def test_rsv1_allowed_when_extension_enabled() -> None:
+    frames = parse_all(
+        server_parser(allow_rsv1=True), encode_frame(Op.TEXT, b"z", rsv1=True, mask=MASK)
+    )
+    assert frames[0].rsv1 is True
+    assert frames[0].payload == b"z"
+
+
+# -- incremental parsing --------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 5, 125, 126, 300, 65536])
+def test_partial_input_returns_none_until_complete(size: int) -> None:
+    payload = os.urandom(size)
+    data = encode_frame(Op.BINARY, payload, mask=MASK)
+    parser = server_parser()
+    # Feed everything but the last byte in a few chunks: never a frame.
+    cut_points = sorted(
+        {0, 1, min(2, len(data) - 1), min(5, len(data) - 1), len(data) // 2, len(data) - 1}
+    )
+    previous = 0
+    for cut in cut_points:
+        parser.feed(data[previous:cut])
+        previous = cut
+        assert parser.next_frame() is None
+    parser.feed(data[previous:])
+    frame = parser.next_frame()
+    assert frame is not None
+    assert frame.payload == payload
+    assert parser.next_frame() is None
+    assert parser.buffered == 0
+
+
+def test_next_frame_on_empty_parser_is_none() -> None:
+    parser = server_parser()
+    assert parser.next_frame() is None
+    parser.feed(b"")
+    assert parser.next_frame() is None
+
+
+def test_empty_says_whether_anything_is_left_to_parse() -> None:
+    parser = server_parser()
+    assert parser.empty
+    one = encode_frame(Op.TEXT, b"one", mask=MASK)
+    two = encode_frame(Op.TEXT, b"two", mask=MASK)
+    parser.feed(one + two[:3])
+    assert not parser.empty
+    assert parser.next_frame().payload == b"one"
+    assert not parser.empty  # part of the next frame is buffered
+    assert parser.next_frame() is None and not parser.empty
+    parser.feed(two[3:])
+    assert parser.next_frame().payload == b"two"
+    assert parser.empty and parser.buffered == 0
+    parser.feed(one + two)
+    assert parser.next_frame().payload == b"one"
+    assert not parser.empty
+    assert parser.next_frame().payload == b"two"
+    assert parser.empty
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536])
+@pytest.mark.parametrize("kind", [str, bytes, bytearray, memoryview])
+def test_encode_message_is_one_final_unmasked_frame(size: int, kind: type) -> None:
+    data = kind("é" * (size // 2) + "x" * (size % 2)) if kind is str \
+        else kind(os.urandom(size))
+    assert encode_message(data) == encode_frame(*message_frame_parts(data))
+    frame = parse_all(client_parser(), encode_message(data))[0]
+    assert frame.fin and frame.opcode == (Op.TEXT if kind is str else Op.BINARY)
 
 
 def stream_of_frames() -> bytes:
