@@ -2,9 +2,9 @@
 
 Real servers on loopback with the test CA's certificates (``tls_files``), in
 both modes: what a new connection is served after a reload, before the server
-started and after it stopped, files that are refused at once, files that turn
-bad between the check and the load (the current certificate stays and the
-failure is logged), connections opened before a reload keeping theirs, and a
+started and after it stopped, files that are refused at once, files replaced
+between the check and the load (the load takes the bytes checked), a password
+callback asked once, connections opened before a reload keeping theirs, and a
 server without TLS.  The command line's SIGHUP reload is
 tests/e2e/test_cli_tls.py.
 """
