@@ -1,4 +1,4 @@
-"""Unit tests for ``wssync.websocket.upgrade``: the WebSocket handshake through the HTTP upgrade door.
+"""Unit tests for ``wssync.websocket.upgrade``: the WebSocket handshake through the upgrade door.
 
 An :class:`HttpConnection` on a recording transport gets the handler that
 ``websocket_upgrade`` returns as its ``websocket`` upgrade; a recording
@@ -171,7 +171,7 @@ def test_invalid_handshake_is_refused_before_the_app_is_asked(reactor: Reactor) 
 
 def test_http_1_0_upgrade_is_a_plain_request(reactor: Reactor) -> None:
     app = RecordingApp(WebSocketAccept(RecordingWebSocketApp()))
-    conn, transport = connect(reactor, app)
+    conn, _transport = connect(reactor, app)
     conn.data_received(handshake_request("/ws", "HTTP/1.0"))
 
     assert app.handshakes == []
