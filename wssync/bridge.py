@@ -83,9 +83,9 @@ class HttpBridge:
             if not blocking or self.blocking_pool is None:
                 return INLINE
             pool = self.blocking_pool
-        lane: Optional[Lane] = conn.app_state
+        lane: Optional[Lane] = conn.lane
         if lane is None:
-            lane = conn.app_state = pool.lane()
+            lane = conn.lane = pool.lane()
         return lane
 
     # -- HttpApplication ---------------------------------------------------------------
@@ -136,7 +136,7 @@ class HttpBridge:
     def next_chunk(self, conn: HttpConnection, body: Iterator[bytes],
                    callback: ChunkCallback) -> None:
         # A body from a blocking handler (WSGI) may block too: keep it on its lane.
-        lane = conn.app_state if conn.app_state is not None else INLINE
+        lane = conn.lane if conn.lane is not None else INLINE
         lane.submit(self._run_next_chunk, body, callback)
 
     def _run_next_chunk(self, body: Iterator[bytes], callback: ChunkCallback) -> None:
@@ -151,7 +151,7 @@ class HttpBridge:
         self.handoff.call(0, callback, chunk, error)
 
     def close_body(self, conn: HttpConnection, close: Callable[[], None]) -> None:
-        lane = conn.app_state if conn.app_state is not None else INLINE
+        lane = conn.lane if conn.lane is not None else INLINE
         lane.submit(self._run_close, close)
 
     @staticmethod

@@ -110,7 +110,7 @@ class StubHttpConnection:
 
     def __init__(self, reactor: Reactor) -> None:
         self.reactor = reactor
-        self.app_state: Optional[Lane] = None
+        self.lane: Optional[Lane] = None
         self.responses: List[Response] = []
         self.on_reactor_thread: List[bool] = []
         self.answered = threading.Event()
@@ -238,7 +238,7 @@ def test_reactor_mode_runs_the_handler_inline(reactor: Reactor,
     assert len(answered_at_once) == 1
     assert answered_at_once[0].body == b'{"n":1}'
     assert conn.on_reactor_thread == [True]
-    assert conn.app_state is None  # no lane was made
+    assert conn.lane is None  # no lane was made
 
 
 def test_a_routing_answer_is_sent_without_a_handler(reactor: Reactor, handoff: BoundedHandoff,
@@ -247,7 +247,7 @@ def test_a_routing_answer_is_sent_without_a_handler(reactor: Reactor, handoff: B
     conn = StubHttpConnection(reactor)
     on_reactor(reactor, bridge.handle_request, conn, make_request("GET", "/nowhere"))
     assert conn.responses[0].status == 404  # sent at once, even in pool mode
-    assert conn.app_state is None
+    assert conn.lane is None
 
 
 def test_handler_exception_becomes_500(reactor: Reactor, handoff: BoundedHandoff,
@@ -316,7 +316,7 @@ def test_pool_mode_runs_the_handler_on_a_worker(reactor: Reactor, handoff: Bound
     try:
         on_reactor(reactor, bridge.handle_request, conn, make_request("GET", "/slow"))
         assert not conn.answered.is_set()  # handle_request returned; the handler waits
-        lane = conn.app_state
+        lane = conn.lane
         assert isinstance(lane, Lane) and lane.pool is pool
     finally:
         release.set()
@@ -329,7 +329,7 @@ def test_pool_mode_runs_the_handler_on_a_worker(reactor: Reactor, handoff: Bound
     conn.responses.clear()
     on_reactor(reactor, bridge.handle_request, conn, make_request("GET", "/slow"))
     assert conn.response().body == b"done"
-    assert conn.app_state is lane
+    assert conn.lane is lane
 
 
 def test_blocking_handler_gets_the_blocking_pool_in_reactor_mode(
@@ -357,7 +357,7 @@ def test_blocking_handler_gets_the_blocking_pool_in_reactor_mode(
         assert conn.response().body == b"blocking"
         assert seen["blocking"].startswith("wssync-test-blocking")
         assert conn.on_reactor_thread == [True]
-        assert isinstance(conn.app_state, Lane) and conn.app_state.pool is blocking_pool
+        assert isinstance(conn.lane, Lane) and conn.lane.pool is blocking_pool
 
         other = StubHttpConnection(reactor)
         on_reactor(reactor, bridge.handle_request, other, make_request("GET", "/plain"))
@@ -463,7 +463,7 @@ def test_accepted_websocket_keeps_the_connection_lane(reactor: Reactor, handoff:
     conn = StubHttpConnection(reactor)
     accept = bridge.accept_websocket(conn, ws_request())
     assert isinstance(accept, WebSocketAccept) and isinstance(accept.app, WebSocketBridge)
-    assert accept.app.lane is conn.app_state
+    assert accept.app.lane is conn.lane
     assert accept.app.lane.pool is pool
 
 

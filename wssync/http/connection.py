@@ -49,6 +49,7 @@ from .writer import CONTINUE, error_response, frame_file, frame_response
 if TYPE_CHECKING:
     from ..config import Config
     from ..contract import HttpApplication
+    from ..io.lanes import Lane
     from ..io.transport import Transport
 
 log = logging.getLogger("wssync.http")
@@ -75,7 +76,9 @@ class HttpConnection:
         self.upgrades: Dict[str, UpgradeHandler] = upgrades if upgrades is not None else {}
         self.transport: Optional[Transport] = None
         self.parser: Optional[RequestParser] = None
-        self.app_state: Any = None  # the application layer's own per-connection data
+        # The lane this connection's handlers run in, one after another (thread-pool
+        # mode); the application layer makes it on the first request that needs one.
+        self.lane: Optional[Lane] = None
         # Who the client is, as the last request said (through a trusted proxy's
         # headers) or as the transport knows it; None for a Unix socket's peer.
         self.client_addr: Any = None
