@@ -163,8 +163,10 @@ class App:
 
         def register(handler: Handler) -> Handler:
             table = self._table(path)
-            # A handler may say it blocks (as WsgiHandler does); read once, here.
-            route = HttpRoute(handler, bool(getattr(handler, "blocking", False)))
+            # A handler may say it blocks and reads its body as it arrives (as
+            # WsgiHandler does); read once, here, not per request.
+            route = HttpRoute(handler, bool(getattr(handler, "blocking", False)),
+                              bool(getattr(handler, "streams_body", False)))
             for method in methods:
                 table[method] = route
             if "GET" in methods and "HEAD" not in table:

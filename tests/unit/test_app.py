@@ -486,3 +486,13 @@ def test_select_subprotocol_without_any_supported() -> None:
     route = ws_route()
     assert route.subprotocols == []
     assert route.select_subprotocol(["chat"]) is None
+
+
+def test_a_wsgi_handler_routed_on_a_path_keeps_its_blocking_and_streaming() -> None:
+    """What a handler declares (WsgiHandler: it blocks, it reads its body as it
+    arrives) holds when it is registered with ``route`` too, as for the mount."""
+    app = App()
+    app.route("/legacy", methods=["POST"])(WsgiHandler(hello_wsgi))
+    route = app.match_http(make_request("POST", "/legacy"))
+    assert not isinstance(route, Response)
+    assert route.blocking and route.streams_body
