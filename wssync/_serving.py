@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from .bridge import HttpBridge
@@ -73,7 +74,8 @@ class Serving:
                             self.own_threads)
         admission = Admission((self.pool, self.blocking_pool), config.max_queued_tasks,
                               self.connection_count, config.max_connections,
-                              error_response(503, "too many connections", [("Retry-After", "1")]))
+                              partial(error_response, 503, "too many connections",
+                                      [("Retry-After", "1")]))
         self.transports = LiveTransports()
         transport_factory: TransportFactory = Transport
         if ssl_context is not None:

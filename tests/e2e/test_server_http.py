@@ -325,6 +325,10 @@ def test_many_concurrent_clients(port: int) -> None:
     assert not errors
 
 
+def date_of(reply: bytes) -> bytes:
+    return next(line for line in reply.split(b"\r\n") if line.lower().startswith(b"date:"))
+
+
 def test_max_connections_gets_503(start_server) -> None:
     server: Server = start_server(make_app(), max_connections=2)
     port = server.address[1]
@@ -333,6 +337,9 @@ def test_max_connections_gets_503(start_server) -> None:
         assert wait_until(lambda: len(server.connections()) == 2)  # both accepted
         reply = raw_exchange(port, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
         assert reply.startswith(b"HTTP/1.1 503 ")
+        time.sleep(1.1)  # the next second: each refusal says when it was made
+        later = raw_exchange(port, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert later.startswith(b"HTTP/1.1 503 ") and date_of(later) != date_of(reply)
     finally:
         for sock in held:
             sock.close()

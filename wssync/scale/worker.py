@@ -91,13 +91,13 @@ class Admission:
 
     ``pools`` are the handler pools whose queues are watched (``max_queued``
     calls waiting is far behind); ``open_connections()`` counts this process's
-    connections; ``refusal`` is what a connection over ``max_connections`` is
-    sent before it is closed.
+    connections; ``refusal()`` makes what a connection over ``max_connections``
+    is sent before it is closed (made per refusal: it carries the time).
     """
 
     def __init__(self, pools: Iterable[Optional[ThreadPool]], max_queued: int,
                  open_connections: Callable[[], int], max_connections: int,
-                 refusal: bytes) -> None:
+                 refusal: Callable[[], bytes]) -> None:
         self._pools = [pool for pool in pools if pool is not None]
         self._open_connections = open_connections
         self._max_queued = max_queued
@@ -130,7 +130,7 @@ class Admission:
             log.warning("max_connections (%d) reached; refusing new connections",
                         self._max_connections)
         try:
-            sock.send(self._refusal)
+            sock.send(self._refusal())
         except OSError:
             pass
         sock.close()
