@@ -9,6 +9,7 @@ certificates.  Nothing here opens a socket or runs a reactor.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -17,11 +18,23 @@ import signal
 import ssl
 import tempfile
 import threading
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Tuple,
+    Union,
+)
 
 from .config import Config
 from .edge.forwarded import trusted_peers
 from .errors import ServingWhileImported
+from .io.reactor import Reactor
 from .scale.broker import Broker
 from .scale.supervisor import worker_count
 
@@ -194,3 +207,43 @@ def load_certificates(context: ssl.SSLContext, staged: StagedCertificates) -> No
     finally:
         shutil.rmtree(staged.directory, ignore_errors=True)
     log.info("certificate reloaded from %s; new connections use it", staged.source)
+
+
+class CertificateReloads:
+    """Staged certificates on their way into a server's context.
+
+    While a reactor serves, a context is changed on its thread only (OpenSSL
+    reads it for every handshake); otherwise at once.  A load handed to a
+    reactor that stops before running it is done when serving ends, so no
+    reload is lost and no private copy is left behind.  Lock-free (a deque):
+    a reload may come from a signal handler on the reactor's own thread.
+    """
+
+    def __init__(self) -> None:
+        self._reactor: Optional[Reactor] = None
+        self._pending: Deque[Tuple[ssl.SSLContext, StagedCertificates]] = collections.deque()
+
+    def serving(self, reactor: Optional[Reactor]) -> None:
+        """Loads go to ``reactor`` from now on; None (serving ended): at once,
+        with what is still pending."""
+        self._reactor = reactor
+        if reactor is None:
+            self._load_pending()
+
+    def load(self, context: ssl.SSLContext, staged: StagedCertificates) -> None:
+        reactor = self._reactor
+        if reactor is None:
+            load_certificates(context, staged)
+            return
+        self._pending.append((context, staged))
+        reactor.call_soon_threadsafe(self._load_pending)
+        if self._reactor is None:
+            self._load_pending()  # serving ended meanwhile: its last drain may have missed it
+
+    def _load_pending(self) -> None:
+        while True:
+            try:
+                context, staged = self._pending.popleft()
+            except IndexError:
+                return
+            load_certificates(context, staged)

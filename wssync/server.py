@@ -80,6 +80,7 @@ class Server:
         self._thread: Optional[threading.Thread] = None
         self._running = threading.Event()
         self._stopped = threading.Event()
+        self._reloads = _startup.CertificateReloads()
         self._signalled = False  # a stop signal arrived (set before the reactor sees it)
 
     @property
@@ -134,6 +135,7 @@ class Server:
             self.app, self.config, self.threads, self._sock, self.ssl_context, self.protocols,
             self._hub, self.broker, self._worker, self._begin_shutdown)
         self._stopped.clear()
+        self._reloads.serving(serving.reactor)
         serving.reactor.call_soon(self._running.set)
         log.info("%sserving on %s (%s, %s)",
                  "" if self._worker is None else
@@ -235,12 +237,7 @@ class Server:
         context = self.ssl_context
         if context is None:
             raise RuntimeError("this server does not use TLS")
-        staged = _startup.stage_certificates(certfile, keyfile, password)
-        serving = self._serving
-        if serving is None or self._stopped.is_set():
-            _startup.load_certificates(context, staged)
-        else:
-            serving.reactor.call_soon_threadsafe(_startup.load_certificates, context, staged)
+        self._reloads.load(context, _startup.stage_certificates(certfile, keyfile, password))
 
     def __enter__(self) -> Server:
         return self.start()
@@ -283,6 +280,7 @@ class Server:
         self._remove_socket_file()
         self._running.clear()
         self._stopped.set()
+        self._reloads.serving(None)
         if self.workers == 1:  # (a supervisor logs its own end)
             log.info("server stopped")
 
