@@ -8,6 +8,7 @@ to a reactor that stopped before running it is done when serving ends.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import ssl
 import threading
@@ -49,6 +50,7 @@ def test_staging_copies_privately_and_refuses_bad_files(tls_files: TlsFiles) -> 
     assert os.stat(staged.directory).st_mode & 0o077 == 0
     assert staged.keyfile is not None and os.stat(staged.keyfile).st_mode & 0o077 == 0
     assert Path(staged.certfile).read_bytes() == tls_files.cert.read_bytes()
+    shutil.rmtree(staged.directory)
     with pytest.raises(ssl.SSLError):
         stage_certificates(str(tls_files.cert), str(tls_files.other_key), None)
 
