@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Union
 
 from .http.connection import HttpConnection
 from .scale.broker import Broker, decode_record, encode_record, new_origin
-from .websocket.frames import encode_frame, message_frame_parts
+from .websocket.frames import encode_message
 
 if TYPE_CHECKING:
     from .io.reactor import BoundedHandoff
@@ -113,7 +113,7 @@ class Hub:
                                  else max(0.0, deadline - time.monotonic()))
         if not isinstance(message, (str, bytes)):
             message = bytes(message)
-        frame = encode_frame(*message_frame_parts(message))
+        frame = encode_message(message)
         if not wait or on_reactor:
             handoff.call(len(frame), self._broadcast, message, frame, path)
             return
@@ -150,7 +150,7 @@ class Hub:
         handoff = self._handoff
         if origin == self._origin or handoff is None:
             return  # our own, back from a broker that delivers to every subscriber
-        frame = encode_frame(*message_frame_parts(message))
+        frame = encode_message(message)
         handoff.call(len(frame), self._fan_out, message, frame, path)
 
     # -- counts --------------------------------------------------------------------------

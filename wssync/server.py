@@ -326,7 +326,7 @@ class Server:
         ``broker`` (its counters: ``published``, ``received``, ``dropped``; None
         without one) and ``cluster``: with workers, the supervisor's table of
         every worker's counts (at most a second old), else None."""
-        return self._hub.stats(len(self._open_transports()))
+        return self._hub.stats(self._serving.connection_count() if self._serving else 0)
 
     @property
     def websockets(self) -> List[WebSocket]:
