@@ -17,8 +17,9 @@ import socket
 import stat
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
+from .protocol import BaseProtocol, ProtocolFactory, WriteLimits
 from .reactor import Reactor, Timer
-from .transport import EVENT_READ, BaseProtocol, Transport, WriteLimits
+from .transport import EVENT_READ, Transport
 
 log = logging.getLogger("wssync.transport")
 
@@ -44,15 +45,11 @@ class LiveTransports:
     def __len__(self) -> int:
         return len(self._open)
 
-    def __contains__(self, transport: object) -> bool:
-        return transport in self._open
-
     def __iter__(self) -> Iterator[Transport]:
         # A snapshot: walking them to close them changes the set.
         return iter(list(self._open))
 
 
-ProtocolFactory = Callable[[], BaseProtocol]
 # Makes the transport of an accepted socket: plain by default, TLS from wssync.io.tls.
 TransportFactory = Callable[
     [Reactor, socket.socket, Any, BaseProtocol, Optional[LiveTransports], WriteLimits], Transport]

@@ -7,7 +7,7 @@ Declarations only: this module must not hold state or behaviour.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional, Protocol
 
 if TYPE_CHECKING:
     from .transport import Transport
@@ -44,3 +44,7 @@ class BaseProtocol(Protocol):
     def pause_writing(self) -> None: ...
     def resume_writing(self) -> None: ...
     def shutdown(self) -> None: ...
+
+
+# Makes the protocol object of a new connection.
+ProtocolFactory = Callable[[], BaseProtocol]

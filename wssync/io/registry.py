@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
-if TYPE_CHECKING:
-    from .transport import BaseProtocol
+from .protocol import ProtocolFactory
 
-ProtocolFactory = Callable[[], "BaseProtocol"]
+if TYPE_CHECKING:
+    from .protocol import BaseProtocol
+
 # Builds a preamble around the factory of the protocol that follows it.
 PreambleFactory = Callable[[ProtocolFactory], "BaseProtocol"]
 
