@@ -28,22 +28,6 @@ def accept_key(key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def is_handshake(request: Request) -> bool:
-    """True when the client asks to switch this connection to WebSocket.
-
-    ``Upgrade: websocket`` alone is not enough: HTTP/1.0 has no upgrade, and
-    without the ``upgrade`` token in ``Connection`` a proxy may have forwarded
-    a hop-by-hop header it should have dropped.
-    """
-    headers = request.headers
-    return (
-        "upgrade" in headers  # first: this runs for every request
-        and request.version == "HTTP/1.1"
-        and "websocket" in headers.tokens("upgrade")
-        and "upgrade" in headers.tokens("connection")
-    )
-
-
 def validate_request(request: Request) -> str:
     """Check a handshake request; return its key or raise :class:`HandshakeError`."""
     if request.method != "GET":

@@ -1,20 +1,22 @@
-"""Unit tests for the opening handshake helpers in ``wssync.handshake`` (RFC 6455 section 4)."""
+"""Unit tests for the opening handshake helpers in ``wssync.websocket.handshake`` (RFC 6455 section 4)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import pytest
 
 from wssync.errors import HandshakeRefused, HttpError
+from wssync.http.connection import HttpConnection
 from wssync.http.request import Headers, Request
+from wssync.http.response import Response
+from wssync.http.upgrade import Switch, upgrade_handler
 from wssync.websocket.handshake import (
     GUID,
     accept_key,
     check_response,
-    is_handshake,
     offered_subprotocols,
     parse_response_head,
     response_headers,
@@ -78,7 +80,16 @@ def test_guid_is_the_rfc_constant() -> None:
     assert GUID == "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-# -- is_handshake ------------------------------------------------------------------------
+# -- recognised through the upgrade door --------------------------------------------------
+
+
+def _websocket_handler(conn: HttpConnection, request: Request) -> Union[Response, Switch]:
+    raise AssertionError("only looked up here")
+
+
+def is_handshake(request: Request) -> bool:
+    """Whether the HTTP upgrade door gives ``request`` to the WebSocket registration."""
+    return upgrade_handler(request, {"websocket": _websocket_handler}) is _websocket_handler
 
 
 def test_is_handshake_basic() -> None:
