@@ -19,12 +19,14 @@ import os
 import signal
 import socket
 import time
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Tuple
 
-from ..io.lanes import ThreadPool
 from ..io.reactor import Reactor
 from .relay import WorkerLink
 from .supervisor import REPORT_INTERVAL, AcceptBalance
+
+if TYPE_CHECKING:
+    from ..io.lanes import ThreadPool
 
 log = logging.getLogger("wssync.server")
 

@@ -1,6 +1,6 @@
 """``WebSocketConnection``: the protocol object a connection holds after ``101``.
 
-It binds the Sans-I/O :class:`~wssync.websocket_protocol.WebSocketProtocol`
+It binds the Sans-I/O :class:`~wssync.websocket.protocol.WebSocketProtocol`
 to a transport and the reactor's timers: keepalive pings, pong and close
 timeouts, and the close handshake.  Application events go to a
 :class:`~wssync.contract.WebSocketApplication` (the application layer's side of this one
@@ -15,7 +15,6 @@ import struct
 from functools import partial
 from typing import TYPE_CHECKING, Optional
 
-from ..contract import WebSocketApplication
 from ..io.reactor import Timer
 from .deflate import PerMessageDeflate
 from .frames import CloseCode
@@ -32,6 +31,7 @@ from .protocol import (
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..contract import WebSocketApplication
     from ..io.transport import Transport
 
 log = logging.getLogger("wssync.websocket")
