@@ -202,7 +202,7 @@ class App:
 
         With ``blocking=True`` the decorated function is ``handler(ws)``
         instead, run on a thread of its own for the whole connection; it
-        reads with ``ws.receive()`` (see :class:`~wssync.websocket.BlockingWebSocket`).
+        reads with ``ws.receive()`` (see :class:`~wssync.websocket.handle.BlockingWebSocket`).
         """
         if blocking and (on_connect is not None or on_close is not None
                          or on_drain is not None):

@@ -6,9 +6,9 @@ of an :class:`~wssync.errors.HttpError`) and accepts WebSocket handshakes;
 ``WebSocketBridge`` delivers one WebSocket's events to its route's callbacks
 (an exception closes with 1011) and keeps its backlog of undelivered messages
 within ``max_queue`` and ``max_queue_bytes`` by pausing the connection's input.
-Code runs on the connection's lane (:mod:`wssync.lanes`); results go back to
+Code runs on the connection's lane (:mod:`wssync.io.lanes`); results go back to
 the protocol objects through the one hand-off to the reactor,
-:class:`~wssync.reactor.BoundedHandoff`.  ``BlockingWebSocketBridge`` runs a
+:class:`~wssync.io.reactor.BoundedHandoff`.  ``BlockingWebSocketBridge`` runs a
 blocking-style route's ``handler(ws)`` on a thread of its own instead, which
 takes messages from an inbox bounded by the same backlog rule.  No bytes are
 parsed here.

@@ -52,7 +52,7 @@ class ConnectionClosed(_Closed):
 
 class WebSocket:
     """The ``ws`` a Sock handler gets: ``receive``, ``send`` and ``close`` as in
-    flask-sock, over a :class:`~wssync.websocket.BlockingWebSocket` (``wssync_ws``)."""
+    flask-sock, over a :class:`~wssync.websocket.handle.BlockingWebSocket` (``wssync_ws``)."""
 
     __slots__ = ("wssync_ws",)
 

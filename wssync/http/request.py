@@ -148,7 +148,7 @@ class Request:
         self.headers = headers
         self.body = body
         # Where a handler that reads its input as a file finds a body that was
-        # not collected first (see wssync.body); None for a body in ``body``.
+        # not collected first (see wssync.http.body); None for a body in ``body``.
         self.body_stream: Optional[io.RawIOBase] = None
         self.remote_addr = remote_addr
         # What the client asked for the connection (the parser passes it; it is

@@ -1,6 +1,6 @@
 """The HTTP response as applications build it: plain data.
 
-How it goes on the wire is :mod:`wssync.http_writer`'s business; nothing here
+How it goes on the wire is :mod:`wssync.http.writer`'s business; nothing here
 renders bytes or sends anything.  :meth:`Response.file` opens the file it
 names (and says 404 if there is none); the open file travels in a
 :class:`FileBody` until the connection has sent it and closes it.

@@ -4,7 +4,7 @@
 and gives back a ``Response`` whose body streams the application's iterable
 (closed when done, as PEP 3333 requires).  ``wsgi.file_wrapper`` is
 :class:`FileWrapper`: a wrapped regular file with a ``Content-Length`` becomes
-a :class:`~wssync.response.FileBody`, which the connection sends with
+a :class:`~wssync.http.response.FileBody`, which the connection sends with
 ``sendfile``; any other is iterated in blocks like a body of its own.  The
 server always runs it on a worker thread, since WSGI applications block, and
 hands it the request body as it arrives (``wsgi.input`` reads block until the

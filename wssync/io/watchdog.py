@@ -3,7 +3,7 @@
 In reactor mode the application's callbacks run on the reactor thread, and
 one that blocks (a ``time.sleep``, a database call, a slow request to another
 service) stalls every connection.  The reactor marks when each round of
-callbacks starts (:attr:`~wssync.reactor.Reactor.busy_since`); this watchdog,
+callbacks starts (:attr:`~wssync.io.reactor.Reactor.busy_since`); this watchdog,
 on a thread of its own, looks a few times per limit and, once a round has run
 longer than the limit, reads the reactor thread's stack to name the function
 the server called (the first frame outside this package) and where it is now.

@@ -1,6 +1,6 @@
 """Broadcasts across hosts through Redis pub/sub: the ``redis://`` broker.
 
-:class:`RedisBroker` carries broadcast records (see :mod:`wssync.broker`)
+:class:`RedisBroker` carries broadcast records (see :mod:`wssync.scale.broker`)
 between every server subscribed to one Redis channel.  It owns two threads and
 two Redis connections: a publisher draining a bounded queue with ``PUBLISH``
 and a subscriber that ``SUBSCRIBE``\\ s and hands each record to the server.

@@ -4,7 +4,7 @@ Each worker has one Unix stream socket to the supervisor (a socketpair made
 before the fork).  Over it travel frames: broadcast records (worker → hub →
 every other worker), a worker's "ready" once it serves, and statistics (each
 worker's counts up every second, the table of all workers down).  Both ends
-are protocol objects on a reactor :class:`~wssync.transport.Transport`, so
+are protocol objects on a reactor :class:`~wssync.io.transport.Transport`, so
 neither side ever blocks on the other; a side that falls more than
 :data:`RELAY_BUFFER` bytes behind misses broadcasts, which are counted as
 dropped rather than queued without bound.
@@ -135,7 +135,7 @@ def _open(reactor: Reactor, sock: socket.socket, link: _Link) -> Transport:
 
 
 class WorkerLink:
-    """A worker's end: a :class:`~wssync.broker.Broker` that reaches the other
+    """A worker's end: a :class:`~wssync.scale.broker.Broker` that reaches the other
     workers through the supervisor, and the channel for readiness and counts."""
 
     def __init__(self, reactor: Reactor, sock: socket.socket, max_record: int,

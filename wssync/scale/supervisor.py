@@ -10,7 +10,7 @@ connecting meanwhile waits in the kernel's backlog instead of being refused.
 The supervisor restarts a worker that dies (with a growing delay for one that
 keeps dying young), stops every worker gracefully on SIGTERM or SIGINT,
 restarts them one at a time on SIGHUP, and runs the relay that carries
-broadcasts and statistics between workers (:mod:`wssync.relay`).  It runs no
+broadcasts and statistics between workers (:mod:`wssync.scale.relay`).  It runs no
 application code and serves no connection itself; what a worker runs is the
 ``run_worker`` callable it is given.
 

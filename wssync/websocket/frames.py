@@ -2,7 +2,7 @@
 
 Owns the wire format of single frames and the close-frame payload.  It does
 not assemble messages, decode text or keep connection state; that is
-:mod:`wssync.websocket_protocol`'s job.
+:mod:`wssync.websocket.protocol`'s job.
 """
 
 from __future__ import annotations

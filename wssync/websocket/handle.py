@@ -3,7 +3,7 @@
 Every method is safe from any thread: calls from outside the reactor thread
 are handed to it, and sends from one thread keep their order.  A thread's send
 behaves as on a blocking socket: it waits while *this* connection's unsent
-output is above ``write_high_water`` (its :class:`~wssync.pacing.OutputGate`),
+output is above ``write_high_water`` (its :class:`~wssync.io.pacing.OutputGate`),
 so a producer is paced by its own peer.  Code on the reactor thread cannot
 wait: its sends go out at once, and it looks at :attr:`WebSocket.buffered_amount`
 (or a route's ``on_drain``) instead.  The handle never writes to a socket

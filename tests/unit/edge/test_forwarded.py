@@ -1,4 +1,4 @@
-"""``wssync.forwarded`` on plain values: whom to trust, and who the client is."""
+"""``wssync.edge.forwarded`` on plain values: whom to trust, and who the client is."""
 
 from __future__ import annotations
 

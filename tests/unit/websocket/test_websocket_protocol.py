@@ -1,4 +1,4 @@
-"""Unit tests for the Sans-I/O connection state machine in ``wssync.websocket_protocol``."""
+"""Unit tests for the Sans-I/O connection state machine in ``wssync.websocket.protocol``."""
 
 from __future__ import annotations
 
