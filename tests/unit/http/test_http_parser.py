@@ -1,4 +1,4 @@
-"""Unit tests for the Sans-I/O request parser (``wssync.http_parser``).
+"""Unit tests for the Sans-I/O request parser (``wssync.http.parser``).
 
 Everything here works on plain bytes: no sockets, no server.  The tests cover
 request-line and header parsing, body framing (Content-Length and chunked),

@@ -1,4 +1,4 @@
-"""Unit tests for ``wssync.http_writer``: response framing decided on plain data.
+"""Unit tests for ``wssync.http.writer``: response framing decided on plain data.
 
 Heads are checked byte for byte and every framing decision (length, chunked,
 close-delimited, bodiless answers, ``Connection``, keep-alive) on its own,

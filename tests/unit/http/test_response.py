@@ -1,4 +1,4 @@
-"""Unit tests for ``wssync.response``: how applications build a ``Response``."""
+"""Unit tests for ``wssync.http.response``: how applications build a ``Response``."""
 
 from __future__ import annotations
 
