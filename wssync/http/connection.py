@@ -10,10 +10,10 @@ for its ``Upgrade`` token (:mod:`wssync.http.upgrade`), which may install anothe
 protocol object on the same transport, passing along the bytes that followed
 the request head.
 Where each request stands (keep-alive, ``100 Continue``, draining or
-lingering, which deadline runs) is decided by its
-:class:`~wssync.http.state.ServerState`; a body its handler reads as it arrives
-goes through an :class:`~wssync.http.upload.Upload`.  This module is the I/O
-glue: it feeds the parser, asks the state, writes and arms timers.
+lingering) is decided by its :class:`~wssync.http.state.ServerState`; a body
+its handler reads as it arrives goes through an :class:`~wssync.http.upload.Upload`.
+This module is the I/O glue: it feeds the parser, asks the state, writes, and
+arms the deadline of what it waits for (idle, a head, a body).
 It runs on the reactor thread and never touches the selector.
 """
 
@@ -93,9 +93,7 @@ class HttpConnection:
         self._file: Optional[FileBody] = None  # a file body the transport is sending
         self._paused = False  # the transport asked us to stop writing
         self._deadline = 0.0
-        # Which deadline the timer runs for (a state's, see ServerState.deadline);
-        # 0 while a request is in flight.
-        self._phase = 0
+        self._phase = 0  # which deadline the timer runs for (IDLE_DEADLINE, ...); 0: none
         # Each deadline's timeout, by the deadline's number (read per request).
         self._timeouts = (0.0, config.keepalive_timeout, config.header_timeout,
                           config.body_timeout)

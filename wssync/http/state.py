@@ -7,10 +7,11 @@ the end (close, linger, switched to another protocol).  Every change goes
 through one table, :data:`TRANSITIONS`; an event the table does not know for
 the current state raises :class:`HttpStateError`.  It also decides what
 depends on the cycle: whether the connection stays open after an answer,
-whether ``100 Continue`` is due, whether an unread body is drained or the
-connection lingers, and which deadline applies.  It reads no socket, writes
-nothing and keeps no timer: :class:`~wssync.http.connection.HttpConnection`
-does that.
+whether ``100 Continue`` is due, and whether an unread body is drained or the
+connection lingers.  It reads no socket, writes nothing and keeps no timer:
+:class:`~wssync.http.connection.HttpConnection` does that, and arms the
+deadline of what it waits for (:meth:`ServerState.waiting` names the idle or
+the head deadline; a body being collected has the body deadline).
 
 States and events are plain ints: they are compared and hashed per request,
 and an enum member's hash is a Python-level call.
@@ -52,8 +53,8 @@ LOST = 11  # the transport is gone
 EVENT_NAMES = ("WAIT", "HEAD_PART", "BODY_PART", "REQUEST", "RESPONSE", "KEEP", "DRAIN",
                "CLOSE", "LINGER", "BODY_END", "UPGRADE", "LOST")
 
-# -- deadlines --------------------------------------------------------------------------
-NO_DEADLINE, IDLE_DEADLINE, HEAD_DEADLINE, BODY_DEADLINE = 0, 1, 2, 3
+# -- deadlines (0: none runs, a request is in flight) -------------------------------------
+IDLE_DEADLINE, HEAD_DEADLINE, BODY_DEADLINE = 1, 2, 3
 
 # The one table: (state, event) -> next state.
 TRANSITIONS: Dict[Tuple[int, int], int] = {
@@ -96,9 +97,6 @@ _ON_HEAD_PART = {state: new for (state, event), new in TRANSITIONS.items() if ev
 _ON_REQUEST = {state: new for (state, event), new in TRANSITIONS.items() if event == REQUEST}
 _ON_RESPONSE = {state: new for (state, event), new in TRANSITIONS.items() if event == RESPONSE}
 _ON_KEEP = {state: new for (state, event), new in TRANSITIONS.items() if event == KEEP}
-
-# Which deadline runs in each state (none where a handler or the peer's reading decides).
-DEADLINES = {IDLE: IDLE_DEADLINE, HEAD: HEAD_DEADLINE, BODY: BODY_DEADLINE}
 
 
 class HttpStateError(Exception):
@@ -227,7 +225,3 @@ class ServerState:
             return self.fire(event)  # raises
         self.state = state
         return state
-
-    def deadline(self) -> int:
-        """Which deadline applies in the current state."""
-        return DEADLINES.get(self.state, NO_DEADLINE)

@@ -62,15 +62,6 @@ def test_lost_ends_every_state() -> None:
         assert in_state(state).fire(st.LOST) == st.CLOSED
 
 
-def test_deadline_per_state() -> None:
-    assert in_state(st.IDLE).deadline() == st.IDLE_DEADLINE
-    assert in_state(st.HEAD).deadline() == st.HEAD_DEADLINE
-    assert in_state(st.BODY).deadline() == st.BODY_DEADLINE
-    for state in (st.HANDLING, st.SENDING, st.DRAINING, st.MUST_CLOSE, st.LINGERING,
-                  st.SWITCHED, st.CLOSED):
-        assert in_state(state).deadline() == st.NO_DEADLINE
-
-
 def test_a_keep_alive_cycle_returns_to_idle() -> None:
     server = ServerState()
     assert server.waiting(10) == st.HEAD_DEADLINE
