@@ -142,7 +142,13 @@ class ServerState:
         """A complete head waits for its body: True when ``100 Continue`` is
         due now (the server waits for a body the client holds back until it is
         asked for); the body deadline applies."""
+        head = self.state != BODY
         self.fire(BODY_PART)
+        if head:
+            # A new head: a 100 Continue sent to an earlier request whose body
+            # streamed is not this one's.  Reset here, not on the way back to
+            # IDLE, so that only requests with a body pay for it.
+            self.continue_sent = False
         if expect_continue and not self.continue_sent:
             self.continue_sent = True
             return True

@@ -576,3 +576,21 @@ def test_a_cr_then_its_lf_before_a_request_is_still_idle(reactor: Reactor) -> No
     conn.data_received(get("/after-empty-line"))
     assert app.targets == ["/after-empty-line"]
     assert not transport.is_closing()
+
+
+def test_a_request_after_a_streamed_upload_gets_its_100_continue(reactor: Reactor) -> None:
+    app = RecordingApp()
+    app.streams = 1024
+    conn, transport = connect(reactor, app)
+    conn.data_received(post_head(5, "Expect: 100-continue"))
+    conn.upload_wanted(streamed(app))
+    assert transport.written == CONTINUE
+    conn.data_received(b"hello")
+    assert streamed(app).read() == b"hello"
+    conn.send_response(Response(b"stored"))
+
+    app.streams = 0  # the next body is collected whole
+    conn.data_received(post_head(5, "Expect: 100-continue", target="/again"))
+    assert transport.written.endswith(CONTINUE)  # or the client waits, the body never sent
+    conn.data_received(b"again")
+    assert app.requests[-1].body == b"again"

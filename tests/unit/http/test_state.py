@@ -108,6 +108,23 @@ def test_100_continue_when_the_server_waits_for_the_body_once() -> None:
     assert server.body_awaited(True)  # the next request asks again
 
 
+@pytest.mark.parametrize("read", [True, False], ids=["read", "drained"])
+def test_100_continue_for_a_collected_body_after_a_streamed_one(read: bool) -> None:
+    server = ServerState()
+    server.request(read, True)
+    if read:  # asked for with 100 Continue and read to its end
+        assert server.reading()
+        server.body_ended()
+    else:  # answered before it ended (no 100 Continue after that), then drained
+        assert not server.answer_closes(10, 1024)
+    server.respond(True)
+    if server.sent(False) == st.DRAINING:
+        server.body_ended()
+    assert server.state == st.IDLE
+    assert server.body_awaited(True)  # the next request's own 100 Continue
+    assert not server.body_awaited(True)
+
+
 def test_no_100_continue_without_expect() -> None:
     assert not ServerState().body_awaited(False)
 
