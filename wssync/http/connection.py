@@ -168,14 +168,12 @@ class HttpConnection:
         opens a connection to send one, and closing it unanswered would fail a
         request that reached the server before the stop (during a rolling
         restart, one the next worker would have served).  An idle keep-alive
-        connection closes now.
+        connection closes now; one that is closing already is left to it.
         """
         self._stopping = True
-        transport, parser = self.transport, self.parser
-        if self._current is not None or transport is None or parser is None:
-            return
-        if parser.buffered:
-            return  # _waiting() closes after the answer
+        transport = self.transport
+        if self._state.state != IDLE or transport is None:
+            return  # busy (_waiting() closes after the answer), or ending already
         if self._fresh:
             deadline = time.monotonic() + FIRST_REQUEST_GRACE
             if self._phase != IDLE_DEADLINE or deadline < self._deadline:
@@ -241,7 +239,7 @@ class HttpConnection:
         """
         transport = self.transport
         assert transport is not None
-        if self._eof or (self._stopping and not parser.buffered):
+        if self._eof or (self._stopping and not parser.buffered and parser.pending is None):
             self._close()
             return None
         if self._held:
@@ -293,8 +291,7 @@ class HttpConnection:
         """Let the handler registered for the request's Upgrade token answer it:
         a refusal is sent and closes; a switch writes its ``101`` and hands the
         connection, with the bytes that followed the request, to its protocol."""
-        transport = self.transport
-        parser = self.parser
+        transport, parser = self.transport, self.parser
         assert transport is not None and parser is not None
         answer = handler(self, request)
         if isinstance(answer, Response):
@@ -486,10 +483,9 @@ class HttpConnection:
     def _on_deadline(self) -> None:
         self._timer = None
         transport = self.transport
-        if transport is None or transport.closed or self._current is not None:
-            return
-        now = time.monotonic()
-        if now < self._deadline:
+        if transport is None or transport.is_closing() or self._current is not None:
+            return  # closing already: a 408 or another close would add nothing
+        if _monotonic() < self._deadline:
             self._timer = transport.reactor.call_at(self._deadline, self._on_deadline)
             return
         if self._phase != IDLE_DEADLINE:

@@ -85,7 +85,12 @@ TRANSITIONS: Dict[Tuple[int, int], int] = {
     (SENDING, LINGER): LINGERING,
     (DRAINING, BODY_END): IDLE,
     (DRAINING, CLOSE): MUST_CLOSE,  # the drained body was malformed or late
+    # Closing a connection that is closing already changes nothing (as a second
+    # transport.close() does): a stop can come while a refusal or the last
+    # answer is still going out.
     (MUST_CLOSE, CLOSE): MUST_CLOSE,
+    (LINGERING, CLOSE): LINGERING,
+    (CLOSED, CLOSE): CLOSED,
 }
 # Whatever the state, a lost transport ends it.
 TRANSITIONS.update({(state, LOST): CLOSED for state in range(len(STATE_NAMES))})

@@ -8,8 +8,9 @@ deadline timers when a test needs one to fire.
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from helpers import RecordingTransport
@@ -18,9 +19,11 @@ from wssync import Response
 from wssync.config import Config
 from wssync.contract import ChunkCallback
 from wssync.errors import RequestBodyError
+from wssync.http import state as st
 from wssync.http.body import BodyStream
 from wssync.http.connection import HttpConnection
 from wssync.http.request import Request
+from wssync.http.upgrade import Switch
 from wssync.http.writer import CONTINUE
 from wssync.io.reactor import Reactor
 
@@ -576,6 +579,211 @@ def test_a_cr_then_its_lf_before_a_request_is_still_idle(reactor: Reactor) -> No
     conn.data_received(get("/after-empty-line"))
     assert app.targets == ["/after-empty-line"]
     assert not transport.is_closing()
+
+
+# -- a stop and the client's half-close, whatever the connection is doing ------------------
+
+
+class BufferingTransport(RecordingTransport):
+    """A transport with output still queued when the connection closes it: ``close``
+    leaves it closing, and only :meth:`flush` ends it (as a real transport
+    whose buffer the client reads slowly)."""
+
+    def close(self) -> None:
+        if self.is_closing():
+            return
+        self._closing = True
+        self.events.append(("close", None))
+
+    def flush(self) -> None:
+        if self._closing and not self.closed:
+            self._lose()
+
+
+class Other:
+    """The protocol an upgrade switches to: takes the connection and does nothing."""
+
+    name = "other"
+    transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> None:
+        self.transport.close()
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        self.transport.close()
+
+
+# Ways from a new connection to each state it can be in.
+
+def _new(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    pass
+
+
+def _idle(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    conn.data_received(get("/a"))
+    conn.send_response(Response(b"A"))
+
+
+def _head(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    conn.data_received(b"GET / HTTP/1.1\r\n")
+
+
+def _body_head(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    conn.data_received(post_head(10))
+
+
+def _body(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    conn.data_received(post_head(10) + b"abc")
+
+
+def _handling(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    conn.data_received(get("/busy"))
+
+
+def _uploading(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    app.streams = 1024
+    conn.data_received(post_head(10) + b"abc")
+
+
+def _sending(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    conn.data_received(get("/stream"))
+    conn.send_response(Response(iter([b"one", b"two"])))
+
+
+def _draining(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    app.streams = 1024
+    conn.data_received(post_head(50) + b"x")
+    conn.send_response(Response(b"unread"))
+
+
+def _closing(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    conn.data_received(get("/", "Connection: close"))
+    conn.send_response(Response(b"A"))  # still going out
+
+
+def _refused_after_half_close(conn: HttpConnection, transport: BufferingTransport,
+                              app: RecordingApp) -> None:
+    # A pipelined request is refused (413) after the client half-closed: the
+    # connection closes with the refusal still going out.
+    conn.data_received(get("/a") + post_head(10_000))
+    conn.eof_received()
+    conn.send_response(Response(b"A"))
+
+
+def _refused(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    conn.data_received(post_head(10_000))  # 413: its body is read and dropped
+
+
+def _switched(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    conn.upgrades["other"] = lambda conn, request: Switch(b"HTTP/1.1 101 Switching\r\n\r\n",
+                                                         Other())
+    conn.data_received(get("/", "Upgrade: other", "Connection: upgrade"))
+
+
+def _lost(conn: HttpConnection, transport: BufferingTransport, app: RecordingApp) -> None:
+    transport.abort()
+
+
+STATES: Dict[str, Tuple[int, Callable[[HttpConnection, BufferingTransport, RecordingApp],
+                                      None]]] = {
+    "idle, new": (st.IDLE, _new),
+    "idle": (st.IDLE, _idle),
+    "head": (st.HEAD, _head),
+    "body, none of it yet": (st.BODY, _body_head),
+    "body": (st.BODY, _body),
+    "handling": (st.HANDLING, _handling),
+    "handling, the body streamed": (st.HANDLING, _uploading),
+    "sending": (st.SENDING, _sending),
+    "draining": (st.DRAINING, _draining),
+    "must close": (st.MUST_CLOSE, _closing),
+    "lingering, the client done": (st.LINGERING, _refused_after_half_close),
+    "lingering": (st.LINGERING, _refused),
+    "switched": (st.SWITCHED, _switched),
+    "closed": (st.CLOSED, _lost),
+}
+
+
+@pytest.mark.parametrize("ending", ["stop, then half-close", "half-close, then stop",
+                                    "stop, then deadlines"])
+@pytest.mark.parametrize("state", list(STATES))
+def test_stop_and_half_close_in_every_state_end_the_connection(
+        reactor: Reactor, caplog: pytest.LogCaptureFixture, state: str, ending: str) -> None:
+    """A server stop (and the client's half-close, or the deadlines) in any state
+    ends the connection without an error: a stop of a connection that is closing
+    already changes nothing."""
+    app = RecordingApp()
+    conn = HttpConnection(Config(max_body_size=1000, keepalive_timeout=0.05,
+                                 header_timeout=0.05, body_timeout=0.05), app)
+    transport = BufferingTransport(reactor, conn)
+    conn.connection_made(transport)
+    expected, setup = STATES[state]
+    setup(conn, transport, app)
+    assert conn._state.state == expected, st.STATE_NAMES[conn._state.state]
+    if ending == "half-close, then stop":
+        transport.protocol.eof_received()
+    transport.protocol.shutdown()  # what the server asks of every connection
+    if ending == "stop, then half-close":
+        transport.protocol.eof_received()
+    # The work in flight finishes.
+    if len(app.requests) > len(responses(transport.written)):
+        conn.send_response(Response(b"done"))
+    while app.chunk_requests:
+        app.give_chunk()
+    assert transport.run_until(transport.is_closing, timeout=5)
+    transport.flush()
+    assert transport.closed
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+def test_a_deadline_while_the_last_answer_goes_out_does_nothing(
+        reactor: Reactor, caplog: pytest.LogCaptureFixture) -> None:
+    app = RecordingApp()
+    conn = HttpConnection(Config(keepalive_timeout=0.02), app)
+    transport = BufferingTransport(reactor, conn)
+    conn.connection_made(transport)
+    _closing(conn, transport, app)  # the idle deadline's timer is still armed
+    caplog.set_level(logging.INFO, logger="wssync.http")
+    transport.run_until(lambda: False, timeout=0.1)
+    assert transport.kinds() == ["write", "close"]
+    assert caplog.records == []  # no "408 request not received in time"
+
+
+@pytest.mark.parametrize("head, first, rest", [
+    (post_head(5, target="/second"), b"", b"hello"),  # none of the body yet
+    (chunked_head().replace(b"/up", b"/second"), b"2\r\nhe\r\n",  # chunks taken as they come
+     b"3\r\nllo\r\n0\r\n\r\n"),
+], ids=["length", "chunked"])
+def test_stop_waits_for_the_body_of_a_request_whose_head_has_arrived(
+        reactor: Reactor, head: bytes, first: bytes, rest: bytes) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(get("/first"))
+    conn.send_response(Response(b"one"))
+    conn.data_received(head + first)
+    conn.shutdown()
+    assert not transport.is_closing()
+    for byte in range(len(rest)):  # nothing of it buffered between the pieces
+        conn.data_received(rest[byte:byte + 1])
+        assert not transport.is_closing()
+    assert app.targets == ["/first", "/second"] and app.requests[-1].body == b"hello"
+    conn.send_response(Response(b"two"))
+    assert transport.written.endswith(b"two") and transport.closed
+    assert b"Connection: close\r\n" in transport.written
 
 
 def test_a_request_after_a_streamed_upload_gets_its_100_continue(reactor: Reactor) -> None:

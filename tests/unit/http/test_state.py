@@ -62,6 +62,14 @@ def test_lost_ends_every_state() -> None:
         assert in_state(state).fire(st.LOST) == st.CLOSED
 
 
+def test_closing_a_connection_that_is_ending_changes_nothing() -> None:
+    # A stop can come while the last answer or a refusal is going out.
+    for state in (st.MUST_CLOSE, st.LINGERING, st.CLOSED):
+        assert in_state(state).fire(st.CLOSE) == state
+    with pytest.raises(HttpStateError):  # another protocol owns the connection
+        in_state(st.SWITCHED).fire(st.CLOSE)
+
+
 def test_a_keep_alive_cycle_returns_to_idle() -> None:
     server = ServerState()
     assert server.waiting(10) == st.HEAD_DEADLINE
