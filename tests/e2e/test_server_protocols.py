@@ -8,6 +8,7 @@ while plain HTTP and WebSocket keep working on the same port.
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Iterator, Optional, Union
 
@@ -79,10 +80,15 @@ def make_app() -> App:
     return app
 
 
+def failing_upgrade(conn: HttpConnection, request: Request) -> Union[Response, Switch]:
+    raise RuntimeError("the protocol's handler failed")
+
+
 def serve(register: bool) -> Iterator[Server]:
     server = Server(make_app(), "127.0.0.1", 0)
     if register:
         server.protocols.add_upgrade("echo", echo_upgrade)
+        server.protocols.add_upgrade("broken", failing_upgrade)
     server.start()
     try:
         yield server
@@ -135,6 +141,23 @@ def test_handler_refusal_is_sent_and_closes(server: Server) -> None:
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 404 Not Found\r\n")
     assert answer.endswith(b"no echo here\n")
+
+
+def test_failing_handler_answers_500_and_the_server_goes_on(
+        server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="wssync.http"), \
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(echo_request().replace(b"Upgrade: echo", b"Upgrade: broken"))
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"Connection: close\r\n" in answer
+    assert [str(record.exc_info[1]) for record in caplog.records
+            if record.name == "wssync.http" and record.exc_info] == [
+        "the protocol's handler failed"]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(echo_request() + b"still here\n")
+        expected = SWITCHED + b"echo: still here\n"
+        assert read_exactly(sock, len(expected)) == expected
 
 
 def test_http_and_websocket_share_the_port(server: Server) -> None:

@@ -293,7 +293,11 @@ class HttpConnection:
         connection, with the bytes that followed the request, to its protocol."""
         transport, parser = self.transport, self.parser
         assert transport is not None and parser is not None
-        answer = handler(self, request)
+        try:
+            answer = handler(self, request)
+        except Exception:  # a registered protocol's code: answer, or the request hangs
+            log.exception("error in upgrade handler for %s %s", request.method, request.target)
+            answer = Response("500 Internal Server Error\n", 500)
         if isinstance(answer, Response):
             self.send_response(answer, close=True)
             return
