@@ -90,7 +90,10 @@ class Serving:
             return HttpConnection(config, bridge, upgrades)
 
         protocols.set_first(http)
-        protocols.add_upgrade("websocket", websocket_upgrade(config, bridge))
+        # One the user registered before serving is theirs to keep (a server
+        # serves once: no earlier run's registration can be in the way).
+        if "websocket" not in upgrades:
+            protocols.add_upgrade("websocket", websocket_upgrade(config, bridge))
         self.listener: Optional[Listener] = Listener(
             reactor, sock, protocols.first, self.transports,
             WriteLimits(config.write_high_water, config.max_write_buffer, config.send_timeout,

@@ -15,7 +15,7 @@ from typing import Iterator, Optional, Union
 import pytest
 from helpers import read_until_closed
 
-from wssync import App, Request, Response, Server
+from wssync import App, HandshakeRefused, Request, Response, Server
 from wssync.client import connect
 from wssync.http.connection import HttpConnection
 from wssync.http.upgrade import Switch
@@ -180,3 +180,15 @@ def test_unregistered_upgrade_is_plain_http(plain_server: Server) -> None:
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
     assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2
     assert b"101" not in answer.split(b"\r\n")[0]
+
+
+def test_a_websocket_upgrade_registered_by_the_user_is_kept() -> None:
+    def own(conn: HttpConnection, request: Request) -> Union[Response, Switch]:
+        return Response(b"our own websocket\n", 418)
+
+    server = Server(make_app(), "127.0.0.1", 0)
+    server.protocols.add_upgrade("websocket", own)
+    with server, pytest.raises(HandshakeRefused) as refused:
+        connect(f"ws://127.0.0.1:{server.address[1]}/ws", timeout=5)
+    assert refused.value.status == 418
+
