@@ -1,4 +1,4 @@
-"""Unit tests for the opening handshake helpers in ``wssync.websocket.handshake`` (RFC 6455 section 4)."""
+"""Unit tests for the opening handshake helpers in ``wssync.websocket.handshake`` (RFC 6455 4)."""
 
 from __future__ import annotations
 
