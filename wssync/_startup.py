@@ -215,7 +215,8 @@ class CertificateReloads:
     While a reactor serves, a context is changed on its thread only (OpenSSL
     reads it for every handshake); otherwise at once.  A load handed to a
     reactor that stops before running it is done when serving ends, so no
-    reload is lost and no private copy is left behind.  Lock-free (a deque):
+    reload is lost and no private copy is left behind; a reload that comes
+    while another waits replaces it.  Lock-free (a deque):
     a reload may come from a signal handler on the reactor's own thread.
     """
 
@@ -235,6 +236,14 @@ class CertificateReloads:
         if reactor is None:
             load_certificates(context, staged)
             return
+        # Only the newest reload matters: what waits is replaced, not queued
+        # behind (so at most one private copy waits, however often it comes).
+        while self._pending:
+            try:
+                _, superseded = self._pending.popleft()
+            except IndexError:
+                break  # the reactor took it meanwhile
+            shutil.rmtree(superseded.directory, ignore_errors=True)
         self._pending.append((context, staged))
         reactor.call_soon_threadsafe(self._load_pending)
         if self._reactor is None:

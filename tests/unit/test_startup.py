@@ -79,3 +79,23 @@ def test_a_load_while_nothing_serves_is_done_at_once(tls_files: TlsFiles) -> Non
     CertificateReloads().load(context, staged)
     assert presented(context) == der(tls_files.renewed_cert)
     assert not os.path.exists(staged.directory)
+
+
+def test_a_reload_that_comes_while_another_waits_replaces_it(tls_files: TlsFiles) -> None:
+    context = tls_files.server_context()
+    reloads = CertificateReloads()
+    reactor = Reactor()
+    try:
+        reloads.serving(reactor)
+        first = stage_certificates(str(tls_files.cert), str(tls_files.key), None)
+        reloads.load(context, first)
+        newest = stage_certificates(str(tls_files.renewed_cert), str(tls_files.renewed_key),
+                                    None)
+        reloads.load(context, newest)
+        assert not os.path.exists(first.directory)  # one copy waits, not two
+        assert os.path.exists(newest.directory)
+        reloads.serving(None)
+        assert presented(context) == der(tls_files.renewed_cert)
+        assert not os.path.exists(newest.directory)
+    finally:
+        reactor.close()
