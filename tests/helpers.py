@@ -563,3 +563,18 @@ class Recorder:
         with self._cond:
             self._cond.wait_for(lambda: len([c for c in self.calls if where(c)]) >= n, timeout)
             return [c for c in self.calls if where(c)]
+
+
+def in_thread(fn: Callable[[], Any]) -> Tuple[threading.Thread, List[Any]]:
+    """Run ``fn`` on a new daemon thread; the list gets its result or the exception it raised."""
+    outcome: List[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(fn())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, List
 
 import pytest
+from helpers import in_thread
 
 from wssync.io.pacing import OutputGate
 
@@ -20,19 +20,6 @@ def expired(timeout: float) -> Expired:
     return Expired(timeout)
 
 
-def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, List[Any]]:
-    """Run ``fn`` on a thread; the list gets its result or the exception it raised."""
-    outcome: List[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append(fn())
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, outcome
 
 
 def still_waiting(thread: threading.Thread, seconds: float = 0.2) -> bool:

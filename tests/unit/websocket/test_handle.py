@@ -10,13 +10,12 @@ resumes the gate as the transport's output fills and drains.  No sockets.
 
 from __future__ import annotations
 
-import threading
 import time
 from functools import partial
 from typing import Any, Iterator, List, Optional, Tuple, Union
 
 import pytest
-from helpers import RecordingTransport
+from helpers import RecordingTransport, in_thread
 
 from wssync.config import Config
 from wssync.errors import ConnectionClosed, SendTimeout
@@ -147,19 +146,6 @@ def reactor() -> Iterator[Reactor]:
     reactor.close()
 
 
-def in_thread(fn: Any) -> Tuple[threading.Thread, List[Any]]:
-    """Run ``fn`` on a new thread; its result or exception lands in the list."""
-    out: List[Any] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as exc:
-            out.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
 
 
 # -- arguments ------------------------------------------------------------------------------
