@@ -262,9 +262,13 @@ class WebSocketConnection:
     def _pong_missing(self) -> None:
         self._pong_timer = None
         if self.transport is not None and not self._lost:
-            if self._input_paused and not self.proto.close_sent:
+            if self._input_paused and not self.proto.close_sent \
+                    and self.transport.get_write_buffer_size() < self.config.write_high_water:
                 # We are not reading, so the pong may well be waiting unread:
-                # a busy handler must not look like a dead peer.
+                # a busy handler must not look like a dead peer.  Unless the
+                # peer is not reading what we send either: then the handler is
+                # busy waiting for that peer (a send), and the missing pong
+                # counts, as it does in reactor mode.
                 self._pong_timer = self.transport.reactor.call_later(
                     self.config.ping_timeout, self._pong_missing)
                 return

@@ -280,6 +280,27 @@ def test_keepalive_pong_keeps_the_connection_open(reactor: Reactor) -> None:
     assert close_codes(transport) == []
 
 
+class BackedUpTransport(RecordingTransport):
+    """A peer that reads nothing: what was written stays above write_high_water."""
+
+    def get_write_buffer_size(self) -> int:
+        return 1 << 20
+
+
+def test_missing_pong_closes_while_input_is_paused_if_the_peer_reads_nothing(
+        reactor: Reactor) -> None:
+    """The handler is busy because it waits for this very peer (a send to it):
+    the peer's missing pong counts, as it does in reactor mode."""
+    app = RecordingApp()
+    conn = WebSocketConnection(Config(ping_interval=0.02, ping_timeout=0.05,
+                                      write_high_water=64 * 1024, close_timeout=5), app)
+    transport = BackedUpTransport(reactor, conn)
+    conn.connection_made(transport)
+    conn.pause_input()
+    assert transport.run_until(lambda: transport.is_closing())
+    assert [code for code, _ in close_codes(transport)] == [CloseCode.INTERNAL_ERROR]
+
+
 def test_missing_pong_does_not_close_while_input_is_paused(reactor: Reactor) -> None:
     conn, transport, app = connect(reactor, ping_interval=0.02, ping_timeout=0.05)
     conn.pause_input()
