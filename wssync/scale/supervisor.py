@@ -21,18 +21,17 @@ What it asks of the system (fork, signal, reap a worker) goes through
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import signal
 import socket
-import struct
-import sys
-import time
-import traceback
-from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from ..io.reactor import Reactor
+from .balance import AcceptBalance, ConnectionCounts
+from .processes import Clock, Processes, Scheduled
 from .relay import RelayHub
+
+__all__ = ["BOOT_FAILED", "REPORT_INTERVAL", "AcceptBalance", "Supervisor", "worker_count"]
 
 log = logging.getLogger("wssync.supervisor")
 
@@ -43,136 +42,8 @@ MAX_BACKOFF = 30.0
 REPORT_INTERVAL = 1.0  # statistics: workers report, the supervisor sends the table back
 STOP_MARGIN = 5.0  # beyond shutdown_grace, before a worker that does not stop is killed
 
-BALANCE_WAIT = 0.005  # how long a busier worker leaves a new connection to the others
-
-
-class ConnectionCounts:
-    """Every worker's open connections, in memory shared across the fork.
-
-    One slot per worker process (twice the worker count: a rolling restart
-    runs an old and a new worker side by side), each written by its worker
-    only; -1 marks a slot with no worker accepting.  Reads need no lock: an
-    aligned 8-byte value is never seen half-written, and a count one
-    connection old is good enough to balance by.
-    """
-
-    _SLOT = struct.Struct("q")
-
-    def __init__(self, slots: int) -> None:
-        self._map = mmap.mmap(-1, self._SLOT.size * slots)  # anonymous, MAP_SHARED
-        self.slots = slots
-        for slot in range(slots):
-            self.set(slot, -1)
-
-    def set(self, slot: int, value: int) -> None:
-        self._SLOT.pack_into(self._map, slot * self._SLOT.size, value)
-
-    def get(self, slot: int) -> int:
-        return int(self._SLOT.unpack_from(self._map, slot * self._SLOT.size)[0])
-
-    def least_other(self, slot: int) -> Optional[int]:
-        """The fewest connections of any other accepting worker (None: no other)."""
-        least: Optional[int] = None
-        for other in range(self.slots):
-            if other != slot:
-                value = self.get(other)
-                if value >= 0 and (least is None or value < least):
-                    least = value
-        return least
-
-
-class AcceptBalance:
-    """A worker's part in spreading connections evenly over the workers.
-
-    All workers wait on the one listening socket and the kernel wakes them
-    all; the first to call ``accept`` wins, and on an idle machine that is
-    mostly the same one, so connections arriving one at a time (WebSockets
-    that then stay for hours) pile up on one worker.  A worker clearly busier
-    than another therefore leaves a new connection in the backlog for a few
-    milliseconds, once, for the other one to take; if nobody does, it takes it.
-    """
-
-    def __init__(self, counts: ConnectionCounts, slot: int) -> None:
-        self._counts = counts
-        self._slot = slot
-        self._waited_at = 0.0
-
-    def wait(self, mine: int) -> float:
-        """Seconds to leave new connections to the others (0: accept now)."""
-        self._counts.set(self._slot, mine)
-        least = self._counts.least_other(self._slot)
-        if least is None or mine <= least + 1 + mine // 32:
-            return 0.0
-        now = time.monotonic()
-        if now - self._waited_at < 2 * BALANCE_WAIT:
-            return 0.0  # waited just now and the connection is still there: take it
-        self._waited_at = now
-        return BALANCE_WAIT
-
-    def withdraw(self) -> None:
-        """This worker accepts no more (it is stopping)."""
-        self._counts.set(self._slot, -1)
-
 
 RunWorker = Callable[[int, socket.socket, AcceptBalance], int]
-
-
-class Processes:
-    """The supervisor's dealings with the operating system: real forks and signals."""
-
-    def spawn(self, child: Callable[[], int], relay: socket.socket) -> int:
-        """Fork a worker that runs ``child()`` and exits with what it returns; its
-        pid.  The fork inherits ``relay``, the worker's end of its link."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid:
-            return pid
-        status = 1  # the worker: never returns from here
-        try:
-            status = child()
-        except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                os._exit(status)
-
-    def kill(self, pid: int, signum: int) -> None:
-        try:  # a worker that is gone already is no error
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    def reap(self) -> Optional[Tuple[int, int]]:
-        """A worker that ended, as ``(pid, exit code)`` (negative: the signal
-        that killed it), without waiting; None when none has."""
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return None
-        return (pid, os.waitstatus_to_exitcode(status)) if pid else None
-
-
-class Scheduled(Protocol):  # a Clock's call to come, until cancelled
-    def cancel(self) -> None: ...
-
-
-class Clock:
-    """The supervisor's time: the clock, and calls after a delay on its reactor."""
-
-    def __init__(self, reactor: Reactor) -> None:
-        self._reactor = reactor
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Scheduled:
-        return self._reactor.call_later(delay, callback, *args)
 
 
 class _Worker:

@@ -22,8 +22,9 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Tuple
 
 from ..io.reactor import Reactor
+from .balance import AcceptBalance
 from .relay import WorkerLink
-from .supervisor import REPORT_INTERVAL, AcceptBalance
+from .supervisor import REPORT_INTERVAL
 
 if TYPE_CHECKING:
     from ..io.lanes import ThreadPool

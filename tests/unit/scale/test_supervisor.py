@@ -24,18 +24,15 @@ import pytest
 from helpers import wait_until
 
 from wssync.io.reactor import Reactor
+from wssync.scale.balance import BALANCE_WAIT, AcceptBalance, ConnectionCounts
+from wssync.scale.processes import Clock, Processes
 from wssync.scale.relay import READY, encode_frame
 from wssync.scale.supervisor import (
-    BALANCE_WAIT,
     BOOT_FAILED,
     MAX_BACKOFF,
     READY_TIMEOUT,
     STABLE_AFTER,
     STOP_MARGIN,
-    AcceptBalance,
-    Clock,
-    ConnectionCounts,
-    Processes,
     Supervisor,
     worker_count,
 )
