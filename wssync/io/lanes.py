@@ -53,11 +53,14 @@ class ThreadPool:
             raise ValueError("a thread pool needs at least one thread")
         self.size = size
         self.queued = 0  # tasks submitted and not finished, over all lanes
+        # Whether each thread runs a task: a slot per thread, written by that
+        # thread only, so counting needs no lock (read for metrics).
+        self._busy = [False] * size
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Optional[Lane]] = queue.SimpleQueue()
         # Daemon threads: a handler blocked forever must not keep the process alive.
         self._threads: List[threading.Thread] = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            threading.Thread(target=self._work, args=(i,), name=f"{name}-{i}", daemon=True)
             for i in range(size)
         ]
         for thread in self._threads:
@@ -76,20 +79,28 @@ class ThreadPool:
             lane.scheduled = True
         self._queue.put(lane)
 
-    def _work(self) -> None:
+    @property
+    def busy(self) -> int:
+        """Threads running a task now."""
+        return sum(self._busy)
+
+    def _work(self, index: int) -> None:
         while True:
             lane = self._queue.get()
             if lane is None:
                 return
-            self._run_one(lane)
+            self._run_one(lane, index)
 
-    def _run_one(self, lane: Lane) -> None:
+    def _run_one(self, lane: Lane, index: int) -> None:
         """Run the lane's oldest task (only one worker holds a lane at a time)."""
         fn, args = lane.tasks.popleft()
+        busy = self._busy
+        busy[index] = True
         try:
             fn(*args)
         except BaseException:  # even SystemExit: a dead worker would strand the lane
             log.exception("unhandled error in worker task")
+        busy[index] = False
         with self._lock:
             self.queued -= 1  # counted until done: one lock round per task, not two
             if not lane.tasks:

@@ -17,6 +17,7 @@ import socket
 import stat
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
+from ..metrics import Metrics
 from .protocol import BaseProtocol, ProtocolFactory, WriteLimits
 from .reactor import Reactor, Timer
 from .transport import EVENT_READ, Transport
@@ -29,12 +30,14 @@ _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 class LiveTransports:
     """The open transports of a server: each joins when it is made and leaves when
-    it closes; the server counts them, and walks them to stop."""
+    it closes; the server counts them, and walks them to stop.  ``metrics`` are
+    the serving run's counters, which each transport takes at hand from here."""
 
-    __slots__ = ("_open",)
+    __slots__ = ("_open", "metrics")
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Optional[Metrics] = None) -> None:
         self._open: Dict[Transport, None] = {}  # a dict keeps the order they came in
+        self.metrics = metrics if metrics is not None else Metrics()
 
     def add(self, transport: Transport) -> None:
         self._open[transport] = None
@@ -75,6 +78,7 @@ class Listener:
         self.sock = sock
         self._factory = protocol_factory
         self._live = live
+        self._metrics = live.metrics
         self._limits = limits
         self._max_connections = max_connections
         self._on_refused = on_refused
@@ -108,6 +112,7 @@ class Listener:
                 elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
                     log.warning("accept failed: %s", exc)
                 return
+            self._metrics.accepted += 1
             sock.setblocking(False)
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

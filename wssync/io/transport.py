@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 from ..errors import FileEndedEarly
+from ..metrics import Metrics
 from .filesend import FileRegion
 from .protocol import BaseProtocol as BaseProtocol
 from .protocol import WriteLimits as WriteLimits
@@ -50,21 +51,14 @@ class Transport:
         "_backlog_mark", "_closed", "_closing", "_eof", "_events", "_hard_limit", "_high_water",
         "_io", "_live", "_low_water", "_max_buffer", "_ops", "_out", "_out_size", "_progress",
         "_reading_paused", "_regions", "_send_timeout", "_send_timer", "_slow_timeout",
-        "_slow_timer", "_started", "_write_eof", "_writing_paused", "bytes_in", "bytes_out",
-        "fileno", "opened_at", "peername", "protocol", "proxy_peername", "reactor", "secure",
-        "sock", "sockname",
+        "_slow_timer", "_write_eof", "_writing_paused", "bytes_in", "bytes_out", "fileno",
+        "metrics", "opened_at", "peername", "protocol", "proxy_peername", "reactor", "secure",
+        "sock", "sockname", "started",
     )
 
-    def __init__(
-        self,
-        reactor: Reactor,
-        sock: socket.socket,
-        peername: Any,
-        protocol: BaseProtocol,
-        live: Optional[LiveTransports],
-        limits: WriteLimits,
-        ops: SocketOps = PLAIN,
-    ) -> None:
+    def __init__(self, reactor: Reactor, sock: socket.socket, peername: Any,
+                 protocol: BaseProtocol, live: Optional[LiveTransports], limits: WriteLimits,
+                 ops: SocketOps = PLAIN) -> None:
         self.reactor = reactor
         self.sock = sock
         self._ops = ops
@@ -84,6 +78,8 @@ class Transport:
             if len(_LOCAL_ADDRESSES) < 256 else sockname
         self.protocol = protocol
         self._live = live
+        # The serving run's counters, at hand for every layer above (a relay's own).
+        self.metrics = live.metrics if live is not None else Metrics()
         self._high_water = limits.high_water
         self._low_water = limits.high_water // 4
         self._max_buffer = limits.max_buffer
@@ -111,7 +107,7 @@ class Transport:
         self._write_eof = False  # close_write() asked: send FIN once the buffer drains
         self._closed = False
         self._eof = False
-        self._started = False  # the protocol was told (connection_made)
+        self.started = False  # the protocol was told (connection_made)
         self._set_events(EVENT_READ)  # first: if it fails, nothing is left registered
         if live is not None:
             live.add(self)
@@ -133,7 +129,7 @@ class Transport:
 
     def connection_ready(self) -> None:
         """The socket carries the protocol's bytes from now on: tell the protocol."""
-        self._started = True
+        self.started = True
         self._update_events()  # back to this transport's own callbacks
         self.protocol.connection_made(self)
 
@@ -235,9 +231,7 @@ class Transport:
             if behind and self._out_size > self._hard_limit:
                 # Memory first: whatever the peer does, a backlog this large is
                 # not kept.  One that had caught up may take a message of any size.
-                log.warning("dropping %s: more than %d bytes behind", self.peername,
-                            self._hard_limit)
-                self.abort()
+                self._drop("hard_limit", "more than %d bytes behind", self._hard_limit)
                 return
         if self._out_size > self._high_water:
             if not self._writing_paused:
@@ -394,9 +388,8 @@ class Transport:
             # Above the soft limit a whole period ago and no smaller now: the
             # peer falls further behind for good (a reading peer of a large
             # message shrinks its backlog, and is kept however slow).
-            log.warning("dropping %s: %d bytes behind and not catching up for %.0f s",
-                        self.peername, size, self._slow_timeout)
-            self.abort()
+            self._drop("not_catching_up", "%d bytes behind and not catching up for %.0f s",
+                       size, self._slow_timeout)
             return
         self._backlog_mark = size
         self._slow_timer = self.reactor.call_later(self._slow_timeout, self._check_backlog)
@@ -407,10 +400,15 @@ class Transport:
             return
         idle = time.monotonic() - self._progress
         if idle >= self._send_timeout:
-            log.info("dropping %s: no bytes taken for %.0f s", self.peername, idle)
-            self.abort()
+            self._drop("send_timeout", "no bytes taken for %.0f s", idle, level=logging.INFO)
             return
         self._send_timer = self.reactor.call_later(self._send_timeout - idle, self._check_send)
+
+    def _drop(self, reason: str, why: str, *args: Any, level: int = logging.WARNING) -> None:
+        """Drop a peer that does not take its output (counted by ``reason``)."""
+        self.metrics.slow_drops[reason] += 1
+        log.log(level, "dropping %s: " + why, self.peername, *args)
+        self.abort()
 
     # -- closing ---------------------------------------------------------------
 
@@ -466,7 +464,7 @@ class Transport:
         self._ops.close(self, graceful)
         if exc is not None and not isinstance(exc, _GONE):
             log.debug("connection %s closed on error: %r", self.peername, exc)
-        if not self._started:
+        if not self.started:
             return  # the protocol never heard of this connection
         try:
             self.protocol.connection_lost(exc)
