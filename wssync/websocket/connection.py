@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..contract import WebSocketApplication
     from ..io.transport import Transport
+    from ..metrics import Metrics
 
 log = logging.getLogger("wssync.websocket")
 
@@ -45,7 +46,8 @@ class WebSocketConnection:
     __slots__ = (
         "_close_timer", "_input_paused", "_lost", "_ping_count", "_ping_timer",
         "_pong_timer",
-        "app", "close_code", "close_reason", "config", "proto", "subprotocol", "transport",
+        "app", "close_code", "close_reason", "config", "metrics", "proto", "subprotocol",
+        "transport",
     )
 
     name = "websocket"
@@ -67,11 +69,13 @@ class WebSocketConnection:
         self._ping_count = 0
         self._input_paused = False  # the application asked for no more messages for now
         self._lost = False
+        self.metrics: Metrics  # the serving run's counters, from the transport
 
     # -- transport callbacks -----------------------------------------------------
 
     def connection_made(self, transport: Transport) -> None:
         self.transport = transport
+        self.metrics = transport.metrics
         if self.config.ping_interval:
             self._ping_timer = transport.reactor.call_later(self.config.ping_interval, self._ping)
         self.app.opened(self)
@@ -89,6 +93,8 @@ class WebSocketConnection:
         assert transport is not None
         proto = self.proto
         proto.feed(data)
+        metrics = self.metrics
+        metrics.ws_bytes_in += len(data)
         if self._input_paused and not proto.close_sent:
             return
         next_event = proto.next_event
@@ -98,6 +104,7 @@ class WebSocketConnection:
             if event is None:
                 return
             if type(event) is Message:
+                metrics.ws_in += 1
                 if self._input_paused:
                     continue  # closing, and the application takes no more
                 self.app.message(event.data)
@@ -107,9 +114,7 @@ class WebSocketConnection:
                     return  # full: the rest waits, unparsed, for resume_input
             elif type(event) is Ping:
                 # Answered at once, so pongs keep their place among our replies.
-                pong = proto.send_pong(event.payload)
-                if pong:
-                    transport.write_control(pong)
+                self._control(proto.send_pong(event.payload))
             elif type(event) is Pong:
                 # Any pong proves the peer alive; RFC 6455 allows unsolicited ones.
                 if self._pong_timer is not None:
@@ -117,6 +122,7 @@ class WebSocketConnection:
                     self._pong_timer = None
             elif type(event) is CloseReceived:
                 self.close_code, self.close_reason = event.code, event.reason
+                metrics.close_received(event.code)
                 self.app.after_pending(self._answer_close)
             elif type(event) is Failure:
                 log.info("closing %s: %d %s", transport.peername, event.code, event.reason)
@@ -184,24 +190,47 @@ class WebSocketConnection:
 
     def send(self, data: Data) -> None:
         if self.transport is not None and not self._lost:
-            self.transport.write(self.proto.send_message(data))
+            frame = self.proto.send_message(data)
+            if frame:  # (nothing once closing)
+                metrics = self.metrics
+                metrics.ws_out += 1
+                metrics.ws_bytes_out += len(frame)
+            self.transport.write(frame)
 
     def broadcast(self, data: Data, frame: bytes) -> None:
         """Send ``data``, using ``frame`` (its plain encoding, shared by many
         receivers) unless this connection compresses its messages."""
         if self.transport is not None and self.is_open:
-            self.transport.write(self.proto.send_message(data) if self.proto.compressed else frame)
+            if self.proto.compressed:
+                frame = self.proto.send_message(data)
+            metrics = self.metrics
+            metrics.ws_out += 1
+            metrics.ws_bytes_out += len(frame)
+            self.transport.write(frame)
 
     def ping(self, payload: bytes = b"") -> None:
         if self.transport is not None and not self._lost:
-            self.transport.write_control(self.proto.send_ping(payload))
+            self._control(self.proto.send_ping(payload))
+
+    def _control(self, frame: bytes) -> None:
+        """Write a control frame (counted with the bytes sent); b"" once closing."""
+        if frame and self.transport is not None:
+            self.metrics.ws_bytes_out += len(frame)
+            self.transport.write_control(frame)
+
+    def _send_close(self, code: int, reason: str = "") -> None:
+        """Write our close frame (once; counted by its code)."""
+        frame = self.proto.send_close(code, reason)
+        if frame:
+            self.metrics.close_sent(code)
+        self._control(frame)
 
     def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the close handshake; the TCP connection ends when the peer answers."""
         transport = self.transport
         if transport is None or self._lost or self.proto.close_sent:
             return
-        transport.write_control(self.proto.send_close(code, reason))
+        self._send_close(code, reason)
         if self.proto.close_received:
             transport.close()
             return
@@ -217,7 +246,7 @@ class WebSocketConnection:
             return
         code = self.close_code
         # Echo the peer's code (RFC 6455 5.5.1); a code-less close gets a code-less answer.
-        transport.write_control(self.proto.send_close(code))  # 1005 answers with no code
+        self._send_close(code)  # 1005 answers with no code
         # The server closes TCP first, so the TIME_WAIT state lands on our side.
         transport.close()
 
@@ -226,7 +255,7 @@ class WebSocketConnection:
         if transport is None or self._lost:
             return
         self.close_code, self.close_reason = code, reason
-        transport.write_control(self.proto.send_close(code, reason))
+        self._send_close(code, reason)
         # Input after the error cannot be parsed, so the peer's close reply
         # cannot be recognised: send FIN, discard input until the peer closes
         # too (eof_received), and drop it if it never does.
@@ -253,8 +282,7 @@ class WebSocketConnection:
             return
         config = self.config
         self._ping_count += 1
-        transport.write_control(
-            self.proto.send_ping(struct.pack("!I", self._ping_count & 0xFFFFFFFF)))
+        self._control(self.proto.send_ping(struct.pack("!I", self._ping_count & 0xFFFFFFFF)))
         if self._pong_timer is None:
             self._pong_timer = transport.reactor.call_later(config.ping_timeout, self._pong_missing)
         self._ping_timer = transport.reactor.call_later(config.ping_interval, self._ping)
@@ -275,8 +303,7 @@ class WebSocketConnection:
             log.info("closing %s: no pong within %.1f s", self.transport.peername,
                      self.config.ping_timeout)
             self.close_code, self.close_reason = CloseCode.INTERNAL_ERROR, "keepalive ping timeout"
-            self.transport.write_control(
-                self.proto.send_close(self.close_code, self.close_reason))
+            self._send_close(self.close_code, self.close_reason)
             # Armed first: a close that completes at once (nothing left to send)
             # cancels it in connection_lost instead of leaving it behind.
             self._start_close_timer()  # a peer that reads nothing never drains the buffer
