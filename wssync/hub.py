@@ -5,8 +5,10 @@ closes; the server asks here for broadcasts, ``stats()``, ``websockets`` and
 ``connections()``.  A broadcast is encoded once, fanned out on the reactor
 thread, and published once as a record to the broker (a Redis broker, or the
 relay to the other workers); records other servers published come back through
-``deliver`` and are fanned out here.  The hub owns no socket and runs no user
-code; the server starts and closes it with the reactor.
+``deliver`` and are fanned out here.  For ``/metrics`` it adds to a run's
+counters the gauges read off the live connections, pools and broker.  The hub
+owns no socket and runs no user code; the server starts and closes it with the
+reactor.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from .http.connection import HttpConnection
+from .metrics import Metrics, Snapshot, labels
 from .scale.broker import Broker, decode_record, encode_record, new_origin
 from .websocket.frames import encode_message
 
 if TYPE_CHECKING:
+    from .io.lanes import OwnThreads, ThreadPool
     from .io.reactor import BoundedHandoff
     from .io.transport import Transport
     from .scale.relay import WorkerLink
@@ -172,6 +176,40 @@ class Hub:
         counts["broker"] = broker
         counts["cluster"] = (self._link.view or None) if self._link is not None else None
         return counts
+
+    def metrics(self, metrics: Metrics, transports: Iterable[Transport],
+                pools: Iterable[Tuple[str, Optional[ThreadPool]]],
+                own_threads: Optional[OwnThreads] = None) -> Snapshot:
+        """A run's ``metrics`` with the gauges of now: open ``transports`` by
+        protocol and their unsent bytes, each pool's busy threads and waiting
+        tasks (``own_threads`` as pool ``websocket``), and the broker's state."""
+        snapshot = metrics.snapshot()
+        by_protocol: Dict[str, float] = {}
+        unsent = 0
+        for transport in transports:
+            name = transport.protocol.name if transport.started else "tls"
+            by_protocol[name] = by_protocol.get(name, 0) + 1
+            unsent += transport.get_write_buffer_size()
+        snapshot["wssync_open_connections"] = {
+            labels(protocol=name): count for name, count in by_protocol.items()}
+        snapshot["wssync_output_buffer_bytes"] = {"": unsent}
+        busy: Dict[str, float] = {}
+        queued: Dict[str, float] = {}
+        for name, pool in pools:
+            if pool is not None:
+                running = pool.busy
+                busy[labels(pool=name)] = running
+                queued[labels(pool=name)] = max(0, pool.queued - running)
+        if own_threads is not None:
+            busy[labels(pool="websocket")] = own_threads.count
+            queued[labels(pool="websocket")] = 0
+        snapshot["wssync_pool_busy_threads"] = busy
+        snapshot["wssync_pool_queued_tasks"] = queued
+        if self._bus is not None:
+            broker = self._bus.stats()
+            snapshot["wssync_broker_up"] = {"": 1 if broker.get("connected", True) else 0}
+            snapshot["wssync_broker_records_dropped_total"] = {"": broker.get("dropped", 0)}
+        return snapshot
 
     def connections(self, transports: Iterable[Transport]) -> List[Dict[str, Any]]:
         """:meth:`wssync.Server.connections` for these open transports."""
