@@ -3,18 +3,24 @@
 Its constructor's arguments (a ``ValueError`` names the bad one at once, not
 when serving starts), the broker a ``--broker`` URL names, logging for an
 application that configured none, the refusal to serve while the command line
-imports an ``--app`` module, taking over the stop signals, and loading renewed
-certificates.  Nothing here opens a socket or runs a reactor.
+imports an ``--app`` module, taking over the stop signals, loading renewed
+certificates, and the words around listening: why a bind failed and what to do
+(the same sentences for the command line and an embedded ``Server``), the
+start-up line's URL, and which worker a log line comes from.  Nothing here
+opens a socket or runs a reactor.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import errno
+import ipaddress
 import logging
 import os
 import shutil
 import signal
+import socket
 import ssl
 import tempfile
 import threading
@@ -33,7 +39,7 @@ from typing import (
 
 from .config import Config
 from .edge.forwarded import trusted_peers
-from .errors import ServingWhileImported
+from .errors import BindError, ServingWhileImported
 from .io.reactor import Reactor
 from .scale.broker import Broker
 from .scale.supervisor import worker_count
@@ -104,6 +110,107 @@ def check_serving_allowed() -> None:
             f"module {_serving_refused!r} starts a server while being imported; --app needs "
             f"a module that only defines the app: put the Server(...) call under "
             f"'if __name__ == \"__main__\":'")
+
+
+def bind_error(exc: OSError, host: str, port: int, uds: Optional[str],
+               flags: bool) -> BindError:
+    """Why the server could not listen, and what to do, as one line: ``flags``
+    names the command line's options (``--port 8080``), else ``Server``'s
+    arguments (``port=8080``)."""
+    def option(name: str, value: str = "") -> str:
+        if flags:
+            return f"--{name} {value}".rstrip()
+        if not value:
+            return {"uds": "uds path"}.get(name, name)
+        return f'{name}="{value}"' if name == "host" else f"{name}={value}"
+
+    if uds is not None:
+        if isinstance(exc, FileExistsError):
+            text = f"{uds} exists and is not a socket; remove it or choose another {option('uds')}"
+        elif exc.errno == errno.EADDRINUSE:
+            text = f"another server listens on {uds}; stop it or choose another {option('uds')}"
+        elif exc.errno == errno.ENOENT:
+            text = (f"cannot listen on {uds}: the directory {os.path.dirname(uds) or '.'} "
+                    f"does not exist")
+        else:
+            text = f"cannot listen on {uds}: {exc.strerror or exc}"
+        return BindError.of(exc, text)
+    where = display_address(host, port)
+    if isinstance(exc, PermissionError):
+        text = (f"no permission to listen on {where}: ports below 1024 need privileges; use "
+                f"a port above 1023 ({option('port', '8080')}) or run with the privilege to "
+                f"bind low ports (root or CAP_NET_BIND_SERVICE)")
+    elif exc.errno == errno.EADDRINUSE:
+        text = f"{where} is already in use; stop the other server or choose another " \
+               f"{option('port')}"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        text = (f"cannot listen on {where}: {host} is not an address of this machine; "
+                f"{option('host', '127.0.0.1')} for this machine only, "
+                f"{option('host', '0.0.0.0')} for every interface")
+    elif isinstance(exc, socket.gaierror):
+        text = f"cannot listen on {where}: {host!r} is not an address or a known host name"
+    else:
+        text = f"cannot listen on {where}: {exc.strerror or exc}"
+    return BindError.of(exc, text)
+
+
+def display_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def serving_url(host: str, port: int, tls: bool) -> Tuple[str, str]:
+    """A URL a browser on this machine can open, and what to add about who
+    else can reach it (empty for a specific address)."""
+    scheme = "https" if tls else "http"
+    note = ""
+    shown = host
+    if host in ("0.0.0.0", "::", ""):
+        shown = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        note = f"listening on all interfaces ({display_address(host or '0.0.0.0', port)})"
+    elif _is_loopback(host):
+        note = "only this machine can connect"
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"{scheme}://{shown}:{port}/", note
+
+
+def serving_line(start: str, host: str, port: int, uds: Optional[str], tls: bool,
+                 flags: bool, interrupt: bool, how: str, reach: bool = True) -> str:
+    """The start-up line: ``start`` (serving on, listening on), a URL to click,
+    how to stop (``interrupt``: Ctrl-C stops it), ``how`` it serves, and (with
+    ``reach``) who can connect."""
+    if uds is not None:
+        where, note = f"unix:{uds}", ""
+    else:
+        where, note = serving_url(host, port, tls)
+        if note.startswith("only"):
+            hint = "--host 0.0.0.0" if flags else 'host="0.0.0.0"'
+            note += f" ({hint} to be reachable from the network)"
+    stop = " (Ctrl-C to quit)" if interrupt else ""
+    return f"{start} {where}{stop}: {how}" + (f"; {note}" if note and reach else "")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tag_worker_logs(index: int) -> None:
+    """Every log record this process makes from now on says which worker made it
+    (``[worker 1] ...``), whatever the handler's format."""
+    make = logging.getLogRecordFactory()
+    tag = f"[worker {index}] "
+
+    def tagged(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        record.msg = tag + (record.msg if isinstance(record.msg, str) else str(record.msg))
+        return record
+
+    logging.setLogRecordFactory(tagged)
 
 
 def default_logging() -> None:

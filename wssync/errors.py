@@ -98,3 +98,41 @@ class FileEndedEarly(WssyncError, OSError):
 
 class ProxyProtocolError(WssyncError, ValueError):
     """The bytes are not a valid PROXY protocol header."""
+
+
+class BindError(WssyncError, OSError):
+    """The server could not listen where it was told.  The message names the
+    address and what to do; ``errno`` is the failure's.  Made by :meth:`of`,
+    it is also the ``OSError`` subclass the failure was (``PermissionError``,
+    ``FileExistsError`` ...), so callers catching those keep working."""
+
+    def __init__(self, errno: Optional[int], message: str) -> None:
+        super().__init__(errno, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    @staticmethod
+    def of(exc: OSError, message: str) -> BindError:
+        for kind in (_PermissionBindError, _ExistsBindError, _MissingBindError):
+            if isinstance(exc, kind.__bases__[1]):
+                return kind(exc.errno, message)
+        return BindError(exc.errno, message)
+
+
+class _PermissionBindError(BindError, PermissionError):
+    pass
+
+
+class _ExistsBindError(BindError, FileExistsError):
+    pass
+
+
+class _MissingBindError(BindError, FileNotFoundError):
+    pass
+
+
+# A traceback names them as the user knows them.
+for _kind in (_PermissionBindError, _ExistsBindError, _MissingBindError):
+    _kind.__name__ = _kind.__qualname__ = "BindError"

@@ -7,6 +7,8 @@ to a reactor that stopped before running it is done when serving ends.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import shutil
 import socket
@@ -17,7 +19,15 @@ from pathlib import Path
 import pytest
 from conftest import TlsFiles
 
-from wssync._startup import CertificateReloads, stage_certificates
+from wssync._startup import (
+    CertificateReloads,
+    bind_error,
+    serving_line,
+    serving_url,
+    stage_certificates,
+    tag_worker_logs,
+)
+from wssync.errors import BindError
 from wssync.io.reactor import Reactor
 
 
@@ -99,3 +109,60 @@ def test_a_reload_that_comes_while_another_waits_replaces_it(tls_files: TlsFiles
         assert not os.path.exists(newest.directory)
     finally:
         reactor.close()
+
+
+# -- the words around listening ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("host, tls, url, note", [
+    ("127.0.0.1", False, "http://127.0.0.1:8080/", "only this machine can connect"),
+    ("::1", True, "https://[::1]:8080/", "only this machine can connect"),
+    ("localhost", False, "http://localhost:8080/", "only this machine can connect"),
+    ("0.0.0.0", False, "http://127.0.0.1:8080/", "listening on all interfaces (0.0.0.0:8080)"),
+    ("::", True, "https://[::1]:8080/", "listening on all interfaces ([::]:8080)"),
+    ("192.0.2.10", False, "http://192.0.2.10:8080/", ""),
+])
+def test_the_start_up_url_is_one_a_browser_here_can_open(host: str, tls: bool, url: str,
+                                                         note: str) -> None:
+    assert serving_url(host, 8080, tls) == (url, note)
+
+
+def test_the_start_up_line_spells_the_hint_for_the_command_line_or_the_code() -> None:
+    line = serving_line("serving on", "127.0.0.1", 8080, None, False, True, True, "HTTP")
+    assert line == ("serving on http://127.0.0.1:8080/ (Ctrl-C to quit): HTTP; only this "
+                    "machine can connect (--host 0.0.0.0 to be reachable from the network)")
+    line = serving_line("serving on", "127.0.0.1", 8080, None, False, False, False, "HTTP")
+    assert line == ("serving on http://127.0.0.1:8080/: HTTP; only this machine can connect "
+                    "(host=\"0.0.0.0\" to be reachable from the network)")
+    assert serving_line("serving on", "", 0, "/run/app.sock", False, True, True, "HTTP") == \
+        "serving on unix:/run/app.sock (Ctrl-C to quit): HTTP"
+
+
+def test_bind_errors_keep_their_kind_and_errno() -> None:
+    error = bind_error(PermissionError(errno.EACCES, "Permission denied"), "::", 443, None,
+                       True)
+    assert isinstance(error, PermissionError) and isinstance(error, BindError)
+    assert error.errno == errno.EACCES
+    assert str(error) == ("no permission to listen on [::]:443: ports below 1024 need "
+                          "privileges; use a port above 1023 (--port 8080) or run with the "
+                          "privilege to bind low ports (root or CAP_NET_BIND_SERVICE)")
+    error = bind_error(OSError(errno.EADDRINUSE, "in use"), "", 0, "/run/app.sock", False)
+    assert str(error) == "another server listens on /run/app.sock; stop it or choose " \
+                         "another uds path"
+    error = bind_error(socket.gaierror(-2, "Name or service not known"), "nohost.invalid", 80,
+                       None, True)
+    assert str(error) == "cannot listen on nohost.invalid:80: 'nohost.invalid' is not an " \
+                         "address or a known host name"
+
+
+def test_worker_log_lines_say_which_worker(caplog: pytest.LogCaptureFixture) -> None:
+    previous = logging.getLogRecordFactory()
+    try:
+        tag_worker_logs(3)
+        with caplog.at_level(logging.INFO, logger="wssync.test"):
+            logging.getLogger("wssync.test").info("serving %d", 5)
+            logging.getLogger("wssync.test").info(ValueError("not a string"))
+    finally:
+        logging.setLogRecordFactory(previous)
+    assert [r.getMessage() for r in caplog.records] == ["[worker 3] serving 5",
+                                                        "[worker 3] not a string"]
