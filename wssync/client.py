@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from typing import Any, Deque, Iterator, List, Optional, Tuple, Union
+from typing import Any, Deque, Iterator, List, NoReturn, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from .config import default
@@ -52,6 +52,36 @@ def _start_tls(sock: socket.socket, host: str, port: int,
 
 
 _MAX_HEAD = default("max_header_size")  # the server's own limit on a head
+_MAX_EXPLANATION = 200  # characters of a refusal's plain-text body shown in the error
+_EXPLANATION_WAIT = 2.0  # seconds at most spent reading that body
+
+
+def _refuse(sock: socket.socket, status: int, headers: Any, body: bytes,
+            deadline: float) -> NoReturn:
+    """Raise HandshakeRefused for a status other than 101, with the server's own
+    words when its answer is short plain text (an error page is not shown)."""
+    message = f"server answered {status} instead of 101"
+    kind = (headers.get("content-type") or "text/plain").split(";")[0].strip().lower()
+    length = headers.get("content-length") or ""
+    if kind == "text/plain" and length.isdigit():
+        want = min(int(length), 4 * _MAX_EXPLANATION)
+        stop = min(deadline, time.monotonic() + _EXPLANATION_WAIT)
+        try:
+            while len(body) < want and time.monotonic() < stop:
+                sock.settimeout(max(0.01, stop - time.monotonic()))
+                chunk = sock.recv(want - len(body))
+                if not chunk:
+                    break
+                body += chunk
+        except OSError:
+            pass  # what arrived is shown
+        text = " ".join(body[:want].decode("utf-8", "replace").split())
+        text = text[len(f"{status} "):] if text.startswith(f"{status} ") else text
+        if len(text) > _MAX_EXPLANATION:
+            text = text[:_MAX_EXPLANATION - 3] + "..."
+        if text:
+            message += f": {text}"
+    raise HandshakeRefused(status, message)
 
 
 class ClientConnection:
@@ -261,6 +291,8 @@ def connect(url: str, subprotocols: Optional[List[str]] = None,
                 raise HandshakeRefused(None, "response head too large")
         head, _, leftover = buf.partition(b"\r\n\r\n")
         status, response_headers = parse_response_head(head)
+        if status != 101:
+            _refuse(sock, status, response_headers, leftover, deadline)
         chosen = check_response(status, response_headers, key, subprotocols)
         sock.settimeout(None)
         proto = WebSocketProtocol(client=True, max_message_size=max_message_size)

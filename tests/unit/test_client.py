@@ -376,3 +376,75 @@ def test_a_connection_lost_without_a_close_is_1006() -> None:
         list(ws)
     assert info.value.code == 1006
     peer.client_frames()
+
+
+# -- a refusal says why, in the server's own words ------------------------------------------
+
+
+def test_ws_on_the_tls_port_is_told_to_use_wss(start_server, tls_files: TlsFiles) -> None:
+    server = start_server(echo_app(), ssl_context=tls_files.server_context())
+    with pytest.raises(HandshakeRefused) as info:
+        connect(f"ws://127.0.0.1:{server.address[1]}/echo", timeout=5)
+    assert info.value.status == 400
+    assert str(info.value) == ("server answered 400 instead of 101: Bad Request: this port "
+                               "speaks TLS: use https:// or wss://")
+
+
+def answer_once(response: bytes) -> Tuple[int, threading.Thread, socket.socket]:
+    """A real server that reads one request head, sends ``response`` and waits
+    for the client to close."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            conn.sendall(response)
+            read_until_closed(conn, timeout=10)
+
+    thread = threading.Thread(target=serve_once)
+    thread.start()
+    return listener.getsockname()[1], thread, listener
+
+
+@pytest.mark.parametrize("kind, body, expected", [
+    ("text/plain; charset=utf-8", b"x" * 100_000,
+     "server answered 403 instead of 101: " + "x" * 197 + "..."),  # bounded
+    ("text/html", b"<html><body>Forbidden</body></html>",
+     "server answered 403 instead of 101"),  # an error page is not shown
+    ("text/plain", b"  origin\r\n  not allowed  ",
+     "server answered 403 instead of 101: origin not allowed"),
+])
+def test_a_refusal_carries_a_short_plain_text_explanation(kind: str, body: bytes,
+                                                          expected: str) -> None:
+    port, thread, listener = answer_once(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+        % (kind.encode(), len(body), body))
+    try:
+        with pytest.raises(HandshakeRefused) as info:
+            connect(f"ws://127.0.0.1:{port}/", timeout=5)
+        assert str(info.value) == expected
+        assert info.value.status == 403
+    finally:
+        thread.join(10)
+        listener.close()
+
+
+def test_a_refusal_whose_body_never_comes_is_reported_in_bounded_time() -> None:
+    port, thread, listener = answer_once(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 50\r\n\r\n"
+        b"partial")
+    try:
+        started = time.monotonic()
+        with pytest.raises(HandshakeRefused) as info:
+            connect(f"ws://127.0.0.1:{port}/", timeout=30)
+        assert time.monotonic() - started < 10  # about 2 s: not the 30 s timeout
+        assert str(info.value) == "server answered 400 instead of 101: partial"
+    finally:
+        thread.join(10)
+        listener.close()
