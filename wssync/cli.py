@@ -1,15 +1,15 @@
-"""The command line: ``python -m wssync [options]``.
+"""The command line: ``python -m wssync [options] [APP]``.
 
 Parses options, loads the user's app (or the demo), and runs a ``Server`` in
 the foreground with SIGINT/SIGTERM mapped to a graceful stop.  Errors a user
-can fix get one readable line and exit status 2, never a traceback.
+can fix in the options or files get one readable line and exit status 2, never
+a traceback; an app that raises while it loads is a boot failure: its
+traceback, trimmed to the app's frames, and exit status 3.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
-import importlib
 import logging
 import math
 import os
@@ -17,13 +17,14 @@ import re
 import signal
 import ssl
 import sys
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Tuple, Union
 
-from ._startup import LOG_FORMAT, refuse_to_serve
+from ._boot import CliError, check_spec, load_app, report_boot_failure
+from ._startup import LOG_FORMAT
 from ._version import __version__
 from .app import App
 from .config import SETTINGS
-from .errors import ServingWhileImported, WssyncError
+from .errors import BindError
 from .io.tls import server_context
 from .scale import reloader
 from .scale.supervisor import BOOT_FAILED, worker_count
@@ -32,10 +33,10 @@ from .server import Server
 ENV_PREFIX = "WSSYNC_"
 _SIZE = re.compile(r"([0-9]+)\s*(|k|kb|kib|m|mb|mib|g|gb|gib)", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
-
-
-class CliError(WssyncError):
-    """A mistake in how the server was started; printed as one line."""
+# Other servers' names for a setting, accepted as the same flag.
+_ALIASES = {"shutdown_grace": ["--graceful-timeout"]}
+__all__ = ["CliError", "build_parser", "environment_defaults", "load_app", "main",
+           "settings_from"]
 
 
 def parse_size(text: str) -> int:
@@ -98,19 +99,32 @@ def _describe(value: Any, kind: str) -> str:
     return str(value).lower() if kind == "flag" else str(value)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in three lines, not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"usage: {self.prog} [options] [APP]\nwssync: error: {message}\n"
+                     f"see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The same parser serves ``python -m wssync`` and the ``wssync`` console script.
     invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wssync" if invoked == "wssync" else "python -m wssync",
+        usage="%(prog)s [options] [APP]",
         description="Serve HTTP/1.1 and WebSocket on one port.",
         epilog=f"Every option can also come from the environment: {ENV_PREFIX}PORT=8080, "
                f"{ENV_PREFIX}MAX_WRITE_BUFFER=1MiB, {ENV_PREFIX}COMPRESSION=false ... "
                f"(the option's name in capitals, dashes as underscores); an option on the "
                f"command line wins.  Sizes take KiB, MiB or GiB.",
     )
-    parser.add_argument("--host", default="0.0.0.0",
-                        help="address to listen on; '::' for IPv6 and IPv4 (default: 0.0.0.0)")
+    parser.add_argument("app_spec", nargs="?", metavar="APP",
+                        help="the wssync.App or WSGI application to serve, MODULE:ATTRIBUTE "
+                             "(as --app; default: the built-in demo)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on: 0.0.0.0 to be reachable from the network, "
+                             "'::' for IPv6 and IPv4 (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=parse_port, default=80,
                         help="port to listen on, 0-65535 (default: 80)")
     parser.add_argument("--uds", metavar="PATH",
@@ -129,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--app", metavar="MODULE:ATTRIBUTE",
                         help="the wssync.App or WSGI application to serve "
                              "(default: the built-in demo)")
-    parser.add_argument("--log-level", default="info",
+    parser.add_argument("--log-level", default="info", type=str.lower,
                         choices=["debug", "info", "warning", "error", "critical"],
-                        help="log level (default: info)")
+                        help="log level, in any case (default: info)")
     parser.add_argument("--no-access-log", action="store_true",
                         help="do not log each HTTP request")
     parser.add_argument("--broker", metavar="URL",
@@ -154,13 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ask clients for a certificate (default: none)")
     limits = parser.add_argument_group("limits and timeouts (every Server setting)")
     for name, setting in SETTINGS.items():
-        flag = "--" + name.replace("_", "-")
+        flags = ["--" + name.replace("_", "-"), *_ALIASES.get(name, [])]
         text = f"{setting.help} (default: {_describe(setting.default, setting.kind)})"
         if setting.kind == "flag":
-            limits.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+            limits.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,
                                 default=None, help=text)
         else:
-            limits.add_argument(flag, dest=name, type=_PARSERS[setting.kind], default=None,
+            limits.add_argument(*flags, dest=name, type=_PARSERS[setting.kind], default=None,
                                 metavar=_METAVARS[setting.kind], help=text)
     return parser
 
@@ -172,7 +186,7 @@ def environment_defaults(parser: argparse.ArgumentParser,
     for action in parser._actions:
         name = action.dest
         raw = environ.get(ENV_PREFIX + name.upper())
-        if raw is None or name in ("help", "version"):
+        if raw is None or name in ("help", "version") or not action.option_strings:
             continue
         if name in SETTINGS:
             convert: Callable[[str], Any] = _PARSERS[SETTINGS[name].kind]
@@ -194,32 +208,6 @@ def environment_defaults(parser: argparse.ArgumentParser,
 def settings_from(args: argparse.Namespace) -> Dict[str, Any]:
     """The Server settings the command line (or environment) set."""
     return {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
-
-
-def load_app(spec: str) -> App:
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise CliError(f"--app takes MODULE:ATTRIBUTE, not {spec!r}")
-    if "" not in sys.path:
-        sys.path.insert(0, "")  # like `python -m`, find modules in the current directory
-    try:
-        with refuse_to_serve(module_name):
-            module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise CliError(f"cannot import {module_name!r}: {exc}") from None
-    except ServingWhileImported as exc:
-        raise CliError(str(exc)) from None
-    try:
-        app: Any = getattr(module, attribute)
-    except AttributeError:
-        raise CliError(f"module {module_name!r} has no attribute {attribute!r}") from None
-    if isinstance(app, App):
-        return app
-    if callable(app):  # a WSGI application (Flask, Django, ...): serve it beside ours
-        wrapper = App()
-        wrapper.mount_wsgi(app)
-        return wrapper
-    raise CliError(f"{spec} is a {type(app).__name__}, not a wssync.App or WSGI callable")
 
 
 def _password(args: argparse.Namespace) -> Union[str, Callable[[], str]]:
@@ -244,21 +232,44 @@ def tls_context(args: argparse.Namespace) -> Optional[ssl.SSLContext]:
         if args.keyfile or args.ca_certs or args.client_cert != "none":
             raise CliError("--keyfile, --ca-certs and --client-cert need --certfile")
         return None
+    files = [name for name in (args.certfile, args.keyfile, args.ca_certs) if name]
     try:
         return server_context(args.certfile, args.keyfile, _password(args), args.ca_certs,
                               args.client_cert)
-    except FileNotFoundError as exc:
-        # OpenSSL does not say which file: the first one that is not there.
-        missing = exc.filename or next((name for name in (args.certfile, args.keyfile,
-                                                          args.ca_certs)
-                                        if name and not os.path.exists(name)), args.certfile)
-        raise CliError(f"cannot read {missing}: no such file") from None
-    except ssl.SSLError as exc:
-        raise CliError(f"cannot use the certificate {args.certfile}: "
-                       f"{exc.reason or exc.strerror or exc} (a wrong password, a key that "
-                       f"does not match, or not PEM?)") from None
+    except OSError as exc:  # (not ssl.SSLError, which is one too)
+        if isinstance(exc, ssl.SSLError):
+            raise CliError(_unusable(args, exc)) from None
+        # OpenSSL does not say which file: the first one that cannot be opened.
+        name, reason = exc.filename, exc.strerror
+        if name is None:
+            name, reason = next(((f, r) for f, r in map(_unreadable, files) if r),
+                                (args.certfile, reason))
+        raise CliError(f"cannot read {name}: {reason}") from None
+
+
+def _unreadable(name: str) -> Tuple[str, Optional[str]]:
+    """``name`` and why it cannot be opened for reading (None: it can)."""
+    try:
+        with open(name, "rb"):
+            return name, None
+    except FileNotFoundError:
+        return name, "no such file"
     except OSError as exc:
-        raise CliError(f"cannot read {exc.filename or args.certfile}: {exc.strerror}") from None
+        return name, exc.strerror or str(exc)
+
+
+def _unusable(args: argparse.Namespace, exc: ssl.SSLError) -> str:
+    """Why OpenSSL refused files it could read, as far as the files tell."""
+    if not args.keyfile:
+        try:
+            with open(args.certfile, "rb") as cert:
+                has_key = b"PRIVATE KEY-----" in cert.read(1 << 20)
+        except OSError:
+            has_key = True
+        if not has_key:
+            return f"{args.certfile} holds no private key: give --keyfile"
+    return (f"cannot use the certificate {args.certfile}: {exc.reason or exc.strerror or exc} "
+            f"(a wrong password, a key that does not match, or not PEM?)")
 
 
 def reload_on_sighup(server: Server, args: argparse.Namespace) -> None:
@@ -274,33 +285,20 @@ def reload_on_sighup(server: Server, args: argparse.Namespace) -> None:
     signal.signal(signal.SIGHUP, reload)
 
 
-def _bind_error(server: Server, exc: OSError) -> str:
-    """One line saying why the server could not listen, and what to do."""
-    if server.uds is not None:
-        where = server.uds
-        if isinstance(exc, FileExistsError):
-            return f"{where} exists and is not a socket; remove it or choose another --uds"
-        if exc.errno == errno.EADDRINUSE:
-            return f"another server listens on {where}; stop it or choose another --uds"
-        return f"cannot listen on {where}: {exc.strerror or exc}"
-    if isinstance(exc, PermissionError):
-        return (f"no permission to listen on port {server.port}; use a port above 1023 "
-                f"(--port 8080) or run with the privilege to bind low ports (root or "
-                f"CAP_NET_BIND_SERVICE)")
-    where = f"{server.host}:{server.port}"
-    if exc.errno == errno.EADDRINUSE:
-        return f"{where} is already in use; choose another --port"
-    return f"cannot listen on {where}: {exc.strerror or exc}"
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     try:
-        parser.set_defaults(**environment_defaults(parser, os.environ))
+        defaults = environment_defaults(parser, os.environ)
     except CliError as exc:
         print(f"wssync: error: {exc}", file=sys.stderr)
         return 2
+    env_app = defaults.pop("app", None)  # APP on the command line wins over it
+    parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
+    if args.app_spec and args.app:
+        parser.error(f"the app is given twice: {args.app_spec} (APP) and {args.app} (--app); "
+                     f"give one")
+    args.app = args.app_spec or args.app or env_app
     if args.reload:
         if args.workers != 1:  # 0 too: one per CPU is meant for more than one
             print("wssync: error: --reload restarts one server process; it cannot be "
@@ -314,9 +312,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         logging.getLogger("wssync.access").setLevel(logging.WARNING)
     try:
         workers = worker_count(args.workers)
+        if args.app:
+            check_spec(args.app)
         # With workers, each one loads the app after the fork (a SIGHUP then
         # serves new code, and nothing the app opens is shared between processes).
         app = App() if workers > 1 else _app(args)
+    except (CliError, ValueError) as exc:  # (ValueError: worker_count's)
+        print(f"wssync: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the app raised while loading: not a one-line matter
+        report_boot_failure(exc, args.app or "the app")
+        return BOOT_FAILED
+    try:
         context = tls_context(args)  # with workers: checked here, loaded by each
         server = Server(app, args.host, args.port, threads=args.threads, ssl_context=context,
                         uds=args.uds, uds_mode=args.uds_mode, broker=args.broker,
@@ -324,17 +331,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (CliError, ImportError, TypeError, ValueError) as exc:
         print(f"wssync: error: {exc}", file=sys.stderr)
         return 2
+    server._flags = True  # messages name --port, not port=
     try:
         server.bind()
-    except OSError as exc:
-        print(f"wssync: error: {_bind_error(server, exc)}", file=sys.stderr)
+    except BindError as exc:
+        print(f"wssync: error: {exc}", file=sys.stderr)
         return 2
     if workers > 1:
         def prepare(worker: Server) -> None:
+            # What the app raises is the worker's boot failure (a traceback);
+            # mistakes in the options stay one line.
             try:
                 worker.app = _app(args)
                 worker.ssl_context = tls_context(args)
-            except (CliError, ImportError, TypeError, ValueError) as exc:
+            except CliError as exc:
                 print(f"wssync: error: {exc}", file=sys.stderr)
                 raise SystemExit(BOOT_FAILED) from None
 

@@ -16,12 +16,14 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
 from helpers import finish, free_port, run_server, wait_listening, wait_until
+from test_bind_errors import ROOT, unprivileged
 
 from wssync.client import connect
 
@@ -118,7 +120,7 @@ def test_certfile_and_keyfile_serve_https_and_wss(tls_files, threads: str) -> No
             assert ws.recv(timeout=10) == "over tls"
     finally:
         err = stop(proc)
-    assert "(HTTPS and WSS" in err
+    assert f"serving on https://127.0.0.1:{port}/ (Ctrl-C to quit): HTTPS and WSS" in err
 
 
 def test_encrypted_key_with_password_from_the_environment(tls_files) -> None:
@@ -165,6 +167,45 @@ def test_a_missing_file_is_named_in_a_one_line_error(tls_files, tmp_path: Path,
         args += [f"--{option}", name]
     line = cli_error(args)
     assert f"cannot read {tmp_path / 'nothere.pem'}: no such file" in line
+
+
+def test_a_certificate_without_its_key_says_so(tls_files) -> None:
+    line = cli_error(["--port", "0", "--certfile", str(tls_files.cert)])
+    assert line == f"wssync: error: {tls_files.cert} holds no private key: give --keyfile"
+
+
+def test_a_certificate_and_key_in_one_file_need_no_keyfile(tls_files, tmp_path: Path) -> None:
+    both = tmp_path / "both.pem"
+    both.write_text(tls_files.cert.read_text() + tls_files.key.read_text())
+    port = free_port()
+    proc = run_server(tls_args(port, "--certfile", str(both)))
+    try:
+        wait_listening(port, proc)
+        assert https_get(port, tls_files.client_context())[:2] == (200, b"ok\n")
+    finally:
+        stop(proc)
+
+
+def test_an_unreadable_key_file_is_the_one_named(tls_files) -> None:
+    # A root-only key, the server started as another user: the key is what it
+    # cannot read, not the certificate.
+    directory = Path(tempfile.mkdtemp(prefix="wssync-keys-"))
+    try:
+        directory.chmod(0o755)
+        cert, key = directory / "cert.pem", directory / "key.pem"
+        shutil.copy(tls_files.cert, cert)
+        shutil.copy(tls_files.key, key)
+        cert.chmod(0o644)
+        key.chmod(0o600 if os.geteuid() == 0 else 0o000)
+        command = unprivileged([sys.executable, "-m", "wssync", "--port", "0", "--certfile",
+                                str(cert), "--keyfile", str(key)])
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd="/",
+                              stdin=subprocess.DEVNULL,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    finally:
+        shutil.rmtree(directory)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"wssync: error: cannot read {key}: Permission denied\n"
 
 
 @pytest.mark.parametrize("option", [["--keyfile", "KEY"], ["--ca-certs", "CA"],
