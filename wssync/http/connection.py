@@ -58,11 +58,6 @@ _INFO = logging.INFO
 _monotonic = time.monotonic
 
 
-# While the server stops: how long a connection accepted just before may take to
-# send its first request.
-FIRST_REQUEST_GRACE = 1.0
-
-
 class HttpConnection:
     """HTTP/1.1 server side of one connection."""
 
@@ -88,7 +83,6 @@ class HttpConnection:
         self._processing = False  # re-entrancy guard for _process
         self._eof = False
         self._stopping = False
-        self._fresh = True  # no request has arrived on this connection yet
         self._stream: Optional[ResponseStream] = None  # a streamed body going out
         self._file: Optional[FileBody] = None  # a file body the transport is sending
         self._paused = False  # the transport asked us to stop writing
@@ -163,26 +157,26 @@ class HttpConnection:
     def shutdown(self) -> None:
         """Server is stopping: finish the request in flight, then close.
 
-        A request still arriving counts as in flight (its timeouts apply), and
-        so does the first request of a connection accepted a moment ago: a client
-        opens a connection to send one, and closing it unanswered would fail a
-        request that reached the server before the stop (during a rolling
-        restart, one the next worker would have served).  An idle keep-alive
-        connection closes now; one that is closing already is left to it.
+        Every answer from now on says ``Connection: close``.  An idle
+        connection is not closed now: its client may have sent its next
+        request as the stop came (in the socket, or on its way), and closing
+        would throw that away.  It is kept until that request, which is
+        served, or until its keep-alive deadline, at most half of
+        ``shutdown_grace`` from now (the rest is for that last answer).  A
+        connection busy, or closing already, closes after its answer.
         """
         self._stopping = True
         transport = self.transport
-        if self._state.state != IDLE or transport is None:
-            return  # busy (_waiting() closes after the answer), or ending already
-        if self._fresh:
-            deadline = time.monotonic() + FIRST_REQUEST_GRACE
-            if self._phase != IDLE_DEADLINE or deadline < self._deadline:
-                self._phase = IDLE_DEADLINE
-                self._deadline = deadline
-                self._cancel_timer()
-                self._timer = transport.reactor.call_at(deadline, self._on_deadline)
+        if self._state.state != IDLE or transport is None or transport.is_closing():
             return
-        self._close()
+        deadline = _monotonic() + self.config.shutdown_grace / 2
+        if self._phase == IDLE_DEADLINE and self._timer is not None \
+                and self._deadline <= deadline:
+            return  # its own keep-alive deadline comes first
+        self._phase = IDLE_DEADLINE
+        self._deadline = deadline
+        self._cancel_timer()
+        self._timer = transport.reactor.call_at(deadline, self._on_deadline)
 
     # -- request processing ----------------------------------------------------------
 
@@ -212,7 +206,6 @@ class HttpConnection:
                 # request in flight, which saves a heap push per request.
                 self._phase = 0
                 self._current = request
-                self._fresh = False
                 request.local_addr = transport.sockname
                 if transport.secure:
                     request.scheme = "https"

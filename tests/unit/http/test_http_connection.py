@@ -318,17 +318,24 @@ def test_request_in_flight_has_no_deadline(reactor: Reactor) -> None:
 # -- shutdown ---------------------------------------------------------------------
 
 
-def test_shutdown_closes_an_idle_keep_alive_connection_at_once(reactor: Reactor) -> None:
+def test_shutdown_keeps_an_idle_keep_alive_connection_for_its_next_request(
+        reactor: Reactor) -> None:
+    # Its client may have sent the next request as the stop came: it is served.
     app = RecordingApp()
     conn, transport = connect(reactor, app)
     conn.data_received(get("/first"))
     conn.send_response(Response(b"one"))
     conn.shutdown()
+    assert not transport.is_closing()
+    conn.data_received(get("/next"))
+    assert app.targets == ["/first", "/next"]
+    conn.send_response(Response(b"two"))
+    last = transport.written.split(b"HTTP/1.1 ")[-1]
+    assert b"Connection: close\r\n" in last and last.endswith(b"two")
     assert transport.kinds()[-1] == "close"
 
 
-def test_shutdown_waits_a_moment_for_a_new_connections_first_request(
-        reactor: Reactor) -> None:
+def test_shutdown_serves_a_request_that_came_with_the_stop(reactor: Reactor) -> None:
     app = RecordingApp()
     conn, transport = connect(reactor, app)
     conn.shutdown()
@@ -339,9 +346,35 @@ def test_shutdown_waits_a_moment_for_a_new_connections_first_request(
     assert transport.written.endswith(b"served") and transport.kinds()[-1] == "close"
 
 
+def test_shutdown_closes_an_idle_connection_at_its_keep_alive_deadline(
+        reactor: Reactor) -> None:
+    app = RecordingApp()
+    conn, transport = connect(reactor, app, keepalive_timeout=0.05, shutdown_grace=600)
+    conn.data_received(get("/first"))
+    conn.send_response(Response(b"one"))
+    answered = transport.written
+    conn.shutdown()
+    assert transport.run_until(lambda: transport.closed, timeout=10)
+    assert transport.written == answered  # closed as an idle connection is: no output
+
+
+@pytest.mark.parametrize("keepalive", [600.0, 0.0], ids=["long", "none"])
+def test_shutdown_closes_an_idle_connection_within_half_the_grace(
+        reactor: Reactor, keepalive: float) -> None:
+    # Half of shutdown_grace at most: the rest is for answering a late request.
+    app = RecordingApp()
+    conn, transport = connect(reactor, app, keepalive_timeout=keepalive, shutdown_grace=0.1)
+    conn.data_received(get("/first"))
+    conn.send_response(Response(b"one"))
+    conn.shutdown()
+    assert not transport.is_closing()
+    assert transport.run_until(lambda: transport.closed, timeout=10)
+    assert app.targets == ["/first"]
+
+
 def test_shutdown_closes_a_new_connection_that_sends_nothing(reactor: Reactor) -> None:
     app = RecordingApp()
-    conn, transport = connect(reactor, app, keepalive_timeout=60)
+    conn, transport = connect(reactor, app, keepalive_timeout=60, shutdown_grace=0.2)
     conn.shutdown()
     assert transport.run_until(lambda: transport.is_closing(), timeout=10)
     assert transport.written == b"" and app.targets == []
