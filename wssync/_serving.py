@@ -12,6 +12,7 @@ the public methods); this module binds no socket and installs no signal handler.
 from __future__ import annotations
 
 import logging
+import random
 import ssl
 import time
 from functools import partial
@@ -28,6 +29,7 @@ from .io.tls import TlsSettings
 from .io.transport import BaseProtocol, Transport, WriteLimits
 from .io.watchdog import ReactorWatchdog
 from .scale.worker import Admission
+from .websocket.connection import WebSocketConnection
 from .websocket.upgrade import websocket_upgrade
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ class Serving:
         self.hub = hub
         self.worker = worker
         self.stopping = False
+        self._requests_before = HttpConnection.requests
         reactor = self.reactor = Reactor()
         handoff = self.handoff = BoundedHandoff(reactor, config.max_send_queue)
         self.pool = ThreadPool(threads) if threads else None
@@ -123,26 +126,54 @@ class Serving:
         return len(self.transports)
 
     def counts(self) -> Dict[str, Any]:
-        return self.hub.counts(len(self.transports))
+        counts = self.hub.counts(len(self.transports))
+        # What max_requests counts: this run's requests (the count is per process).
+        counts["requests"] = HttpConnection.requests - self._requests_before
+        return counts
 
     # -- the end ---------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
-        """Stop accepting, ask every connection to finish, and wait for them (reactor)."""
+        """Stop accepting, ask every connection to finish, and wait for them (reactor).
+
+        A worker replaced by another (a rolling restart, max_requests) closes
+        its WebSockets with 1012 at random moments over ``close_spread``
+        seconds (at most half of ``shutdown_grace``): their clients reconnect
+        to the other workers, and not all in the same second.  A stop closes
+        them with 1001 at once.
+        """
         if self.stopping:
             return
         self.stopping = True
         if self.listener is not None:
             self.listener.close()
             self.listener = None
-        if self.worker is not None:
-            self.worker.withdraw()
+        worker = self.worker
+        restart = worker is not None and worker.replaced
+        spread = min(self.config.close_spread, self.config.shutdown_grace / 2)
+        if worker is not None:
+            worker.withdraw()
+        spreading = 0
         for transport in self.transports:
+            protocol = transport.protocol
+            if restart and isinstance(protocol, WebSocketConnection):
+                spreading += 1
+                self.reactor.call_later(random.uniform(0, spread), self._close_restarting,
+                                        transport)
+                continue
             try:
-                transport.protocol.shutdown()
+                protocol.shutdown()
             except Exception:
                 log.exception("error shutting down a connection")
+        if spreading:
+            log.info("replaced: closing %d WebSockets with 1012 over %g s", spreading, spread)
         self.wait_for_connections(time.monotonic() + self.config.shutdown_grace)
+
+    @staticmethod
+    def _close_restarting(transport: Transport) -> None:
+        protocol = transport.protocol
+        if isinstance(protocol, WebSocketConnection) and not transport.is_closing():
+            protocol.shutdown(restart=True)
 
     def wait_for_connections(self, deadline: float) -> None:
         """Stop the reactor once no connection is left, or at ``deadline`` (reactor)."""

@@ -1,8 +1,10 @@
-"""How the workers of a supervisor share new connections evenly.
+"""How the workers of a supervisor share new connections evenly, and why one stops.
 
 :class:`ConnectionCounts` is every worker's count of open connections in memory
 shared across the fork; :class:`AcceptBalance` is one worker's use of it to
-leave a new connection to a less busy worker.  Nothing here forks, signals or
+leave a new connection to a less busy worker.  The same memory carries the
+supervisor's word that a worker it stops is being replaced (a rolling restart,
+max_requests), not stopped with the service.  Nothing here forks, signals or
 touches a socket: the supervisor makes the counts, each worker writes its own.
 """
 
@@ -24,15 +26,27 @@ class ConnectionCounts:
     only; -1 marks a slot with no worker accepting.  Reads need no lock: an
     aligned 8-byte value is never seen half-written, and a count one
     connection old is good enough to balance by.
+
+    After the counts, one byte per slot says the worker is being replaced:
+    the supervisor writes it before it signals the worker to stop, so the
+    worker reads it once the signal has come.
     """
 
     _SLOT = struct.Struct("q")
 
     def __init__(self, slots: int) -> None:
-        self._map = mmap.mmap(-1, self._SLOT.size * slots)  # anonymous, MAP_SHARED
+        self._flags = self._SLOT.size * slots
+        self._map = mmap.mmap(-1, self._flags + slots)  # anonymous, MAP_SHARED
         self.slots = slots
         for slot in range(slots):
             self.set(slot, -1)
+
+    def mark_replaced(self, slot: int, replaced: bool) -> None:
+        """The worker of ``slot`` stops for a replacement (or, False: a new one starts)."""
+        self._map[self._flags + slot] = int(replaced)
+
+    def replaced(self, slot: int) -> bool:
+        return bool(self._map[self._flags + slot])
 
     def set(self, slot: int, value: int) -> None:
         self._SLOT.pack_into(self._map, slot * self._SLOT.size, value)
@@ -82,3 +96,7 @@ class AcceptBalance:
     def withdraw(self) -> None:
         """This worker accepts no more (it is stopping)."""
         self._counts.set(self._slot, -1)
+
+    def replaced(self) -> bool:
+        """The supervisor stops this worker to replace it, not to stop serving."""
+        return self._counts.replaced(self._slot)

@@ -9,8 +9,12 @@ connecting meanwhile waits in the kernel's backlog instead of being refused.
 
 The supervisor restarts a worker that dies (with a growing delay for one that
 keeps dying young), stops every worker gracefully on SIGTERM or SIGINT,
-restarts them one at a time on SIGHUP, and runs the relay that carries
-broadcasts and statistics between workers (:mod:`wssync.scale.relay`).  It runs no
+replaces them one at a time on SIGHUP, replaces a worker that has served
+``max_requests`` (one at a time too), and runs the relay that carries
+broadcasts and statistics between workers (:mod:`wssync.scale.relay`).  A
+replacement always starts the new worker first and stops the old one once the
+new one serves; the old one is told it is replaced, not stopped (its
+WebSockets get 1012, Service Restart).  It runs no
 application code and serves no connection itself; what a worker runs is the
 ``run_worker`` callable it is given.
 
@@ -22,8 +26,10 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional
 
 from ..io.reactor import Reactor
@@ -47,17 +53,18 @@ RunWorker = Callable[[int, socket.socket, AcceptBalance], int]
 
 
 class _Worker:
-    __slots__ = ("index", "pid", "ready", "replaces", "retiring", "slot", "started")
+    __slots__ = ("index", "limit", "pid", "ready", "replaces", "retiring", "slot", "started")
 
     def __init__(self, index: int, slot: int, pid: int, replaces: Optional[int],
-                 started: float) -> None:
+                 started: float, limit: int) -> None:
         self.index = index
         self.slot = slot
         self.pid = pid
         self.started = started
+        self.limit = limit  # the requests after which it is replaced (0: never)
         self.ready = False
         self.retiring = False  # asked to stop: its exit is expected
-        self.replaces = replaces  # the worker it takes over from in a rolling restart
+        self.replaces = replaces  # the worker it takes over from once it serves
 
 
 def worker_count(requested: int) -> int:
@@ -76,15 +83,21 @@ class Supervisor:
     """Forks ``count`` workers running ``run_worker(index, relay_socket)``
     (which returns the exit status) and supervises them until stopped.
 
-    ``reactor``, ``processes`` and ``clock`` replace the real ones (a test's
-    own); the clock should then run its calls on ``reactor``'s thread."""
+    A worker that has served ``max_requests`` plus a random 0 to
+    ``max_requests_jitter`` requests, as its reports say, is replaced (0: never).
+    ``reactor``, ``processes``, ``clock`` and ``rng`` replace the real ones (a
+    test's own); the clock should then run its calls on ``reactor``'s thread."""
 
     def __init__(self, count: int, run_worker: RunWorker, shutdown_grace: float,
-                 max_record: int, *, reactor: Optional[Reactor] = None,
-                 processes: Optional[Processes] = None, clock: Optional[Clock] = None) -> None:
+                 max_record: int, *, max_requests: int = 0, max_requests_jitter: int = 0,
+                 reactor: Optional[Reactor] = None, processes: Optional[Processes] = None,
+                 clock: Optional[Clock] = None, rng: Optional[random.Random] = None) -> None:
         self.count = count
         self._run_worker = run_worker
         self._shutdown_grace = shutdown_grace
+        self._max_requests = max_requests
+        self._jitter = max_requests_jitter
+        self._rng = rng if rng is not None else random.Random()
         self._reactor = reactor if reactor is not None else Reactor()
         self._processes = processes if processes is not None else Processes()
         self._clock = clock if clock is not None else Clock(self._reactor)
@@ -100,7 +113,11 @@ class Supervisor:
         self._stop_deadline = 0.0
         self._killed = False
         self._rolling: Optional[int] = None  # the index being replaced by SIGHUP
-        self._roll_timer: Optional[Scheduled] = None
+        self._recycling: Optional[int] = None  # the pid being replaced for max_requests
+        self._outgoing: Optional[int] = None  # the replaced pid, draining
+        self._roll_timer: Optional[Scheduled] = None  # the new worker's time to serve
+        self._hup_pending = False  # a SIGHUP during a recycle: rolls once it is done
+        self._recycle_after = 0.0  # a replacement that failed: none again before then
         self._started = self._clock.monotonic()
         self.status = 0
 
@@ -108,8 +125,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the workers and supervise them until they have all stopped;
-        returns the exit status for the command line (0, or 2 when the workers
-        could not start)."""
+        returns the exit status for the command line (0, or ``BOOT_FAILED``
+        when a worker could not start before any had served)."""
         reactor = self._reactor
         restore = self._handle_signals()
         log.info("supervisor %d starting %d workers", os.getpid(), self.count)
@@ -129,9 +146,9 @@ class Supervisor:
 
     def _handle_signals(self) -> Callable[[], None]:
         reactor = self._reactor
-        actions = {
-            signal.SIGTERM: self._begin_stop,
-            signal.SIGINT: self._begin_stop,
+        actions: Dict[int, Callable[[], None]] = {
+            signal.SIGTERM: partial(self._begin_stop, "SIGTERM again"),
+            signal.SIGINT: partial(self._begin_stop, "Ctrl-C again"),
             signal.SIGHUP: self._begin_rolling_restart,
             signal.SIGCHLD: self._reap,
         }
@@ -159,10 +176,12 @@ class Supervisor:
             self._forget_in_child()
             return self._run_worker(index, theirs, AcceptBalance(self._counts, slot))
 
+        self._counts.mark_replaced(slot, False)
         pid = self._processes.spawn(child, theirs)
         theirs.close()
+        limit = self._max_requests and self._max_requests + self._rng.randint(0, self._jitter)
         worker = self._workers[pid] = _Worker(index, slot, pid, replaces,
-                                              self._clock.monotonic())
+                                              self._clock.monotonic(), limit)
         if replaces is None:
             self._slots[index] = pid
         self._hub.attach(pid, ours)
@@ -188,7 +207,7 @@ class Supervisor:
         self._ever_ready = True
         if worker.replaces is None:
             return
-        # A rolling restart's new worker serves: the old one of its index may go.
+        # A replacement serves: the old worker of its index may go.
         if self._roll_timer is not None:
             self._roll_timer.cancel()
             self._roll_timer = None
@@ -196,9 +215,10 @@ class Supervisor:
         self._slots[worker.index] = pid
         worker.replaces = None
         if old is None:
-            self._roll_next()
+            self._replacement_done()
         else:
-            self._retire(old)  # its exit continues the rolling restart
+            self._outgoing = old.pid
+            self._retire(old, replaced=True)  # its exit ends the replacement
 
     def _reap(self) -> None:
         reap = self._processes.reap
@@ -217,17 +237,20 @@ class Supervisor:
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
         if worker.retiring or self._stopping:
             log.info("worker %d (pid %d) stopped", index, pid)
-            if self._rolling is not None and not self._stopping:
-                self._roll_next()
+            if pid == self._outgoing:
+                self._outgoing = None
+                if not self._stopping:
+                    self._replacement_done()
             return
-        if worker.replaces is not None:  # a rolling restart's new worker did not start
-            log.error("the new worker %d (pid %d) %s before serving; rolling restart "
-                      "abandoned, the running workers stay", index, pid, how)
-            self._end_rolling_restart()
+        if worker.replaces is not None:  # a replacement did not start
+            log.error("the new worker %d (pid %d) %s before serving; %s abandoned, the "
+                      "running workers stay", index, pid, how,
+                      "rolling restart" if self._recycling is None else "replacement")
+            self._replacement_failed()
             return
         if code == BOOT_FAILED and not self._ever_ready:
             log.error("worker %d could not start; stopping", index)
-            self.status = 2
+            self.status = BOOT_FAILED
             self._begin_stop()
             return
         if self._slots[index] != pid:
@@ -248,9 +271,12 @@ class Supervisor:
         self._restarts[index] += 1
         self._spawn(index)
 
-    def _retire(self, worker: _Worker) -> None:
-        """Ask a worker to stop gracefully (it drains, then exits)."""
+    def _retire(self, worker: _Worker, replaced: bool) -> None:
+        """Ask a worker to stop gracefully (it drains, then exits); ``replaced``
+        tells it that another serves in its place (written before the signal)."""
         worker.retiring = True
+        if replaced:
+            self._counts.mark_replaced(worker.slot, True)
         self._processes.kill(worker.pid, signal.SIGTERM)
         self._clock.call_later(self._shutdown_grace + STOP_MARGIN, self._kill_if_alive,
                                worker.pid)
@@ -260,13 +286,17 @@ class Supervisor:
             log.warning("worker pid %d did not stop in time; killing it", pid)
             self._processes.kill(pid, signal.SIGKILL)
 
-    # -- SIGHUP: one worker at a time ---------------------------------------------
+    # -- replacements: SIGHUP (every worker), max_requests (one) ---------------------
 
     def _begin_rolling_restart(self) -> None:
         if self._stopping:
             return
         if self._rolling is not None:
             log.info("SIGHUP: a rolling restart is already under way")
+            return
+        if self._recycling is not None:
+            log.info("SIGHUP: restarting the workers once the one being replaced has stopped")
+            self._hup_pending = True
             return
         log.info("SIGHUP: restarting the workers one at a time")
         self._rolling = -1
@@ -278,40 +308,76 @@ class Supervisor:
         index = self._rolling
         if index >= self.count:
             log.info("rolling restart done")
-            self._end_rolling_restart()
+            self._end_replacing()
             return
         old = self._slots[index]
         if old is None:  # that index is down (restart pending): start it now
             timer = self._restart_timers.pop(index, None)
             if timer is not None:
                 timer.cancel()
-        new = self._spawn(index, replaces=old)
-        if old is None:
-            new.replaces = None
-            self._slots[index] = new.pid
+            self._slots[index] = self._spawn(index).pid
             self._roll_timer = self._clock.call_later(0, self._roll_next)
             return
+        self._replace(index, old)
+
+    def _check_recycling(self) -> None:
+        """Replace the first worker that has served its ``max_requests``."""
+        if (not self._max_requests or self._stopping or self._rolling is not None
+                or self._recycling is not None
+                or self._clock.monotonic() < self._recycle_after):
+            return
+        for worker in sorted(self._workers.values(), key=lambda w: w.index):
+            served = self._hub.counts.get(worker.pid, {}).get("requests", 0)
+            if worker.ready and not worker.retiring and served >= worker.limit \
+                    and self._slots[worker.index] == worker.pid:
+                log.info("worker %d (pid %d) has served %d requests (max_requests %d); "
+                         "replacing it", worker.index, worker.pid, served, worker.limit)
+                self._recycling = worker.pid
+                self._replace(worker.index, worker.pid)
+                return
+
+    def _replace(self, index: int, old: int) -> None:
+        """Start the new worker of ``index``; ``old`` stops once it serves."""
+        new = self._spawn(index, replaces=old)
         self._roll_timer = self._clock.call_later(READY_TIMEOUT, self._roll_stalled, new.pid)
+
+    def _replacement_done(self) -> None:
+        """The replaced worker has stopped: on to the next one."""
+        if self._recycling is not None:
+            self._end_replacing()
+            if self._hup_pending:
+                self._hup_pending = False
+                self._begin_rolling_restart()
+        elif self._rolling is not None:
+            self._roll_next()
 
     def _roll_stalled(self, pid: int) -> None:
         self._roll_timer = None
-        log.error("the new worker (pid %d) did not start serving within %.0f s; rolling "
-                  "restart abandoned", pid, READY_TIMEOUT)
+        log.error("the new worker (pid %d) did not start serving within %.0f s; %s "
+                  "abandoned", pid, READY_TIMEOUT,
+                  "rolling restart" if self._recycling is None else "replacement")
         worker = self._workers.get(pid)
         if worker is not None:
             worker.retiring = True
             self._processes.kill(pid, signal.SIGKILL)
-        self._end_rolling_restart()
+        self._replacement_failed()
 
-    def _end_rolling_restart(self) -> None:
-        self._rolling = None
+    def _replacement_failed(self) -> None:
+        if self._recycling is not None:
+            # The old worker keeps serving; try again later, not every second.
+            self._recycle_after = self._clock.monotonic() + MAX_BACKOFF
+        self._end_replacing()
+        self._hup_pending = False
+
+    def _end_replacing(self) -> None:
+        self._rolling = self._recycling = None
         if self._roll_timer is not None:
             self._roll_timer.cancel()
             self._roll_timer = None
 
     # -- stopping -----------------------------------------------------------------
 
-    def _begin_stop(self) -> None:
+    def _begin_stop(self, again: str = "signal again") -> None:
         if self._stopping:
             # A second signal: the workers stop at once (as a single server does).
             log.info("stopping the workers now")
@@ -319,8 +385,10 @@ class Supervisor:
                 self._processes.kill(pid, signal.SIGQUIT)
             return
         self._stopping = True
-        log.info("stopping %d workers", len(self._workers))
-        self._end_rolling_restart()
+        log.info("stopping %d workers: waiting up to %g s for their connections to finish; "
+                 "%s to stop now", len(self._workers), self._shutdown_grace, again)
+        self._end_replacing()
+        self._hup_pending = False
         for timer in self._restart_timers.values():
             timer.cancel()
         self._restart_timers.clear()
@@ -347,6 +415,7 @@ class Supervisor:
     def _tick(self) -> None:
         self._reap()  # in case a SIGCHLD was coalesced with another
         self._hub.send_view(self.view())
+        self._check_recycling()
         self._clock.call_later(REPORT_INTERVAL, self._tick)
 
     def view(self) -> Dict[str, Any]:
@@ -359,6 +428,8 @@ class Supervisor:
                 "serving": self._slots[worker.index] == worker.pid and not worker.retiring,
                 "age": round(now - worker.started, 1), "restarts": self._restarts[worker.index],
             }
+            if worker.limit:
+                entry["max_requests"] = worker.limit
             counts = self._hub.counts.get(worker.pid)
             if counts:
                 entry.update({key: value for key, value in counts.items()

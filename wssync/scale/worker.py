@@ -71,6 +71,11 @@ class Worker:
         reactor.call_soon(self._report)
         return link
 
+    @property
+    def replaced(self) -> bool:
+        """Its stop is a replacement (rolling restart, max_requests): WebSockets get 1012."""
+        return self.balance.replaced()
+
     def withdraw(self) -> None:
         """This worker is stopping: it takes no new connections and reports no more."""
         self._stopping = True

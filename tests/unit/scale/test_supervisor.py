@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -26,11 +28,12 @@ from helpers import wait_until
 from wssync.io.reactor import Reactor
 from wssync.scale.balance import BALANCE_WAIT, AcceptBalance, ConnectionCounts
 from wssync.scale.processes import Clock, Processes
-from wssync.scale.relay import READY, encode_frame
+from wssync.scale.relay import READY, STATS, encode_frame
 from wssync.scale.supervisor import (
     BOOT_FAILED,
     MAX_BACKOFF,
     READY_TIMEOUT,
+    REPORT_INTERVAL,
     STABLE_AFTER,
     STOP_MARGIN,
     Supervisor,
@@ -89,6 +92,10 @@ class FakeProcesses(Processes):
     def __init__(self) -> None:
         self.events: List[Event] = []
         self.relays: Dict[int, socket.socket] = {}
+        # Whether a worker signalled to stop was told it is replaced (1012) or
+        # not (1001), as it would read it once the signal has come.
+        self.told_replaced: Dict[int, bool] = {}
+        self.is_replaced: Callable[[int], bool] = lambda pid: False
         self._ended: List[Tuple[int, int]] = []
         self._pids = itertools.count(101)
         self._lock = threading.Lock()
@@ -103,6 +110,8 @@ class FakeProcesses(Processes):
     def kill(self, pid: int, signum: int) -> None:
         with self._lock:
             self.events.append(("kill", pid, signum))
+            if signum == signal.SIGTERM:
+                self.told_replaced[pid] = self.is_replaced(pid)
 
     def reap(self) -> Optional[Tuple[int, int]]:
         with self._lock:
@@ -198,13 +207,18 @@ class Harness:
     """A :class:`Supervisor` of ``count`` fake workers, run on the main thread
     while a scenario drives it from another."""
 
-    def __init__(self, count: int, shutdown_grace: float = 2.0) -> None:
+    def __init__(self, count: int, shutdown_grace: float = 2.0, max_requests: int = 0,
+                 max_requests_jitter: int = 0, seed: int = 0) -> None:
         self.reactor = Reactor()
         self.processes = FakeProcesses()
         self.clock = VirtualClock(self.reactor)
-        self.supervisor = Supervisor(count, self._never_run, shutdown_grace, 1 << 16,
-                                     reactor=self.reactor, processes=self.processes,
-                                     clock=self.clock)
+        supervisor = self.supervisor = Supervisor(
+            count, self._never_run, shutdown_grace, 1 << 16, max_requests=max_requests,
+            max_requests_jitter=max_requests_jitter, reactor=self.reactor,
+            processes=self.processes, clock=self.clock, rng=random.Random(seed))
+        # The flag in the shared memory the worker of that slot reads.
+        self.processes.is_replaced = lambda pid: supervisor._counts.replaced(
+            supervisor._workers[pid].slot)
         self.count = count
         self._main = threading.get_ident()
 
@@ -276,6 +290,14 @@ class Harness:
         for pid in pids:
             self.processes.relays[pid].sendall(encode_frame(READY, b"{}"))
         assert wait_until(lambda: all(w["ready"] for w in self.view() if w["pid"] in pids))
+
+    def report(self, pid: int, requests: int) -> None:
+        """Worker ``pid`` reports having served ``requests``; the supervisor looks
+        at the reports on its next tick."""
+        body = json.dumps({"pid": pid, "requests": requests}).encode()
+        self.processes.relays[pid].sendall(encode_frame(STATS, body))
+        assert wait_until(lambda: any(w.get("requests") == requests
+                                      for w in self.view() if w["pid"] == pid))
 
     def end(self, pid: int, code: int = 0) -> None:
         """Worker ``pid`` exits with ``code``; returns once the supervisor knows."""
@@ -533,7 +555,7 @@ def test_a_new_worker_that_dies_before_serving_abandons_the_rolling_restart() ->
     assert h.run(scenario) == 0
 
 
-def test_workers_that_cannot_start_stop_the_supervisor_with_status_2() -> None:
+def test_workers_that_cannot_start_stop_the_supervisor_with_boot_failed() -> None:
     h = Harness(2)
 
     def scenario(h: Harness) -> None:
@@ -544,7 +566,7 @@ def test_workers_that_cannot_start_stop_the_supervisor_with_status_2() -> None:
         h.clock.advance(MAX_BACKOFF)
         assert len(h.processes.spawned()) == 2
 
-    assert h.run(scenario) == 2
+    assert h.run(scenario) == BOOT_FAILED
 
 
 def test_boot_failure_after_serving_is_only_a_crash() -> None:
@@ -598,6 +620,196 @@ def test_a_sighup_during_a_back_off_starts_that_worker_at_once() -> None:
         h.clock.advance(MAX_BACKOFF)  # the cancelled back-off starts nothing more
         assert h.processes.spawned() == [first, second, new0, new1]
         assert h.serving() == {0: new0, 1: new1}
+        h.finish()
+
+    assert h.run(scenario) == 0
+
+
+# -- why a worker stops: replaced (1012) or stopped (1001) --------------------------------
+
+
+def test_a_worker_stopped_by_a_rolling_restart_is_told_it_is_replaced() -> None:
+    h = Harness(2)
+
+    def scenario(h: Harness) -> None:
+        old0, old1 = h.wait_spawned(2)
+        h.ready(old0, old1)
+        h.signal(signal.SIGHUP)
+        new0 = h.wait_spawned(3)[2]
+        h.ready(new0)
+        h.wait_killed(old0, signal.SIGTERM)
+        h.end(old0)
+        new1 = h.wait_spawned(4)[3]
+        assert not h.on_reactor(lambda: h.processes.is_replaced(new1))  # a new slot is clear
+        h.finish()
+        assert h.processes.told_replaced == {old0: True, old1: False, new0: False,
+                                             new1: False}
+
+    assert h.run(scenario) == 0
+
+
+def test_a_stop_tells_no_worker_it_is_replaced(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="wssync.supervisor")
+    h = Harness(2, shutdown_grace=7.0)
+
+    def scenario(h: Harness) -> None:
+        first, second = h.wait_spawned(2)
+        h.ready(first, second)
+        h.signal(signal.SIGINT)
+        h.wait_killed(first, signal.SIGTERM)
+        h.wait_killed(second, signal.SIGTERM)
+        assert h.processes.told_replaced == {first: False, second: False}
+        h.end(first)
+        h.end(second)
+        h.clock.advance(0.05)
+
+    assert h.run(scenario) == 0
+    assert ("stopping 2 workers: waiting up to 7 s for their connections to finish; "
+            "Ctrl-C again to stop now") in caplog.text
+
+
+# -- max_requests ---------------------------------------------------------------------------
+
+
+def test_a_worker_that_served_max_requests_is_replaced_new_one_first() -> None:
+    h = Harness(2, max_requests=100)
+
+    def scenario(h: Harness) -> None:
+        old0, old1 = h.wait_spawned(2)
+        h.ready(old0, old1)
+        h.report(old1, 99)
+        h.clock.advance(REPORT_INTERVAL)
+        h.settle()
+        assert len(h.processes.spawned()) == 2  # not yet
+        h.report(old1, 100)
+        h.clock.advance(REPORT_INTERVAL)
+        new1 = h.wait_spawned(3)[2]
+        h.clock.advance(REPORT_INTERVAL)
+        h.settle()
+        assert h.processes.kills() == []  # the old one serves until the new one does
+        assert h.serving() == {0: old0, 1: old1}
+        h.ready(new1)
+        h.wait_killed(old1, signal.SIGTERM)
+        assert h.processes.told_replaced == {old1: True}
+        assert h.serving() == {0: old0, 1: new1}
+        h.end(old1)
+        h.clock.advance(REPORT_INTERVAL)
+        h.settle()
+        assert h.processes.spawned() == [old0, old1, new1]  # the new one starts at 0
+        assert [w["restarts"] for w in h.view()] == [0, 0]  # a replacement is no crash
+        h.finish()
+
+    assert h.run(scenario) == 0
+
+
+def test_workers_over_max_requests_are_replaced_one_at_a_time() -> None:
+    h = Harness(3, max_requests=10)
+
+    def scenario(h: Harness) -> None:
+        old0, old1, old2 = h.wait_spawned(3)
+        h.ready(old0, old1, old2)
+        for pid in (old0, old1, old2):
+            h.report(pid, 50)
+        h.clock.advance(REPORT_INTERVAL)
+        new0 = h.wait_spawned(4)[3]
+        h.ready(new0)
+        h.wait_killed(old0, signal.SIGTERM)
+        h.clock.advance(5 * REPORT_INTERVAL)  # the old one still drains: nothing else
+        h.settle()
+        assert len(h.processes.spawned()) == 4
+        assert h.processes.kills() == [(old0, signal.SIGTERM)]
+        h.end(old0)
+        h.clock.advance(REPORT_INTERVAL)
+        new1 = h.wait_spawned(5)[4]
+        h.ready(new1)
+        h.wait_killed(old1, signal.SIGTERM)
+        h.end(old1)
+        h.clock.advance(REPORT_INTERVAL)
+        new2 = h.wait_spawned(6)[5]
+        h.ready(new2)
+        h.wait_killed(old2, signal.SIGTERM)
+        h.end(old2)
+        assert h.serving() == {0: new0, 1: new1, 2: new2}
+        h.finish()
+
+    assert h.run(scenario) == 0
+
+
+def test_max_requests_jitter_gives_each_worker_its_own_limit_within_bounds() -> None:
+    h = Harness(16, max_requests=100, max_requests_jitter=20, seed=7)
+
+    def scenario(h: Harness) -> None:
+        h.wait_spawned(16)
+        limits = [w["max_requests"] for w in h.view()]
+        assert all(100 <= limit <= 120 for limit in limits), limits
+        assert len(set(limits)) > 4, limits  # spread, not one value for all
+        h.finish()
+
+    assert h.run(scenario) == 0
+
+
+def test_no_max_requests_no_replacement() -> None:
+    h = Harness(1)
+
+    def scenario(h: Harness) -> None:
+        pid = h.wait_spawned(1)[0]
+        h.ready(pid)
+        h.report(pid, 10**9)
+        h.clock.advance(10 * REPORT_INTERVAL)
+        h.settle()
+        assert h.processes.spawned() == [pid]
+        assert "max_requests" not in h.view()[0]
+        h.finish()
+
+    assert h.run(scenario) == 0
+
+
+def test_a_replacement_that_fails_leaves_the_old_worker_and_waits() -> None:
+    h = Harness(1, max_requests=10)
+
+    def scenario(h: Harness) -> None:
+        old = h.wait_spawned(1)[0]
+        h.ready(old)
+        h.report(old, 10)
+        h.clock.advance(REPORT_INTERVAL)
+        new = h.wait_spawned(2)[1]
+        h.end(new, 1)  # it could not start
+        h.clock.advance(MAX_BACKOFF - 2 * REPORT_INTERVAL)
+        h.settle()
+        assert h.processes.spawned() == [old, new]  # not one attempt a second
+        assert h.processes.kills() == []
+        assert h.serving() == {0: old}
+        h.clock.advance(3 * REPORT_INTERVAL)
+        h.wait_spawned(3)  # tried again after the back-off
+        h.finish()
+
+    assert h.run(scenario) == 0
+
+
+def test_a_sighup_during_a_replacement_rolls_once_it_is_done() -> None:
+    h = Harness(2, max_requests=10)
+
+    def scenario(h: Harness) -> None:
+        old0, old1 = h.wait_spawned(2)
+        h.ready(old0, old1)
+        h.report(old1, 10)
+        h.clock.advance(REPORT_INTERVAL)
+        new1 = h.wait_spawned(3)[2]
+        h.signal(signal.SIGHUP)
+        h.settle()
+        assert len(h.processes.spawned()) == 3  # no second new worker at once
+        h.ready(new1)
+        h.wait_killed(old1, signal.SIGTERM)
+        h.end(old1)
+        roll0 = h.wait_spawned(4)[3]  # now the rolling restart, from index 0
+        h.ready(roll0)
+        h.wait_killed(old0, signal.SIGTERM)
+        h.end(old0)
+        roll1 = h.wait_spawned(5)[4]
+        h.ready(roll1)
+        h.wait_killed(new1, signal.SIGTERM)
+        h.end(new1)
+        assert h.serving() == {0: roll0, 1: roll1}
         h.finish()
 
     assert h.run(scenario) == 0
