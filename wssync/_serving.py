@@ -16,7 +16,7 @@ import random
 import ssl
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Set
 
 from .bridge import HttpBridge
 from .config import Config
@@ -64,6 +64,8 @@ class Serving:
         self.hub = hub
         self.worker = worker
         self.stopping = False
+        self._restart = False  # the stop is a replacement (WebSockets get 1012)
+        self._asked: Set[WebSocketConnection] = set()  # WebSockets told of the stop
         self._requests_before = HttpConnection.requests
         reactor = self.reactor = Reactor()
         handoff = self.handoff = BoundedHandoff(reactor, config.max_send_queue)
@@ -140,7 +142,8 @@ class Serving:
         its WebSockets with 1012 at random moments over ``close_spread``
         seconds (at most half of ``shutdown_grace``): their clients reconnect
         to the other workers, and not all in the same second.  A stop closes
-        them with 1001 at once.
+        them with 1001 at once.  So does a WebSocket that opens during the
+        drain (a handshake on a kept-alive connection).
         """
         if self.stopping:
             return
@@ -149,13 +152,15 @@ class Serving:
             self.listener.close()
             self.listener = None
         worker = self.worker
-        restart = worker is not None and worker.replaced
+        restart = self._restart = worker is not None and worker.replaced
         spread = min(self.config.close_spread, self.config.shutdown_grace / 2)
         if worker is not None:
             worker.withdraw()
         spreading = 0
         for transport in self.transports:
             protocol = transport.protocol
+            if isinstance(protocol, WebSocketConnection):
+                self._asked.add(protocol)
             if restart and isinstance(protocol, WebSocketConnection):
                 spreading += 1
                 self.reactor.call_later(random.uniform(0, spread), self._close_restarting,
@@ -181,6 +186,11 @@ class Serving:
         # Blocking handlers are waited for too: their last sends and closes
         # still go through this reactor.
         handlers = self.own_threads.count
+        for transport in self.transports:
+            protocol = transport.protocol
+            if isinstance(protocol, WebSocketConnection) and protocol not in self._asked:
+                self._asked.add(protocol)  # opened during the drain
+                protocol.shutdown(self._restart)
         if (not self.transports and not handlers) or time.monotonic() >= deadline:
             if handlers:
                 log.warning("%d blocking WebSocket handler(s) still running after "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +25,8 @@ from helpers import free_port, wait_until
 from test_server_workers import APP, Cluster
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+
+from wssync import App
 
 
 @pytest.fixture
@@ -299,3 +302,48 @@ def test_max_requests_without_workers_is_refused(tmp_path: Path) -> None:
          "--max-requests", "100"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert proc.stderr.startswith("wssync: error: max_requests replaces worker processes")
+
+
+def test_a_websocket_opened_during_a_drain_is_closed_with_the_others(
+        start_server: Any) -> None:
+    """A WebSocket handshake on a keep-alive connection kept for the drain opens a
+    WebSocket after the stop began: it is closed with 1001 too, not left open
+    until ``shutdown_grace`` runs out."""
+    app = App()
+    release = threading.Event()
+
+    @app.route("/hi")
+    def hi(request: Any) -> str:
+        return "hi"
+
+    @app.route("/hold")
+    def hold(request: Any) -> str:
+        release.wait(30)  # keeps the drain going
+        return "held"
+
+    @app.websocket("/ws")
+    def ws(sock: Any, message: Any) -> None:
+        sock.send(message)
+
+    server = start_server(app, threads=4, shutdown_grace=60)
+    port = server.address[1]
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.sendall(b"GET /hi HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"hi"):
+        answer += raw.recv(4096)
+    holding = threading.Thread(target=lambda: _get(port, "/hold"))
+    holding.start()
+    stopping = threading.Thread(target=server.stop)
+    try:
+        time.sleep(0.2)  # the hold request has reached its handler
+        stopping.start()
+        time.sleep(0.2)  # draining: the idle connection is kept
+        with connect(f"ws://127.0.0.1:{port}/ws", sock=raw, open_timeout=10) as late, \
+                pytest.raises(ConnectionClosed) as closed:
+            late.recv(timeout=10)  # (the drain lasts up to 60 s)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    finally:
+        release.set()
+        holding.join(15)
+        stopping.join(15)
