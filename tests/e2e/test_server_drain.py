@@ -347,3 +347,30 @@ def test_a_websocket_opened_during_a_drain_is_closed_with_the_others(
         release.set()
         holding.join(15)
         stopping.join(15)
+
+
+@pytest.mark.slow
+def test_websocket_handshakes_count_toward_max_requests(cluster: Any) -> None:
+    # A worker that only ever takes WebSockets is replaced too: each handshake
+    # is a request, and an open WebSocket does not hold the replacement back.
+    c = cluster(2, "--max-requests", "10", "--close-spread", "0.5")
+    first = c.wait_ready(2)
+    kept: List[ClientConnection] = []
+    closes: List[int] = []
+    for _ in range(30):  # 15 each, or near: more than 10 on at least one
+        ws = c._stack.enter_context(connect(f"ws://127.0.0.1:{c.port}/chat",
+                                            open_timeout=10))
+        ws.recv(timeout=10)
+        kept.append(ws)
+    # (the supervisor reads the counts every second)
+    assert wait_until(lambda: "replacing it" in c.log, 10, 0.1), c.log
+    assert wait_until(lambda: c.serving_pids() - first, 30, 0.1)
+    assert wait_until(lambda: ") stopped" in c.log, 30, 0.1), c.log  # the old one is gone
+    for ws in kept:
+        try:
+            ws.recv(timeout=0.01)
+        except ConnectionClosed as closed:
+            closes.append(closed.rcvd.code if closed.rcvd is not None else -1)
+        except TimeoutError:
+            pass
+    assert closes and set(closes) == {1012}, closes
