@@ -315,3 +315,18 @@ def test_missing_pong_does_not_close_while_input_is_paused(reactor: Reactor) -> 
     assert transport.run_until(lambda: transport.closed)
     assert [code for code, _ in close_codes(transport)] == [CloseCode.INTERNAL_ERROR]
     assert app.closes == [(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")]
+
+
+@pytest.mark.parametrize(("restart", "expected"), [
+    (False, (CloseCode.GOING_AWAY, "server shutting down")),
+    (True, (CloseCode.SERVICE_RESTART, "server restarting")),
+], ids=["stop", "replaced"])
+def test_shutdown_closes_with_1001_or_with_1012_when_replaced(
+        reactor: Reactor, restart: bool, expected: Tuple[int, str]) -> None:
+    conn, transport, app = connect(reactor)
+    if restart:
+        conn.shutdown(restart=True)
+    else:
+        conn.shutdown()
+    assert close_codes(transport) == [expected]
+    assert not transport.is_closing()  # the peer's close answer ends it
