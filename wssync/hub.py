@@ -183,6 +183,8 @@ class Hub:
         """A run's ``metrics`` with the gauges of now: open ``transports`` by
         protocol and their unsent bytes, each pool's busy threads and waiting
         tasks (``own_threads`` as pool ``websocket``), and the broker's state."""
+        for conn in self._websockets:
+            conn.count_traffic()  # (up to now: a scrape sees every byte so far)
         snapshot = metrics.snapshot()
         by_protocol: Dict[str, float] = {}
         unsent = 0
