@@ -44,7 +44,7 @@ class WebSocketConnection:
     """RFC 6455 over one transport, with keepalive and close timeouts."""
 
     __slots__ = (
-        "_close_timer", "_input_paused", "_lost", "_ping_count", "_ping_timer",
+        "_close_timer", "_counted", "_input_paused", "_lost", "_ping_count", "_ping_timer",
         "_pong_timer",
         "app", "close_code", "close_reason", "config", "metrics", "proto", "subprotocol",
         "transport",
@@ -70,12 +70,16 @@ class WebSocketConnection:
         self._input_paused = False  # the application asked for no more messages for now
         self._lost = False
         self.metrics: Metrics  # the serving run's counters, from the transport
+        # The transport's byte counts up to which this connection's traffic is in
+        # the metrics: counted from the transport's own, at no cost per frame.
+        self._counted = (0, 0)
 
     # -- transport callbacks -----------------------------------------------------
 
     def connection_made(self, transport: Transport) -> None:
         self.transport = transport
         self.metrics = transport.metrics
+        self._counted = (transport.bytes_in, transport.bytes_out)
         if self.config.ping_interval:
             self._ping_timer = transport.reactor.call_later(self.config.ping_interval, self._ping)
         self.app.opened(self)
@@ -94,7 +98,6 @@ class WebSocketConnection:
         proto = self.proto
         proto.feed(data)
         metrics = self.metrics
-        metrics.ws_bytes_in += len(data)
         if self._input_paused and not proto.close_sent:
             return
         next_event = proto.next_event
@@ -158,6 +161,7 @@ class WebSocketConnection:
         if self._lost:
             return
         self._lost = True
+        self.count_traffic()  # before the hub forgets it (app.closed): no byte is lost
         for timer in (self._ping_timer, self._pong_timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
@@ -172,14 +176,9 @@ class WebSocketConnection:
     def resume_writing(self) -> None:
         self.app.resume_writing()
 
-    def shutdown(self, restart: bool = False) -> None:
-        """Server is stopping: start the close handshake with 1001 (GOING_AWAY),
-        or with 1012 (SERVICE_RESTART) when this process is replaced by
-        another (the client may reconnect, after a randomized delay)."""
-        if restart:
-            self.close(CloseCode.SERVICE_RESTART, "server restarting")
-        else:
-            self.close(CloseCode.GOING_AWAY, "server shutting down")
+    def shutdown(self) -> None:
+        """Server is stopping: start the close handshake with 1001 (GOING_AWAY)."""
+        self.close(CloseCode.GOING_AWAY, "server shutting down")
 
     # -- actions (reactor thread) --------------------------------------------------
 
@@ -197,9 +196,7 @@ class WebSocketConnection:
         if self.transport is not None and not self._lost:
             frame = self.proto.send_message(data)
             if frame:  # (nothing once closing)
-                metrics = self.metrics
-                metrics.ws_out += 1
-                metrics.ws_bytes_out += len(frame)
+                self.metrics.ws_out += 1
             self.transport.write(frame)
 
     def broadcast(self, data: Data, frame: bytes) -> None:
@@ -208,19 +205,28 @@ class WebSocketConnection:
         if self.transport is not None and self.is_open:
             if self.proto.compressed:
                 frame = self.proto.send_message(data)
-            metrics = self.metrics
-            metrics.ws_out += 1
-            metrics.ws_bytes_out += len(frame)
+            self.metrics.ws_out += 1
             self.transport.write(frame)
 
     def ping(self, payload: bytes = b"") -> None:
         if self.transport is not None and not self._lost:
             self._control(self.proto.send_ping(payload))
 
+    def count_traffic(self) -> None:
+        """Add the bytes this connection moved since it last did to the metrics
+        (its frames as on the wire; the transport counts them anyway)."""
+        transport = self.transport
+        if transport is None:
+            return
+        was_in, was_out = self._counted
+        now_in, now_out = self._counted = (transport.bytes_in, transport.bytes_out)
+        metrics = self.metrics
+        metrics.ws_bytes_in += now_in - was_in
+        metrics.ws_bytes_out += now_out - was_out
+
     def _control(self, frame: bytes) -> None:
-        """Write a control frame (counted with the bytes sent); b"" once closing."""
+        """Write a control frame; b"" (once closing) writes nothing."""
         if frame and self.transport is not None:
-            self.metrics.ws_bytes_out += len(frame)
             self.transport.write_control(frame)
 
     def _send_close(self, code: int, reason: str = "") -> None:
