@@ -292,6 +292,17 @@ class Cluster:
         path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         return [int(pid) for pid in path.read_text().split()]
 
+    def holds_metrics_socket(self, pid: int) -> bool:
+        """Whether process ``pid`` has the metrics listening socket open."""
+        inodes = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(f":{self.metrics_port:04X}") and fields[3] == "0A":
+                inodes.add(f"socket:[{fields[9]}]")
+        assert inodes, "nothing listens on the metrics port"
+        fds = Path(f"/proc/{pid}/fd")
+        return any(os.readlink(fds / fd) in inodes for fd in os.listdir(fds))
+
     def stop(self) -> str:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -326,6 +337,9 @@ def test_workers_are_summed_and_a_killed_workers_counts_are_kept(
         cluster: Cluster, tls_files: TlsFiles) -> None:
     port, mport = cluster.port, cluster.metrics_port
     context = tls_files.client_context()
+    # Only the supervisor listens for scrapes: a worker's inherited copy is closed.
+    assert cluster.holds_metrics_socket(cluster.proc.pid)
+    assert not any(cluster.holds_metrics_socket(pid) for pid in cluster.workers())
     for _ in range(3):  # new connections: the kernel spreads them over the workers
         http_load(port, context)
     tls_websocket_load(port, context, MESSAGES)
