@@ -7,7 +7,12 @@ handshake runs on the reactor (never a thread, never a blocking call) under its
 own deadline, and only then does the protocol hear of the connection, so
 ``HttpConnection`` and ``WebSocketConnection`` never know their bytes were
 encrypted; the ALPN name the client chose may give the connection another
-protocol first (:meth:`ProtocolRegistry.after_tls`).  Reads also take what
+protocol first (:meth:`ProtocolRegistry.after_tls`).  A handshake costs memory
+while it waits for its client: OpenSSL is handed the bytes only once the
+client's whole first record is in the kernel's buffer, and at most
+``max_tls_handshakes`` run at once (past that the oldest one is dropped); what
+hostile or broken clients cause is logged a few times, then once per 10 s per
+kind with a count (:mod:`wssync.io.ratelog`).  Reads also take what
 OpenSSL decrypted but the socket no longer signals; a graceful close says
 close_notify first.  :func:`server_context` builds the context a careful
 operator would: TLS 1.2 or newer, the ssl module's secure defaults, no
@@ -21,8 +26,11 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Type, Union
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Type, Union
 
+from .ratelog import RateLimitedLog
 from .reactor import Reactor, Timer
 from .sockops import Buffer
 from .transport import EVENT_READ, EVENT_WRITE, RECV_SIZE, BaseProtocol, Transport, WriteLimits
@@ -39,6 +47,15 @@ _WRITE_BATCH = 256 * 1024
 _QUICKACK: Optional[int] = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 CLIENT_CERT_MODES = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
                      "required": ssl.CERT_REQUIRED}
+
+# Waiting for the client's first record without reading it: the socket becomes
+# readable only once that many bytes are there (SO_RCVLOWAT).  Linux honours it
+# in poll and epoll for TCP (not for Unix sockets); elsewhere OpenSSL reads at once.
+_RCVLOWAT: Optional[int] = (getattr(socket, "SO_RCVLOWAT", None)
+                            if sys.platform.startswith("linux") else None)
+_RECORD_HEADER = 5  # content type, version (2 bytes), length (2 bytes)
+_HANDSHAKE_RECORD = 0x16
+_MAX_RECORD = 16384 + 2048  # the largest record body TLS allows (TLSCiphertext)
 
 
 def server_context(certfile: str, keyfile: Optional[str] = None,
@@ -91,17 +108,35 @@ class TlsSettings:
     With ``protocols``, the ALPN names registered there are offered before
     ``http/1.1`` (the context is changed only when there are any), and a
     client that picks one gets that protocol instead of the first.
+
+    It also counts the handshakes in progress: past ``max_handshakes`` (0: no
+    limit) a new connection drops the oldest unfinished one.  A client that
+    is shaking hands finishes within a round trip or two, so the oldest is
+    nearly always one that stalled; leaving new connections in the backlog
+    instead would let a few thousand stalled ones shut every client out until
+    their deadline, and then the next batch of them would come first.
     """
 
-    __slots__ = ("context", "handshake_timeout", "plain_answer", "protocols")
+    __slots__ = ("_handshakes", "context", "dropped", "failed", "handshake_timeout",
+                 "max_handshakes", "plain_answer", "plain_sent", "protocols", "timed_out")
 
     def __init__(self, context: ssl.SSLContext, handshake_timeout: float,
                  plain_answer: bytes = b"",
-                 protocols: Optional[ProtocolRegistry] = None) -> None:
+                 protocols: Optional[ProtocolRegistry] = None,
+                 max_handshakes: int = 0) -> None:
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.plain_answer = plain_answer  # sent in clear to a client that spoke plain text
         self.protocols = protocols
+        self.max_handshakes = max_handshakes
+        # Handshakes in progress, oldest first (a dict keeps the order they came in).
+        self._handshakes: Dict[TlsSocket, None] = {}
+        # What clients cause at will: a few lines, then one per 10 s per kind.
+        self.timed_out = RateLimitedLog(log, logging.INFO, "TLS handshakes not done in time")
+        self.failed = RateLimitedLog(log, logging.INFO, "TLS handshakes failed")
+        self.plain_sent = RateLimitedLog(log, logging.INFO, "plain HTTP requests to the TLS port")
+        self.dropped = RateLimitedLog(log, logging.WARNING,
+                                      "unfinished TLS handshakes dropped at max_tls_handshakes")
         names = protocols.alpn_protocols() if protocols is not None else []
         if names:
             context.set_alpn_protocols(names + [n for n in ("http/1.1",) if n not in names])
@@ -115,12 +150,27 @@ class TlsSettings:
         return Transport(reactor, tls_sock, peername, protocol, live, limits,
                          TlsSocket(tls_sock, self))
 
+    @property
+    def handshaking(self) -> int:
+        """Handshakes in progress."""
+        return len(self._handshakes)
+
+    def _began(self, tls: TlsSocket) -> None:
+        handshakes = self._handshakes
+        if self.max_handshakes and len(handshakes) >= self.max_handshakes:
+            next(iter(handshakes))._drop(self.max_handshakes)
+        handshakes[tls] = None
+
+    def _ended(self, tls: TlsSocket) -> None:
+        self._handshakes.pop(tls, None)
+
 
 class TlsSocket:
     """Socket operations of one TLS connection: the handshake, then reads and
     writes through OpenSSL (see :class:`~wssync.io.sockops.SocketOps`)."""
 
-    __slots__ = ("_handshaking", "_settings", "_timer", "_transport", "sock")
+    __slots__ = ("_handshaking", "_need", "_settings", "_since", "_timer", "_transport",
+                 "sock")
 
     secure = True
     sendfile = False  # the kernel would send the file unencrypted: read it in chunks
@@ -131,6 +181,8 @@ class TlsSocket:
         self.sock = sock
         self._settings = settings
         self._handshaking = True
+        self._since = 0.0  # when the handshake began
+        self._need = 0  # bytes of the first record waited for in the kernel (0: not waiting)
         self._timer: Optional[Timer] = None
         # The transport while the handshake runs (its reactor callbacks are ours).
         self._transport: Optional[Transport] = None
@@ -142,9 +194,58 @@ class TlsSocket:
 
     def start(self, transport: Transport) -> None:
         self._transport = transport
-        timeout = self._settings.handshake_timeout
+        self._since = time.monotonic()
+        settings = self._settings
+        settings._began(self)
+        timeout = settings.handshake_timeout
         if timeout:
             self._timer = transport.reactor.call_later(timeout, self._expired)
+        # OpenSSL's buffers for a handshake (about 37 KiB) are made at its first
+        # read: until the client's first record has arrived whole it waits in
+        # the kernel, so a client that says nothing or stops half-way holds
+        # about 11 KiB here instead of 48.
+        if (_RCVLOWAT is None or self.sock.family not in (socket.AF_INET, socket.AF_INET6)
+                or not self._await_bytes(transport, _RECORD_HEADER)):
+            self._handshake()
+
+    def _await_bytes(self, transport: Transport, need: int) -> bool:
+        """Be called when ``need`` bytes are in the socket (False: cannot wait so)."""
+        assert _RCVLOWAT is not None
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, _RCVLOWAT, need)
+        except OSError:
+            return False
+        self._need = need
+        transport.wait_socket(EVENT_READ, self._arrived)
+        return True
+
+    def _arrived(self, _mask: int) -> None:
+        transport = self._transport
+        if transport is None:
+            return  # closed meanwhile
+        need = self._need
+        try:
+            # The socket's own recv: peeking leaves the bytes for OpenSSL.
+            head = socket.socket.recv(self.sock, need, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.debug("connection %s closed during the TLS handshake: %r", transport.peername,
+                      exc)
+            transport.abort()
+            return
+        if need == _RECORD_HEADER and len(head) == need and head[0] == _HANDSHAKE_RECORD:
+            length = int.from_bytes(head[3:5], "big")
+            if 0 < length <= _MAX_RECORD and self._await_bytes(transport, need + length):
+                return
+        # The first record is here, or never will be whole (the client closed,
+        # sent something else, or the kernel woke us early): OpenSSL decides.
+        self._need = 0
+        assert _RCVLOWAT is not None
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, _RCVLOWAT, 1)
+        except OSError:
+            pass  # the connection is gone: the handshake will say so
         self._handshake()
 
     def _handshake(self, _mask: int = 0) -> None:
@@ -171,6 +272,7 @@ class TlsSocket:
         self._handshaking = False
         self._transport = None
         self._cancel_timer()
+        self._settings._ended(self)
         if _QUICKACK is not None:
             # With no session ticket to send, the client's Finished is answered
             # by a delayed ACK (40 ms), and a client with Nagle on holds its
@@ -194,14 +296,18 @@ class TlsSocket:
             # Plain HTTP on the TLS port: OpenSSL recognised a request line.
             # Answer in clear, as nginx does, rather than with a TLS alert the
             # client cannot read.
-            log.info("%s: plain HTTP sent to the TLS port", transport.peername)
+            transport.metrics.tls_failures["plaintext"] += 1
+            self._settings.plain_sent.event(transport.reactor, transport.peername,
+                         "%s: plain HTTP sent to the TLS port", transport.peername)
             try:
                 raw.send(self.sock, self._settings.plain_answer)
             except OSError:
                 pass
         else:
-            log.info("%s: TLS handshake failed: %s", transport.peername,
-                     exc.reason or exc.strerror or exc)
+            transport.metrics.tls_failures["error"] += 1
+            self._settings.failed.event(
+                transport.reactor, transport.peername, "%s: TLS handshake failed: %s",
+                transport.peername, exc.reason or exc.strerror or exc)
         # OpenSSL has sent its alert (or we our answer).  Closing with the
         # client's last bytes unread would reset the connection, and the client
         # could lose what we sent: read what has arrived first.
@@ -217,8 +323,21 @@ class TlsSocket:
         self._timer = None
         transport = self._transport
         if self._handshaking and transport is not None and not transport.closed:
-            log.info("%s: TLS handshake not done within %g s", transport.peername,
-                     self._settings.handshake_timeout)
+            transport.metrics.tls_failures["timeout"] += 1
+            self._settings.timed_out.event(transport.reactor, transport.peername,
+                             "%s: TLS handshake not done within %g s", transport.peername,
+                             self._settings.handshake_timeout)
+            transport.abort()
+
+    def _drop(self, limit: int) -> None:
+        """A new connection needs the place of this, the oldest unfinished handshake."""
+        self._settings._ended(self)
+        transport = self._transport
+        if transport is not None and not transport.closed:
+            self._settings.dropped.event(transport.reactor, transport.peername,
+                           "max_tls_handshakes (%d) reached: dropping the oldest unfinished "
+                           "handshake (%s, %.1f s old)", limit, transport.peername,
+                           time.monotonic() - self._since)
             transport.abort()
 
     def _cancel_timer(self) -> None:
@@ -281,6 +400,7 @@ class TlsSocket:
     def close(self, transport: Transport, graceful: bool) -> None:
         self._transport = None
         self._cancel_timer()
+        self._settings._ended(self)
         if graceful and not self._handshaking:
             self._say_close_notify()
         try:

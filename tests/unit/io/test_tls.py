@@ -3,13 +3,17 @@ real socket pair, a real Reactor run from the test thread, and a real TLS client
 (the ssl module, blocking, on a thread) on the other end: the handshake before the
 protocol hears of the connection, its deadline, plain HTTP answered in clear, a
 failed handshake, ALPN choosing the protocol through the registry, large reads
-and writes, a file region, close_notify."""
+and writes, a file region, close_notify.  Over TCP (where the kernel can hold a
+ClientHello until it is whole) the first record waits in the kernel, unread."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import ssl
+import struct
+import termios
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator, List, NamedTuple, Optional
@@ -50,15 +54,17 @@ def serve(tls_files: TlsFiles) -> Iterator[Callable[..., Served]]:
 
     def make(timeout: float = 5.0, protocols: Optional[ProtocolRegistry] = None,
              context: Optional[ssl.SSLContext] = None,
-             protocol: Optional[Recorder] = None) -> Served:
+             protocol: Optional[Recorder] = None, tcp: bool = False,
+             settings: Optional[TlsSettings] = None) -> Served:
         reactor = Reactor()
-        ours, peer = socket.socketpair()
+        ours, peer = tcp_pair() if tcp else socket.socketpair()
         ours.setblocking(False)
         peer.settimeout(10)
         protocol = protocol or Recorder("first")
         live = LiveTransports()
-        settings = TlsSettings(context or tls_files.server_context(), timeout, ANSWER,
-                               protocols)
+        if settings is None:
+            settings = TlsSettings(context or tls_files.server_context(), timeout, ANSWER,
+                                   protocols)
         transport = settings.transport(reactor, ours, "peer", protocol, live, LIMITS)
         transport.start()
         served = Served(reactor, transport, protocol, live, peer)
@@ -71,6 +77,19 @@ def serve(tls_files: TlsFiles) -> Iterator[Callable[..., Served]]:
             served.transport.abort()
         served.peer.close()
         served.reactor.close()
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """(server end, client end) of a TCP connection on the loopback."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    return ours, peer
+
+
+def unread(sock: socket.socket) -> int:
+    """Bytes the kernel holds for ``sock`` that nobody has read yet."""
+    return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0])
 
 
 def client(tls_files: TlsFiles, sock: socket.socket,
@@ -159,6 +178,82 @@ def test_a_client_that_is_not_tls_nor_http_gets_an_alert_and_the_end(
     reply = read_all(served.peer, 1 << 16)
     assert ANSWER not in reply  # no HTTP for a client that did not speak it
     assert served.protocol.events == []
+
+
+def shake_hands_by_hand(sock: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO,
+                        outgoing: ssl.MemoryBIO) -> None:
+    """The rest of a client's handshake over memory, its bytes through ``sock``."""
+    while True:
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            assert data, "the server closed during the handshake"
+            incoming.write(data)
+            continue
+        sock.sendall(outgoing.read())
+        return
+
+
+@pytest.mark.parametrize("cut", [3, 200])
+def test_a_client_hello_waits_unread_in_the_kernel_until_its_record_is_whole(
+        serve: Callable[..., Served], tls_files: TlsFiles, pool: ThreadPoolExecutor,
+        cut: int) -> None:
+    """OpenSSL's buffers for a handshake are made at its first read: the first
+    ``cut`` bytes of a ClientHello (less than a record header, or part of the
+    record) stay in the kernel, and the handshake then completes as usual."""
+    served = serve(tcp=True)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = tls_files.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    served.peer.sendall(hello[:cut])
+    run_until(served.reactor, lambda: False, timeout=0.2)
+    assert unread(served.transport.sock) == cut
+    assert not served.transport.closed and served.protocol.events == []
+
+    def rest() -> None:
+        served.peer.sendall(hello[cut:])
+        shake_hands_by_hand(served.peer, tls, incoming, outgoing)
+        tls.write(b"hello")
+        served.peer.sendall(outgoing.read())
+
+    settle(served, pool.submit(rest))
+    assert run_until(served.reactor, lambda: bytes(served.protocol.data) == b"hello")
+    assert served.protocol.kinds() == ["made", "data"]
+
+
+def test_a_record_header_of_garbage_goes_to_openssl_at_once(
+        serve: Callable[..., Served]) -> None:
+    """Five bytes that are no handshake record are OpenSSL's to refuse: no wait
+    for more (the deadline is far)."""
+    served = serve(timeout=30, tcp=True)
+    served.peer.sendall(b"\x00\x01\x02\x03\x04")
+    assert run_until(served.reactor, lambda: served.transport.closed, timeout=5)
+    assert served.protocol.events == []
+
+
+def test_past_max_handshakes_the_oldest_unfinished_one_is_dropped(
+        serve: Callable[..., Served], tls_files: TlsFiles, pool: ThreadPoolExecutor) -> None:
+    """Handshakes in progress are counted from start to end (done, failed or
+    dropped); a start past the limit drops the oldest one still in progress."""
+    settings = TlsSettings(tls_files.server_context(), 30, ANSWER, max_handshakes=2)
+    first, second = serve(settings=settings), serve(settings=settings)
+    assert settings.handshaking == 2
+    done = settle(second, pool.submit(client, tls_files, second.peer))  # finishes: not counted
+    assert run_until(second.reactor, lambda: second.protocol.count("made") == 1)
+    assert settings.handshaking == 1 and not first.transport.closed
+    third = serve(settings=settings)
+    assert settings.handshaking == 2 and not first.transport.closed
+    fourth = serve(settings=settings)  # the first is the oldest unfinished one
+    assert first.transport.closed and first.peer.recv(100) == b""
+    assert not third.transport.closed and not fourth.transport.closed
+    assert settings.handshaking == 2
+    fourth.transport.abort()
+    assert settings.handshaking == 1
+    done.close()
 
 
 # -- ALPN and the registry ------------------------------------------------------------
