@@ -7,8 +7,9 @@ bytes after the header to the protocol that follows (``HttpConnection``), the
 way ``HttpConnection`` hands an upgraded connection to ``WebSocketConnection``.
 A malformed header, a connection closed before the header is complete, or a
 header that does not arrive within the timeout closes the connection: the
-protocol that follows is never made, so no handler runs.  Like the transport,
-it knows nothing of HTTP.
+protocol that follows is never made, so no handler runs.  Any client can cause
+that, so it is logged a few times, then once per 10 s with a count
+(:mod:`wssync.io.ratelog`).  Like the transport, it knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Callable, Optional
 
+from ..io.ratelog import RateLimitedLog
 from .proxy_protocol import ProxyProtocolError, parse
 
 if TYPE_CHECKING:
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from ..io.transport import BaseProtocol, Transport
 
 log = logging.getLogger("wssync.proxy")
+# One for the process: a preamble lives for one connection.
+_REFUSED = RateLimitedLog(log, logging.INFO, "connections closed without a valid PROXY header")
 
 
 class ProxyPreamble:
@@ -90,7 +94,8 @@ class ProxyPreamble:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        log.info("%s: %s; closing", transport.peername, why)
+        _REFUSED.event(transport.reactor, transport.peername, "%s: %s; closing",
+                       transport.peername, why)
         self._cancel_timer()
         transport.abort()
 
