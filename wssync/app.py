@@ -2,7 +2,10 @@
 
 ``App`` only maps paths to user callables; it neither parses bytes nor runs
 anything itself.  Path segments written ``<name>`` match one segment and land
-in ``request.path_params``.
+in ``request.path_params``.  A WebSocket route also says which web pages may
+open it (``origins``): by default only pages of the server's own origin, since
+a browser sends the user's cookies with a WebSocket handshake whichever page
+opens it (cross-site WebSocket hijacking).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import (
     Union,
     cast,
 )
+from urllib.parse import urlsplit
 
 from .http.request import Request
 from .http.response import Response
@@ -39,7 +43,10 @@ OnClose = Callable[["WebSocket", int, str], Any]
 OnDrain = Callable[["WebSocket"], Any]
 BlockingHandler = Callable[["BlockingWebSocket"], Any]
 _H = TypeVar("_H", bound=Callable[..., Any])
-OriginCheck = Union[Iterable[str], Callable[[Optional[str]], bool]]
+OriginCheck = Union[str, Iterable[str], Callable[[Optional[str]], bool]]
+ANY_ORIGIN = "*"  # origins="*": every page may open the route
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_SHOWN = 100  # characters of a refused Origin quoted back
 
 _PARAM = re.compile(r"<([A-Za-z_][A-Za-z0-9_]*)>")
 
@@ -80,7 +87,7 @@ class WebSocketRoute:
 
     def __init__(self, path: str, on_message: Optional[OnMessage], on_connect: Optional[OnConnect],
                  on_close: Optional[OnClose], subprotocols: Iterable[str],
-                 origins: Optional[OriginCheck],
+                 origins: Optional[OriginCheck] = None,
                  handler: Optional[BlockingHandler] = None,
                  on_drain: Optional[OnDrain] = None) -> None:
         self.path = path
@@ -90,17 +97,39 @@ class WebSocketRoute:
         self.on_drain = on_drain
         self.handler = handler
         self.subprotocols = list(subprotocols)
+        # None: the server's own origin only; "*": any; else a set or a predicate.
+        if isinstance(origins, str):
+            origins = frozenset([origins])
         if origins is not None and not callable(origins):
             origins = frozenset(origins)
+            if ANY_ORIGIN in origins:
+                origins = ANY_ORIGIN
         self.origins = origins
 
-    def origin_allowed(self, origin: Optional[str]) -> bool:
+    def origin_refusal(self, request: Request) -> Optional[str]:
+        """Why the page that opened this handshake may not (None: it may).
+
+        A handshake without ``Origin`` comes from a client that is not a
+        browser, which no web page can drive: only a list or a predicate
+        refuses it.  By default an ``Origin`` must be the server's own:
+        :func:`same_origin`.
+        """
+        origin = request.headers.get("origin")
         origins = self.origins
+        if origins == ANY_ORIGIN:
+            return None
         if origins is None:
-            return True
-        if callable(origins):
-            return bool(origins(origin))
-        return origin in origins
+            if origin is None or same_origin(origin, request):
+                return None
+            own = f"{request.scheme}://{request.headers.get('host', '')}"
+            return (f"cross-origin WebSocket refused: the page is from {origin[:_SHOWN]}, "
+                    f"this server is {own[:_SHOWN]} (a route's origins= can allow it)")
+        allowed = origins(origin) if callable(origins) else origin in origins
+        if allowed:
+            return None
+        if origin is None:
+            return "this WebSocket route needs an Origin header"
+        return f"origin {origin[:_SHOWN]} not allowed"
 
     def select_subprotocol(self, offered: List[str]) -> Optional[str]:
         """The client's most preferred subprotocol that this route supports."""
@@ -108,6 +137,32 @@ class WebSocketRoute:
             if name in self.subprotocols:
                 return name
         return None
+
+
+def _origin_parts(scheme: str, authority: str) -> Optional[Tuple[str, str, int]]:
+    """(scheme, host, port) of ``scheme://authority``, the default port filled
+    in; None unless it is exactly that (no user, path, query or fragment)."""
+    if scheme not in _DEFAULT_PORTS or any(c in authority for c in "@/?#\\"):
+        return None
+    try:
+        parts = urlsplit(f"{scheme}://{authority}")
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return scheme, parts.hostname, port if port is not None else _DEFAULT_PORTS[scheme]
+
+
+def same_origin(origin: str, request: Request) -> bool:
+    """Whether the web page ``origin`` (an ``Origin`` header) is of the server
+    ``request`` came to: the same scheme (``request.scheme``: https over TLS,
+    or what a trusted proxy said in ``X-Forwarded-Proto``), and the host and
+    port of its ``Host`` header (a proxy passes the client's on)."""
+    scheme, sep, authority = origin.partition("://")
+    theirs = _origin_parts(scheme.lower(), authority) if sep else None
+    ours = _origin_parts(request.scheme, request.headers.get("host") or "")
+    return theirs is not None and theirs == ours
 
 
 class ServerHandle(Protocol):
@@ -197,8 +252,12 @@ class App:
         that had gone above ``write_high_water`` has drained (code that
         cannot wait in ``send``, on the reactor, stops producing while
         ``ws.buffered_amount`` is high and resumes there).  ``subprotocols`` lists what the
-        endpoint speaks (the client's first match is chosen); ``origins`` is a
-        set of allowed ``Origin`` values or a predicate (others get 403).
+        endpoint speaks (the client's first match is chosen).  ``origins`` says
+        which web pages may open it: by default only the server's own (a
+        handshake whose ``Origin`` is another gets 403, one without ``Origin``,
+        from a client that is not a browser, is accepted); ``"*"`` any page; a
+        set of allowed ``Origin`` values, or a predicate of the ``Origin``
+        (None when there is none), decides on its own.
 
         With ``blocking=True`` the decorated function is ``handler(ws)``
         instead, run on a thread of its own for the whole connection; it

@@ -8,7 +8,9 @@ a ``websocket=True`` URL rule (so a plain GET there gets Flask's 400, as under
 flask-sock) and leaves a matcher in ``app.extensions["wssync"]``, which
 :meth:`wssync.App.match_websocket` consults for handshakes through the mounted
 WSGI app.  Handlers run on a thread of their own inside the app context and a
-request context of the handshake request.
+request context of the handshake request.  As every wssync WebSocket route,
+a Sock route accepts browsers only from pages of the server's own origin
+unless ``SOCK_SERVER_OPTIONS`` says ``"origins"`` (``"*"``, a list, a predicate).
 
 This module imports Flask; ``import wssync`` never imports it.  It owns no
 socket and no thread: :mod:`wssync.bridge` runs the handler.
@@ -106,7 +108,8 @@ class _FlaskWebSockets:
             return None
         options: Dict[str, Any] = self.app.config.get("SOCK_SERVER_OPTIONS") or {}
         subprotocols: Iterable[str] = options.get("subprotocols") or ()
-        return WebSocketRoute(request.path, None, None, None, subprotocols, None,
+        return WebSocketRoute(request.path, None, None, None, subprotocols,
+                              options.get("origins"),
                               functools.partial(self._run, handler, environ, args))
 
     def _run(self, handler: Callable[..., Any], environ: Dict[str, Any],

@@ -1,5 +1,6 @@
 """The demo page in a real browser (headless Chromium): echo, the live picture of
-the port and its connections, pushes from a thread."""
+the port and its connections, pushes from a thread; and which pages may open a
+WebSocket (a page of another origin, of the server's own)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Iterator, List
 
 import pytest
 
+from wssync import App, Request, Response
 from wssync.demo import create_app
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -194,3 +196,60 @@ def test_demo_picture_shows_one_port_and_every_connection(start_server, page, th
     if artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, artifacts)
+
+
+# -- which pages may open a WebSocket (Origin) -----------------------------------------------
+
+# A page that opens the WebSocket its query names, sends "hi" and shows what happened.
+OPENER = """<!doctype html><title>opener</title><pre id="result">pending</pre><script>
+const result = document.getElementById("result");
+const ws = new WebSocket(new URLSearchParams(location.search).get("url"));
+ws.onopen = () => ws.send("hi");
+ws.onmessage = (event) => { result.textContent = "echo: " + event.data; };
+ws.onclose = (event) => {
+  if (!result.textContent.startsWith("echo")) result.textContent = "closed " + event.code;
+};
+</script>"""
+
+
+def origin_app(seen: List[str]) -> App:
+    """``/opener`` (the page above), ``/echo`` with the default origins, ``/open``
+    with ``origins="*"``; ``seen`` gets the Origin of every WebSocket accepted."""
+    app = App()
+
+    @app.route("/opener")
+    def opener(request: Request) -> Response:
+        return Response(OPENER, content_type="text/html; charset=utf-8")
+
+    def echo(ws, message) -> None:  # type: ignore[no-untyped-def]
+        seen.append(str(ws.request.headers.get("origin")))
+        ws.send(message)
+
+    app.websocket("/echo")(echo)
+    app.websocket("/open", origins="*")(echo)
+    return app
+
+
+def opened_from(page: sync_api.Page, page_port: int, url: str) -> str:
+    """What the opener page served from ``page_port`` got from the WebSocket ``url``."""
+    page.goto(f"http://127.0.0.1:{page_port}/opener?url={url}")
+    page.wait_for_function("document.getElementById('result').textContent !== 'pending'",
+                           timeout=10000)
+    return page.inner_text("#result")
+
+
+def test_a_page_of_another_origin_is_refused_unless_the_route_allows_it(
+        start_server, page, threads: int) -> None:
+    """Two servers, two origins (ports).  A page of the other origin opens a
+    WebSocket to this server: refused with 403 on the default route (the browser
+    sees the handshake fail: 1006), accepted on the route with ``origins="*"``;
+    the page of this server's own origin is accepted on the default route."""
+    seen: List[str] = []
+    server = start_server(origin_app(seen), threads=threads)
+    other = start_server(origin_app([]), threads=threads)
+    port, other_port = server.address[1], other.address[1]
+    assert opened_from(page, other_port, f"ws://127.0.0.1:{port}/echo") == "closed 1006"
+    assert seen == []
+    assert opened_from(page, other_port, f"ws://127.0.0.1:{port}/open") == "echo: hi"
+    assert opened_from(page, port, f"ws://127.0.0.1:{port}/echo") == "echo: hi"
+    assert seen == [f"http://127.0.0.1:{other_port}", f"http://127.0.0.1:{port}"]

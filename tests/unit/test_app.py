@@ -44,7 +44,7 @@ def on_message(ws: WebSocket, message: Union[str, bytes]) -> None:
 
 
 def ws_route(subprotocols: Iterable[str] = (),
-             origins: Union[Iterable[str], Callable[[Optional[str]], bool], None] = None,
+             origins: Union[str, Iterable[str], Callable[[Optional[str]], bool], None] = None,
              ) -> WebSocketRoute:
     return WebSocketRoute("/ws", on_message, None, None, subprotocols, origins)
 
@@ -384,8 +384,8 @@ def test_match_websocket_static_route() -> None:
     assert route.on_connect is connected
     assert route.on_close is closed
     assert route.subprotocols == ["chat.v2", "chat.v1"]
-    assert route.origin_allowed("https://example.com")
-    assert not route.origin_allowed("https://evil.example")
+    assert allowed(route, "https://example.com")
+    assert not allowed(route, "https://evil.example")
     assert request.path_params == {}
 
 
@@ -424,21 +424,49 @@ def test_match_websocket_none_when_nothing_matches() -> None:
 # -- WebSocketRoute -------------------------------------------------------------------
 
 
+def opened_by(origin: Optional[str], host: Optional[str] = "example.com",
+              scheme: str = "http") -> Request:
+    """A handshake for ``host`` over ``scheme`` from a page of ``origin`` (None: no header)."""
+    fields = [(name, value) for name, value in UPGRADE if name != "Host"]
+    if host is not None:
+        fields.append(("Host", host))
+    if origin is not None:
+        fields.append(("Origin", origin))
+    request = make_request("GET", "/ws", fields)
+    request.scheme = scheme
+    return request
+
+
+def allowed(route: WebSocketRoute, origin: Optional[str], host: Optional[str] = "example.com",
+            scheme: str = "http") -> bool:
+    return route.origin_refusal(opened_by(origin, host, scheme)) is None
+
+
 def test_origin_allowed_with_a_set() -> None:
     route = ws_route(origins={"https://a.example", "https://b.example"})
-    assert route.origin_allowed("https://a.example")
-    assert route.origin_allowed("https://b.example")
-    assert not route.origin_allowed("https://c.example")
-    assert not route.origin_allowed("https://A.example.evil")
-    assert not route.origin_allowed(None)
+    assert allowed(route, "https://a.example")
+    assert allowed(route, "https://b.example")
+    assert not allowed(route, "https://c.example")
+    assert not allowed(route, "https://A.example.evil")
+    assert not allowed(route, None)
+    assert not allowed(route, "http://example.com")  # a list replaces the default
+    assert route.origin_refusal(opened_by("https://c.example")) == \
+        "origin https://c.example not allowed"
+    assert route.origin_refusal(opened_by(None)) == "this WebSocket route needs an Origin header"
+
+
+def test_one_origin_as_a_string_is_that_origin() -> None:
+    route = ws_route(origins="https://a.example")
+    assert allowed(route, "https://a.example")
+    assert not allowed(route, "a")
 
 
 def test_origin_allowed_with_a_one_shot_iterable() -> None:
     # A generator is read once, at registration, and still checked every time.
     route = ws_route(origins=(o for o in ["https://a.example"]))
-    assert route.origin_allowed("https://a.example")
-    assert route.origin_allowed("https://a.example")
-    assert not route.origin_allowed("https://b.example")
+    assert allowed(route, "https://a.example")
+    assert allowed(route, "https://a.example")
+    assert not allowed(route, "https://b.example")
 
 
 def test_origin_allowed_with_a_predicate() -> None:
@@ -449,9 +477,9 @@ def test_origin_allowed_with_a_predicate() -> None:
         return origin is not None and origin.endswith(".example.com")
 
     route = ws_route(origins=check)
-    assert route.origin_allowed("https://app.example.com")
-    assert not route.origin_allowed("https://example.org")
-    assert not route.origin_allowed(None)
+    assert allowed(route, "https://app.example.com")
+    assert not allowed(route, "https://example.org")
+    assert not allowed(route, None)
     assert seen == ["https://app.example.com", "https://example.org", None]
 
 
@@ -462,16 +490,70 @@ def test_origin_predicate_result_is_a_bool() -> None:
         return answers.get(origin)
 
     route = ws_route(origins=check)
-    assert route.origin_allowed("https://yes") is True
-    assert route.origin_allowed("https://no") is False
-    assert route.origin_allowed("https://unknown") is False
+    assert allowed(route, "https://yes")
+    assert not allowed(route, "https://no")
+    assert not allowed(route, "https://unknown")
 
 
-def test_origin_allowed_with_none_allows_everything() -> None:
-    route = ws_route(origins=None)
-    assert route.origin_allowed("https://anywhere.example")
-    assert route.origin_allowed("null")
-    assert route.origin_allowed(None)
+@pytest.mark.parametrize("origins", ["*", ["*"]])
+def test_origins_star_allows_every_page(origins: Any) -> None:
+    route = ws_route(origins=origins)
+    assert allowed(route, "https://anywhere.example")
+    assert allowed(route, "null")
+    assert allowed(route, None)
+
+
+SAME = [  # (Origin, Host, scheme of the request)
+    ("http://example.com", "example.com", "http"),
+    ("http://example.com", "example.com:80", "http"),
+    ("http://example.com:80", "example.com", "http"),
+    ("HTTP://Example.COM", "EXAMPLE.com", "http"),
+    ("https://example.com", "example.com", "https"),
+    ("https://example.com", "example.com:443", "https"),
+    ("http://127.0.0.1:8000", "127.0.0.1:8000", "http"),
+    ("http://[::1]:8000", "[::1]:8000", "http"),
+]
+OTHER = [
+    ("http://evil.example", "example.com", "http"),  # another host
+    ("http://example.com.evil.example", "example.com", "http"),
+    ("http://example.com:8000", "example.com", "http"),  # another port
+    ("http://127.0.0.1:8001", "127.0.0.1:8000", "http"),
+    ("https://example.com", "example.com", "http"),  # another scheme
+    ("http://example.com", "example.com", "https"),
+    ("https://example.com:8000", "example.com:8000", "http"),  # the same port, all the same
+    ("ws://example.com", "example.com", "http"),  # no page has a ws: origin
+    ("null", "example.com", "http"),  # a sandboxed frame, a file: page
+    ("http://user@example.com", "example.com", "http"),
+    ("http://example.com/path", "example.com", "http"),
+    ("http://example.com:99999", "example.com", "http"),
+    ("http://example.com", None, "http"),  # HTTP/1.0 without Host: nothing to compare
+    ("http://example.com", "example.com@evil.example", "http"),
+]
+
+
+@pytest.mark.parametrize(("origin", "host", "scheme"), SAME)
+def test_by_default_a_page_of_the_servers_own_origin_is_allowed(
+        origin: str, host: str, scheme: str) -> None:
+    assert allowed(ws_route(), origin, host, scheme)
+
+
+@pytest.mark.parametrize(("origin", "host", "scheme"), OTHER)
+def test_by_default_a_page_of_another_origin_is_refused(
+        origin: str, host: Optional[str], scheme: str) -> None:
+    assert not allowed(ws_route(), origin, host, scheme)
+
+
+def test_by_default_a_client_without_origin_is_allowed() -> None:
+    """Not a browser: no web page can make it send the user's cookies."""
+    assert allowed(ws_route(), None)
+
+
+def test_the_default_refusal_says_both_origins() -> None:
+    refusal = ws_route().origin_refusal(opened_by("https://evil.example", "example.com:8443",
+                                                  "https"))
+    assert refusal == ("cross-origin WebSocket refused: the page is from https://evil.example, "
+                       "this server is https://example.com:8443 (a route's origins= can "
+                       "allow it)")
 
 
 def test_select_subprotocol_takes_clients_first_supported_offer() -> None:
