@@ -80,7 +80,7 @@ class Serving:
         admission = Admission((self.pool, self.blocking_pool), config.max_queued_tasks,
                               self.connection_count, config.max_connections,
                               partial(error_response, 503, "too many connections",
-                                      [("Retry-After", "1")]))
+                                      [("Retry-After", "1")]), reactor)
         self.transports = LiveTransports()
         transport_factory: TransportFactory = Transport
         if ssl_context is not None:

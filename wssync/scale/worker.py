@@ -21,6 +21,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Tuple
 
+from ..io.ratelog import RateLimitedLog
 from ..io.reactor import Reactor
 from .balance import AcceptBalance
 from .relay import WorkerLink
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("wssync.server")
 
 Counts = Callable[[], Dict[str, Any]]
+
+# A flood of connections over max_connections is logged a few times, then
+# counted (a line per interval says how many, and from where).
+_REFUSED = RateLimitedLog(log, logging.WARNING, "connections refused at max_connections")
 
 # SIGTERM drains; SIGQUIT (the supervisor's second stop signal) stops now.
 WORKER_STOP_SIGNALS: Tuple[int, ...] = (signal.SIGTERM, signal.SIGQUIT)
@@ -101,19 +106,20 @@ class Admission:
     calls waiting is far behind); ``open_connections()`` counts this process's
     connections; ``refusal()`` makes what a connection over ``max_connections``
     is sent before it is closed (made per refusal: it carries the time).
+    ``reactor`` is the listener's: it times the summaries of refusals.
     """
 
     def __init__(self, pools: Iterable[Optional[ThreadPool]], max_queued: int,
                  open_connections: Callable[[], int], max_connections: int,
-                 refusal: Callable[[], bytes]) -> None:
+                 refusal: Callable[[], bytes], reactor: Optional[Reactor] = None) -> None:
         self._pools = [pool for pool in pools if pool is not None]
+        self._reactor = reactor
         self._open_connections = open_connections
         self._max_queued = max_queued
         self._max_connections = max_connections
         self._refusal = refusal
         self.balance: Optional[AcceptBalance] = None  # set in a worker
         self._saturated_logged = 0.0
-        self._refused_logged = 0.0
 
     def wait(self) -> float:
         """Seconds to leave new connections in the backlog: while handler threads
@@ -132,11 +138,12 @@ class Admission:
 
     def refuse(self, sock: socket.socket) -> None:
         """Over ``max_connections``: a best-effort refusal, then close."""
-        now = time.monotonic()
-        if now - self._refused_logged > 10:
-            self._refused_logged = now
-            log.warning("max_connections (%d) reached; refusing new connections",
-                        self._max_connections)
+        try:
+            peer = sock.getpeername()
+        except OSError:  # gone already
+            peer = None
+        _REFUSED.event(self._reactor, peer, "max_connections (%d) reached; refusing %s",
+                       self._max_connections, peer)
         try:
             sock.send(self._refusal())
         except OSError:
