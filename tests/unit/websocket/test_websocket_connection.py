@@ -323,7 +323,7 @@ def test_missing_pong_does_not_close_while_input_is_paused(reactor: Reactor) -> 
 ], ids=["stop", "replaced"])
 def test_shutdown_closes_with_1001_or_with_1012_when_replaced(
         reactor: Reactor, restart: bool, expected: Tuple[int, str]) -> None:
-    conn, transport, app = connect(reactor)
+    conn, transport, _ = connect(reactor)
     if restart:
         conn.shutdown(restart=True)
     else:
