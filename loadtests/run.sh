@@ -9,6 +9,8 @@
 #                                              # redis-server and wssync[redis]): WebSocket
 #                                              # users alternate between them; chat latency
 #                                              # is also reported across servers
+#   bash loadtests/run.sh --distributed        # Locust as a master and WORKERS [2] worker
+#                                              # processes (one core each)
 #
 # Results land in loadtests/results/ (stats CSV, history, failures, report.html).
 set -euo pipefail
@@ -18,10 +20,13 @@ SPAWN_RATE="${SPAWN_RATE:-10}"
 DURATION="${DURATION:-60s}"
 THREADS="${THREADS:-0}"
 PORT="${PORT:-8089}"
+WORKERS="${WORKERS:-2}"
 REDIS=""
+DISTRIBUTED=""
 case "${1:-}" in
     --smoke) USERS=20 SPAWN_RATE=20 DURATION=20s ;;
     --redis) REDIS=1 ;;
+    --distributed) DISTRIBUTED=1 ;;
 esac
 PYTHON="${PYTHON:-python}"
 # The server runs from loadtests/: a relative interpreter path must not break it.
@@ -78,8 +83,21 @@ if [ -n "$REDIS" ]; then
 fi
 
 status=0
+role=()
+if [ -n "$DISTRIBUTED" ]; then
+    # The workers run the users; the master (headless, bounded by -t) collects their
+    # statistics and writes the files. The workers exit when the master stops.
+    MASTER_PORT="${MASTER_PORT:-$((PORT + 10))}"
+    role=(--master --expect-workers "$WORKERS" --master-bind-host 127.0.0.1
+          --master-bind-port "$MASTER_PORT")
+    for _ in $(seq "$WORKERS"); do
+        "$PYTHON" -m locust -f "$here/locustfile.py" --worker --master-host 127.0.0.1 \
+            --master-port "$MASTER_PORT" --loglevel WARNING &
+        pids+=($!)
+    done
+fi
 "$PYTHON" -m locust -f "$here/locustfile.py" --host "http://127.0.0.1:$PORT" --headless \
-    -u "$USERS" -r "$SPAWN_RATE" -t "$DURATION" --stop-timeout 5 \
+    -u "$USERS" -r "$SPAWN_RATE" -t "$DURATION" --stop-timeout 5 "${role[@]}" \
     --csv "$out/stats" --csv-full-history --html "$out/report.html" --only-summary \
     --json-file "$out/final" \
     || status=$?
