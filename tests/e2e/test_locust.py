@@ -8,6 +8,7 @@ server (not wssync) in a thread.  The same locustfile runs against both.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,7 +21,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 import pytest
 
-pytest.importorskip("locust")
+# Only looked up, never imported here: importing Locust monkey-patches the whole process
+# with gevent (every test after it would run on greenlets).  Locust runs in subprocesses.
+if importlib.util.find_spec("locust") is None:
+    pytest.skip("Locust is not installed (pip install 'wssync[load]')", allow_module_level=True)
 
 from conftest import TlsFiles
 from helpers import free_port
@@ -100,7 +104,7 @@ class Login(WebSocketMixin, HttpUser):
     @task
     def whoami(self):
         reply = self.ws.request("whoami", name="whoami")
-        assert reply == "hello s3cr3t t1", reply
+        assert reply == "hello s3cr3t t1 Upgrade", reply
 
 
 class FastLogin(WebSocketMixin, FastHttpUser):
@@ -115,7 +119,19 @@ class FastLogin(WebSocketMixin, FastHttpUser):
     @task
     def whoami(self):
         reply = self.ws.request("whoami", name="whoami fast")
-        assert reply == "hello s3cr3t t2", reply
+        assert reply == "hello s3cr3t t2 Upgrade", reply
+
+
+class Idle(WebSocketUser):
+    fixed_count = 1 if wanted("Idle") else 0
+    wait_time = between(1.5, 1.5)
+
+    def on_start(self):
+        self.ws = self.connect("/echo", name="/echo idle")
+
+    @task
+    def now_and_then(self):
+        assert self.ws.request("still there?", name="now and then") == "still there?"
 
 
 class Anonymous(WebSocketUser):
@@ -219,7 +235,10 @@ def wssync_app() -> App:
 
     @app.websocket("/private", on_connect=check_session)
     def private(ws: WebSocket, message: Union[str, bytes]) -> None:
-        ws.send(f"hello {session_of(ws.headers.get('cookie'))} {ws.headers.get('x-tenant')}")
+        # Only the client's own Connection header (an HTTP session's keep-alive is not carried).
+        connection = ",".join(ws.headers.get_all("connection"))
+        ws.send(f"hello {session_of(ws.headers.get('cookie'))} {ws.headers.get('x-tenant')} "
+                f"{connection}")
 
     return app
 
@@ -256,7 +275,8 @@ def websockets_server() -> Iterator[int]:
                 for n in range(3):
                     ws.send(json.dumps({"t": time.time(), "n": n}))
             elif path == "/private":
-                ws.send(f"hello {session_of(headers.get('Cookie'))} {headers.get('X-Tenant')}")
+                ws.send(f"hello {session_of(headers.get('Cookie'))} {headers.get('X-Tenant')} "
+                        f"{','.join(headers.get_all('Connection'))}")
             else:
                 ws.send(message)
 
@@ -338,6 +358,17 @@ def test_an_unreachable_server_is_failure_rows(tmp_path: Path) -> None:
     run = run_locust(tmp_path, f"http://127.0.0.1:{free_port()}", ["Echo"], seconds=2)
     assert run.exceptions == [] and "Traceback" not in run.output
     assert run.count("/echo") >= 2 and run.failed("/echo") == run.count("/echo")
+
+
+def test_an_idle_user_answers_the_servers_pings(start_server: Callable[..., Any],
+                                               tmp_path: Path) -> None:
+    # The server pings every 0.3 s and closes a connection whose pong is 0.3 s late;
+    # the user waits 1.5 s between its tasks, reading (and answering) meanwhile.
+    server = start_server(wssync_app(), ping_interval=0.3, ping_timeout=0.3)
+    run = run_locust(tmp_path, f"http://127.0.0.1:{server.port}", ["Idle"], seconds=5)
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.count("/echo idle") == 1  # never closed, never reconnected
+    assert run.count("now and then") >= 3 and run.failed("now and then") == 0
 
 
 def test_the_module_and_what_importing_wssync_leaves_alone() -> None:
