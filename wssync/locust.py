@@ -76,6 +76,10 @@ class LocustWebSocket:
     it again, which is a new connect row.
     """
 
+    # Thousands per load generator: no per-instance dict.
+    __slots__ = ("_backlog", "_conn", "_headers", "_pushes", "_subprotocols", "dropped", "name",
+                 "subprotocol", "url", "user")
+
     def __init__(self, user: WebSocketMixin, url: str, name: str,
                  headers: List[Tuple[str, str]], subprotocols: Optional[List[str]]) -> None:
         self.user = user
@@ -84,7 +88,7 @@ class LocustWebSocket:
         self._headers = headers
         self._subprotocols = subprotocols
         self._conn: Optional[ClientConnection] = None
-        self._backlog: Deque[Data] = deque()
+        self._backlog: Optional[Deque[Data]] = None  # made for the first unread message
         self._pushes: Optional[Tuple[Union[str, Callable[[Data], str]],
                                      Callable[[Data], Optional[float]]]] = None
         self.dropped = 0  # unread messages dropped past BACKLOG
@@ -187,7 +191,7 @@ class LocustWebSocket:
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close handshake; no row.  The next operation opens the connection again."""
         conn, self._conn = self._conn, None
-        self._backlog.clear()
+        self._backlog = None
         if conn is not None:
             conn.close(code, reason, timeout=self.user.ws_close_timeout)
 
@@ -221,7 +225,9 @@ class LocustWebSocket:
                     response_time=max(0.0, (time.time() - stamp) * 1000),
                     response_length=len(message), exception=None, context=self.user.context())
                 return
-        if len(self._backlog) >= BACKLOG:
+        if self._backlog is None:
+            self._backlog = deque()
+        elif len(self._backlog) >= BACKLOG:
             self._backlog.popleft()
             self.dropped += 1
         self._backlog.append(message)

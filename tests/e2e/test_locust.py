@@ -92,6 +92,22 @@ class Pushed(WebSocketUser):
         self.ws.send("start")
 
 
+class Matched(WebSocketUser):
+    fixed_count = 1 if wanted("Matched") else 0
+    wait_time = between(0.05, 0.1)
+
+    def on_start(self):
+        self.ws = self.connect("/push", name="/push matched")
+
+    @task
+    def third(self):
+        # The reply wanted is the third message; the first two wait for receive(), in order.
+        self.ws.request("start", name="third push",
+                        match=lambda message: json.loads(message)["n"] == 2)
+        assert [json.loads(self.ws.receive())["n"] for _ in range(2)] == [0, 1]
+        assert self.ws.dropped == 0
+
+
 class Login(WebSocketMixin, HttpUser):
     fixed_count = 1 if wanted("Login") else 0
     wait_time = between(0.02, 0.05)
@@ -146,7 +162,7 @@ class Anonymous(WebSocketUser):
         self.ws.request("whoami", name="whoami anonymous")
 '''
 
-ALL_USERS = ["Echo", "Flaky", "Pushed", "Login", "FastLogin", "Anonymous"]
+ALL_USERS = ["Echo", "Flaky", "Pushed", "Matched", "Login", "FastLogin", "Anonymous"]
 
 
 class Run:
@@ -297,6 +313,9 @@ def check_common(run: Run, users: int) -> None:
     """What both servers must show: rows, counts, real times, failures as rows only."""
     assert run.exceptions == [], run.exceptions  # no traceback reached Locust
     assert "Traceback" not in run.output, run.output[run.output.find("Traceback") - 500:]
+    # Failures only where the servers make them.
+    expected = {"flaky", "whoami anonymous", "/private anonymous"}
+    assert {r["Name"] for r in run.failures} <= expected, run.failures
     # Connect rows: one per user at least, with the handshake's time.
     assert run.count("/echo") == 1 and run.failed("/echo") == 0
     assert run.average("/echo") > 0
@@ -311,6 +330,8 @@ def check_common(run: Run, users: int) -> None:
     assert all("going down" in error for error in run.errors("flaky")), run.failures
     # Pushes timed from the timestamp the app put in them.
     assert run.count("push") >= 6 and run.failed("push") == 0 and run.average("push") > 0
+    # A reply picked by match; the messages before it kept for receive().
+    assert run.count("third push") >= 5 and run.failed("third push") == 0
     # Cookies (and headers) of the HTTP session reached the handshake.
     for name in ("whoami", "whoami fast"):
         assert run.count(name) >= 5 and run.failed(name) == 0, name
