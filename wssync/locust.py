@@ -100,25 +100,29 @@ class LocustWebSocket:
     def open(self) -> bool:
         return self._conn is not None and not self._conn.closed
 
-    def _connect(self) -> bool:
-        """One handshake, one connect row; whether the connection is open."""
+    def _connect(self) -> Optional[Exception]:
+        """One handshake, one connect row; what went wrong, if anything."""
         user = self.user
+        given = {name.lower() for name, _ in self._headers}  # these win over the session's
+        headers = self._headers + [(name, value) for name, value in
+                                   user._session_headers(self.url) if name.lower() not in given]
         started = time.perf_counter()
         try:
-            conn = connect(self.url, subprotocols=self._subprotocols,
-                           headers=self._headers + user._session_headers(self.url),
+            conn = connect(self.url, subprotocols=self._subprotocols, headers=headers,
                            timeout=user.ws_timeout, ssl_context=user.ws_ssl_context)
         except Exception as exc:  # refused, TLS, unreachable, timed out: all a failed row
             self._fire(self.name, started, 0, exc)
-            return False
+            return exc
         self._conn = conn
         self.subprotocol = conn.subprotocol
         self._fire(self.name, started, 0)
-        return True
+        return None
 
     def _ready(self) -> ClientConnection:
-        if not self.open and not self._connect():
-            raise WebSocketFailure(ConnectionError(f"{self.name} is not connected"))
+        if not self.open:
+            failed = self._connect()
+            if failed is not None:
+                raise WebSocketFailure(failed)
         assert self._conn is not None
         return self._conn
 
