@@ -34,6 +34,7 @@ from .http.response import Response
 from .http.writer import error_answer
 from .io.lanes import INLINE, Lane, OwnThreads, ThreadPool
 from .io.pacing import OutputGate
+from .io.ratelog import RateLimitedLog
 from .io.reactor import BoundedHandoff
 from .websocket.frames import CloseCode
 from .websocket.handle import BlockingWebSocket, WebSocket
@@ -74,6 +75,10 @@ class HttpBridge:
         self.hub = hub  # where open WebSockets are registered
         # Blocking-style WebSocket handlers, a thread each (max_blocking_websockets).
         self.own_threads = own_threads or OwnThreads(config.max_blocking_websockets)
+        # A client can open handshakes at will: a few lines, then one per 10 s.
+        self._refused_blocking = RateLimitedLog(
+            log, logging.WARNING, "blocking WebSocket handshakes refused at "
+                                  "max_blocking_websockets")
 
     def _lane(self, conn: HttpConnection, blocking: bool = False) -> Lane:
         """The connection's lane; handlers marked ``blocking`` (WSGI) go to the blocking
@@ -166,13 +171,17 @@ class HttpBridge:
         route = self.app.match_websocket(request)
         if route is None:
             return Response("404 Not Found: no WebSocket endpoint here\n", 404)
-        if not route.origin_allowed(request.headers.get("origin")):
-            return Response("403 Forbidden: origin not allowed\n", 403)
+        refusal = route.origin_refusal(request)
+        if refusal is not None:
+            return Response(f"403 Forbidden: {refusal}\n", 403)
         subprotocol = route.select_subprotocol(offered_subprotocols(request.headers))
         if route.handler is not None:
             if not self.own_threads.reserve():
-                log.warning("max_blocking_websockets (%d) reached; refusing %s",
-                            self.own_threads.limit, request.path)
+                transport = conn.transport
+                self._refused_blocking.event(
+                    transport.reactor if transport is not None else None, request.remote_addr,
+                    "max_blocking_websockets (%d) reached; refusing %s from %s",
+                    self.own_threads.limit, request.path, request.remote_addr)
                 return Response("503 Service Unavailable: too many WebSocket handlers\n", 503,
                                 [("Retry-After", "1")])
             return WebSocketAccept(BlockingWebSocketBridge(self, route, request, subprotocol),
