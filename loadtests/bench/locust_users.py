@@ -17,8 +17,9 @@ many users of one class:
 
 ``idle``: each user connects and then only waits (a no-op task every 30 s).
 ``1/s``: each user sends one 64-byte message per second and waits for its echo
-(``constant_throughput(1)``).  Once every user is spawned and a settling second
-has passed, the script measures for ``--seconds``: the server's own count of
+(``constant_throughput(1)``).  Once the server counts every user connected (at
+most 20 s after the spawn; ``ready s`` is when, from Locust's start) and a
+settling second has passed, the script measures for ``--seconds``: the server's own count of
 open WebSockets and of echoed messages (so the rate is the server's, not
 Locust's), the Locust process's CPU share of its core and RSS, Locust's failures
 and p95.  A step *holds* when every user is connected, nothing failed, Locust's
@@ -34,6 +35,7 @@ import argparse
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -136,7 +138,7 @@ def step(workdir: str, client: str, mode: str, users: int, seconds: float) -> Di
         cwd=workdir, preexec_fn=_pinned(0), stdout=subprocess.DEVNULL)
     rate = min(users, 1000)  # users spawned per second
     spawn = users / rate
-    run_for = int(spawn + 1 + seconds + 2) + 1
+    run_for = int(spawn + 20 + 1 + seconds + 2) + 1  # Locust is stopped once measured
     out = os.path.join(workdir, f"{client}-{mode}-{users}")
     locust = None
     try:
@@ -151,12 +153,18 @@ def step(workdir: str, client: str, mode: str, users: int, seconds: float) -> Di
              "--loglevel", "ERROR", "--csv", out],
             cwd=workdir, env=env, preexec_fn=_pinned(1), stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
-        time.sleep(max(0.0, started + spawn + 1 - time.monotonic()))
+        # Measure once every user is connected (or the spawn has had 20 s more), and settled.
+        time.sleep(spawn)
+        while _count(port)["websockets"] < users and time.monotonic() < started + spawn + 20:
+            time.sleep(0.25)
+        all_in = time.monotonic() - started
+        time.sleep(1)
         before, cpu_before, t0 = _count(port), common.cpu_seconds([locust.pid]), time.monotonic()
         time.sleep(seconds)
         after, cpu_after, t1 = _count(port), common.cpu_seconds([locust.pid]), time.monotonic()
         status = common.status_fields([locust.pid])
-        _, err = locust.communicate(timeout=run_for + 60)
+        locust.send_signal(signal.SIGTERM)  # stops the run; the statistics are written
+        _, err = locust.communicate(timeout=60)
     finally:
         for proc in (locust, server):
             if proc is not None and proc.poll() is None:
@@ -173,6 +181,7 @@ def step(workdir: str, client: str, mode: str, users: int, seconds: float) -> Di
     result = {
         "client": client, "mode": mode, "users": users,
         "connected": min(before["websockets"], after["websockets"]),
+        "all_connected_s": all_in,
         "echo_per_s": (after["echoed"] - before["echoed"] - 1) / (t1 - t0),
         "locust_cpu": (cpu_after - cpu_before) / (t1 - t0),
         "locust_rss_mib": status["rss_kib"] / 1024,
@@ -206,7 +215,7 @@ def main() -> None:
               "someone else is using the machine, and the figures are lower bounds)")
         print(f"{'client':17} {'mode':5} {'users':>6} {'connected':>9} {'echo/s':>8} "
               f"{'locust CPU':>10} {'RSS MiB':>8} {'KiB/user':>8} {'p95 ms':>7} "
-              f"{'fails':>6} {'threads':>7} holds  load")
+              f"{'fails':>6} {'threads':>7} {'ready s':>7} holds  load")
         for mode in args.modes.split(","):
             for client in args.clients.split(","):
                 for users in ladder:
@@ -225,7 +234,8 @@ def main() -> None:
                           f"{r['echo_per_s']:>8.0f} {r['locust_cpu']:>9.0%} "
                           f"{r['locust_rss_mib']:>8.1f} "
                           f"{marginal:>8} {p95:>7} {r['failures']:>6} "
-                          f"{r['locust_threads']:>7} {'yes' if r['holds'] else 'NO':5} "
+                          f"{r['locust_threads']:>7} {r['all_connected_s']:>7.1f} "
+                          f"{'yes' if r['holds'] else 'NO':5} "
                           f"{r['loadavg']:.2f}", flush=True)
                     if not r["holds"]:
                         break
