@@ -23,7 +23,7 @@ Snapshot = Dict[str, Dict[str, float]]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Request methods counted by name; any other is "other" (a client picks the method).
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
-TLS_FAILURES = ("timeout", "error", "plaintext")
+TLS_FAILURES = ("timeout", "error", "plaintext", "max_tls_handshakes")
 SLOW_DROPS = ("hard_limit", "not_catching_up", "send_timeout")
 
 
@@ -66,8 +66,9 @@ SPECS: Dict[str, Spec] = {
         "counter", "WebSocket handshakes answered with an HTTP error, by status code.",
         ("status",)),
     "wssync_tls_handshake_failures_total": Spec(
-        "counter", "TLS handshakes that failed: not done in time, a TLS error, or plain "
-                   "HTTP sent to the TLS port.", ("reason",)),
+        "counter", "TLS handshakes that failed: not done in time, a TLS error, plain "
+                   "HTTP sent to the TLS port, or the oldest dropped for a new one past "
+                   "max_tls_handshakes.", ("reason",)),
     "wssync_slow_peers_dropped_total": Spec(
         "counter", "Connections dropped for not taking their output: past the hard "
                    "limit, a backlog not catching up, or no bytes taken for send_timeout.",

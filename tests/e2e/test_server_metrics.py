@@ -245,6 +245,22 @@ def test_tls_handshake_failures_by_reason(start_server: Callable[..., Server],
     assert value(samples, "wssync_open_connections", protocol="tls") == 0
 
 
+def test_a_handshake_dropped_past_max_tls_handshakes_is_counted(
+        start_server: Callable[..., Server], tls_files: TlsFiles,
+        clients: contextlib.ExitStack) -> None:
+    server = start_server(make_app(), ssl_context=tls_files.server_context(),
+                          tls_handshake_timeout=60, max_tls_handshakes=2,
+                          metrics="127.0.0.1:0")
+    port, mport = server.address[1], metrics_port(server)
+    for _ in range(2):
+        clients.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+    wait_for_values(mport, {key("wssync_open_connections", protocol="tls"): 2})
+    clients.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+    wait_for_values(mport, {
+        key("wssync_tls_handshake_failures_total", reason="max_tls_handshakes"): 1,
+        key("wssync_open_connections", protocol="tls"): 2})
+
+
 def plaintext_to_tls_port(port: int) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
