@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from wssync.metrics import Metrics
+
 
 def read_until_closed(sock: socket.socket, timeout: Optional[float] = None) -> bytes:
     """Everything received on ``sock`` until the peer closes the connection (a
@@ -167,6 +169,8 @@ class RecordingTransport:
         self.protocol = protocol
         self.peername = peername
         self.sockname = sockname
+        self.metrics = Metrics()  # what the layers above count, as a serving run's
+        self.bytes_in = self.bytes_out = 0  # (what a WebSocket's byte counts are read off)
         self.events: List[tuple[str, Any]] = []  # ("write", bytes), ("close", None), ...
         self.reading_paused = False
         self.write_eof = False

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Set
 from .bridge import HttpBridge
 from .config import Config
 from .http.connection import HttpConnection
+from .http.metrics_endpoint import MetricsEndpoint
 from .http.writer import error_response
 from .io.lanes import OwnThreads, ThreadPool
 from .io.listener import Listener, LiveTransports, TransportFactory
@@ -28,6 +29,7 @@ from .io.reactor import BoundedHandoff, Reactor
 from .io.tls import TlsSettings
 from .io.transport import BaseProtocol, Transport, WriteLimits
 from .io.watchdog import ReactorWatchdog
+from .metrics import Metrics, Snapshot
 from .scale.worker import Admission
 from .websocket.connection import WebSocketConnection
 from .websocket.upgrade import websocket_upgrade
@@ -54,12 +56,14 @@ class Serving:
     """One serving run: everything made for it, and its drain and release.
 
     ``on_lost`` is called (on the reactor) when a worker's supervisor is gone.
+    With ``metrics_sock`` the run's metrics are served there (``/metrics``).
     """
 
     def __init__(self, app: App, config: Config, threads: int, sock: socket.socket,
                  ssl_context: Optional[ssl.SSLContext], protocols: ProtocolRegistry, hub: Hub,
                  broker: Optional[Broker], worker: Optional[Worker],
-                 on_lost: Callable[[], None]) -> None:
+                 on_lost: Callable[[], None],
+                 metrics_sock: Optional[socket.socket] = None) -> None:
         self.config = config
         self.hub = hub
         self.worker = worker
@@ -81,12 +85,14 @@ class Serving:
                               self.connection_count, config.max_connections,
                               partial(error_response, 503, "too many connections",
                                       [("Retry-After", "1")]), reactor)
-        self.transports = LiveTransports()
+        self.metrics = Metrics()  # this run's counters: a forked worker starts from zero
+        self.transports = LiveTransports(self.metrics)
         transport_factory: TransportFactory = Transport
         if ssl_context is not None:
             transport_factory = TlsSettings(
                 ssl_context, config.tls_handshake_timeout,
                 error_response(400, "this port speaks TLS: use https:// or wss://"), protocols,
+                config.max_tls_handshakes,
             ).transport
 
         upgrades = protocols.upgrades
@@ -114,6 +120,8 @@ class Serving:
         if not threads and config.slow_callback_warning:
             self.watchdog = ReactorWatchdog(reactor, config.slow_callback_warning, _UNBLOCK)
             self.watchdog.start()
+        self.metrics_endpoint = MetricsEndpoint(reactor, metrics_sock, self.metrics_snapshot) \
+            if metrics_sock is not None else None
 
     def mode_line(self) -> str:
         """How handlers run, for the start-up line."""
@@ -127,8 +135,15 @@ class Serving:
     def connection_count(self) -> int:
         return len(self.transports)
 
+    def metrics_snapshot(self) -> Snapshot:
+        return self.hub.metrics(self.metrics, self.transports,
+                                (("handlers", self.pool), ("wsgi", self.blocking_pool)),
+                                self.own_threads)
+
     def counts(self) -> Dict[str, Any]:
         counts = self.hub.counts(len(self.transports))
+        if self.config.metrics:  # (a worker's, for its supervisor's /metrics)
+            counts["metrics"] = self.metrics_snapshot()
         # What max_requests counts: this run's requests (the count is per process).
         counts["requests"] = HttpConnection.requests - self._requests_before
         return counts
@@ -211,6 +226,9 @@ class Serving:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+            self.metrics_endpoint = None
         for pool in (self.pool, self.blocking_pool):
             if pool is not None:
                 pool.shutdown(timeout=2.0)

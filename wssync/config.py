@@ -8,7 +8,7 @@ its defaults from :data:`SETTINGS`, so each default is written once.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, NamedTuple
+from typing import Any, Dict, NamedTuple, Tuple
 
 _KiB = 1024
 _MiB = 1024 * 1024
@@ -90,7 +90,21 @@ SETTINGS: Dict[str, Setting] = {
     "tls_handshake_timeout": Setting(10.0, "seconds", "TLS only: a client that has not "
                                                       "finished its handshake by then is "
                                                       "dropped"),
+    "max_tls_handshakes": Setting(1000, "count", "TLS only: handshakes in progress at once, per "
+                                                 "process; past it a new connection drops the "
+                                                 "oldest unfinished one (a stalled handshake "
+                                                 "holds 11-45 KiB); 0: no limit"),
     "shutdown_grace": Setting(10.0, "seconds", "how long a stop waits for in-flight work"),
+    "max_requests": Setting(0, "count", "workers only: a worker that has served this many "
+                                        "requests (WebSocket handshakes included) is "
+                                        "replaced by a new one; 0 never"),
+    "max_requests_jitter": Setting(0, "count", "workers only: each worker's max_requests is "
+                                               "raised by a random 0 to this, so workers are "
+                                               "not all replaced at once"),
+    "close_spread": Setting(5.0, "seconds", "a worker replaced (SIGHUP, max_requests) closes "
+                                            "its WebSockets with 1012 at random moments over "
+                                            "this long, at most half of shutdown_grace, so "
+                                            "clients do not all reconnect at once"),
     "slow_callback_warning": Setting(0.25, "seconds",
                                      "reactor mode: a handler that holds the reactor this long "
                                      "is named in a warning; 0 disables the watch"),
@@ -106,6 +120,9 @@ SETTINGS: Dict[str, Setting] = {
     "proxy_protocol_timeout": Setting(5.0, "seconds", "proxy_protocol only: a connection "
                                                       "whose PROXY header has not arrived by "
                                                       "then is closed"),
+    # Operations
+    "metrics": Setting("", "text", "HOST:PORT to serve Prometheus metrics on, at /metrics "
+                                   "(summed over workers by the supervisor); empty: none"),
 }
 
 
@@ -143,11 +160,16 @@ class Config:
     max_connections: int
     backlog: int
     tls_handshake_timeout: float
+    max_tls_handshakes: int
     shutdown_grace: float
+    max_requests: int
+    max_requests_jitter: int
+    close_spread: float
     slow_callback_warning: float
     forwarded_allow_ips: str
     proxy_protocol: bool
     proxy_protocol_timeout: float
+    metrics: str
 
     def __init__(self, **settings: Any) -> None:
         unknown = set(settings) - set(SETTINGS)
@@ -177,6 +199,22 @@ class Config:
                                 ("compression_level", 0, 9), ("compression_mem_level", 1, 9)):
             if not low <= getattr(self, name) <= high:
                 raise ValueError(f"{name} must be {low}-{high}, not {getattr(self, name)}")
+        if self.metrics:
+            try:
+                host_port(self.metrics)
+            except ValueError as exc:
+                raise ValueError(f"metrics: {exc}") from None
+
+
+def host_port(value: str) -> Tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for an IPv6 address) as ``(host, port)``;
+    ``ValueError`` if it is not that."""
+    host, _, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, not {value!r}")
+    return host, int(port)
 
 
 def default(name: str) -> Any:

@@ -17,16 +17,20 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from . import _startup
+from ._boot import BootReport, report_boot_failure
 from ._serving import Serving
 from .app import App
 from .config import Config
 from .edge.preamble import ProxyPreamble
 from .errors import WssyncError
+from .http.metrics_endpoint import MetricsEndpoint
+from .http.metrics_endpoint import listen as listen_for_metrics
 from .hub import Hub
 from .io.listener import UnixSocketFile, create_listening_socket
+from .io.reactor import Reactor
 from .io.registry import ProtocolRegistry
 from .scale.broker import Broker
-from .scale.supervisor import AcceptBalance, Supervisor
+from .scale.supervisor import BOOT_FAILED, AcceptBalance, Supervisor
 from .scale.worker import WORKER_STOP_SIGNALS, Worker
 from .websocket.handle import WebSocket
 
@@ -50,7 +54,7 @@ class Server:
     :class:`~wssync.config.Config`.
     """
 
-    def __init__(self, app: App, host: str = "0.0.0.0", port: int = 80, threads: int = 0,
+    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 80, threads: int = 0,
                  ssl_context: Optional[ssl.SSLContext] = None, uds: Optional[str] = None,
                  uds_mode: int = 0o660, broker: Union[str, Broker, None] = None,
                  workers: int = 1, **settings: Any) -> None:
@@ -60,6 +64,9 @@ class Server:
         self.threads = threads
         self.config = Config(**settings)
         _startup.check_settings(self.config, ssl_context)
+        if self.config.max_requests and self.workers < 2:
+            raise ValueError("max_requests replaces worker processes: it needs workers=2 or "
+                             "more (a single process has no supervisor to start its successor)")
         # Which protocol object a connection gets: HTTP/1.1 (registered when
         # serving starts), behind a PROXY header reader if the proxy sends one.
         self.protocols = ProtocolRegistry()
@@ -82,6 +89,8 @@ class Server:
         self._stopped = threading.Event()
         self._reloads = _startup.CertificateReloads()
         self._signalled = False  # a stop signal arrived (set before the reactor sees it)
+        self._metrics_sock: Optional[socket.socket] = None  # with ``metrics``, while serving
+        self._flags = False  # messages name the command line's flags, not arguments
 
     @property
     def app(self) -> App:
@@ -97,13 +106,19 @@ class Server:
     # -- life cycle -----------------------------------------------------------------
 
     def bind(self) -> None:
-        """Open the listening socket now (errors such as ``PermissionError`` raise here)."""
+        """Open the listening socket now.  A failure raises here, as a
+        :class:`~wssync.errors.BindError` naming the address and what to do (also
+        the ``OSError`` it was: ``PermissionError``, ``FileExistsError`` ...)."""
         if self._sock is None:
-            if self.uds is not None:
-                self._socket_file = UnixSocketFile(self.uds, self.uds_mode)
-                self._sock = self._socket_file.listen(self.config.backlog)
-                return
-            self._sock = create_listening_socket(self.host, self.port, self.config.backlog)
+            try:
+                if self.uds is not None:
+                    self._socket_file = UnixSocketFile(self.uds, self.uds_mode)
+                    self._sock = self._socket_file.listen(self.config.backlog)
+                    return
+                self._sock = create_listening_socket(self.host, self.port, self.config.backlog)
+            except OSError as exc:  # a BindError: the address, and what to do
+                raise _startup.bind_error(exc, self.host, self.port, self.uds,
+                                          self._flags) from exc
             self.port = self._sock.getsockname()[1]
 
     @property
@@ -130,29 +145,30 @@ class Server:
         _startup.check_serving_allowed()
         _startup.default_logging()
         self.bind()
+        self._bind_metrics()
         assert self._sock is not None
         serving = self._serving = Serving(
             self.app, self.config, self.threads, self._sock, self.ssl_context, self.protocols,
-            self._hub, self.broker, self._worker, self._begin_shutdown)
+            self._hub, self.broker, self._worker, self._begin_shutdown, self._metrics_sock)
         self._stopped.clear()
         self._reloads.serving(serving.reactor)
         serving.reactor.call_soon(self._running.set)
-        log.info("%sserving on %s (%s, %s)",
-                 "" if self._worker is None else
-                 f"worker {self._worker.index} (pid {os.getpid()}) ",
-                 self._display_address(),
-                 "HTTPS and WSS" if self.ssl_context else "HTTP and WebSocket",
-                 serving.mode_line())
         restore = _startup.take_over_signals(self._stop_signals, self._on_signal)
+        log.info("%s", self._start_up_line(
+            "serving on", signal.getsignal(signal.SIGINT) == self._on_signal,
+            ("" if self._worker is None else f"pid {os.getpid()}, ")
+            + ("HTTPS and WSS" if self.ssl_context else "HTTP and WebSocket")
+            + f", {serving.mode_line()}"))
         try:
             serving.reactor.run()
         finally:
             restore()
             self._cleanup()
+            self._drop_metrics_socket()
 
     def supervise(self, prepare: Optional[Callable[[Server], None]] = None) -> int:
         """Serve from ``workers`` forked processes until SIGTERM or SIGINT; returns
-        the exit status (0, or 2 when the workers could not start).
+        the exit status (0, or 3, ``BOOT_FAILED``, when the workers could not start).
 
         The port is bound here, once; every worker inherits it.  ``prepare(server)``
         runs in each new worker before it serves and may set its :attr:`app` and
@@ -168,25 +184,51 @@ class Server:
                         "of this one; start threads in handlers or after serving begins",
                         threading.active_count())
         self.bind()
-        log.info("listening on %s with %d workers (%s)", self._display_address(), self.workers,
-                 f"thread-pool, {self.threads} threads each" if self.threads else "reactor")
+        log.info("%s", self._start_up_line("listening on", True, f"{self.workers} workers, " + (
+            f"thread-pool, {self.threads} threads each" if self.threads else "reactor")))
+
+        self._bind_metrics()
+        report = BootReport()
+        reactor = Reactor()
+        endpoint: Optional[MetricsEndpoint] = None  # the supervisor's /metrics
 
         def run_worker(index: int, link: socket.socket, balance: AcceptBalance) -> int:
+            if endpoint is not None:
+                endpoint.forget_in_child()  # a worker serves no /metrics of its own
+            self._metrics_sock = None
             Worker.leave_signals_to_supervisor()
+            _startup.tag_worker_logs(index)
             self._stop_signals = WORKER_STOP_SIGNALS
             self.workers = 1
             self._worker = Worker(index, link, balance)
             self._hub.worker = index
             self._socket_file = None  # the supervisor removes it, once all are gone
-            if prepare is not None:
-                prepare(self)
-            self.serve_forever()
+            try:  # anything raised before serving begins is a boot failure
+                if prepare is not None:
+                    prepare(self)
+                report.booted()
+                self.serve_forever()
+            except Exception as exc:
+                if self._serving is not None:
+                    raise  # it served: a crash, restarted with back-off
+                report_boot_failure(exc, f"worker {index}", report)
+                raise SystemExit(BOOT_FAILED) from None
             return 0
 
         try:
-            return Supervisor(self.workers, run_worker, self.config.shutdown_grace,
-                              self.config.max_message_size).run()
+            supervisor = Supervisor(self.workers, run_worker, self.config.shutdown_grace,
+                                    self.config.max_message_size,
+                                    max_requests=self.config.max_requests,
+                                    max_requests_jitter=self.config.max_requests_jitter,
+                                    reactor=reactor)
+            if self._metrics_sock is not None:
+                endpoint = MetricsEndpoint(reactor, self._metrics_sock, supervisor.metrics)
+            return supervisor.run()
         finally:
+            if endpoint is not None:
+                endpoint.close()
+            self._drop_metrics_socket()
+            report.close()
             self._cleanup()
 
     def start(self) -> Server:
@@ -198,6 +240,7 @@ class Server:
                                "serves from this process")
         _startup.check_serving_allowed()
         self.bind()
+        self._bind_metrics()  # (its errors raise here, not on the thread)
         self._thread = threading.Thread(target=self.serve_forever, name="wssync-reactor",
                                         daemon=True)
         self._thread.start()
@@ -257,8 +300,19 @@ class Server:
             # signalled the whole process group (systemd does): keep draining.
             return
         self._signalled = True
-        log.info("%s received%s, stopping%s", name, " again" if again and not worker else "",
-                 " now" if again else "")
+        # A worker's signals come from the supervisor, whatever the user did:
+        # it says what it does, not which signal it got.
+        said = "" if worker else f"{name} received{' again' if again else ''}, "
+        if again:
+            log.info("%sstopping now", said)
+        else:
+            open_now = serving.connection_count()
+            waits = (f"waiting up to {self.config.shutdown_grace:g} s for {open_now} open "
+                     f"connection{'' if open_now == 1 else 's'}" if open_now
+                     else "no open connections to wait for")
+            second = "" if worker else ("; Ctrl-C again to stop now" if signum == signal.SIGINT
+                                        else f"; a second {name} stops now")
+            log.info("%sstopping: %s%s", said, waits, second)
         self.stop()
         if again:  # a second signal (a worker's SIGQUIT): stop now
             serving.reactor.call_soon_threadsafe(serving.wait_for_connections, 0.0)
@@ -284,16 +338,27 @@ class Server:
         if self.workers == 1:  # (a supervisor logs its own end)
             log.info("server stopped")
 
+    def _bind_metrics(self) -> None:
+        """With ``metrics``, open its listening socket (once; a worker never does:
+        its supervisor serves the sum)."""
+        if self.config.metrics and self._metrics_sock is None and self._worker is None:
+            self._metrics_sock = listen_for_metrics(self.config.metrics)
+
+    def _drop_metrics_socket(self) -> None:
+        if self._metrics_sock is not None:
+            self._metrics_sock.close()  # (closed already if the run's endpoint got to it)
+            self._metrics_sock = None
+
     def _remove_socket_file(self) -> None:
         if self._socket_file is not None:
             self._socket_file.remove()  # nothing listens there any more
             self._socket_file = None
 
-    def _display_address(self) -> str:
-        if self.uds is not None:
-            return f"unix:{self.uds}"
-        host, port = self.address[:2]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    def _start_up_line(self, start: str, interrupt: bool, how: str) -> str:
+        host, port = (None, 0) if self.uds is not None else self.address[:2]
+        return _startup.serving_line(start, host or "", port, self.uds,
+                                     self.ssl_context is not None, self._flags, interrupt, how,
+                                     reach=self._worker is None)  # (the supervisor says it)
 
     def _open_transports(self) -> List[Transport]:  # (of the current run)
         return list(self._serving.transports) if self._serving else []

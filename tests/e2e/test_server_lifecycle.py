@@ -223,7 +223,7 @@ def test_script_stops_gracefully_on_a_signal(tmp_path, sig: int, threads: int) -
     assert proc.returncode == 0
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     # Logging was not configured: the server says where it listens, and logs access.
-    assert f"serving on 127.0.0.1:{port} (HTTP and WebSocket" in err
+    assert f"serving on http://127.0.0.1:{port}/ (Ctrl-C to quit): HTTP and WebSocket" in err
     assert '"GET /hello HTTP/1.1" 200' in err
     assert "received, stopping" in err
 

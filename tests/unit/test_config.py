@@ -29,7 +29,7 @@ def _readme_defaults() -> Dict[str, Any]:
     for name, cell in rows:
         number, _, unit = cell.partition(" ")
         if SETTINGS.get(name, SETTINGS["backlog"]).kind == "text":
-            out[name] = cell
+            out[name] = cell.strip('"')  # ("": empty)
         elif number in ("True", "False"):
             out[name] = number == "True"
         else:

@@ -296,8 +296,10 @@ class HttpConnection:
             log.exception("error in upgrade handler for %s %s", request.method, request.target)
             answer = Response("500 Internal Server Error\n", 500)
         if isinstance(answer, Response):
+            transport.metrics.handshake_refused(answer.status)
             self.send_response(answer, close=True)
             return
+        transport.metrics.http[request.method][101] += 1
         transport.write(answer.head)
         self._log_access(request, 101, 0)
         self._cancel_timer()
@@ -338,6 +340,7 @@ class HttpConnection:
             return
         if framer is not None or self._upload is not None:
             self._state.respond(keep_alive)
+        transport.metrics.http[request.method][response.status] += 1
         transport.write(data)
         if large:
             transport.write(large)  # kept by reference, not copied
@@ -373,6 +376,7 @@ class HttpConnection:
             self._send_error(500, "invalid response header")
             return
         self._state.respond(keep_alive)
+        transport.metrics.http[request.method][status] += 1
         transport.write(data)
         self._log_access(request, status, size)
         if region is None:
@@ -436,6 +440,7 @@ class HttpConnection:
         """Answer a request we could not parse, then close the connection."""
         transport = self.transport
         assert transport is not None
+        transport.metrics.http.other[status] += 1  # (no request to say its method)
         transport.write(error_response(status, message))
         if status == 413:
             self._state.fire(LINGER)

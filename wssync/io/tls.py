@@ -334,6 +334,7 @@ class TlsSocket:
         self._settings._ended(self)
         transport = self._transport
         if transport is not None and not transport.closed:
+            transport.metrics.tls_failures["max_tls_handshakes"] += 1
             self._settings.dropped.event(transport.reactor, transport.peername,
                            "max_tls_handshakes (%d) reached: dropping the oldest unfinished "
                            "handshake (%s, %.1f s old)", limit, transport.peername,

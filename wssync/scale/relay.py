@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..io.reactor import Reactor
 from ..io.transport import Transport, WriteLimits
+from ..metrics import Snapshot, add_into, combine
 from .broker import Deliver
 
 log = logging.getLogger("wssync.relay")
@@ -209,6 +210,10 @@ class RelayHub:
         self._on_ready = on_ready
         self._links: Dict[int, _Link] = {}  # by worker pid
         self.counts: Dict[int, Dict[str, Any]] = {}  # the latest report of each worker
+        self.metrics: Dict[int, Snapshot] = {}  # the latest metrics of each worker
+        # The last counters of workers gone, so that sums never go down.
+        self.retired: Snapshot = {}
+        self._retired_dropped = 0
         self.relayed = 0
 
     def attach(self, pid: int, sock: socket.socket) -> None:
@@ -224,9 +229,12 @@ class RelayHub:
 
     def detach(self, pid: int) -> None:
         self.counts.pop(pid, None)
+        add_into(self.retired, self.metrics.pop(pid, {}))
         link = self._links.pop(pid, None)
-        if link is not None and link.transport is not None:
-            link.transport.abort()
+        if link is not None:
+            self._retired_dropped += link.dropped
+            if link.transport is not None:
+                link.transport.abort()
 
     def forget_in_child(self) -> None:
         """In a forked worker: close our copies of the links, touching no selector."""
@@ -243,6 +251,16 @@ class RelayHub:
     def dropped(self) -> int:
         return sum(link.dropped for link in self._links.values())
 
+    def cluster_metrics(self, restarts: int, workers: int) -> Snapshot:
+        """Every worker's latest metrics summed (workers gone included), with the
+        supervisor's own: ``restarts``, ``workers`` serving, records it dropped."""
+        total = combine(self.metrics.values(), self.retired)
+        dropped = total.setdefault("wssync_broker_records_dropped_total", {})
+        dropped[""] = dropped.get("", 0) + self.dropped + self._retired_dropped
+        total["wssync_workers"] = {"": workers}
+        total["wssync_worker_restarts_total"] = {"": restarts}
+        return total
+
     def send_view(self, view: Dict[str, Any]) -> None:
         body = json.dumps(view).encode()
         for link in list(self._links.values()):
@@ -257,9 +275,14 @@ class RelayHub:
             self.relayed += 1
         elif kind == STATS:
             try:
-                self.counts[pid] = json.loads(body)
+                counts = json.loads(body)
             except ValueError:
                 log.warning("relay: unreadable statistics from worker %d", pid)
+                return
+            metrics = counts.pop("metrics", None) if isinstance(counts, dict) else None
+            if isinstance(metrics, dict):  # (with --metrics: for cluster_metrics)
+                self.metrics[pid] = metrics
+            self.counts[pid] = counts
         elif kind == READY:
             try:
                 info = json.loads(body)

@@ -418,6 +418,11 @@ class Supervisor:
         self._check_recycling()
         self._clock.call_later(REPORT_INTERVAL, self._tick)
 
+    def metrics(self) -> Dict[str, Any]:
+        """The workers' metrics summed, with restarts and workers (for /metrics)."""
+        serving = sum(1 for pid in self._slots if pid is not None)
+        return self._hub.cluster_metrics(sum(self._restarts), serving)
+
     def view(self) -> Dict[str, Any]:
         """Every worker's latest counts, as the supervisor sees them."""
         now = self._clock.monotonic()

@@ -176,9 +176,14 @@ class WebSocketConnection:
     def resume_writing(self) -> None:
         self.app.resume_writing()
 
-    def shutdown(self) -> None:
-        """Server is stopping: start the close handshake with 1001 (GOING_AWAY)."""
-        self.close(CloseCode.GOING_AWAY, "server shutting down")
+    def shutdown(self, restart: bool = False) -> None:
+        """Server is stopping: start the close handshake with 1001 (GOING_AWAY),
+        or with 1012 (SERVICE_RESTART) when this process is replaced by
+        another (the client may reconnect, after a randomized delay)."""
+        if restart:
+            self.close(CloseCode.SERVICE_RESTART, "server restarting")
+        else:
+            self.close(CloseCode.GOING_AWAY, "server shutting down")
 
     # -- actions (reactor thread) --------------------------------------------------
 

@@ -157,7 +157,7 @@ def test_edit_restarts_with_the_new_code_and_a_syntax_error_waits(tmp_path: Path
     assert err.count("wssync: detected change in devapp.py, reloading") == 3, err
     assert "SyntaxError" in err and "devapp.py" in err
     assert "waiting for a change" in err
-    assert err.count("serving on 127.0.0.1") == 3
+    assert err.count("serving on http://127.0.0.1") == 3
     assert refused(port)
 
 
