@@ -7,7 +7,9 @@ taken on this machine is the number replaced by a free port (and said so).
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -126,7 +128,7 @@ def run_app_example(code: str, tmp_path: Path, port: int) -> None:
             assert one.close_code == 1001
     finally:
         err = _stop(proc)
-    assert f"serving on 0.0.0.0:{port}" in err  # where it listens, unasked
+    assert f"serving on http://127.0.0.1:{port}/ (Ctrl-C to quit)" in err  # where, unasked
     # The same module under the command line: its flags win, its own Server stays idle.
     other = free_port()
     cli = run_server(["--app", "mymodule:app", "--host", "127.0.0.1", "--port", str(other),
@@ -468,6 +470,33 @@ def run_file_example(code: str, tmp_path: Path, port: int) -> None:
         _stop(proc)
 
 
+def run_locust_example(code: str, tmp_path: Path, port: int) -> None:
+    if importlib.util.find_spec("locust") is None:  # (importing it would monkey-patch)
+        pytest.skip("Locust is not installed (pip install 'wssync[load]')")
+    loadtests = README.parent / "loadtests"
+    server = run_server(["--app", "target_app:app", "--host", "127.0.0.1", "--port", str(port),
+                         "--no-access-log"], cwd=loadtests)
+    try:
+        wait_listening(port, server)
+        (tmp_path / "locustfile.py").write_text(code)
+        done = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", "locustfile.py", "--host",
+             f"http://127.0.0.1:{port}", "--headless", "-u", "4", "-r", "4", "-t", "4s",
+             "--only-summary", "--csv", "out"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-3000:]
+        with open(tmp_path / "out_stats.csv", newline="") as f:
+            rows = {(r["Type"], r["Name"]): r for r in csv.DictReader(f)}
+        for row in (("GET", "/api/items"), ("WS", "/ws"), ("WS", "/chat"), ("WS", "echo"),
+                    ("WS", "say"), ("WS", "broadcast")):
+            assert row in rows, (row, sorted(rows))
+            assert rows[row]["Failure Count"] == "0", rows[row]
+            assert float(rows[row]["Average Response Time"]) > 0, rows[row]
+        assert (tmp_path / "out_exceptions.csv").read_text().count("\n") == 1  # a header
+    finally:
+        _stop(server, signal.SIGTERM)
+
+
 # Each example, recognised by a line of its own, and how to check it.
 DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     '@app.route("/items/<item_id>"': run_app_example,
@@ -485,6 +514,7 @@ DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     "from wssync.client import TlsError, connect": run_tls_client_example,
     'broker="redis://': run_redis_example,
     'Response.file("report.pdf")': run_file_example,
+    "from wssync.locust import": run_locust_example,
 }
 
 
