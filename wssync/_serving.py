@@ -70,7 +70,6 @@ class Serving:
         self.stopping = False
         self._restart = False  # the stop is a replacement (WebSockets get 1012)
         self._asked: Set[WebSocketConnection] = set()  # WebSockets told of the stop
-        self._requests_before = HttpConnection.requests
         reactor = self.reactor = Reactor()
         handoff = self.handoff = BoundedHandoff(reactor, config.max_send_queue)
         self.pool = ThreadPool(threads) if threads else None
@@ -144,8 +143,10 @@ class Serving:
         counts = self.hub.counts(len(self.transports))
         if self.config.metrics:  # (a worker's, for its supervisor's /metrics)
             counts["metrics"] = self.metrics_snapshot()
-        # What max_requests counts: this run's requests (the count is per process).
-        counts["requests"] = HttpConnection.requests - self._requests_before
+        # What max_requests counts: this run's responses, WebSocket handshakes
+        # included.  (Not a class attribute bumped per request: writing to a
+        # class invalidates the interpreter's attribute caches for its instances.)
+        counts["requests"] = self.metrics.responses()
         return counts
 
     # -- the end ---------------------------------------------------------------------

@@ -170,6 +170,12 @@ class Metrics:
         key = close_label(code)
         self.closes_in[key] = self.closes_in.get(key, 0) + 1
 
+    def responses(self) -> int:
+        """HTTP responses sent so far, 101s included: what a worker's
+        ``max_requests`` counts."""
+        return sum(sum(statuses.values())
+                   for statuses in (*self.http.values(), self.http.other))
+
     def handshake_refused(self, status: int) -> None:
         self.refused[status] = self.refused.get(status, 0) + 1
 

@@ -166,3 +166,12 @@ def test_combining_ignores_what_it_does_not_know() -> None:
 def test_non_integral_values_render_as_floats() -> None:
     text = render({"wssync_output_buffer_bytes": {"": 1.5}}).decode()
     assert "wssync_output_buffer_bytes 1.5\n" in text
+
+
+def test_responses_counts_every_method_and_status_once() -> None:
+    metrics = Metrics()
+    metrics.http["GET"][200] += 2
+    metrics.http["GET"][101] += 1
+    metrics.http["BREW"][405] += 1  # an unlisted method: "other"
+    metrics.http.other[400] += 1
+    assert metrics.responses() == 5

@@ -62,9 +62,6 @@ class HttpConnection:
     """HTTP/1.1 server side of one connection."""
 
     name = "http"
-    # Requests this process has begun to handle, WebSocket handshakes included:
-    # what a worker's max_requests counts.
-    requests = 0
 
     def __init__(self, config: Config, app: HttpApplication,
                  upgrades: Optional[Dict[str, UpgradeHandler]] = None) -> None:
@@ -209,7 +206,6 @@ class HttpConnection:
                 # request in flight, which saves a heap push per request.
                 self._phase = 0
                 self._current = request
-                HttpConnection.requests += 1
                 request.local_addr = transport.sockname
                 if transport.secure:
                     request.scheme = "https"
