@@ -1,5 +1,6 @@
 """Clients that cause log lines at will do not fill the log: bad PROXY protocol
-headers by the hundred, and WebSocket handshakes past ``max_blocking_websockets``.
+headers by the hundred, malformed requests and WebSocket frames, and WebSocket
+handshakes past ``max_blocking_websockets``.
 Each kind is logged a few times in full, then once per 10 s with a count
 (:mod:`wssync.io.ratelog`); every client still gets its answer.  (Stalled TLS
 handshakes are in test_server_tls_hostile.py.)"""
@@ -66,3 +67,33 @@ def test_blocking_websockets_refused_by_the_hundred_take_a_few_lines(
     assert len(full) == 5, full  # the burst; the rest are counted
     assert len(lines_with(caplog, "wssync.app", "max_blocking_websockets")) <= 7
     assert wait_until(lambda: server.connections() == [])
+
+
+def test_malformed_requests_by_the_hundred_take_a_few_lines(start_server, threads: int,
+                                                           caplog) -> None:
+    caplog.set_level(logging.INFO, logger="wssync")
+    app = App()
+    app.route("/")(lambda request: "ok\n")
+    server = start_server(app, threads)
+    for _ in range(FLOOD):
+        with socket.create_connection(("127.0.0.1", server.address[1]), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+            assert read_until_closed(sock, timeout=10).startswith(b"HTTP/1.1 400 ")
+    lines = lines_with(caplog, "wssync.http", "")
+    assert len(lines) <= 7, lines  # the burst (if this interval is new), then one summary
+
+
+def test_websocket_protocol_errors_by_the_hundred_take_a_few_lines(start_server, threads: int,
+                                                                  caplog) -> None:
+    caplog.set_level(logging.INFO, logger="wssync")
+    app = App()
+    app.websocket("/echo")(lambda ws, message: ws.send(message))
+    server = start_server(app, threads)
+    for _ in range(FLOOD):
+        with socket.create_connection(("127.0.0.1", server.address[1]), timeout=10) as sock:
+            sock.sendall(handshake_bytes("/echo"))
+            assert sock.recv(12) == b"HTTP/1.1 101"
+            sock.sendall(b"\x81\x05hello")  # an unmasked client frame: 1002
+            assert b"\x03\xea" in read_until_closed(sock, timeout=10)  # close 1002
+    lines = lines_with(caplog, "wssync.websocket", "")
+    assert len(lines) <= 7, lines

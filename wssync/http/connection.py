@@ -43,7 +43,7 @@ from .state import (
 )
 from .stream import ResponseStream
 from .upgrade import UpgradeHandler, upgrade_handler
-from .upload import Lingering, Upload
+from .upload import Lingering, Upload, refused_log
 from .writer import CONTINUE, error_response, frame_file, frame_response
 
 if TYPE_CHECKING:
@@ -443,7 +443,8 @@ class HttpConnection:
             self._linger()  # the client may still be sending the refused body
         else:
             self._close()
-        log.info("%s: %d %s", transport.peername, status, message)
+        refused_log.event(transport.reactor, transport.peername, "%s: %d %s", transport.peername,
+                          status, message)
 
     def _log_access(self, request: Request, status: int, size: int) -> None:
         if access_log.isEnabledFor(_INFO):  # also checked before the call, per request

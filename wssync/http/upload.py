@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Optional, Tuple
 
 from ..errors import HttpError, RequestBodyError
+from ..io.ratelog import RateLimitedLog
 from .state import CLOSE
 from .writer import error_answer
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from .response import Response
 
 log = logging.getLogger("wssync.http")
+# Requests refused as malformed, too large or too slow (this module's and the
+# connection's): a client can send them at will, so a few lines, then counts.
+refused_log = RateLimitedLog(log, logging.INFO, "requests refused with an error status")
 
 # How much of an unread body is taken per read while it is dropped.
 _DRAIN_CHUNK = 1 << 20
@@ -109,7 +113,8 @@ class Upload:
         error = self.error = RequestBodyError(status, message)
         self.cancel_timer()
         self.stream.fail(error)
-        log.info("%s: %d %s", transport.peername, status, message)
+        refused_log.event(transport.reactor, transport.peername, "%s: %d %s", transport.peername,
+                          status, message)
         if self.draining:
             conn._upload = None
             conn._current = None

@@ -1,13 +1,12 @@
 """Connections on the reactor: one ``Transport`` per accepted socket.
 
-A ``Transport`` owns its socket, output buffer and back-pressure state, and
-holds the current protocol object, which it can swap (HTTP to WebSocket) on
-the same TCP connection.  Its output queue holds byte buffers and file
-regions (:mod:`wssync.io.filesend`), in order.  What it asks of the socket goes
-through its socket operations (:mod:`wssync.io.sockops`: the socket itself, or
-TLS), so the same transport serves both.  It moves bytes only: it must not
-parse them, and it never opens or closes a file (the protocol owns the
-descriptor it hands in).  Every method here runs on the reactor thread.
+A ``Transport`` owns its socket, output buffer and back-pressure state, and holds the
+current protocol object, which it can swap (HTTP to WebSocket) on the same TCP connection.
+Its output queue holds byte buffers and file regions (:mod:`wssync.io.filesend`), in order.
+What it asks of the socket goes through its socket operations (:mod:`wssync.io.sockops`:
+the socket itself, or TLS), so the same transport serves both.  It moves bytes only: it
+must not parse them, and it never opens or closes a file (the protocol owns the descriptor
+it hands in).  Every method here runs on the reactor thread.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from ..metrics import Metrics
 from .filesend import FileRegion
 from .protocol import BaseProtocol as BaseProtocol
 from .protocol import WriteLimits as WriteLimits
+from .ratelog import RateLimitedLog
 from .reactor import Reactor, Timer
 from .sockops import PLAIN, Buffer, SocketOps
 
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from .listener import LiveTransports
 
 log = logging.getLogger("wssync.transport")
+# A peer can be slow at will: a few lines, then one per interval with counts.
+_SLOW = RateLimitedLog(log, logging.WARNING, "slow peers dropped")
+_QUIET = RateLimitedLog(log, logging.INFO, "peers dropped for taking nothing")
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
@@ -134,16 +137,14 @@ class Transport:
         self.protocol.connection_made(self)
 
     def wait_socket(self, events: int, callback: Callable[[int], None]) -> None:
-        """Before :meth:`connection_ready`: call ``callback(mask)`` when the socket is
-        ready for ``events`` (a handshake's own reads and writes)."""
+        """Until :meth:`connection_ready` (a handshake): ``callback(mask)`` on ``events``."""
         if self._closed:
             return
         self.reactor.selector.modify(self.sock, events, callback)
         self._events = -1  # not a mask of this transport's: the next _set_events replaces it
 
     def read_buffered(self) -> None:
-        """Read now, as on a readable event: for socket operations that hold input
-        the selector cannot see (records OpenSSL decrypted during its handshake)."""
+        """Read as on a readable event: for input the selector cannot see (decrypted TLS)."""
         if not self._closed and self._events & EVENT_READ:
             self._read()
 
@@ -400,14 +401,15 @@ class Transport:
             return
         idle = time.monotonic() - self._progress
         if idle >= self._send_timeout:
-            self._drop("send_timeout", "no bytes taken for %.0f s", idle, level=logging.INFO)
+            self._drop("send_timeout", "no bytes taken for %.0f s", idle)
             return
         self._send_timer = self.reactor.call_later(self._send_timeout - idle, self._check_send)
 
-    def _drop(self, reason: str, why: str, *args: Any, level: int = logging.WARNING) -> None:
+    def _drop(self, reason: str, why: str, *args: Any) -> None:
         """Drop a peer that does not take its output (counted by ``reason``)."""
         self.metrics.slow_drops[reason] += 1
-        log.log(level, "dropping %s: " + why, self.peername, *args)
+        (_QUIET if reason == "send_timeout" else _SLOW).event(
+            self.reactor, self.peername, "dropping %s: " + why, self.peername, *args)
         self.abort()
 
     # -- closing ---------------------------------------------------------------

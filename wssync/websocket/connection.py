@@ -15,6 +15,7 @@ import struct
 from functools import partial
 from typing import TYPE_CHECKING, Optional
 
+from ..io.ratelog import RateLimitedLog
 from ..io.reactor import Timer
 from .deflate import PerMessageDeflate
 from .frames import CloseCode
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from ..metrics import Metrics
 
 log = logging.getLogger("wssync.websocket")
+# What a peer can do at will is logged a few times, then counted.
+_FAILED = RateLimitedLog(log, logging.INFO, "WebSockets closed for breaking the protocol")
+_SILENT = RateLimitedLog(log, logging.INFO, "WebSockets closed for not answering a ping")
 
 _OPEN = State.OPEN  # compared for every receiver of a broadcast
 
@@ -128,7 +132,8 @@ class WebSocketConnection:
                 metrics.close_received(event.code)
                 self.app.after_pending(self._answer_close)
             elif type(event) is Failure:
-                log.info("closing %s: %d %s", transport.peername, event.code, event.reason)
+                _FAILED.event(transport.reactor, transport.peername, "closing %s: %d %s",
+                              transport.peername, event.code, event.reason)
                 self.app.after_pending(partial(self._fail, event.code, event.reason))
                 return
 
@@ -316,8 +321,9 @@ class WebSocketConnection:
                 self._pong_timer = self.transport.reactor.call_later(
                     self.config.ping_timeout, self._pong_missing)
                 return
-            log.info("closing %s: no pong within %.1f s", self.transport.peername,
-                     self.config.ping_timeout)
+            _SILENT.event(self.transport.reactor, self.transport.peername,
+                          "closing %s: no pong within %.1f s", self.transport.peername,
+                          self.config.ping_timeout)
             self.close_code, self.close_reason = CloseCode.INTERNAL_ERROR, "keepalive ping timeout"
             self._send_close(self.close_code, self.close_reason)
             # Armed first: a close that completes at once (nothing left to send)
