@@ -88,7 +88,8 @@ _PARSERS: Dict[str, Callable[[str], Any]] = {
     "bytes": parse_size, "seconds": parse_seconds, "count": int, "flag": parse_flag,
     "text": str,
 }
-_METAVARS = {"bytes": "BYTES", "seconds": "SECONDS", "count": "N", "text": "LIST"}
+_METAVARS = {"bytes": "BYTES", "seconds": "SECONDS", "count": "N", "text": "LIST",
+             "metrics": "HOST:PORT"}  # (by kind; a name here wins)
 
 
 def _describe(value: Any, kind: str) -> str:
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 default=None, help=text)
         else:
             limits.add_argument(*flags, dest=name, type=_PARSERS[setting.kind], default=None,
-                                metavar=_METAVARS[setting.kind], help=text)
+                                metavar=_METAVARS.get(name, _METAVARS[setting.kind]), help=text)
     return parser
 
 

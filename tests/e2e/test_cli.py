@@ -213,6 +213,7 @@ def test_usage_names_the_program_the_user_ran(tmp_path: Path) -> None:
                                timeout=30).stdout
     assert help_text.startswith("usage: wssync [options] [APP]\n")
     assert "--graceful-timeout" in help_text
+    assert "--metrics HOST:PORT" in help_text
 
 
 @pytest.mark.parametrize("level", ["DEBUG", "Warning", "info"])
