@@ -201,7 +201,7 @@ class Supervisor:
 
     def _on_ready(self, pid: int, _info: Dict[str, Any]) -> None:
         worker = self._workers.get(pid)
-        if worker is None:
+        if worker is None or worker.retiring:  # (killed already: ready too late)
             return
         worker.ready = True
         self._ever_ready = True
@@ -247,6 +247,14 @@ class Supervisor:
                       "running workers stay", index, pid, how,
                       "rolling restart" if self._recycling is None else "replacement")
             self._replacement_failed()
+            if self._slots[index] is None:  # the worker it was to replace died meanwhile
+                self._schedule_restart(index, worker, how)
+            return
+        if any(other.replaces == pid for other in self._workers.values()):
+            # Its replacement is starting already and takes the index when ready:
+            # a restart besides would leave a worker no slot knows of.
+            log.warning("worker %d (pid %d) %s while its replacement starts", index, pid, how)
+            self._slots[index] = None
             return
         if code == BOOT_FAILED and not self._ever_ready:
             log.error("worker %d could not start; stopping", index)
@@ -256,6 +264,11 @@ class Supervisor:
         if self._slots[index] != pid:
             return
         self._slots[index] = None
+        self._schedule_restart(index, worker, how)
+
+    def _schedule_restart(self, index: int, worker: _Worker, how: str) -> None:
+        """Start ``index`` again, at once or after a back-off if it keeps dying young."""
+        pid = worker.pid
         lived = self._clock.monotonic() - worker.started
         self._failures[index] = self._failures[index] + 1 if lived < STABLE_AFTER else 0
         failures = self._failures[index]

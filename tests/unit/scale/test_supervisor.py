@@ -492,6 +492,75 @@ def test_sighup_restarts_the_workers_one_at_a_time() -> None:
     assert h.run(scenario) == 0
 
 
+def test_an_old_worker_dying_while_its_replacement_starts_is_not_restarted_besides() -> None:
+    """The replacement takes the index: a restart as well would leave a third
+    worker serving that no slot knows of (never replaced, never restarted)."""
+    h = Harness(2)
+
+    def scenario(h: Harness) -> None:
+        old0, old1 = h.wait_spawned(2)
+        h.ready(old0, old1)
+        h.clock.advance(STABLE_AFTER + 1)
+        h.signal(signal.SIGHUP)
+        new0 = h.wait_spawned(3)[2]
+        h.end(old0, 1)  # crashes while new0 boots
+        h.clock.advance(1)
+        h.settle()
+        assert h.processes.spawned() == [old0, old1, new0]  # no restart besides
+        h.ready(new0)
+        new1 = h.wait_spawned(4)[3]  # the rolling restart goes on
+        h.ready(new1)
+        h.wait_killed(old1, signal.SIGTERM)
+        h.end(old1)
+        h.settle()
+        assert h.serving() == {0: new0, 1: new1}
+        assert len(h.view()) == 2
+        h.finish()
+
+    assert h.run(scenario) == 0
+
+
+def test_an_index_whose_old_and_new_worker_both_die_is_restarted() -> None:
+    h = Harness(2)
+
+    def scenario(h: Harness) -> None:
+        old0, old1 = h.wait_spawned(2)
+        h.ready(old0, old1)
+        h.clock.advance(STABLE_AFTER + 1)
+        h.signal(signal.SIGHUP)
+        new0 = h.wait_spawned(3)[2]
+        h.end(old0, 1)
+        h.end(new0, 1)  # the replacement fails to start as well
+        h.clock.advance(MAX_BACKOFF)  # (it died young: restarted after a back-off)
+        again = h.wait_spawned(4)[3]
+        h.ready(again)
+        h.settle()
+        assert h.serving() == {0: again, 1: old1}
+        h.finish()
+
+    assert h.run(scenario) == 0
+
+
+def test_a_replacement_killed_as_stalled_that_says_ready_late_takes_nothing() -> None:
+    h = Harness(2)
+
+    def scenario(h: Harness) -> None:
+        old0, old1 = h.wait_spawned(2)
+        h.ready(old0, old1)
+        h.signal(signal.SIGHUP)
+        new0 = h.wait_spawned(3)[2]
+        h.clock.advance(READY_TIMEOUT)  # stalled: killed
+        h.wait_killed(new0, signal.SIGKILL)
+        h.processes.relays[new0].sendall(encode_frame(READY, b"{}"))  # too late
+        h.settle()
+        assert h.serving() == {0: old0, 1: old1}
+        assert (old0, signal.SIGTERM) not in h.processes.kills()
+        h.end(new0, -signal.SIGKILL)
+        h.finish()
+
+    assert h.run(scenario) == 0
+
+
 def test_a_sighup_during_a_rolling_restart_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="wssync.supervisor")
     h = Harness(2)
