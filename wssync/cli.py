@@ -321,7 +321,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (CliError, ValueError) as exc:  # (ValueError: worker_count's)
         print(f"wssync: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # the app raised while loading: not a one-line matter
+    except (Exception, SystemExit) as exc:  # the app raised (or exited) while loading
         report_boot_failure(exc, args.app or "the app")
         return BOOT_FAILED
     try:

@@ -208,9 +208,10 @@ class Server:
                     prepare(self)
                 report.booted()
                 self.serve_forever()
-            except Exception as exc:
-                if self._serving is not None:
-                    raise  # it served: a crash, restarted with back-off
+            except (Exception, SystemExit) as exc:  # (an app's sys.exit() at import too)
+                if self._serving is not None or (isinstance(exc, SystemExit)
+                                                 and exc.code == BOOT_FAILED):
+                    raise  # it served (a crash, restarted with back-off), or told already
                 report_boot_failure(exc, f"worker {index}", report)
                 raise SystemExit(BOOT_FAILED) from None
             return 0

@@ -42,6 +42,11 @@ APPS = {
                   "app = App()\n",
                   "line 5, in configure",
                   "own_error.ImproperlyConfigured: SECRET_KEY must not be empty"),
+    "exits": ("import sys\n"
+              "from wssync import App\n"
+              "sys.exit('DATABASE_URL is not set')\n"
+              "app = App()\n",
+              "line 3, in <module>", "SystemExit: DATABASE_URL is not set"),
 }
 
 
@@ -65,7 +70,6 @@ def test_an_app_that_raises_while_loading_stops_with_status_3(tmp_path: Path, na
                                                               workers: List[str]) -> None:
     proc = boot(tmp_path, name, workers)
     err = proc.stderr
-    # (Until the supervisor returns BOOT_FAILED itself, a supervisor may say 2.)
     assert proc.returncode == BOOT_FAILED == 3, err
     _, line, last = APPS[name]
     assert err.splitlines().count(last) == 1, err  # the traceback's last line
