@@ -114,12 +114,14 @@ class Server:
                 if self.uds is not None:
                     self._socket_file = UnixSocketFile(self.uds, self.uds_mode)
                     self._sock = self._socket_file.listen(self.config.backlog)
-                    return
-                self._sock = create_listening_socket(self.host, self.port, self.config.backlog)
+                else:
+                    self._sock = create_listening_socket(self.host, self.port,
+                                                         self.config.backlog)
+                    self.port = self._sock.getsockname()[1]
             except OSError as exc:  # a BindError: the address, and what to do
                 raise _startup.bind_error(exc, self.host, self.port, self.uds,
                                           self._flags) from exc
-            self.port = self._sock.getsockname()[1]
+        self._bind_metrics()  # (a BindError too)
 
     @property
     def address(self) -> Any:

@@ -109,6 +109,17 @@ def test_port_in_use_gives_one_line_error() -> None:
                    f"server or choose another --port\n")
 
 
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["single", "workers"])
+def test_a_metrics_address_in_use_gives_one_line_error(workers: List[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+        err = cli_error(["--port", "0", "--metrics", address, *workers])
+    assert err == (f"wssync: error: cannot listen for metrics on {address}: Address already "
+                   f"in use; choose another metrics address (--metrics HOST:PORT)\n")
+
+
 HINTS = ("from wssync import App\n"
          "app = App()\n"
          "def create_app():\n"

@@ -27,6 +27,7 @@ from helpers import RawWS, free_port, handshake_bytes, read_head, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from wssync import App, Response, Server
+from wssync.errors import BindError
 
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 
@@ -216,7 +217,7 @@ def test_a_metrics_address_in_use_fails_at_start(start_server: Callable[..., Ser
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        with pytest.raises(OSError, match=f"cannot listen for metrics on {address}"):
+        with pytest.raises(BindError, match=f"cannot listen for metrics on {address}"):
             start_server(make_app(), metrics=address)
 
 

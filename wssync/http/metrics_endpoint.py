@@ -19,7 +19,7 @@ import time
 from typing import Callable, List, Optional, Tuple
 
 from ..config import host_port
-from ..errors import HttpError
+from ..errors import BindError, HttpError
 from ..io.listener import Listener, LiveTransports, create_listening_socket
 from ..io.protocol import WriteLimits
 from ..io.reactor import Reactor, Timer
@@ -52,13 +52,14 @@ _LIMITS = _Limits()
 
 
 def listen(address: str, backlog: int = 64) -> socket.socket:
-    """A listening socket for ``HOST:PORT``; ``OSError`` names the address."""
+    """A listening socket for ``HOST:PORT``; a ``BindError`` names the address."""
     host, port = host_port(address)
     try:
         return create_listening_socket(host, port, backlog)
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot listen for metrics on {address}: "
-                                 f"{exc.strerror or exc}") from None
+        raise BindError.of(exc, f"cannot listen for metrics on {address}: "
+                                f"{exc.strerror or exc}; choose another metrics address "
+                                f"(--metrics HOST:PORT)") from None
 
 
 class MetricsEndpoint:
