@@ -16,7 +16,7 @@ import random
 import ssl
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from .bridge import HttpBridge
 from .config import Config
@@ -69,7 +69,6 @@ class Serving:
         self.worker = worker
         self.stopping = False
         self._restart = False  # the stop is a replacement (WebSockets get 1012)
-        self._asked: Set[WebSocketConnection] = set()  # WebSockets told of the stop
         reactor = self.reactor = Reactor()
         handoff = self.handoff = BoundedHandoff(reactor, config.max_send_queue)
         self.pool = ThreadPool(threads) if threads else None
@@ -172,11 +171,10 @@ class Serving:
         spread = min(self.config.close_spread, self.config.shutdown_grace / 2)
         if worker is not None:
             worker.withdraw()
+        self.hub.closing = restart  # (and WebSockets that open during the drain)
         spreading = 0
         for transport in self.transports:
             protocol = transport.protocol
-            if isinstance(protocol, WebSocketConnection):
-                self._asked.add(protocol)
             if restart and isinstance(protocol, WebSocketConnection):
                 spreading += 1
                 self.reactor.call_later(random.uniform(0, spread), self._close_restarting,
@@ -202,17 +200,14 @@ class Serving:
         # Blocking handlers are waited for too: their last sends and closes
         # still go through this reactor.
         handlers = self.own_threads.count
-        for transport in self.transports:
-            protocol = transport.protocol
-            if isinstance(protocol, WebSocketConnection) and protocol not in self._asked:
-                self._asked.add(protocol)  # opened during the drain
-                protocol.shutdown(self._restart)
         if (not self.transports and not handlers) or time.monotonic() >= deadline:
             if handlers:
                 log.warning("%d blocking WebSocket handler(s) still running after "
                             "shutdown_grace; leaving them", handlers)
             for transport in self.transports:
                 transport.abort()
+            if self.worker is not None:
+                self.worker.last_report()  # what the drain served counts too
             reactor.stop()
             return
         reactor.call_later(0.02, self.wait_for_connections, deadline)

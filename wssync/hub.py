@@ -47,12 +47,18 @@ class Hub:
         self._origin = b""  # who published a record: set per serving process
         self._bus: Optional[Broker] = None  # where broadcasts are published, if anywhere
         self._link: Optional[WorkerLink] = None  # to the supervisor, in a worker
+        # Set when serving stops: a WebSocket opening then is closed at once
+        # (True: with 1012, its worker is being replaced).
+        self.closing: Optional[bool] = None
 
     # -- the registry (the bridge's side) ------------------------------------------------
 
     def add(self, conn: WebSocketConnection, handle: WebSocket) -> None:
-        """A WebSocket opened (reactor thread)."""
+        """A WebSocket opened (reactor thread); during a drain it is told to close
+        at once (a handshake that came on a kept-alive connection)."""
         self._websockets[conn] = handle
+        if self.closing is not None and conn.transport is not None:
+            conn.transport.reactor.call_soon(conn.shutdown, self.closing)
 
     def remove(self, conn: WebSocketConnection) -> None:
         """A WebSocket closed (reactor thread); unknown ones are ignored."""

@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -462,3 +463,43 @@ def test_a_prometheus_server_scrapes_us(start_server: Callable[..., Server],
             proc.kill()
             proc.wait(5)
 
+
+
+@pytest.mark.slow
+def test_what_a_replaced_worker_does_while_it_drains_is_counted(
+        cluster: Cluster, tls_files: TlsFiles) -> None:
+    """A rolling restart's 1012 closes are sent after the worker stopped taking
+    connections: they count all the same (it reports while it drains, and once
+    more as it ends)."""
+    context = tls_files.client_context()
+    sockets = []
+    for _ in range(4):
+        sock = context.wrap_socket(socket.create_connection(("127.0.0.1", cluster.port),
+                                                            timeout=30),
+                                   server_hostname="127.0.0.1")
+        sock.sendall(handshake_bytes("/echo"))
+        status, _headers, rest = read_head(sock)
+        assert status == 101
+        sockets.append(RawWS(sock, rest))
+    codes: List[Optional[int]] = []
+
+    def answer(ws: RawWS) -> None:  # each at once: the server waits close_timeout for it
+        code = ws.recv_close(timeout=30)[0]  # (the closes are spread over close_spread)
+        ws.send(0x8, (1012).to_bytes(2, "big"))
+        codes.append(code)
+
+    threads = [threading.Thread(target=answer, args=(ws,)) for ws in sockets]
+    try:
+        os.kill(cluster.proc.pid, signal.SIGHUP)
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(40)
+    finally:
+        for ws in sockets:
+            ws.close()
+    assert codes == [1012] * 4
+    wait_for_values(cluster.metrics_port, {
+        key("wssync_websocket_closes_sent_total", code="1012"): 4,
+        key("wssync_websocket_closes_received_total", code="1012"): 4,
+    })

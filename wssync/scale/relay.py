@@ -94,6 +94,19 @@ class _Link:
         transport.write(frame)
         return True
 
+    def read_rest(self) -> None:
+        """The other end has exited: read what it wrote before (its last report)
+        now, before the link is dropped; the reactor may not have seen it yet.
+        (On the reactor thread, as every read of this socket.)"""
+        try:
+            while self.transport is not None:
+                data = self.transport.sock.recv(65536)
+                if not data:
+                    break
+                self.data_received(data)
+        except OSError:  # (BlockingIOError: nothing more to read)
+            pass
+
     # -- BaseProtocol --------------------------------------------------------
 
     def connection_made(self, transport: Transport) -> None:
@@ -228,9 +241,11 @@ class RelayHub:
         _open(self._reactor, sock, link)
 
     def detach(self, pid: int) -> None:
+        link = self._links.pop(pid, None)
+        if link is not None:
+            link.read_rest()  # the worker's last report, sent as it ended
         self.counts.pop(pid, None)
         add_into(self.retired, self.metrics.pop(pid, {}))
-        link = self._links.pop(pid, None)
         if link is not None:
             self._retired_dropped += link.dropped
             if link.transport is not None:

@@ -82,13 +82,21 @@ class Worker:
         return self.balance.replaced()
 
     def withdraw(self) -> None:
-        """This worker is stopping: it takes no new connections and reports no more."""
+        """This worker is stopping: it takes no new connections.  It goes on
+        reporting while it drains: what it serves meanwhile (the last requests,
+        the closes of its WebSockets) counts in the supervisor's metrics."""
         self._stopping = True
         self.balance.withdraw()
 
+    def last_report(self) -> None:
+        """Serving ends: report once more (the link sends at once if it can;
+        the supervisor reads it after this process has exited)."""
+        if self._link is not None:
+            self._link.report(self._counts())
+
     def _report(self) -> None:
         link, reactor = self._link, self._reactor
-        if link is None or reactor is None or self._stopping:
+        if link is None or reactor is None:
             return
         link.report(self._counts())
         reactor.call_later(REPORT_INTERVAL, self._report)
