@@ -23,12 +23,14 @@ import ssl
 import struct
 import subprocess
 import threading
+import time
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import pytest
 from helpers import read_until_closed, wait_until
 
 from wssync import App, Request, Server
+from wssync.io.tls import FIRST_RECORD_PATIENCE
 
 HANDSHAKE_TIMEOUT = 0.5
 LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER 0: close() sends a reset
@@ -303,6 +305,35 @@ def test_past_max_tls_handshakes_the_oldest_unfinished_one_is_dropped(
                              "unfinished handshake")
     assert len(dropped) == 5 and all(r.levelno == logging.WARNING for r in dropped)
     assert calls == [("/", calls[0][1])]
+
+
+def test_past_max_tls_handshakes_one_that_has_said_nothing_goes_first(
+        start_server, tls_files) -> None:
+    """Handshakes past the ServerHello (a whole ClientHello: the server has done its
+    work) are kept while one that has waited over a second for its first record
+    can go: a storm of real clients is not undone by the bound."""
+    server = start_server(make_app([]), ssl_context=tls_files.server_context(),
+                          tls_handshake_timeout=60, max_tls_handshakes=20)
+    tls = TlsServer(server, server.address[1], [], tls_files.client_context())
+    hello = client_hello(tls.context)
+    answered = stall(tls.port, 10, [hello])  # the oldest: the server answered them
+    try:
+        assert wait_until(lambda: len(server.connections()) == 10)
+        silent = stall(tls.port, 10, [b""])
+        assert wait_until(lambda: len(server.connections()) == 20)
+        time.sleep(FIRST_RECORD_PATIENCE + 0.2)  # a real client would have said hello
+        later = stall(tls.port, 5, [b""])
+        silent += later
+        for sock in silent[:5]:  # the five oldest that had said nothing
+            read_until_closed(sock, timeout=10)
+        for sock in answered + silent[5:]:
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                while sock.recv(65536):
+                    pass  # (the server's flight) and no end after it
+    finally:
+        for sock in answered + silent:
+            sock.close()
 
 
 # -- openssl s_client -------------------------------------------------------------------------

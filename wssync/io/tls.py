@@ -55,6 +55,8 @@ _RCVLOWAT: Optional[int] = (getattr(socket, "SO_RCVLOWAT", None)
                             if sys.platform.startswith("linux") else None)
 _RECORD_HEADER = 5  # content type, version (2 bytes), length (2 bytes)
 _HANDSHAKE_RECORD = 0x16
+# Past max_tls_handshakes, one waiting this long for its first record goes first.
+FIRST_RECORD_PATIENCE = 1.0
 _MAX_RECORD = 16384 + 2048  # the largest record body TLS allows (TLSCiphertext)
 
 
@@ -158,8 +160,23 @@ class TlsSettings:
     def _began(self, tls: TlsSocket) -> None:
         handshakes = self._handshakes
         if self.max_handshakes and len(handshakes) >= self.max_handshakes:
-            next(iter(handshakes))._drop(self.max_handshakes)
+            self._victim()._drop(self.max_handshakes)
         handshakes[tls] = None
+
+    def _victim(self) -> TlsSocket:
+        """The handshake to drop for a new one: the oldest that has waited more than
+        FIRST_RECORD_PATIENCE for the client's first record (it cost nothing yet and
+        is the likeliest stalled; a real client sends its hello within a round
+        trip), else the oldest.  So a storm of real clients, whose handshakes are
+        past the server's hello, is not undone by the bound.  (Oldest first: the
+        scan ends at the first one younger than the patience.)"""
+        patience = time.monotonic() - FIRST_RECORD_PATIENCE
+        for tls in self._handshakes:
+            if tls._since > patience:
+                break
+            if tls._need:
+                return tls
+        return next(iter(self._handshakes))
 
     def _ended(self, tls: TlsSocket) -> None:
         self._handshakes.pop(tls, None)
