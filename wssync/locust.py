@@ -115,6 +115,8 @@ class LocustWebSocket:
             return exc
         self._conn = conn
         self.subprotocol = conn.subprotocol
+        if self not in user.websockets:  # (read while the user waits; closed: left out)
+            user.websockets.append(self)
         self._fire(self.name, started, 0)
         return None
 
@@ -196,6 +198,8 @@ class LocustWebSocket:
         """Close handshake; no row.  The next operation opens the connection again."""
         conn, self._conn = self._conn, None
         self._backlog = None
+        if self in self.user.websockets:  # a task opening one per run must not grow the list
+            self.user.websockets.remove(self)
         if conn is not None:
             conn.close(code, reason, timeout=self.user.ws_close_timeout)
 
@@ -296,14 +300,12 @@ class WebSocketMixin:
         and the connection's next operation tries again."""
         ws = LocustWebSocket(self, self._ws_url(path), name or path, list(headers or ()),
                              subprotocols)
-        self.websockets.append(ws)
         ws._connect()
         return ws
 
     def on_stop(self) -> None:
-        for ws in self.websockets:
+        for ws in list(self.websockets):
             ws.close()
-        self.websockets.clear()
         parent = getattr(super(), "on_stop", None)
         if parent is not None:
             parent()

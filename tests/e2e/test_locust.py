@@ -65,6 +65,9 @@ class Echo(WebSocketUser):
         assert self.ws.request("hi", name="echo") == "hi"
         self.ws.send("one way", name="send")
         assert self.ws.receive(name="receive") == "one way"
+        with self.connect("/echo", name="per task") as ws:  # one per run, closed after
+            ws.send("x")
+        assert self.websockets == [self.ws]  # closed ones are not kept
 
 
 class Flaky(WebSocketUser):
