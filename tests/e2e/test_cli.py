@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -448,8 +449,9 @@ def test_all_interfaces_is_said_with_an_address_to_click() -> None:
     assert (f"serving on http://127.0.0.1:{port}/ (Ctrl-C to quit): HTTP and WebSocket, "
             f"thread-pool mode: handlers run on 2 worker threads; listening on all interfaces "
             f"(0.0.0.0:{port})\n") in err
-    assert "SIGTERM received, stopping: no open connections to wait for; a second SIGTERM " \
-           "stops now\n" in err
+    # (The probe's connection may not have been seen closing yet.)
+    assert re.search(r"SIGTERM received, stopping: (no open connections to wait for|waiting "
+                     r"up to 10 s for 1 open connection); a second SIGTERM stops now\n", err)
 
 
 def test_ctrl_c_says_what_the_stop_waits_for_and_a_second_one_stops_now(
