@@ -68,7 +68,6 @@ class Serving:
         self.hub = hub
         self.worker = worker
         self.stopping = False
-        self._restart = False  # the stop is a replacement (WebSockets get 1012)
         reactor = self.reactor = Reactor()
         handoff = self.handoff = BoundedHandoff(reactor, config.max_send_queue)
         self.pool = ThreadPool(threads) if threads else None
@@ -167,7 +166,7 @@ class Serving:
             self.listener.close()
             self.listener = None
         worker = self.worker
-        restart = self._restart = worker is not None and worker.replaced
+        restart = worker is not None and worker.replaced
         spread = min(self.config.close_spread, self.config.shutdown_grace / 2)
         if worker is not None:
             worker.withdraw()

@@ -147,7 +147,6 @@ class Server:
         _startup.check_serving_allowed()
         _startup.default_logging()
         self.bind()
-        self._bind_metrics()
         assert self._sock is not None
         serving = self._serving = Serving(
             self.app, self.config, self.threads, self._sock, self.ssl_context, self.protocols,
@@ -189,7 +188,6 @@ class Server:
         log.info("%s", self._start_up_line("listening on", True, f"{self.workers} workers, " + (
             f"thread-pool, {self.threads} threads each" if self.threads else "reactor")))
 
-        self._bind_metrics()
         report = BootReport()
         reactor = Reactor()
         endpoint: Optional[MetricsEndpoint] = None  # the supervisor's /metrics
@@ -242,8 +240,7 @@ class Server:
             raise RuntimeError("workers need serve_forever() on the main thread; start() "
                                "serves from this process")
         _startup.check_serving_allowed()
-        self.bind()
-        self._bind_metrics()  # (its errors raise here, not on the thread)
+        self.bind()  # (its errors, the metrics socket's too, raise here, not on the thread)
         self._thread = threading.Thread(target=self.serve_forever, name="wssync-reactor",
                                         daemon=True)
         self._thread.start()
