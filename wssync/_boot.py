@@ -23,7 +23,7 @@ from typing import Any, List, Optional, Set, Tuple
 
 from ._startup import refuse_to_serve
 from .app import App
-from .errors import ServingWhileImported, WssyncError
+from .errors import ServingWhileImported, UnsupportedLibrary, WssyncError
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _IMPORTLIB = os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep
@@ -58,6 +58,12 @@ def load_app(spec: str) -> App:
                        f"{_close_names(module, attribute)}") from None
     if isinstance(app, App):
         return app
+    if not callable(app) and "engineio" in sys.modules:
+        from .socketio import wsgi_app_of  # a Socket.IO object named as the app
+        try:
+            app = wsgi_app_of(app) or app
+        except UnsupportedLibrary as exc:
+            raise CliError(str(exc)) from None
     if isinstance(app, type):
         raise CliError(f"{spec} is a class; did you mean an instance, such as "
                        f"`app = {attribute}()`?")
@@ -67,7 +73,10 @@ def load_app(spec: str) -> App:
                            f"what it returns, such as `app = {attribute}()`?")
         if _takes(app, 2) is not False:  # a WSGI application (Flask, Django, ...)
             wrapper = App()
-            wrapper.mount_wsgi(app)
+            try:
+                wrapper.mount_wsgi(app)
+            except UnsupportedLibrary as exc:
+                raise CliError(str(exc)) from None
             return wrapper
     raise CliError(f"{spec} is a {type(app).__name__}, not a wssync.App or WSGI callable")
 

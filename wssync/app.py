@@ -11,6 +11,7 @@ opens it (cross-site WebSocket hijacking).
 from __future__ import annotations
 
 import re
+import sys
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -80,17 +81,20 @@ class HttpRoute:
 
 class WebSocketRoute:
     """A WebSocket endpoint: its callbacks (or, blocking style, its one ``handler``
-    that runs as long as the connection), subprotocols and allowed origins."""
+    that runs as long as the connection), subprotocols and allowed origins.
+    ``pooled`` callbacks run on worker threads even in reactor mode, as a mounted
+    WSGI application's code does (an adapter's routes: they call blocking code)."""
 
     __slots__ = ("handler", "on_close", "on_connect", "on_drain", "on_message", "origins", "path",
-                 "subprotocols")
+                 "pooled", "subprotocols")
 
     def __init__(self, path: str, on_message: Optional[OnMessage], on_connect: Optional[OnConnect],
                  on_close: Optional[OnClose], subprotocols: Iterable[str],
                  origins: Optional[OriginCheck] = None,
                  handler: Optional[BlockingHandler] = None,
-                 on_drain: Optional[OnDrain] = None) -> None:
+                 on_drain: Optional[OnDrain] = None, pooled: bool = False) -> None:
         self.path = path
+        self.pooled = pooled
         self.on_message = on_message
         self.on_connect = on_connect
         self.on_close = on_close
@@ -165,6 +169,12 @@ def same_origin(origin: str, request: Request) -> bool:
     return theirs is not None and theirs == ours
 
 
+class WebSocketMatcher(Protocol):
+    """Finds the route of a handshake among routes declared outside the App."""
+
+    def match_websocket(self, request: Request) -> Optional[WebSocketRoute]: ...
+
+
 class ServerHandle(Protocol):
     """What an application may use of the :class:`~wssync.Server` serving it
     (declared here so the routing layer does not import the server)."""
@@ -183,6 +193,7 @@ class ServerHandle(Protocol):
     def connections(self) -> List[Dict[str, Any]]: ...
     def stats(self) -> Dict[str, Any]: ...
     def stop(self, timeout: Optional[float] = None) -> None: ...
+    def _call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> None: ...
 
 
 class App:
@@ -199,6 +210,7 @@ class App:
         self._ws_static: Dict[str, WebSocketRoute] = {}
         self._ws_dynamic: List[Tuple[Pattern[str], WebSocketRoute]] = []
         self.wsgi: Optional[WsgiHandler] = None
+        self._declared: List[WebSocketMatcher] = []
         self._wsgi_route: Optional[HttpRoute] = None
 
     def mount_wsgi(self, wsgi_app: WsgiApp) -> None:
@@ -207,6 +219,9 @@ class App:
         reactor mode, since WSGI applications block."""
         wsgi = self.wsgi = WsgiHandler(wsgi_app)
         self._wsgi_route = HttpRoute(wsgi, wsgi.blocking, wsgi.streams_body)
+        if "engineio" in sys.modules:  # a Socket.IO app: its WebSockets are served here
+            from .socketio import attach
+            attach(self, wsgi_app)
 
     def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler], Handler]:
         """Decorator: ``handler(request)`` answers ``methods`` on ``path``.
@@ -284,6 +299,12 @@ class App:
 
         return register
 
+    def _declare_websockets(self, matcher: WebSocketMatcher) -> None:
+        """WebSocket routes the mounted application declares (an adapter's:
+        Socket.IO's path), after the app's own: a plain request there is the
+        application's, not a 426."""
+        self._declared.append(matcher)
+
     # -- look-ups (used by the server) ----------------------------------------------
 
     def match_http(self, request: Request) -> Union[HttpRoute, Response]:
@@ -317,6 +338,11 @@ class App:
         """The route for a handshake: ours, else one the mounted WSGI application
         declares (a Flask app's :class:`wssync.flask.Sock` routes)."""
         route = self._own_websocket(request)
+        if route is None:
+            for matcher in self._declared:
+                route = matcher.match_websocket(request)
+                if route is not None:
+                    return route
         if route is None and self.wsgi is not None:
             routes = self.wsgi.websocket_routes()
             if routes is not None:

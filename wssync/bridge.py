@@ -186,7 +186,8 @@ class HttpBridge:
                                 [("Retry-After", "1")])
             return WebSocketAccept(BlockingWebSocketBridge(self, route, request, subprotocol),
                                    subprotocol)
-        bridge = WebSocketBridge(self, route, request, subprotocol, self._lane(conn))
+        bridge = WebSocketBridge(self, route, request, subprotocol,
+                                 self._lane(conn, route.pooled))
         return WebSocketAccept(bridge, subprotocol)
 
 

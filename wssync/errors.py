@@ -87,6 +87,11 @@ class ServingWhileImported(WssyncError, RuntimeError):
     """A module started a server while being imported as ``--app``."""
 
 
+class UnsupportedLibrary(WssyncError, RuntimeError):
+    """A library the application uses (engine.io, ...) is of a version wssync does
+    not serve; the message names the versions it does and the extra to install."""
+
+
 class SendTimeout(WssyncError, TimeoutError):
     """A send from a thread waited its ``timeout`` for a slow peer; nothing was sent."""
 

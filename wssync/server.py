@@ -385,6 +385,13 @@ class Server:
         """
         self._hub.broadcast(message, path, wait, timeout)
 
+    def _call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the reactor ``delay`` seconds from now (from any
+        thread; dropped once serving ends).  ``fn`` must not block."""
+        serving = self._serving
+        if serving is not None:
+            serving.handoff.call(0, serving.reactor.call_later, delay, fn, *args)
+
     def stats(self) -> Dict[str, Any]:
         """This process's counts: ``pid``, ``worker`` (its index under a
         supervisor, else None), ``connections``, ``http``, ``websocket``,

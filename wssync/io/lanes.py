@@ -44,6 +44,14 @@ class Lane:
 
 INLINE = Lane()  # the reactor thread's own lane: tasks run as they are submitted
 
+_local = threading.local()  # .pool: the ThreadPool a worker thread belongs to
+
+
+def current_pool() -> Optional[ThreadPool]:
+    """The pool whose worker runs the calling code (None on any other thread), so
+    code on a pool can queue more work on it without being handed the pool."""
+    return getattr(_local, "pool", None)
+
 
 class ThreadPool:
     """N daemon worker threads serving lanes."""
@@ -85,6 +93,7 @@ class ThreadPool:
         return sum(self._busy)
 
     def _work(self, index: int) -> None:
+        _local.pool = self
         while True:
             lane = self._queue.get()
             if lane is None:

@@ -1,0 +1,455 @@
+"""Socket.IO and engine.io applications, unchanged, with their WebSocket transport on the reactor.
+
+A Flask-SocketIO app (``SocketIO(app)``, threading mode) or a python-socketio
+``WSGIApp`` served by wssync keeps its engine.io server for what it decides:
+sessions, long-polling, origins, protocol versions, events.  :func:`attach`
+takes over what engine.io's threading driver runs on threads of its own:
+
+- the WebSocket transport: wssync answers the handshake on the engine.io path;
+  the reactor reads the connection and hands its packets, in order, to the
+  engine.io socket on a worker thread.  No thread waits on an idle client.
+- the output: the socket's queue (:class:`_Outbox`) sends on the WebSocket once
+  the transport is WebSocket, and a thread's send waits for a slow peer there
+  as any wssync send does.
+- pings: timers on the reactor, not a sleeping thread per client and cycle.
+- Socket.IO's event handlers: tasks on the same worker threads (at most
+  :data:`EVENTS_PER_CLIENT` queued or running per client), not a thread per event.
+
+Background tasks the application starts (``start_background_task``) still get a
+thread each, as they may run forever.  This module owns no socket and no thread:
+the bridge runs its callbacks and the server its timers.  It imports engine.io,
+so the app layer imports it only when the application's process already has.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from importlib import metadata
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Set,
+    Tuple,
+    Union,
+)
+
+import engineio
+from engineio import packet as eio_packet
+from engineio.socket import Socket as EioSocket
+
+from .app import WebSocketRoute
+from .errors import ConnectionClosed, UnsupportedLibrary
+from .http.request import Request
+from .http.wsgi import request_environ
+from .io.lanes import Lane, current_pool
+from .websocket.frames import CloseCode
+
+if TYPE_CHECKING:
+    from .app import App
+    from .websocket.handle import WebSocket
+
+__all__ = ["EVENTS_PER_CLIENT", "SUPPORTED", "attach", "wsgi_app_of"]
+
+log = logging.getLogger("wssync.socketio")
+
+# The releases this adapter is tested with (the ``socketio`` extra pins them).
+SUPPORTED = {"python-engineio": ((4, 9), (5, 0)), "python-socketio": ((5, 11), (6, 0))}
+# Socket.IO events of one client queued or running at once; past it the client's
+# next message waits, and behind it the reactor stops reading that client.
+EVENTS_PER_CLIENT = 64
+ENVIRON_KEY = "wssync.engineio_transport"  # the handshake's transport, for the driver
+
+_SEND_PING = EioSocket._send_ping
+_WEBSOCKET_HANDLER = EioSocket._websocket_handler
+
+
+def _check_versions() -> None:
+    for name, (low, high) in SUPPORTED.items():
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue  # python-socketio is optional: a bare engine.io app works
+        numbers = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+        if not low <= numbers < high:
+            raise UnsupportedLibrary(
+                f"{name} {version} is not supported: wssync serves {name} "
+                f"{'.'.join(map(str, low))} up to (not including) "
+                f"{'.'.join(map(str, high))}; pip install 'wssync[socketio]'")
+
+
+def _handle_event_function() -> Optional[Callable[..., Any]]:
+    try:
+        from socketio import Server
+    except ImportError:
+        return None
+    return getattr(Server, "_handle_event_internal", None)
+
+
+def wsgi_app_of(obj: Any) -> Optional[Any]:
+    """The WSGI application behind a Socket.IO object named as the app: a
+    Flask-SocketIO ``SocketIO`` (its Flask app) or a bare ``socketio.Server``
+    (wrapped as ``socketio.WSGIApp`` would); None for anything else."""
+    module = type(obj).__module__ or ""
+    if module.startswith("flask_socketio"):
+        app = getattr(obj, "app", None)
+        if app is None:
+            raise UnsupportedLibrary(
+                "this SocketIO object has no Flask app (SocketIO() with init_app later): "
+                "name the Flask app instead, as MODULE:app")
+        return app
+    if module.startswith(("socketio", "engineio")) and hasattr(obj, "handle_request"):
+        return engineio.WSGIApp(obj, engineio_path=_server_path(obj))
+    return None
+
+
+def _server_path(server: Any) -> str:
+    return "socket.io" if hasattr(server, "eio") else "engine.io"
+
+
+def _engineio_apps(wsgi_app: Any) -> Iterator[engineio.WSGIApp]:
+    """The engine.io middlewares along ``wsgi_app``'s chain of wrapped apps
+    (Flask's ``wsgi_app``, a middleware's ``app``)."""
+    seen: Set[int] = set()
+    obj = wsgi_app
+    while obj is not None and id(obj) not in seen and len(seen) < 32:
+        seen.add(id(obj))
+        if isinstance(obj, engineio.WSGIApp):
+            yield obj
+            obj = obj.wsgi_app
+            continue
+        nxt = obj.__dict__.get("wsgi_app") if hasattr(obj, "__dict__") else None
+        if nxt is None and hasattr(obj, "__dict__"):
+            nxt = obj.__dict__.get("app")
+        obj = nxt
+
+
+def attach(app: App, wsgi_app: Any) -> int:
+    """Serve the engine.io servers in ``wsgi_app`` with wssync's transport: a
+    WebSocket route on each one's path; how many were found."""
+    count = 0
+    for middleware in _engineio_apps(wsgi_app):
+        if count == 0:
+            _check_versions()
+        server = middleware.engineio_app
+        engine = getattr(server, "eio", server)
+        path = middleware.engineio_path
+        _EngineServer(app, wsgi_app, engine, path)
+        count += 1
+    return count
+
+
+class _EngineServer:
+    """One engine.io server as wssync serves it: its driver table and its route."""
+
+    def __init__(self, app: App, wsgi_app: Any, engine: Any, path: str) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self.engine = engine
+        log.info("Socket.IO on %s: WebSockets on the reactor, events on worker threads%s",
+                 path, "" if engine.async_mode == "threading" else
+                 f" (engine.io's async_mode {engine.async_mode!r} is not used)")
+        engine.async_mode = "threading"
+        # Every engine.io server of a driver shares the driver module's table: this
+        # server gets a table of its own.
+        engine._async = {
+            "thread": self._task,
+            "queue": _Outbox,
+            "queue_empty": queue.Empty,
+            "event": threading.Event,
+            "websocket": _WebSocketDriver,
+            "sleep": time.sleep,
+        }
+        origins = engine.cors_allowed_origins
+        if origins == "*" or origins == []:  # [] turns engine.io's own check off
+            allowed: Any = "*"
+        elif origins is None:
+            allowed = None  # the server's own origin, as engine.io's default
+        elif callable(origins):
+            allowed = origins
+        else:
+            allowed = [origins] if isinstance(origins, str) else list(origins)
+        self.path = path
+        self.route = WebSocketRoute(path, self.message, self.connect, self.closed, (), allowed,
+                                    pooled=True)
+        app._declare_websockets(self)
+
+    def match_websocket(self, request: Request) -> Optional[WebSocketRoute]:
+        return self.route if request.path == self.path else None
+
+    # -- the route's callbacks, on the connection's lane -------------------------------
+
+    def connect(self, ws: WebSocket) -> None:
+        """The handshake was answered: engine.io handles it as its own request
+        (a new session, or the upgrade of a polling one), and its driver binds
+        the socket to this transport."""
+        transport = _Transport(self, ws)
+        ws.data[ENVIRON_KEY] = transport
+        environ = request_environ(ws.request)
+        environ[ENVIRON_KEY] = transport
+        answer: List[str] = []
+
+        def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+            answer.append(status)
+
+        # Through the application's own middlewares, as any request of it.
+        body = self.wsgi_app(environ, start_response)
+        if transport.socket is None:
+            text = b"".join(body).decode("utf-8", "replace") if isinstance(body, list) else ""
+            reason = (text or (answer[0] if answer else "refused")).strip()[:120]
+            ws.close(CloseCode.POLICY_VIOLATION, reason)
+
+    def message(self, ws: WebSocket, data: Union[str, bytes]) -> None:
+        transport: Optional[_Transport] = ws.data.get(ENVIRON_KEY)
+        if transport is not None:
+            transport.received(data)
+
+    def closed(self, ws: WebSocket, code: int, reason: str) -> None:
+        transport: Optional[_Transport] = ws.data.get(ENVIRON_KEY)
+        if transport is not None:
+            transport.lost()
+
+    # -- engine.io's "thread" ------------------------------------------------------------
+
+    def _task(self, target: Callable[..., Any], args: Tuple[Any, ...] = (),
+              kwargs: Optional[Dict[str, Any]] = None, **_: Any) -> _Task:
+        return _Task(self, target, args, kwargs or {})
+
+    def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        server = self.app.server
+        if server is None:
+            raise RuntimeError("no server serves this app")
+        server._call_later(delay, fn, *args)
+
+
+class _Task:
+    """What engine.io's ``start_background_task`` returns: a ping becomes a reactor
+    timer, a Socket.IO event a task on the worker threads, anything else (the
+    application's own background tasks) a daemon thread."""
+
+    def __init__(self, owner: _EngineServer, target: Callable[..., Any], args: Tuple[Any, ...],
+                 kwargs: Dict[str, Any]) -> None:
+        self.owner = owner
+        self.target = target
+        self.args = args
+        self.kwargs = kwargs
+        self._thread: Optional[threading.Thread] = None
+        self._done: Optional[threading.Event] = None
+
+    def start(self) -> None:
+        function = getattr(self.target, "__func__", None)
+        if function is _SEND_PING:
+            socket = self.target.__self__  # type: ignore[attr-defined]
+            self.owner.call_later(self.owner.engine.ping_interval, _ping, socket)
+            return
+        pool = current_pool()
+        if pool is not None and function is not None and function is _HANDLE_EVENT:
+            # _handle_event_internal(server, sid, eio_sid, data, namespace, id)
+            slots = _event_slots(self.owner.engine, self.args[2])
+            slots.acquire()  # the client's lane waits here: its input stops
+            self._done = threading.Event()
+            Lane(pool).submit(self._run_event, slots)
+            return
+        self._thread = threading.Thread(target=self.target, args=self.args, kwargs=self.kwargs,
+                                        name="wssync-socketio-task", daemon=True)
+        self._thread.start()
+
+    def _run_event(self, slots: threading.BoundedSemaphore) -> None:
+        try:
+            self.target(*self.args, **self.kwargs)
+        finally:
+            slots.release()
+            assert self._done is not None
+            self._done.set()
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        elif self._done is not None:
+            self._done.wait(timeout)
+
+    def is_alive(self) -> bool:
+        if self._thread is not None:
+            return self._thread.is_alive()
+        return self._done is not None and not self._done.is_set()
+
+
+_HANDLE_EVENT = _handle_event_function()
+_slots_lock = threading.Lock()
+
+
+def _event_slots(engine: Any, eio_sid: str) -> threading.BoundedSemaphore:
+    socket = engine.sockets.get(eio_sid)
+    holder = socket.__dict__ if socket is not None else {}
+    slots: Optional[threading.BoundedSemaphore] = holder.get("_wssync_events")
+    if slots is None:
+        with _slots_lock:
+            slots = holder.get("_wssync_events")
+            if slots is None:
+                slots = holder["_wssync_events"] = threading.BoundedSemaphore(EVENTS_PER_CLIENT)
+    return slots
+
+
+def _ping(socket: Any) -> None:
+    """On the reactor, a ping interval after the last pong: engine.io's ping
+    (a send that cannot wait here; the service task finds clients that never answer)."""
+    if not socket.closing and not socket.closed:
+        socket.last_ping = time.time()
+        socket.queue.put(eio_packet.Packet(eio_packet.PING))
+
+
+class _Outbox(queue.Queue):  # type: ignore[type-arg]
+    """An engine.io socket's queue of packets: long-polling requests take them,
+    and once the socket's transport is a WebSocket, :meth:`bind` sends what is
+    queued there and every later packet goes straight out on it.  ``None`` is
+    engine.io's end of the socket: the WebSocket closes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ws: Optional[WebSocket] = None
+        self._order = threading.Lock()  # keeps the queued packets before later ones
+
+    def bind(self, ws: WebSocket) -> None:
+        with self._order:
+            with self.mutex:
+                pending = list(self.queue)
+                self.queue.clear()
+                self.unfinished_tasks = 0
+                self.all_tasks_done.notify_all()
+                self._ws = ws
+            for item in pending:
+                _send(ws, item)
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        if self._ws is None:
+            with self.mutex:
+                bound = self._ws is not None
+            if not bound:
+                super().put(item, block, timeout)
+                return
+        ws = self._ws
+        assert ws is not None
+        with self._order:
+            _send(ws, item)
+
+    def join(self) -> None:
+        if self._ws is None:
+            super().join()
+
+
+def _send(ws: WebSocket, item: Any) -> None:
+    try:
+        if item is None:
+            ws.close()
+        else:
+            ws.send(item.encode())
+    except ConnectionClosed:
+        pass  # the socket ends as the close reaches the transport
+
+
+# The transport's states: a polling session's upgrade is two messages long.
+_PROBE, _UPGRADE, _OPEN, _DONE = range(4)
+
+
+class _Transport:
+    """One engine.io WebSocket transport: the packets of one connection, in order."""
+
+    def __init__(self, owner: _EngineServer, ws: WebSocket) -> None:
+        self.owner = owner
+        self.ws = ws
+        self.socket: Optional[Any] = None
+        self.state = _OPEN
+
+    def bind(self, socket: Any) -> None:
+        """engine.io chose this transport for ``socket`` (its driver, below)."""
+        self.socket = socket
+        if socket.connected:  # a polling session: the client probes first
+            socket.upgrading = True  # engine.io holds polling output meanwhile
+            self.state = _PROBE
+        else:
+            socket.connected = socket.upgraded = True
+            socket.queue.bind(self.ws)
+
+    def received(self, data: Union[str, bytes]) -> None:
+        socket = self.socket
+        if socket is None or self.state == _DONE:
+            return
+        engine = self.owner.engine
+        if len(data) > engine.max_http_buffer_size:
+            self._fail(CloseCode.MESSAGE_TOO_BIG, "packet is too large")
+            return
+        if self.state == _PROBE:
+            if data != "2probe":
+                self._fail(CloseCode.POLICY_VIOLATION, "expected the upgrade probe")
+                return
+            self.ws.send("3probe")
+            socket.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the pending poll
+            self.state = _UPGRADE
+            return
+        if self.state == _UPGRADE:
+            if data != "5":
+                self._fail(CloseCode.POLICY_VIOLATION, "expected the upgrade packet")
+                return
+            socket.upgraded = True
+            socket.upgrading = False
+            socket.queue.bind(self.ws)
+            self.state = _OPEN
+            return
+        try:
+            socket.receive(eio_packet.Packet(encoded_packet=data))
+        except engineio.exceptions.UnknownPacketError:
+            pass  # as engine.io's own transport: ignored
+        except engineio.exceptions.SocketIsClosedError:
+            self._fail(CloseCode.NORMAL_CLOSURE, "")
+        except Exception:
+            log.exception("engine.io packet handler error")
+            self._fail(CloseCode.INTERNAL_ERROR, "")
+
+    def _fail(self, code: int, reason: str) -> None:
+        socket = self.socket
+        if socket is not None and self.state in (_PROBE, _UPGRADE):
+            socket.upgrading = False  # the session goes on polling
+            self.socket = None
+        self.state = _DONE
+        try:
+            self.ws.close(code, reason)
+        except ConnectionClosed:
+            pass
+
+    def lost(self) -> None:
+        """The WebSocket is closed: so is a session that had moved onto it."""
+        socket = self.socket
+        self.state = _DONE
+        if socket is None or not socket.upgraded:
+            return
+        engine = self.owner.engine
+        socket.close(wait=False, abort=True, reason=engine.reason.TRANSPORT_CLOSE)
+        if engine.sockets.get(socket.sid) is socket:
+            del engine.sockets[socket.sid]
+
+
+class _WebSocketDriver:
+    """engine.io's ``websocket`` driver entry: called with the engine.io socket's
+    handler when engine.io accepts a WebSocket request, it binds that socket to
+    the transport wssync already opened for the request, and returns at once."""
+
+    def __init__(self, handler: Callable[..., Any], server: Any, **_: Any) -> None:
+        self.handler = handler
+
+    def __call__(self, environ: Dict[str, Any], start_response: Any) -> List[bytes]:
+        transport: Optional[_Transport] = environ.get(ENVIRON_KEY)
+        socket = getattr(self.handler, "__self__", None)
+        if transport is None or getattr(self.handler, "__func__", None) is not _WEBSOCKET_HANDLER:
+            # Not a handshake wssync answered (a WSGI request with Upgrade headers
+            # reached engine.io over plain HTTP): no WebSocket to speak on.
+            start_response("400 BAD REQUEST", [("Content-Type", "text/plain")])
+            return [b"WebSocket handshakes are answered by wssync on this path"]
+        transport.bind(socket)
+        return []
