@@ -73,12 +73,21 @@ def load_app(spec: str) -> App:
                            f"what it returns, such as `app = {attribute}()`?")
         if _takes(app, 2) is not False:  # a WSGI application (Flask, Django, ...)
             wrapper = App()
+            wrapper.mount_wsgi(app)
             try:
-                wrapper.mount_wsgi(app)
+                serve_adapters(wrapper)
             except UnsupportedLibrary as exc:
                 raise CliError(str(exc)) from None
             return wrapper
     raise CliError(f"{spec} is a {type(app).__name__}, not a wssync.App or WSGI callable")
+
+
+def serve_adapters(app: App) -> None:
+    """Let the adapters take what they serve of a mounted WSGI application (its
+    Socket.IO servers); each only if its library is already imported."""
+    if app.wsgi is not None and "engineio" in sys.modules:
+        from .socketio import attach
+        attach(app, app.wsgi.wsgi_app)
 
 
 def check_spec(spec: str) -> Tuple[str, str, str]:

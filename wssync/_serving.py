@@ -12,12 +12,14 @@ the public methods); this module binds no socket and installs no signal handler.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import ssl
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
+from ._boot import serve_adapters
 from .bridge import HttpBridge
 from .config import Config
 from .http.connection import HttpConnection
@@ -30,7 +32,9 @@ from .io.tls import TlsSettings
 from .io.transport import BaseProtocol, Transport, WriteLimits
 from .io.watchdog import ReactorWatchdog
 from .metrics import Metrics, Snapshot
+from .scale.handover import HandoverPort
 from .scale.worker import Admission
+from .sticky import StickySessions
 from .websocket.connection import WebSocketConnection
 from .websocket.upgrade import websocket_upgrade
 
@@ -64,6 +68,7 @@ class Serving:
                  broker: Optional[Broker], worker: Optional[Worker],
                  on_lost: Callable[[], None],
                  metrics_sock: Optional[socket.socket] = None) -> None:
+        serve_adapters(app)  # (once: an embedding program's App is seen here first)
         self.config = config
         self.hub = hub
         self.worker = worker
@@ -109,9 +114,15 @@ class Serving:
             config.max_connections, admission.refuse, admission.wait, transport_factory,
         )
         link = None
+        self.handover: Optional[HandoverPort] = None
         if worker is not None:
             admission.balance = worker.balance
             link = worker.serve(reactor, config.max_message_size, self.counts, on_lost)
+            if app.keeps_sessions:
+                # Sessions live in one worker: requests for them are passed there.
+                self.handover = HandoverPort(reactor, os.getppid(),
+                                             partial(self._adopt, self.listener, http))
+                bridge.hand_over = StickySessions(app, self.handover)
         hub.start(handoff, broker, link)
         self.watchdog: Optional[ReactorWatchdog] = None  # reactor mode: names blocking code
         if not threads and config.slow_callback_warning:
@@ -187,6 +198,14 @@ class Serving:
             log.info("replaced: closing %d WebSockets with 1012 over %g s", spreading, spread)
         self.wait_for_connections(time.monotonic() + self.config.shutdown_grace)
 
+    def _adopt(self, listener: Listener, http: Callable[[], BaseProtocol], sock: socket.socket,
+               peername: Any, proxy_peername: Any, data: bytes) -> None:
+        """Serve a connection another worker passed here (a session of this one)."""
+        protocol = http()
+        listener.adopt(sock, peername, proxy_peername, protocol, data)
+        if self.stopping and isinstance(protocol, HttpConnection):
+            protocol.shutdown()  # served, then closed: this worker is leaving
+
     @staticmethod
     def _close_restarting(transport: Transport) -> None:
         protocol = transport.protocol
@@ -224,6 +243,9 @@ class Serving:
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
             self.metrics_endpoint = None
+        if self.handover is not None:
+            self.handover.close()
+            self.handover = None
         for pool in (self.pool, self.blocking_pool):
             if pool is not None:
                 pool.shutdown(timeout=2.0)

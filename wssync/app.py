@@ -11,7 +11,6 @@ opens it (cross-site WebSocket hijacking).
 from __future__ import annotations
 
 import re
-import sys
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -211,6 +210,7 @@ class App:
         self._ws_dynamic: List[Tuple[Pattern[str], WebSocketRoute]] = []
         self.wsgi: Optional[WsgiHandler] = None
         self._declared: List[WebSocketMatcher] = []
+        self._sessions: List[Callable[[Request], Optional[str]]] = []
         self._wsgi_route: Optional[HttpRoute] = None
 
     def mount_wsgi(self, wsgi_app: WsgiApp) -> None:
@@ -219,9 +219,6 @@ class App:
         reactor mode, since WSGI applications block."""
         wsgi = self.wsgi = WsgiHandler(wsgi_app)
         self._wsgi_route = HttpRoute(wsgi, wsgi.blocking, wsgi.streams_body)
-        if "engineio" in sys.modules:  # a Socket.IO app: its WebSockets are served here
-            from .socketio import attach
-            attach(self, wsgi_app)
 
     def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[Handler], Handler]:
         """Decorator: ``handler(request)`` answers ``methods`` on ``path``.
@@ -298,6 +295,24 @@ class App:
             return fn
 
         return register
+
+    def _declare_sessions(self, owner_of: Callable[[Request], Optional[str]]) -> None:
+        """The application keeps sessions in its process: ``owner_of(request)``
+        names the worker a request's session lives in (None: any)."""
+        self._sessions.append(owner_of)
+
+    @property
+    def keeps_sessions(self) -> bool:
+        """Whether some requests must reach the worker that owns their session."""
+        return bool(self._sessions)
+
+    def session_owner(self, request: Request) -> Optional[str]:
+        """The worker that must serve ``request`` (its session's), or None."""
+        for owner_of in self._sessions:
+            owner = owner_of(request)
+            if owner is not None:
+                return owner
+        return None
 
     def _declare_websockets(self, matcher: WebSocketMatcher) -> None:
         """WebSocket routes the mounted application declares (an adapter's:

@@ -73,6 +73,8 @@ class HttpBridge:
         self.pool = pool
         self.blocking_pool = blocking_pool
         self.hub = hub  # where open WebSockets are registered
+        # Passes a request for another worker's session there (StickySessions).
+        self.hand_over: Optional[Callable[[HttpConnection, Request], bool]] = None
         # Blocking-style WebSocket handlers, a thread each (max_blocking_websockets).
         self.own_threads = own_threads or OwnThreads(config.max_blocking_websockets)
         # A client can open handshakes at will: a few lines, then one per 10 s.

@@ -26,7 +26,14 @@ ChunkCallback = Callable[[Optional[bytes], Optional[BaseException]], None]
 
 
 class HttpApplication(Protocol):
-    """What the application layer offers an HTTP connection."""
+    """What the application layer offers an HTTP connection.
+
+    ``hand_over``, when set, is asked at each request head, before anything
+    else, whether another process serves the connection from that request on
+    (a session it owns): True once the connection has gone there.
+    """
+
+    hand_over: Optional[Callable[[HttpConnection, Request], bool]]
 
     def handle_request(self, conn: HttpConnection, request: Request) -> None:
         """Answer ``request``: call ``conn.send_response`` on the reactor thread, once."""

@@ -50,6 +50,7 @@ from .errors import ConnectionClosed, UnsupportedLibrary
 from .http.request import Request
 from .http.wsgi import request_environ
 from .io.lanes import Lane, current_pool
+from .scale.handover import process_token
 from .websocket.frames import CloseCode
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ def wsgi_app_of(obj: Any) -> Optional[Any]:
     (wrapped as ``socketio.WSGIApp`` would); None for anything else."""
     module = type(obj).__module__ or ""
     if module.startswith("flask_socketio"):
-        app = getattr(obj, "app", None)
+        # SocketIO(app) keeps the app only in the middleware it puts on it.
+        app = getattr(getattr(obj, "sockio_mw", None), "flask_app", None)
         if app is None:
             raise UnsupportedLibrary(
                 "this SocketIO object has no Flask app (SocketIO() with init_app later): "
@@ -140,8 +142,9 @@ def attach(app: App, wsgi_app: Any) -> int:
             _check_versions()
         server = middleware.engineio_app
         engine = getattr(server, "eio", server)
-        path = middleware.engineio_path
-        _EngineServer(app, wsgi_app, engine, path)
+        if getattr(engine, "_wssync_app", None) is not app:  # once per app
+            engine._wssync_app = app
+            _EngineServer(app, wsgi_app, engine, middleware.engineio_path)
         count += 1
     return count
 
@@ -176,6 +179,12 @@ class _EngineServer:
             allowed = origins
         else:
             allowed = [origins] if isinstance(origins, str) else list(origins)
+        # A session id names the worker that made it, so that with --workers its
+        # requests can be passed there (wssync.sticky).
+        if "generate_id" not in engine.__dict__:  # (not wrapped for an earlier App)
+            make_id = engine.generate_id
+            engine.generate_id = lambda: f"{process_token()}.{make_id()}"
+        app._declare_sessions(self.owner_of)
         self.path = path
         self.route = WebSocketRoute(path, self.message, self.connect, self.closed, (), allowed,
                                     pooled=True)
@@ -183,6 +192,19 @@ class _EngineServer:
 
     def match_websocket(self, request: Request) -> Optional[WebSocketRoute]:
         return self.route if request.path == self.path else None
+
+    def owner_of(self, request: Request) -> Optional[str]:
+        """The worker named in the request's session id (``sid=<worker>.<id>``)."""
+        if request.path != self.path:
+            return None
+        query = request.query_string
+        at = query.find("sid=")
+        while at > 0 and query[at - 1] != "&":
+            at = query.find("sid=", at + 1)
+        if at < 0:
+            return None
+        owner, dot, _ = query[at + 4:].partition(".")
+        return owner if dot and owner.isalnum() else None
 
     # -- the route's callbacks, on the connection's lane -------------------------------
 

@@ -215,6 +215,8 @@ class HttpConnection:
                     if scheme is not None:
                         request.scheme = scheme
                 self.client_addr = request.remote_addr
+                if self.app.hand_over is not None and self.app.hand_over(self, request):
+                    return  # another process serves the connection from here on
                 if parser.upgrade:
                     handler = upgrade_handler(request, self.upgrades)
                     if handler is not None:
@@ -241,6 +243,8 @@ class HttpConnection:
         pending = parser.pending
         if pending is not None and parser.fresh_body:
             parser.fresh_body = False
+            if self.app.hand_over is not None and self.app.hand_over(self, pending):
+                return None
             if not parser.upgrade or upgrade_handler(pending, self.upgrades) is None:
                 stream = self.app.stream_body(self, pending)
                 if stream is not None:
@@ -448,8 +452,7 @@ class HttpConnection:
 
     def _log_access(self, request: Request, status: int, size: int) -> None:
         if access_log.isEnabledFor(_INFO):  # also checked before the call, per request
-            peer = request.remote_addr
-            host = peer[0] if isinstance(peer, tuple) else "-"
+            host = peer[0] if isinstance(peer := request.remote_addr, tuple) else "-"
             access_log.info('%s "%s %s %s" %d %s', host, request.method, request.target,
                             request.version, status, size if size >= 0 else "-")
 

@@ -110,6 +110,7 @@ class RequestParser:
         # ... has X-Forwarded-For, X-Forwarded-Proto or Forwarded: only then
         # does the caller look for a proxy's word on who the client is.
         self.forwarded = False
+        self._head_at = -1  # where the last head starts in _buf (-1: gone from it)
 
     # -- input ---------------------------------------------------------------
 
@@ -119,6 +120,7 @@ class RequestParser:
             del buf[: self._pos]
             self._scan -= self._pos
             self._pos = 0
+            self._head_at = -1
         buf += data
 
     @property
@@ -131,7 +133,16 @@ class RequestParser:
         data = bytes(self._buf[self._pos:])
         self._buf = bytearray()
         self._pos = self._scan = 0
+        self._head_at = -1
         return data
+
+    def since_head(self) -> Optional[bytes]:
+        """The bytes received from the start of the last head on (that head, the
+        body so far, what follows): the request as it came, to pass it on whole;
+        None once they are no longer all kept."""
+        if self._head_at < 0:
+            return None
+        return bytes(self._buf[self._head_at:])
 
     # -- output --------------------------------------------------------------
 
@@ -192,6 +203,7 @@ class RequestParser:
         # Decoded once, with the CRLF that ends the last field line; the
         # regexes below then run on positions in it instead of on copies.
         head = buf[pos:end + 2].decode("latin-1")
+        self._head_at = pos
         self._pos = end + 4
         self._scan = self._pos
         self._line_seen = False

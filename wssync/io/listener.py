@@ -128,6 +128,28 @@ class Listener:
                 continue
             transport.start()
 
+    def adopt(self, sock: socket.socket, peername: Any, proxy_peername: Any,
+              protocol: BaseProtocol, data: bytes) -> None:
+        """Serve a connection another process accepted and passed on, whose
+        first bytes (``data``) it read: clear text, past any preamble, so
+        ``protocol`` is the one that follows them."""
+        sock.setblocking(False)
+        # (Also once closed to new connections: a draining process still
+        # serves the sessions it holds.)
+        if self._max_connections and len(self._live) >= self._max_connections:
+            sock.close()
+            return
+        try:
+            transport = Transport(self.reactor, sock, peername, protocol, self._live,
+                                  self._limits)
+        except OSError:
+            sock.close()
+            return
+        transport.proxy_peername = proxy_peername
+        transport.start()
+        if data and not transport.is_closing():
+            protocol.data_received(data)
+
     def _pause(self, delay: float) -> None:
         if self._resume_timer is None:
             self.reactor.selector.unregister(self.sock)

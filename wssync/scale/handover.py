@@ -1,0 +1,150 @@
+"""Passing a client's connection to the worker process that must serve it.
+
+Some sessions live in one worker (a Socket.IO session polled over many HTTP
+requests), while the kernel gives each new connection to any worker.  Each
+worker therefore has a :class:`HandoverPort`: a Unix datagram socket in the
+abstract namespace, named after the supervisor and the worker's
+:func:`process_token`.  A worker that reads a request for a session another
+worker owns sends that worker the connection's descriptor (``SCM_RIGHTS``) with
+the bytes it read from the request's head on and who the peer is; the owner
+serves the connection as if it had accepted it.  Only a process of the same
+user may pass a connection in: the kernel vouches for the sender
+(``SCM_CREDENTIALS``).
+
+This module moves descriptors and bytes; it knows nothing of HTTP or sessions,
+and it sends or receives on the reactor thread without ever waiting.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import logging
+import os
+import secrets
+import socket
+import struct
+from typing import Any, Callable, List, Optional, Tuple
+
+from ..io.reactor import Reactor
+from ..io.transport import EVENT_READ
+
+log = logging.getLogger("wssync.server")
+
+# Largest request part passed along (a head is at most max_header_size, 64 KiB
+# by default); a larger one is served where it arrived.
+MAX_PASSED = 96 * 1024
+_HEADER = struct.Struct("!H")  # the length of the JSON that says who the peer is
+_CREDS = struct.Struct("iII")  # struct ucred: pid, uid, gid
+_ANCILLARY = socket.CMSG_SPACE(array.array("i", [0]).itemsize) + socket.CMSG_SPACE(_CREDS.size)
+
+_token: Tuple[int, str] = (0, "")
+
+# (socket, peername, proxy_peername, bytes) of a connection passed in.
+Adopt = Callable[[socket.socket, Any, Any, bytes], None]
+
+
+def process_token() -> str:
+    """This process's name among the workers: 8 random letters and digits, new in
+    each process (a forked child gets its own), so a session id can carry it."""
+    global _token
+    pid = os.getpid()
+    if _token[0] != pid:
+        _token = (pid, secrets.token_hex(4))
+    return _token[1]
+
+
+def _address(group: int, token: str) -> str:
+    return f"\0wssync-handover-{group}-{token}"
+
+
+class HandoverPort:
+    """One worker's port: ``adopt`` serves what comes in; :meth:`send` passes out.
+
+    ``group`` is the supervisor's pid: the workers of one server share it.
+    """
+
+    def __init__(self, reactor: Reactor, group: int, adopt: Adopt) -> None:
+        self.reactor = reactor
+        self.group = group
+        self._adopt = adopt
+        self.passed_in = self.passed_out = 0
+        sock = self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            sock.bind(_address(group, process_token()))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        reactor.selector.register(sock, EVENT_READ, self._on_readable)
+
+    def send(self, token: str, sock: socket.socket, peername: Any, proxy_peername: Any,
+             data: bytes) -> bool:
+        """Pass ``sock`` and ``data`` to the worker named ``token``; whether it
+        took them (False: not running, or its queue is full: serve it here)."""
+        if len(data) > MAX_PASSED or not token.isalnum():
+            return False
+        who = json.dumps([peername, proxy_peername]).encode()
+        rights = array.array("i", [sock.fileno()])
+        try:
+            self._sock.sendmsg([_HEADER.pack(len(who)), who, data],
+                               [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)],
+                               socket.MSG_DONTWAIT, _address(self.group, token))
+        except OSError as exc:
+            log.debug("passing a connection to worker %s failed: %s", token, exc)
+            return False
+        self.passed_out += 1
+        return True
+
+    def _on_readable(self, _mask: int) -> None:
+        for _ in range(64):  # a bounded batch per readable event
+            try:
+                data, ancillary, _flags, _addr = self._sock.recvmsg(
+                    MAX_PASSED + 4096, _ANCILLARY)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("receiving a passed connection failed: %s", exc)
+                return
+            self._received(data, ancillary)
+
+    def _received(self, data: bytes, ancillary: List[Tuple[int, int, bytes]]) -> None:
+        fds: List[int] = []
+        uid: Optional[int] = None
+        for level, kind, payload in ancillary:
+            if level != socket.SOL_SOCKET:
+                continue
+            if kind == socket.SCM_RIGHTS:
+                rights = array.array("i")
+                rights.frombytes(payload[:len(payload) - len(payload) % rights.itemsize])
+                fds.extend(rights)
+            elif kind == socket.SCM_CREDENTIALS and len(payload) >= _CREDS.size:
+                uid = _CREDS.unpack_from(payload)[1]
+        if uid != os.getuid() or len(fds) != 1 or len(data) < _HEADER.size:
+            for fd in fds:
+                os.close(fd)
+            log.warning("dropped a connection passed by another user's process (uid %s)", uid)
+            return
+        (size,) = _HEADER.unpack_from(data)
+        try:
+            peername, proxy_peername = json.loads(data[_HEADER.size:_HEADER.size + size])
+        except ValueError:
+            os.close(fds[0])
+            return
+        sock = socket.socket(fileno=fds[0])
+        self.passed_in += 1
+        self._adopt(sock, _address_of(peername), _address_of(proxy_peername),
+                    data[_HEADER.size + size:])
+
+    def close(self) -> None:
+        try:
+            self.reactor.selector.unregister(self._sock)
+        except (KeyError, ValueError):
+            pass
+        self._sock.close()
+
+
+def _address_of(value: Any) -> Any:
+    """A socket address as JSON gave it back (a list) as Python has it (a tuple)."""
+    return tuple(value) if isinstance(value, list) else value
