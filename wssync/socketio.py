@@ -145,6 +145,9 @@ def attach(app: App, wsgi_app: Any) -> int:
         if getattr(engine, "_wssync_app", None) is not app:  # once per app
             engine._wssync_app = app
             _EngineServer(app, wsgi_app, engine, middleware.engineio_path)
+        # Socket.IO's message-queue managers check the mode its server was made with (a
+        # gevent one, picked where gevent is installed, refuses an unpatched socket module).
+        server.async_mode = engine.async_mode
         count += 1
     return count
 
@@ -324,7 +327,7 @@ def _ping(socket: Any) -> None:
     (a send that cannot wait here; the service task finds clients that never answer)."""
     if not socket.closing and not socket.closed:
         socket.last_ping = time.time()
-        socket.queue.put(eio_packet.Packet(eio_packet.PING))
+        socket.queue.put_at_once(eio_packet.Packet(eio_packet.PING))
 
 
 class _Outbox(queue.Queue):  # type: ignore[type-arg]
@@ -360,6 +363,18 @@ class _Outbox(queue.Queue):  # type: ignore[type-arg]
         assert ws is not None
         with self._order:
             _send(ws, item)
+
+    def put_at_once(self, item: Any) -> None:
+        """``put`` for the reactor: never behind ``_order``, which a thread holds
+        while it waits for a slow peer.  A ping may pass packets being sent."""
+        with self.mutex:
+            ws = self._ws
+            if ws is None:
+                self._put(item)
+                self.unfinished_tasks += 1
+                self.not_empty.notify()
+                return
+        _send(ws, item)
 
     def join(self) -> None:
         if self._ws is None:
