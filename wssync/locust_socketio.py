@@ -44,7 +44,7 @@ from .socketio_protocol import (
 )
 from .websocket.frames import CloseCode
 
-__all__ = ["LocustSocketIO", "SocketIOMixin", "SocketIOUser"]
+__all__ = ["BinaryNotSupported", "LocustSocketIO", "SocketIOMixin", "SocketIOUser"]
 
 Handler = Callable[..., Any]
 # An event nobody handles, kept for receive_event: namespace, event, arguments, size.

@@ -70,6 +70,12 @@ def slow():
     return "late"  # after the client gave up: an ack no call may take for its own
 
 
+@socketio.on("blob")
+def blob():
+    emit("blob", b"\\x00\\x01")  # binary attachments, both ways
+    return b"\\x02"
+
+
 @socketio.on("kick")
 def kick():
     disconnect()
@@ -95,7 +101,7 @@ def chat_echo(*args):
 LOCUSTFILE = '''
 import os
 from locust import HttpUser, between, task
-from wssync.locust_socketio import SocketIOMixin, SocketIOUser
+from wssync.locust_socketio import BinaryNotSupported, SocketIOMixin, SocketIOUser
 
 ONLY = os.environ.get("ONLY_USERS", "").split(",")
 
@@ -167,6 +173,26 @@ class Kicked(SocketIOUser):
         self.sio.call("kick", name="kick")
 
 
+class Binary(SocketIOUser):
+    fixed_count = 1 if wanted("Binary") else 0
+    wait_time = between(0.02, 0.05)
+
+    def on_start(self):
+        self.sio = self.connect_socketio(auth={"token": "good"}, name="socket.io binary")
+
+    @task
+    def talk(self):
+        try:
+            self.sio.emit("echo", {"file": b"x"})
+        except BinaryNotSupported:
+            pass
+        else:
+            raise AssertionError("bytes were sent")
+        # The attachments that follow are skipped: the connection goes on.
+        assert self.sio.call("echo", "text", name="echo binary") == "text"
+        self.sio.call("blob", name="blob call")
+
+
 class Login(SocketIOMixin, HttpUser):
     fixed_count = 1 if wanted("Login") else 0
     wait_time = between(0.02, 0.05)
@@ -193,7 +219,7 @@ class Idle(SocketIOUser):
         assert self.sio.call("echo", "still there?", name="now and then") == "still there?"
 '''
 
-USERS = ["Chatter", "Refused", "Timeout", "Kicked", "Login"]
+USERS = ["Chatter", "Refused", "Timeout", "Kicked", "Binary", "Login"]
 
 
 @pytest.fixture
@@ -242,10 +268,11 @@ def check(run: Run) -> None:
     """What every server must show: rows, counts, real times, failures as rows only."""
     assert run.exceptions == [], run.exceptions
     assert "Traceback" not in run.output, run.output[run.output.find("Traceback") - 500:]
-    assert {r["Name"] for r in run.failures} == {"refused", "nobody", "slow", "kick"}, \
-        run.failures
+    assert {r["Name"] for r in run.failures} == {"refused", "nobody", "slow", "kick", "blob",
+                                                "blob call"}, run.failures
     # Connect rows: the handshake, engine.io's open and the namespace connects, timed.
-    for name in ("socket.io /", "socket.io /chat", "socket.io timeout", "socket.io login"):
+    for name in ("socket.io /", "socket.io /chat", "socket.io timeout", "socket.io login",
+                 "socket.io binary"):
         # (once each: a timeout or an ack for another call does not end a connection)
         assert run.count(name) == 1 and run.failed(name) == 0, name
         assert run.average(name) > 0, name
@@ -272,6 +299,11 @@ def check(run: Run) -> None:
     assert all("the server disconnected '/'" in e for e in run.errors("kick")), run.failures
     assert run.count("socket.io kicked") >= run.count("kick")  # one connect after each
     assert run.failed("socket.io kicked") == run.failed("echo kicked") == 0
+    # Binary attachments: refused by name, both the event's and the ack's.
+    assert run.count("echo binary") >= 3 and run.failed("echo binary") == 0
+    assert run.failed("blob") >= 2 and run.failed("blob call") >= 2
+    assert all("has binary attachments" in e for e in run.errors("blob") +
+               run.errors("blob call")), run.failures
     assert run.returncode == 1  # Locust's exit status on failures
 
 
@@ -317,6 +349,7 @@ def test_the_module_and_what_importing_wssync_leaves_alone() -> None:
             "assert 'locust' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     code = ("import wssync.locust_socketio as m; "
-            "assert set(m.__all__) == {'LocustSocketIO', 'SocketIOMixin', 'SocketIOUser'}; "
+            "assert set(m.__all__) == {'BinaryNotSupported', 'LocustSocketIO', 'SocketIOMixin', "
+            "'SocketIOUser'}; "
             "assert m.SocketIOUser.abstract")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
