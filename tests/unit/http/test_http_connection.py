@@ -41,6 +41,8 @@ class RecordingApp:
         self.streams = 0  # capacity of the streams bodies go to; 0: collect bodies whole
         self.wanted: List[BodyStream] = []
 
+    hand_over = None  # no other process to pass a connection to
+
     def handle_request(self, conn: HttpConnection, request: Request) -> None:
         self.requests.append(request)
 
@@ -835,3 +837,45 @@ def test_a_request_after_a_streamed_upload_gets_its_100_continue(reactor: Reacto
     assert transport.written.endswith(CONTINUE)  # or the client waits, the body never sent
     conn.data_received(b"again")
     assert app.requests[-1].body == b"again"
+
+
+# -- passing a connection to another process ------------------------------------------
+
+
+class PassingApp(RecordingApp):
+    """Passes requests for ``/elsewhere`` on, with the bytes from their head on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passed: List[Tuple[str, Optional[bytes]]] = []
+
+    def hand_over(self, conn: HttpConnection, request: Request) -> bool:  # type: ignore[override]
+        if request.path != "/elsewhere":
+            return False
+        assert conn.parser is not None and conn.transport is not None
+        self.passed.append((request.target, conn.parser.since_head()))
+        conn.transport.abort()
+        return True
+
+
+def test_a_request_passed_on_is_not_handled_here_and_goes_with_what_followed_it(
+        reactor: Reactor) -> None:
+    app = PassingApp()
+    conn, transport = connect(reactor, app)
+    conn.data_received(get("/here"))
+    conn.send_response(Response(b"1"))
+    conn.data_received(get("/elsewhere") + get("/after"))
+    assert app.targets == ["/here"]  # neither /elsewhere nor what followed it
+    assert app.passed == [("/elsewhere", get("/elsewhere") + get("/after"))]
+    assert transport.is_closing()
+
+
+@pytest.mark.parametrize("streams", [0, 64 * 1024])  # body collected whole, or read as it comes
+def test_a_body_still_coming_is_passed_on_at_its_head(reactor: Reactor, streams: int) -> None:
+    app = PassingApp()
+    app.streams = streams
+    conn, transport = connect(reactor, app)
+    head = b"POST /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
+    conn.data_received(head + b"abc")
+    assert app.passed == [("/elsewhere", head + b"abc")]
+    assert app.targets == [] and transport.is_closing()

@@ -1190,3 +1190,19 @@ def test_streamed_chunk_framing_errors_raise_400(bad: bytes) -> None:
         while parser.pending is not None:
             assert parser.read_body(2) or parser.pending is None
     assert info.value.status == 400
+
+
+def test_since_head_is_the_request_as_it_came_until_the_buffer_moves() -> None:
+    parser = RequestParser()
+    head = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n"
+    parser.feed(b"\r\n" + head + b"ab")  # (an empty line before a request is skipped)
+    assert parser.next_request() is None and parser.pending is not None
+    assert parser.since_head() == head + b"ab"
+    parser.feed(b"cd" + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert parser.next_request() is not None
+    request = parser.next_request()
+    assert request is not None and request.target == "/"
+    assert parser.since_head() == b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    parser.feed(b"G")  # the consumed requests are dropped from the buffer
+    assert parser.since_head() is None
+    assert parser.take_buffer() == b"G" and parser.since_head() is None

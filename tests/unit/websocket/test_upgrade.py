@@ -35,6 +35,8 @@ class RecordingApp:
         self.handshakes: List[Request] = []
         self.decision = decision
 
+    hand_over = None  # no other process to pass a connection to
+
     def handle_request(self, conn: HttpConnection, request: Request) -> None:
         self.requests.append(request)
 

@@ -1,0 +1,107 @@
+"""HandoverPort: a connection and its first bytes pass between processes' ports
+(here one process passing to itself over a real abstract Unix socket)."""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+import threading
+from typing import Any, Iterator, List, Tuple
+
+import pytest
+
+from wssync.io.reactor import Reactor
+from wssync.scale.handover import MAX_PASSED, HandoverPort, _address, process_token
+
+
+@pytest.fixture
+def reactor() -> Iterator[Reactor]:
+    reactor = Reactor()
+    yield reactor
+    reactor.close()
+
+
+def run_until(reactor: Reactor, done: Any, timeout: float = 5.0) -> None:
+    stop = threading.Timer(timeout, reactor.call_soon_threadsafe, (reactor.stop,))
+    stop.start()
+
+    def check() -> None:
+        if done():
+            reactor.stop()
+        else:
+            reactor.call_later(0.01, check)
+
+    reactor.call_soon(check)
+    reactor.run()
+    stop.cancel()
+
+
+def test_the_token_is_per_process_and_names_the_port() -> None:
+    token = process_token()
+    assert token == process_token() and token.isalnum() and len(token) == 8
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child's own token
+        os.write(write, process_token().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 64).decode() not in ("", token)
+    os.close(read)
+    os.close(write)
+
+
+def test_a_passed_socket_arrives_with_its_bytes_and_peer(reactor: Reactor) -> None:
+    adopted: List[Tuple[socket.socket, Any, Any, bytes]] = []
+    port = HandoverPort(reactor, group=os.getpid(), adopt=lambda *a: adopted.append(a))
+    ours, theirs = socket.socketpair()
+    try:
+        assert port.send(process_token(), ours, ("10.0.0.1", 5555), None, b"GET / HTTP/1.1\r\n")
+        ours.close()  # the sender's copy goes; the connection lives on in the receiver's
+        run_until(reactor, lambda: adopted)
+        sock, peer, proxy_peer, data = adopted[0]
+        assert (peer, proxy_peer, data) == (("10.0.0.1", 5555), None, b"GET / HTTP/1.1\r\n")
+        theirs.sendall(b"more")
+        assert sock.recv(16) == b"more"  # the very connection
+        sock.sendall(b"answer")
+        assert theirs.recv(16) == b"answer"
+        assert (port.passed_out, port.passed_in) == (1, 1)
+        sock.close()
+    finally:
+        theirs.close()
+        port.close()
+
+
+def test_nobody_there_or_too_much_is_served_here(reactor: Reactor) -> None:
+    port = HandoverPort(reactor, group=os.getpid(), adopt=lambda *a: None)
+    a, b = socket.socketpair()
+    try:
+        assert not port.send("deadbeef", a, None, None, b"x")  # no such worker
+        assert not port.send(process_token(), a, None, None, b"x" * (MAX_PASSED + 1))
+        assert not port.send("../etc", a, None, None, b"x")
+        assert port.passed_out == 0
+    finally:
+        a.close()
+        b.close()
+        port.close()
+
+
+def test_a_datagram_without_exactly_one_socket_is_dropped(reactor: Reactor) -> None:
+    adopted: List[Any] = []
+    port = HandoverPort(reactor, group=os.getpid(), adopt=lambda *a: adopted.append(a))
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        address = _address(os.getpid(), process_token())
+        sender.sendto(b"\x00\x0c[null, null]GET", address)  # no descriptor
+        rights = array.array("i", [r1, r2])
+        sender.sendmsg([b"\x00\x0c[null, null]GET"],
+                       [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)], 0, address)
+        run_until(reactor, lambda: False, timeout=0.3)
+        assert adopted == [] and port.passed_in == 0
+    finally:
+        sender.close()
+        for fd in (r1, w1, r2, w2):
+            os.close(fd)
+        port.close()
