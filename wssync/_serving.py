@@ -31,7 +31,7 @@ from .io.reactor import BoundedHandoff, Reactor
 from .io.tls import TlsSettings
 from .io.transport import BaseProtocol, Transport, WriteLimits
 from .io.watchdog import ReactorWatchdog
-from .metrics import Metrics, Snapshot
+from .metrics import Metrics, Snapshot, labels
 from .scale.handover import HandoverPort
 from .scale.worker import Admission
 from .sticky import StickySessions
@@ -144,9 +144,14 @@ class Serving:
         return len(self.transports)
 
     def metrics_snapshot(self) -> Snapshot:
-        return self.hub.metrics(self.metrics, self.transports,
-                                (("handlers", self.pool), ("wsgi", self.blocking_pool)),
-                                self.own_threads)
+        snapshot = self.hub.metrics(self.metrics, self.transports,
+                                    (("handlers", self.pool), ("wsgi", self.blocking_pool)),
+                                    self.own_threads)
+        if self.handover is not None:
+            snapshot["wssync_connections_passed_total"] = {
+                labels(direction="out"): self.handover.passed_out,
+                labels(direction="in"): self.handover.passed_in}
+        return snapshot
 
     def counts(self) -> Dict[str, Any]:
         counts = self.hub.counts(len(self.transports))

@@ -86,6 +86,9 @@ SPECS: Dict[str, Spec] = {
     "wssync_broker_records_dropped_total": Spec(
         "counter", "Broadcast records not passed on because a broker link was too far "
                    "behind or a record too large."),
+    "wssync_connections_passed_total": Spec(
+        "counter", "Connections passed to the worker that owns their session (out) and "
+                   "taken from another worker (in).", ("direction",)),
     "wssync_workers": Spec("gauge", "Worker processes serving (under a supervisor)."),
     "wssync_worker_restarts_total": Spec(
         "counter", "Workers restarted after dying (rolling restarts not counted)."),

@@ -11,11 +11,12 @@ import signal
 import socket
 import threading
 import time
+import urllib.request
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 import pytest
 import socketio
-from helpers import wait_until
+from helpers import free_port, settled, wait_until
 from test_server_workers import Cluster
 
 APP = '''
@@ -55,6 +56,18 @@ def _poll(port: int, method: str, query: str, body: bytes = b"") -> tuple:
     return int(head_bytes.split()[1]), payload
 
 
+def _metric(port: int, sample: str) -> float:
+    """One sample of the supervisor's /metrics (the sum over workers, up to a
+    second old: read until it stops changing)."""
+    def read() -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith(sample + " "):
+                    return float(line.split()[-1])
+        return 0.0
+    return float(settled(read, quiet=1.5, timeout=15))
+
+
 def _session(port: int) -> str:
     status, payload = _poll(port, "GET", "")
     assert status == 200, payload
@@ -71,8 +84,10 @@ def sio_cluster(tmp_path: Any) -> Iterator[Callable[..., Cluster]]:
     def start(env: Optional[Dict[str, str]] = None) -> Cluster:
         env = env or {}
         os.environ.update(env)
+        metrics_port = free_port()
         try:
-            c = Cluster(tmp_path, 2, app=APP)
+            c = Cluster(tmp_path, 2, "--metrics", f"127.0.0.1:{metrics_port}", app=APP)
+            c.metrics_port = metrics_port  # type: ignore[attr-defined]
         finally:
             for key in env:
                 os.environ.pop(key, None)
@@ -120,6 +135,10 @@ def test_polling_requests_on_new_connections_reach_the_worker_of_their_session(
         answers += payload + b"\x1e"
     assert b"\x1e43" + b"11" + b'[{"echo":11' in answers, answers
     assert "Invalid session" not in c.log
+    # About half of those connections landed on the other worker and were passed on.
+    passed = _metric(c.metrics_port, 'wssync_connections_passed_total{direction="out"}')
+    assert passed >= 1 and passed == _metric(
+        c.metrics_port, 'wssync_connections_passed_total{direction="in"}')
 
 
 def test_a_body_that_arrives_after_the_head_is_passed_on_whole(sio_cluster: Any) -> None:
