@@ -341,7 +341,7 @@ def test_an_idle_user_answers_engine_io_pings(app_dir: Path, kind: str) -> None:
         run = run_locust(app_dir, host, ["Idle"], seconds=5)
         assert run.returncode == 0, run.output[-3000:]
         assert run.count("socket.io idle") == 1  # never dropped, never reconnected
-        assert run.count("now and then") >= 3 and run.failed("now and then") == 0
+        assert run.count("now and then") >= 2 and run.failed("now and then") == 0
 
 
 def test_the_module_and_what_importing_wssync_leaves_alone() -> None:
