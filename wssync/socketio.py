@@ -463,8 +463,11 @@ class _Transport:
     def lost(self) -> None:
         """The WebSocket is closed: so is a session that had moved onto it."""
         socket = self.socket
-        self.state = _DONE
-        if socket is None or not socket.upgraded:
+        state, self.state = self.state, _DONE
+        if socket is None:
+            return
+        if state in (_PROBE, _UPGRADE):
+            socket.upgrading = False  # the upgrade failed: the session goes on polling
             return
         engine = self.owner.engine
         socket.close(wait=False, abort=True, reason=engine.reason.TRANSPORT_CLOSE)

@@ -1,0 +1,120 @@
+"""The engine.io upgrade from long-polling to WebSocket, step by step with a raw
+client: a failed or abandoned upgrade leaves the session polling, a good one
+moves it, and a WebSocket for an unknown session is closed with engine.io's word."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Iterator, Tuple
+
+import pytest
+from helpers import free_port, run_server, wait_listening
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+APP = '''
+from flask import Flask
+from flask_socketio import SocketIO
+
+app = Flask(__name__)
+socketio = SocketIO(app)
+
+@socketio.on("echo")
+def echo(data):
+    return data
+'''
+
+
+@pytest.fixture
+def port(tmp_path: Path) -> Iterator[int]:
+    (tmp_path / "sioapp.py").write_text(APP)
+    port = free_port()
+    proc = run_server(["--app", "sioapp:app", "--host", "127.0.0.1", "--port", str(port)],
+                      cwd=tmp_path)
+    try:
+        wait_listening(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def poll(port: int, sid: str = "", body: bytes = b"") -> Tuple[int, bytes]:
+    query = f"&sid={sid}" if sid else ""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall((f"{'POST' if body else 'GET'} /socket.io/?EIO=4&transport=polling{query} "
+                      f"HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
+                      "Connection: close\r\n\r\n").encode() + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), payload
+
+
+def polling_session(port: int) -> str:
+    status, payload = poll(port)
+    assert status == 200
+    sid = str(json.loads(payload[1:])["sid"])
+    assert poll(port, sid, b"40") == (200, b"OK")
+    status, payload = poll(port, sid)
+    assert status == 200 and payload.startswith(b"40{"), payload
+    return sid
+
+
+def ws_url(port: int, sid: str) -> str:
+    return f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket&sid={sid}"
+
+
+def still_polls(port: int, sid: str) -> None:
+    """The session answers an event over polling (not NOOPs for an upgrade)."""
+    assert poll(port, sid, b'421["echo","p"]') == (200, b"OK")
+    status, payload = poll(port, sid)
+    assert (status, payload) == (200, b'431["p"]'), payload
+
+
+def test_an_upgrade_moves_the_session_onto_the_websocket(port: int) -> None:
+    sid = polling_session(port)
+    with connect(ws_url(port, sid)) as ws:
+        ws.send("2probe")
+        assert ws.recv(timeout=5) == "3probe"
+        assert poll(port, sid) == (200, b"6")  # the pending poll ends with a NOOP
+        ws.send("5")
+        ws.send('422["echo","w"]')
+        answer = ws.recv(timeout=5)
+        if answer == "6":  # the upgrade's NOOP, if no poll took it (as engine.io's own)
+            answer = ws.recv(timeout=5)
+        assert answer == '432["w"]'
+        status, payload = poll(port, sid)  # polling is over for this session
+        assert status == 400, payload
+
+
+def test_an_upgrade_abandoned_after_the_probe_leaves_the_session_polling(port: int) -> None:
+    sid = polling_session(port)
+    with connect(ws_url(port, sid)) as ws:
+        ws.send("2probe")
+        assert ws.recv(timeout=5) == "3probe"
+    assert poll(port, sid) == (200, b"6")  # the NOOP sent for the upgrade
+    time.sleep(0.2)  # the close reached the transport
+    still_polls(port, sid)
+
+
+def test_a_wrong_probe_closes_the_websocket_and_the_session_goes_on_polling(port: int) -> None:
+    sid = polling_session(port)
+    with connect(ws_url(port, sid)) as ws:
+        ws.send("2hello")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    still_polls(port, sid)
+
+
+def test_a_websocket_for_an_unknown_session_is_closed_with_engine_io_s_reason(port: int) -> None:
+    with connect(ws_url(port, "nosuchsession")) as ws, \
+            pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert "Invalid session" in closed.value.rcvd.reason
