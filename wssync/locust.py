@@ -110,6 +110,7 @@ class LocustWebSocket:
         try:
             conn = connect(self.url, subprotocols=self._subprotocols, headers=headers,
                            timeout=user.ws_timeout, ssl_context=user.ws_ssl_context)
+            self._greet(conn)
         except Exception as exc:  # refused, TLS, unreachable, timed out: all a failed row
             self._fire(self.name, started, 0, exc)
             return exc
@@ -119,6 +120,10 @@ class LocustWebSocket:
             user.websockets.append(self)
         self._fire(self.name, started, 0)
         return None
+
+    def _greet(self, conn: ClientConnection) -> None:
+        """What a protocol on top exchanges before the connection counts as open
+        (timed in the connect row); it closes ``conn`` before it raises."""
 
     def _ready(self) -> ClientConnection:
         if not self.open:

@@ -269,6 +269,40 @@ def run_flask_sock_example(code: str, tmp_path: Path, port: int) -> None:
         _stop(proc, signal.SIGTERM)
 
 
+def run_socketio_example(code: str, tmp_path: Path, port: int) -> None:
+    socketio = pytest.importorskip("socketio")
+    pytest.importorskip("flask_socketio")
+    _write(tmp_path, "chat.py", code, port)
+    proc = run_server(["--app", "chat:app", "--host", "127.0.0.1", "--port", str(port)],
+                      cwd=tmp_path)
+    clients = []
+    try:
+        wait_listening(port, proc)
+        base = f"http://127.0.0.1:{port}"
+        refused = socketio.Client(reconnection=False)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            refused.connect(base, auth={"token": "wrong"}, wait_timeout=5)
+        news: List[str] = []
+        for transports in (None, ["websocket"]):  # polling then the upgrade; WebSocket only
+            client = socketio.Client(reconnection=False)
+            client.on("news", news.append)
+            client.connect(base, auth={"token": "s3cret"}, transports=transports,
+                           wait_timeout=5)
+            clients.append(client)
+            assert client.call("echo", [1, "two"], timeout=5) == {"echo": [1, "two"]}
+            joined: List[str] = []
+            client.on("joined", joined.append)
+            client.emit("join", "lobby")
+            assert wait_until(lambda joined=joined: joined == ["lobby"], 5)  # type: ignore[misc]
+        assert wait_until(lambda: clients[0].transport() == "websocket", 5)
+        assert requests.get(base + "/announce?text=hi", timeout=5).text == "sent"
+        assert wait_until(lambda: news == ["hi", "hi"], 5), news
+    finally:
+        for client in clients:
+            client.disconnect()
+        _stop(proc, signal.SIGTERM)
+
+
 DJANGO_URLS = """\
 from django.urls import path
 
@@ -497,6 +531,12 @@ def run_locust_example(code: str, tmp_path: Path, port: int) -> None:
         _stop(server, signal.SIGTERM)
 
 
+def run_socketio_locust_example(code: str, tmp_path: Path, port: int) -> None:
+    from test_locust_socketio import run_readme_example  # (skips without Locust)
+
+    run_readme_example(code, tmp_path, port)
+
+
 # Each example, recognised by a line of its own, and how to check it.
 DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     '@app.route("/items/<item_id>"': run_app_example,
@@ -515,6 +555,8 @@ DRIVERS: Dict[str, Callable[[str, Path, int], None]] = {
     'broker="redis://': run_redis_example,
     'Response.file("report.pdf")': run_file_example,
     "from wssync.locust import": run_locust_example,
+    "socketio = SocketIO(app)": run_socketio_example,
+    "from wssync.locust_socketio import": run_socketio_locust_example,
 }
 
 
