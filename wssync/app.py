@@ -11,6 +11,7 @@ opens it (cross-site WebSocket hijacking).
 from __future__ import annotations
 
 import re
+import threading
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -168,6 +169,45 @@ def same_origin(origin: str, request: Request) -> bool:
     return theirs is not None and theirs == ours
 
 
+class Later:
+    """An HTTP handler's answer that comes later: the handler returns a ``Later``
+    and other code (a thread, a timer) calls :meth:`answer` once it has the
+    response, so no thread waits meanwhile.  The request counts as in progress
+    until then (a connection closes only after it)."""
+
+    __slots__ = ("_lock", "_response", "_send", "answered")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._send: Optional[Callable[[Response], None]] = None
+        self._response: Optional[Response] = None
+        self.answered = False
+
+    def answer(self, response: Response) -> bool:
+        """Send ``response`` (from any thread); False if an answer was given before."""
+        with self._lock:
+            if self.answered:
+                return False
+            self.answered = True
+            send = self._send
+            if send is None:  # answered before the server took it: sent by bind()
+                self._response = response
+                return True
+        send(response)
+        return True
+
+    def bind(self, send: Callable[[Response], None]) -> None:
+        """The server's side: how the answer is sent (once the handler returned)."""
+        with self._lock:
+            self._send = send
+            response, self._response = self._response, None
+        if response is not None:
+            send(response)
+
+
+HttpMatcher = Callable[[Request], Optional[HttpRoute]]
+
+
 class WebSocketMatcher(Protocol):
     """Finds the route of a handshake among routes declared outside the App."""
 
@@ -211,6 +251,7 @@ class App:
         self.wsgi: Optional[WsgiHandler] = None
         self._declared: List[WebSocketMatcher] = []
         self._sessions: List[Callable[[Request], Optional[str]]] = []
+        self._declared_http: List[HttpMatcher] = []
         self._wsgi_route: Optional[HttpRoute] = None
 
     def mount_wsgi(self, wsgi_app: WsgiApp) -> None:
@@ -314,6 +355,11 @@ class App:
                 return owner
         return None
 
+    def _declare_http(self, matcher: HttpMatcher) -> None:
+        """HTTP requests the mounted application's adapter answers itself (before
+        the application): ``matcher(request)`` gives the route, or None."""
+        self._declared_http.append(matcher)
+
     def _declare_websockets(self, matcher: WebSocketMatcher) -> None:
         """WebSocket routes the mounted application declares (an adapter's:
         Socket.IO's path), after the app's own: a plain request there is the
@@ -346,6 +392,10 @@ class App:
             return Response("426 Upgrade Required: this is a WebSocket endpoint\n", 426,
                             [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")])
         if self._wsgi_route is not None:
+            for matcher in self._declared_http:
+                declared = matcher(request)
+                if declared is not None:
+                    return declared
             return self._wsgi_route
         return Response("404 Not Found\n", 404)
 

@@ -23,7 +23,7 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Deque, Iterator, Optional, Union
 
-from .app import App, WebSocketRoute
+from .app import App, Later, WebSocketRoute
 from .config import Config
 from .contract import ChunkCallback
 from .errors import ConnectionClosed, HttpError, RequestBodyError
@@ -105,21 +105,31 @@ class HttpBridge:
         if self.pool is None and not route.blocking:
             # Reactor mode: the handler runs here and now (no lane to keep order
             # on) and its answer goes straight to the connection (no hand-off).
-            conn.send_response(self._respond(route.handler, request))
+            answer = self._respond(route.handler, request, conn)
+            if answer is not None:
+                conn.send_response(answer)
             return
         self._lane(conn, route.blocking).submit(self._run_handler, conn, route.handler, request)
 
     def _run_handler(self, conn: HttpConnection, handler: Callable[[Request], Any],
                      request: Request) -> None:
         """On the connection's lane: the handler's answer goes back to the reactor."""
-        self.handoff.call(0, conn.send_response, self._respond(handler, request))
+        answer = self._respond(handler, request, conn)
+        if answer is not None:
+            self.handoff.call(0, conn.send_response, answer)
 
-    @staticmethod
-    def _respond(handler: Callable[[Request], Any], request: Request) -> Response:
-        """The handler's answer to ``request`` (its exceptions answered too)."""
+    def _respond(self, handler: Callable[[Request], Any], request: Request,
+                 conn: HttpConnection) -> Optional[Response]:
+        """The handler's answer to ``request`` (its exceptions answered too);
+        None when it is a :class:`~wssync.app.Later`, which sends it when it comes."""
         try:
             result = handler(request)
-            return result if type(result) is Response else to_response(result)
+            if type(result) is Response:
+                return result
+            if type(result) is Later:
+                result.bind(partial(self.handoff.call, 0, conn.send_response))
+                return None
+            return to_response(result)
         except HttpError as exc:
             return error_answer(exc)
         except RequestBodyError as exc:

@@ -8,9 +8,10 @@ takes over what engine.io's threading driver runs on threads of its own:
 - the WebSocket transport: wssync answers the handshake on the engine.io path;
   the reactor reads the connection and hands its packets, in order, to the
   engine.io socket on a worker thread.  No thread waits on an idle client.
-- the output: the socket's queue (:class:`_Outbox`) sends on the WebSocket once
-  the transport is WebSocket, and a thread's send waits for a slow peer there
-  as any wssync send does.
+- the output: the socket's queue (:mod:`wssync.socketio_polling`) sends on the
+  WebSocket once the transport is WebSocket, and a thread's send waits for a
+  slow peer there as any wssync send does; a long-polling request waits for
+  its packets without a thread.
 - pings: timers on the reactor, not a sleeping thread per client and cycle.
 - Socket.IO's event handlers: tasks on the same worker threads (at most
   :data:`EVENTS_PER_CLIENT` queued or running per client), not a thread per event.
@@ -51,7 +52,10 @@ from .http.request import Request
 from .http.wsgi import request_environ
 from .io.lanes import Lane, current_pool
 from .scale.handover import process_token
+from .socketio_polling import LongPolls, Outbox
 from .websocket.frames import CloseCode
+
+_Outbox = Outbox  # TEMP
 
 if TYPE_CHECKING:
     from .app import App
@@ -167,7 +171,7 @@ class _EngineServer:
         # server gets a table of its own.
         engine._async = {
             "thread": self._task,
-            "queue": _Outbox,
+            "queue": Outbox,
             "queue_empty": queue.Empty,
             "event": threading.Event,
             "websocket": _WebSocketDriver,
@@ -192,6 +196,7 @@ class _EngineServer:
         self.route = WebSocketRoute(path, self.message, self.connect, self.closed, (), allowed,
                                     pooled=True)
         app._declare_websockets(self)
+        app._declare_http(LongPolls(engine, path, self.call_later).match)
 
     def match_websocket(self, request: Request) -> Optional[WebSocketRoute]:
         return self.route if request.path == self.path else None
@@ -328,67 +333,6 @@ def _ping(socket: Any) -> None:
     if not socket.closing and not socket.closed:
         socket.last_ping = time.time()
         socket.queue.put_at_once(eio_packet.Packet(eio_packet.PING))
-
-
-class _Outbox(queue.Queue):  # type: ignore[type-arg]
-    """An engine.io socket's queue of packets: long-polling requests take them,
-    and once the socket's transport is a WebSocket, :meth:`bind` sends what is
-    queued there and every later packet goes straight out on it.  ``None`` is
-    engine.io's end of the socket: the WebSocket closes."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._ws: Optional[WebSocket] = None
-        self._order = threading.Lock()  # keeps the queued packets before later ones
-
-    def bind(self, ws: WebSocket) -> None:
-        with self._order:
-            with self.mutex:
-                pending = list(self.queue)
-                self.queue.clear()
-                self.unfinished_tasks = 0
-                self.all_tasks_done.notify_all()
-                self._ws = ws
-            for item in pending:
-                _send(ws, item)
-
-    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
-        if self._ws is None:
-            with self.mutex:
-                bound = self._ws is not None
-            if not bound:
-                super().put(item, block, timeout)
-                return
-        ws = self._ws
-        assert ws is not None
-        with self._order:
-            _send(ws, item)
-
-    def put_at_once(self, item: Any) -> None:
-        """``put`` for the reactor: never behind ``_order``, which a thread holds
-        while it waits for a slow peer.  A ping may pass packets being sent."""
-        with self.mutex:
-            ws = self._ws
-            if ws is None:
-                self._put(item)
-                self.unfinished_tasks += 1
-                self.not_empty.notify()
-                return
-        _send(ws, item)
-
-    def join(self) -> None:
-        if self._ws is None:
-            super().join()
-
-
-def _send(ws: WebSocket, item: Any) -> None:
-    try:
-        if item is None:
-            ws.close()
-        else:
-            ws.send(item.encode())
-    except ConnectionClosed:
-        pass  # the socket ends as the close reaches the transport
 
 
 # The transport's states: a polling session's upgrade is two messages long.

@@ -8,7 +8,7 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Dict, Iterator, Tuple
 
 import pytest
 from helpers import free_port, run_server, wait_listening
@@ -28,12 +28,16 @@ def echo(data):
 '''
 
 
+SERVERS: Dict[int, int] = {}  # port -> the pid of the server on it
+
+
 @pytest.fixture
 def port(tmp_path: Path) -> Iterator[int]:
     (tmp_path / "sioapp.py").write_text(APP)
     port = free_port()
     proc = run_server(["--app", "sioapp:app", "--host", "127.0.0.1", "--port", str(port)],
                       cwd=tmp_path)
+    SERVERS[port] = proc.pid
     try:
         wait_listening(port, proc)
         yield port
@@ -118,3 +122,32 @@ def test_a_websocket_for_an_unknown_session_is_closed_with_engine_io_s_reason(po
         ws.recv(timeout=5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert "Invalid session" in closed.value.rcvd.reason
+
+
+def _threads(port: int) -> int:
+    """The thread count of the server listening on ``port``."""
+    with open(f"/proc/{SERVERS[port]}/status") as status:
+        for line in status:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    raise AssertionError("no thread count")
+
+
+def test_polling_only_clients_wait_without_threads(port: int) -> None:
+    """40 clients that never upgrade: each always has a poll waiting, and the
+    server's WSGI app has 8 threads. Their waits hold none of them."""
+    import socketio
+
+    clients = []
+    try:
+        for _ in range(40):
+            client = socketio.Client(reconnection=False)
+            client.connect(f"http://127.0.0.1:{port}", transports=["polling"], wait_timeout=10)
+            clients.append(client)
+        time.sleep(0.5)  # every client's next poll is waiting now
+        for n, client in enumerate(clients):
+            assert client.call("echo", n, timeout=10) == n
+        assert _threads(port) < 25  # not one per waiting poll
+    finally:
+        for client in clients:
+            client.disconnect()

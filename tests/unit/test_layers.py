@@ -29,7 +29,7 @@ FLOORS: Dict[str, Set[str]] = {
     "face": {"base", "io", "edge", "http", "websocket", "scale", "app", "client", "face"},
 }
 BASE = {"config", "errors", "contract", "_version", "_speedups", "metrics"}
-APP = {"app", "bridge", "hub", "flask", "socketio", "sticky"}
+APP = {"app", "bridge", "hub", "flask", "socketio", "socketio_polling", "sticky"}
 # wssync.locust is on the face floor: it composes the client with Locust, and the app
 # floor (server side) may not import the client.
 
