@@ -107,10 +107,11 @@ class Serving:
         # serves once: no earlier run's registration can be in the way).
         if "websocket" not in upgrades:
             protocols.add_upgrade("websocket", websocket_upgrade(config, bridge))
+        self.limits = WriteLimits(config.write_high_water, config.max_write_buffer,
+                                  config.send_timeout, config.max_write_buffer_hard,
+                                  config.slow_peer_timeout)
         self.listener: Optional[Listener] = Listener(
-            reactor, sock, protocols.first, self.transports,
-            WriteLimits(config.write_high_water, config.max_write_buffer, config.send_timeout,
-                        config.max_write_buffer_hard, config.slow_peer_timeout),
+            reactor, sock, protocols.first, self.transports, self.limits,
             config.max_connections, admission.refuse, admission.wait, transport_factory,
         )
         link = None
@@ -122,7 +123,7 @@ class Serving:
                 # Sessions live in one worker: requests for them are passed there.
                 self.handover = HandoverPort(reactor, os.getppid(),
                                              partial(self._adopt, self.listener, http))
-                bridge.hand_over = StickySessions(app, self.handover)
+                bridge.hand_over = StickySessions(app, self.handover, self._pair)
         hub.start(handoff, broker, link)
         self.watchdog: Optional[ReactorWatchdog] = None  # reactor mode: names blocking code
         if not threads and config.slow_callback_warning:
@@ -204,12 +205,19 @@ class Serving:
         self.wait_for_connections(time.monotonic() + self.config.shutdown_grace)
 
     def _adopt(self, listener: Listener, http: Callable[[], BaseProtocol], sock: socket.socket,
-               peername: Any, proxy_peername: Any, data: bytes) -> None:
+               peername: Any, proxy_peername: Any, secure: bool, data: bytes) -> None:
         """Serve a connection another worker passed here (a session of this one)."""
         protocol = http()
-        listener.adopt(sock, peername, proxy_peername, protocol, data)
+        listener.adopt(sock, peername, proxy_peername, secure, protocol, data)
         if self.stopping and isinstance(protocol, HttpConnection):
             protocol.shutdown()  # served, then closed: this worker is leaving
+
+    def _pair(self, sock: socket.socket, peername: Any, protocol: BaseProtocol) -> Transport:
+        """The local end of a pair that relays a connection to another worker."""
+        transport = Transport(self.reactor, sock, peername, protocol, self.transports,
+                              self.limits)
+        transport.start()
+        return transport
 
     @staticmethod
     def _close_restarting(transport: Transport) -> None:

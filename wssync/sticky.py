@@ -8,33 +8,35 @@ worker, its connection, with the bytes from the request's head on, is passed to
 that worker through the :class:`~wssync.scale.handover.HandoverPort`, and
 leaves this one without a byte lost.  The bridge asks this at every request
 head (``hand_over``).  A TLS connection cannot be passed (its keys live in this
-process): it is served here, where the session is unknown.
+process): the owner gets one end of a local socket pair instead, and this
+process relays the clear text between the two (:mod:`wssync.io.splice`).
 """
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING
+import socket
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable
 
-from .io.ratelog import RateLimitedLog
+from .io.splice import splice
 from .scale.handover import HandoverPort, process_token
 
 if TYPE_CHECKING:
     from .app import App
     from .http.connection import HttpConnection
     from .http.request import Request
-
-log = logging.getLogger("wssync.server")
-
-_OVER_TLS = RateLimitedLog(log, logging.WARNING, "sessions of other workers over TLS")
+    from .io.protocol import BaseProtocol
+    from .io.transport import Transport
 
 
 class StickySessions:
     """The bridge's ``hand_over``: pass ``conn`` on when ``request`` is another worker's."""
 
-    def __init__(self, app: App, port: HandoverPort) -> None:
+    def __init__(self, app: App, port: HandoverPort,
+                 pair: Callable[[socket.socket, Any, BaseProtocol], Transport]) -> None:
         self.app = app
         self.port = port
+        self.pair = pair  # a transport for our end of a relay (sock, peer, protocol)
 
     def __call__(self, conn: HttpConnection, request: Request) -> bool:
         owner = self.app.session_owner(request)
@@ -43,15 +45,29 @@ class StickySessions:
         transport, parser = conn.transport, conn.parser
         if transport is None or parser is None or transport.get_write_buffer_size():
             return False  # an answer is still going out: served here
-        if transport.secure:
-            _OVER_TLS.event(transport.reactor, request.remote_addr,
-                            "a request for a session of another worker came over TLS and "
-                            "cannot be passed on; terminate TLS in front of the workers "
-                            "(nginx, HAProxy) or let clients use the websocket transport only")
-            return False
         data = parser.since_head()
-        if data is None or not self.port.send(owner, transport.sock, transport.peername,
-                                              transport.proxy_peername, data):
+        if data is None:
+            return False
+        if transport.secure:
+            return self._relay(owner, transport, data)
+        if not self.port.send(owner, transport.sock, transport.peername,
+                              transport.proxy_peername, data):
             return False
         transport.abort()  # this process's descriptor only: the owner's lives on
+        return True
+
+    def _relay(self, owner: str, transport: Transport, data: bytes) -> bool:
+        """A TLS connection stays here (its keys do): the owner gets one end of
+        a local pair, and this process relays the clear text both ways."""
+        near, far = socket.socketpair()
+        try:
+            passed = self.port.send(owner, far, transport.peername, transport.proxy_peername,
+                                    data, secure=True)
+        finally:
+            far.close()
+        if not passed:
+            near.close()
+            return False
+        near.setblocking(False)
+        splice(transport, partial(self.pair, near, transport.peername))
         return True

@@ -4,17 +4,20 @@ carries emits across workers unchanged, and a killed worker's clients come back.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 import urllib.request
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set
 
 import pytest
+import requests
 import socketio
 from helpers import free_port, settled, wait_until
 from test_server_workers import Cluster
@@ -42,9 +45,13 @@ def echo(data):
 '''
 
 
-def _poll(port: int, method: str, query: str, body: bytes = b"") -> tuple:
-    """One engine.io polling request on a connection of its own."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+def _poll(port: int, method: str, query: str, body: bytes = b"",
+          tls: Optional[ssl.SSLContext] = None) -> tuple:
+    """One engine.io polling request on a connection of its own (over TLS with ``tls``)."""
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+        if tls is not None:
+            sock = stack.enter_context(tls.wrap_socket(sock, server_hostname="localhost"))
         head = (f"{method} /socket.io/?EIO=4&transport=polling{query} HTTP/1.1\r\n"
                 f"Host: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n").encode()
@@ -68,8 +75,8 @@ def _metric(port: int, sample: str) -> float:
     return float(settled(read, quiet=1.5, timeout=15))
 
 
-def _session(port: int) -> str:
-    status, payload = _poll(port, "GET", "")
+def _session(port: int, tls: Optional[ssl.SSLContext] = None) -> str:
+    status, payload = _poll(port, "GET", "", tls=tls)
     assert status == 200, payload
     sid = json.loads(payload[1:])["sid"]
     assert "." in sid  # the worker that owns it, then engine.io's own id
@@ -81,18 +88,19 @@ def sio_cluster(tmp_path: Any) -> Iterator[Callable[..., Cluster]]:
     """``start(env)``: the Socket.IO app under ``--workers 2``, once both serve."""
     started: List[Cluster] = []
 
-    def start(env: Optional[Dict[str, str]] = None) -> Cluster:
+    def start(env: Optional[Dict[str, str]] = None, *extra: str) -> Cluster:
         env = env or {}
         os.environ.update(env)
         metrics_port = free_port()
         try:
-            c = Cluster(tmp_path, 2, "--metrics", f"127.0.0.1:{metrics_port}", app=APP)
+            c = Cluster(tmp_path, 2, "--metrics", f"127.0.0.1:{metrics_port}", *extra, app=APP)
             c.metrics_port = metrics_port  # type: ignore[attr-defined]
         finally:
             for key in env:
                 os.environ.pop(key, None)
         started.append(c)
-        c.pids = _serving_pids(c)  # type: ignore[attr-defined]
+        if "--certfile" not in extra:
+            c.pids = _serving_pids(c)  # type: ignore[attr-defined]
         return c
 
     yield start
@@ -270,3 +278,45 @@ def test_a_killed_worker_s_clients_reconnect_and_the_others_go_on(sio_cluster: A
     finally:
         for sio in clients.values():
             sio.disconnect()
+
+
+def test_over_tls_a_request_for_another_worker_s_session_is_relayed_to_it(
+        sio_cluster: Any, tls_files: Any) -> None:
+    """A TLS connection cannot move (its keys stay where it was accepted): the
+    owner gets the clear text over a local pair, relayed both ways."""
+    c = sio_cluster(None, "--certfile", str(tls_files.cert), "--keyfile", str(tls_files.key))
+    tls = ssl.create_default_context(cafile=str(tls_files.ca))
+
+    def serving() -> bool:
+        try:
+            return _poll(c.port, "GET", "", tls=tls)[0] == 200
+        except OSError:
+            return False
+
+    assert wait_until(serving, 30, 0.1), c.log
+    sid = _session(c.port, tls)
+    statuses = [_poll(c.port, "POST", f"&sid={sid}", b"40", tls)]
+    for n in range(1, 10):
+        statuses.append(_poll(c.port, "POST", f"&sid={sid}", f'42{n}["echo",{n}]'.encode(),
+                              tls))
+    assert statuses == [(200, b"OK")] * 10
+    answers = b""
+    while answers.count(b'"echo"') < 9:
+        status, payload = _poll(c.port, "GET", f"&sid={sid}", tls=tls)
+        assert status == 200, payload
+        answers += payload
+    relayed = _metric(c.metrics_port, 'wssync_connections_passed_total{direction="out"}')
+    assert relayed >= 1
+    # Clients with the default transports: polling over TLS, then the upgrade (wss).
+    http = requests.Session()
+    http.verify = str(tls_files.ca)
+    http.trust_env = False  # (REQUESTS_CA_BUNDLE would take the place of our CA)
+    for n in range(4):
+        sio = socketio.Client(reconnection=False, http_session=http)
+        sio.connect(f"https://localhost:{c.port}", wait_timeout=10)
+        try:
+            assert sio.call("echo", n, timeout=10)["echo"] == n
+            assert wait_until(lambda sio=sio: sio.transport() == "websocket", 5)
+        finally:
+            sio.disconnect()
+    assert "Invalid session" not in c.log

@@ -128,11 +128,12 @@ class Listener:
                 continue
             transport.start()
 
-    def adopt(self, sock: socket.socket, peername: Any, proxy_peername: Any,
+    def adopt(self, sock: socket.socket, peername: Any, proxy_peername: Any, secure: bool,
               protocol: BaseProtocol, data: bytes) -> None:
         """Serve a connection another process accepted and passed on, whose
         first bytes (``data``) it read: clear text, past any preamble, so
-        ``protocol`` is the one that follows them."""
+        ``protocol`` is the one that follows them.  ``secure``: the client's
+        connection is TLS, which that process keeps and relays."""
         sock.setblocking(False)
         # (Also once closed to new connections: a draining process still
         # serves the sessions it holds.)
@@ -146,6 +147,7 @@ class Listener:
             sock.close()
             return
         transport.proxy_peername = proxy_peername
+        transport.secure = secure
         transport.start()
         if data and not transport.is_closing():
             protocol.data_received(data)

@@ -40,8 +40,8 @@ _ANCILLARY = socket.CMSG_SPACE(array.array("i", [0]).itemsize) + socket.CMSG_SPA
 
 _token: Tuple[int, str] = (0, "")
 
-# (socket, peername, proxy_peername, bytes) of a connection passed in.
-Adopt = Callable[[socket.socket, Any, Any, bytes], None]
+# (socket, peername, proxy_peername, secure, bytes) of a connection passed in.
+Adopt = Callable[[socket.socket, Any, Any, bool, bytes], None]
 
 
 def process_token() -> str:
@@ -80,12 +80,13 @@ class HandoverPort:
         reactor.selector.register(sock, EVENT_READ, self._on_readable)
 
     def send(self, token: str, sock: socket.socket, peername: Any, proxy_peername: Any,
-             data: bytes) -> bool:
+             data: bytes, secure: bool = False) -> bool:
         """Pass ``sock`` and ``data`` to the worker named ``token``; whether it
-        took them (False: not running, or its queue is full: serve it here)."""
+        took them (False: not running, or its queue is full: serve it here).
+        ``secure``: the client's connection is TLS (``sock`` carries its clear text)."""
         if len(data) > MAX_PASSED or not token.isalnum():
             return False
-        who = json.dumps([peername, proxy_peername]).encode()
+        who = json.dumps([peername, proxy_peername, secure]).encode()
         rights = array.array("i", [sock.fileno()])
         try:
             self._sock.sendmsg([_HEADER.pack(len(who)), who, data],
@@ -128,13 +129,13 @@ class HandoverPort:
             return
         (size,) = _HEADER.unpack_from(data)
         try:
-            peername, proxy_peername = json.loads(data[_HEADER.size:_HEADER.size + size])
+            peername, proxy_peername, secure = json.loads(data[_HEADER.size:_HEADER.size + size])
         except ValueError:
             os.close(fds[0])
             return
         sock = socket.socket(fileno=fds[0])
         self.passed_in += 1
-        self._adopt(sock, _address_of(peername), _address_of(proxy_peername),
+        self._adopt(sock, _address_of(peername), _address_of(proxy_peername), secure is True,
                     data[_HEADER.size + size:])
 
     def close(self) -> None:

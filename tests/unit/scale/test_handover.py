@@ -56,11 +56,13 @@ def test_a_passed_socket_arrives_with_its_bytes_and_peer(reactor: Reactor) -> No
     port = HandoverPort(reactor, group=os.getpid(), adopt=lambda *a: adopted.append(a))
     ours, theirs = socket.socketpair()
     try:
-        assert port.send(process_token(), ours, ("10.0.0.1", 5555), None, b"GET / HTTP/1.1\r\n")
+        assert port.send(process_token(), ours, ("10.0.0.1", 5555), None, b"GET / HTTP/1.1\r\n",
+                         secure=True)
         ours.close()  # the sender's copy goes; the connection lives on in the receiver's
         run_until(reactor, lambda: adopted)
-        sock, peer, proxy_peer, data = adopted[0]
-        assert (peer, proxy_peer, data) == (("10.0.0.1", 5555), None, b"GET / HTTP/1.1\r\n")
+        sock, peer, proxy_peer, secure, data = adopted[0]
+        assert (peer, proxy_peer, secure, data) == (("10.0.0.1", 5555), None, True,
+                                                    b"GET / HTTP/1.1\r\n")
         theirs.sendall(b"more")
         assert sock.recv(16) == b"more"  # the very connection
         sock.sendall(b"answer")
@@ -94,9 +96,9 @@ def test_a_datagram_without_exactly_one_socket_is_dropped(reactor: Reactor) -> N
     r2, w2 = os.pipe()
     try:
         address = _address(os.getpid(), process_token())
-        sender.sendto(b"\x00\x0c[null, null]GET", address)  # no descriptor
+        sender.sendto(b"\x00\x13[null, null, false]GET", address)  # no descriptor
         rights = array.array("i", [r1, r2])
-        sender.sendmsg([b"\x00\x0c[null, null]GET"],
+        sender.sendmsg([b"\x00\x13[null, null, false]GET"],
                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)], 0, address)
         run_until(reactor, lambda: False, timeout=0.3)
         assert adopted == [] and port.passed_in == 0
