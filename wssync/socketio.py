@@ -66,7 +66,7 @@ __all__ = ["EVENTS_PER_CLIENT", "SUPPORTED", "attach", "wsgi_app_of"]
 log = logging.getLogger("wssync.socketio")
 
 # The releases this adapter is tested with (the ``socketio`` extra pins them).
-SUPPORTED = {"python-engineio": ((4, 9), (5, 0)), "python-socketio": ((5, 11), (6, 0))}
+SUPPORTED = {"python-engineio": ((4, 11), (5, 0)), "python-socketio": ((5, 12), (6, 0))}
 # Socket.IO events of one client queued or running at once; past it the client's
 # next message waits, and behind it the reactor stops reading that client.
 EVENTS_PER_CLIENT = 64
