@@ -252,8 +252,10 @@ def test_an_unsupported_version_says_which_ones_are(monkeypatch: pytest.MonkeyPa
         adapter._check_versions()
     text = str(raised.value)
     assert "\n" not in text
+    (low, high) = adapter.SUPPORTED["python-engineio"]
     assert text.startswith("python-engineio 3.14.0 is not supported: wssync serves "
-                           "python-engineio 4.9 up to (not including) 5.0")
+                           f"python-engineio {low[0]}.{low[1]} up to (not including) "
+                           f"{high[0]}.{high[1]}")
     assert "pip install 'wssync[socketio]'" in text
 
 
