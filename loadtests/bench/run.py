@@ -12,14 +12,18 @@ e.g. ``apt-get install wrk util-linux``), from the repository root::
     python3 loadtests/bench/run.py --report loadtests/bench/results/bench-<time>.json
     git worktree add /tmp/before HEAD~5 && (cd /tmp/before && python3 setup.py build_ext -i)
     python3 loadtests/bench/run.py --baseline /tmp/before --servers wssync,uvicorn
+    python3 loadtests/bench/socketio_idle.py             # 5,000 idle Socket.IO clients
+    python3 loadtests/bench/socketio_acks.py --rounds 5  # Socket.IO acks/s, --workers 2
 
 ``--install`` creates the bench virtualenv (``--venv``, default
 ``loadtests/bench/.venv``, git-ignored as ``.venv/``) and pip-installs this
 project in editable mode plus the anchors: waitress, gunicorn,
 uvicorn[standard] (httptools, uvloop, websockets), tornado, websockets,
-matplotlib and Locust (for ``mixed.py``).  Later runs re-execute themselves
-with that venv's interpreter (``--no-reexec`` to use the current one); servers
-whose packages are missing are skipped with a note.
+matplotlib, Locust (for ``mixed.py``), and Flask-SocketIO with gevent-websocket
+(for ``socketio_idle.py`` and ``socketio_acks.py``: one Flask-SocketIO app under
+wssync, gunicorn gthread and gunicorn's gevent-websocket worker).  Later runs
+re-execute themselves with that venv's interpreter (``--no-reexec`` to use the
+current one); servers whose packages are missing are skipped with a note.
 
 What runs (every server is started fresh for every measurement, pinned to CPU 0
 with ``taskset -c 0``; wrk, the Python load generators and this script run on

@@ -41,6 +41,9 @@ MP_WORKLOADS = (HTTP_MP, FLASK_MP, BALANCE, BROADCAST_MP)
 WS_WORKLOADS = frozenset({WS13, WS16K, IDLE, BROADCAST, WSS13, IDLE_TLS, BALANCE,
                           BROADCAST_MP})
 TLS_WS_WORKLOADS = frozenset({WSS13, IDLE_TLS})
+# The Socket.IO app (``apps/socketio_app.py``), measured by socketio_idle.py and
+# socketio_acks.py, not by run.py: one Socket.IO client for every server.
+SIO_IDLE, SIO_ACKS, SIO_ACKS_MP = "sio-idle", "sio-acks", "sio-acks-mp"
 
 TlsFiles = Tuple[str, str]  # (certfile, keyfile) the server is started with
 
@@ -161,6 +164,35 @@ SERVERS: List[ServerSpec] = [
                                    "flask_app:app"],
                # as above; and wrk's 100 connections are exactly its default connection limit
                log_ignore=r"waitress.queue:Task queue depth|reached the connection limit"),
+    # -- the Socket.IO app (socketio_idle.py, socketio_acks.py) -------------------------
+    ServerSpec("sio-wssync", "wssync, reactor mode, the Flask-SocketIO app",
+               frozenset({SIO_IDLE, SIO_ACKS}), ["wssync", "flask_socketio"],
+               _wssync(0, app="socketio_app:app"), has_http=False),
+    ServerSpec("sio-wssync-t8", "wssync --threads 8, the Flask-SocketIO app",
+               frozenset({SIO_IDLE, SIO_ACKS}), ["wssync", "flask_socketio"],
+               _wssync(8, app="socketio_app:app"), has_http=False),
+    # Flask-SocketIO's documented threading deployment: one worker (sessions are not
+    # sticky across gunicorn workers), a thread per WebSocket
+    ServerSpec("sio-gthread", "gunicorn -k gthread -w 1 --threads 100, threading mode",
+               frozenset({SIO_IDLE, SIO_ACKS}), ["gunicorn", "flask_socketio", "simple_websocket"],
+               _gunicorn("gthread", 1, "socketio_app:app", "--threads", "100"), has_http=False),
+    ServerSpec("sio-gevent", "gunicorn -k GeventWebSocketWorker -w 1, gevent mode",
+               frozenset({SIO_IDLE, SIO_ACKS}), ["gunicorn", "flask_socketio", "geventwebsocket"],
+               _gunicorn("geventwebsocket.gunicorn.workers.GeventWebSocketWorker", 1,
+                         "socketio_app:app", "-e", "BENCH_SIO_ASYNC_MODE=gevent"),
+               has_http=False),
+    # gunicorn's default of 1,000 connections per worker raised past the idle count
+    ServerSpec("sio-gevent-wc", "the same, --worker-connections 10000",
+               frozenset({SIO_IDLE, SIO_ACKS}), ["gunicorn", "flask_socketio", "geventwebsocket"],
+               _gunicorn("geventwebsocket.gunicorn.workers.GeventWebSocketWorker", 1,
+                         "socketio_app:app", "-e", "BENCH_SIO_ASYNC_MODE=gevent",
+                         "--worker-connections", "10000"), has_http=False),
+    ServerSpec("sio-wssync-w1", "wssync --workers 1, reactor mode, the Flask-SocketIO app",
+               frozenset({SIO_ACKS_MP}), ["wssync", "flask_socketio"],
+               _wssync(0, 1, "socketio_app:app"), has_http=False),
+    ServerSpec("sio-wssync-w2", "wssync --workers 2, reactor mode, the Flask-SocketIO app",
+               frozenset({SIO_ACKS_MP}), ["wssync", "flask_socketio"],
+               _wssync(0, 2, "socketio_app:app"), has_http=False),
 ]
 BY_NAME = {spec.name: spec for spec in SERVERS}
 
