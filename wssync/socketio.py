@@ -55,8 +55,6 @@ from .scale.handover import process_token
 from .socketio_polling import LongPolls, Outbox
 from .websocket.frames import CloseCode
 
-_Outbox = Outbox  # TEMP
-
 if TYPE_CHECKING:
     from .app import App
     from .websocket.handle import WebSocket
@@ -283,19 +281,27 @@ class _Task:
         if pool is not None and function is not None and function is _HANDLE_EVENT:
             # _handle_event_internal(server, sid, eio_sid, data, namespace, id)
             slots = _event_slots(self.owner.engine, self.args[2])
-            slots.acquire()  # the client's lane waits here: its input stops
             self._done = threading.Event()
-            Lane(pool).submit(self._run_event, slots)
+            if slots.acquire(blocking=False):
+                Lane(pool).submit(self._run_event, slots)
+                return
+            # The client has its bound of events queued or running: this one runs
+            # here and now, on the thread that read it (the client's lane, or its
+            # POST), which holds that client's input meanwhile.  Waiting for a
+            # slot instead could deadlock: the events that would free it may be
+            # queued behind this very thread on the same pool.
+            self._run_event(None)
             return
         self._thread = threading.Thread(target=self.target, args=self.args, kwargs=self.kwargs,
                                         name="wssync-socketio-task", daemon=True)
         self._thread.start()
 
-    def _run_event(self, slots: threading.BoundedSemaphore) -> None:
+    def _run_event(self, slots: Optional[threading.BoundedSemaphore]) -> None:
         try:
             self.target(*self.args, **self.kwargs)
         finally:
-            slots.release()
+            if slots is not None:
+                slots.release()
             assert self._done is not None
             self._done.set()
 

@@ -21,6 +21,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 from urllib.parse import parse_qs
 
+from engineio.packet import NOOP, Packet
+
 from .app import HttpRoute, Later
 from .errors import ConnectionClosed
 from .http.response import Response
@@ -58,15 +60,17 @@ class Outbox(queue.Queue):  # type: ignore[type-arg]
                 _send(ws, item)
 
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
-        if self._ws is None:
-            with self.mutex:
-                bound = self._ws is not None
-            if not bound:
-                super().put(item, block, timeout)
-                self._wake()
-                return
-        ws = self._ws
-        assert ws is not None
+        # The check and the append under one lock: a bind() between them would
+        # leave the packet in a queue that nobody reads any more.
+        with self.mutex:
+            ws = self._ws
+            if ws is None:
+                self._put(item)  # (unbounded: never waits)
+                self.unfinished_tasks += 1
+                self.not_empty.notify()
+        if ws is None:
+            self._wake()
+            return
         with self._order:
             _send(ws, item)
 
@@ -192,6 +196,11 @@ class LongPolls:
     def poll(self, request: Request) -> Any:
         socket = self._socket(request)
         if socket is None:  # (changed since it was matched)
+            sid = parse_qs(request.query_string).get("sid", [""])[0]
+            now = self.engine.sockets.get(sid)
+            if now is not None and now.upgrading and not now.upgraded:
+                # A WebSocket probes meanwhile: engine.io answers such a poll at once.
+                return self._response(request, now, [Packet(NOOP)])
             return self._bad_request()
         later = Later()
         answer = partial(self._answer, later, request, socket)

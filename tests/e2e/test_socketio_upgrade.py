@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 APP = '''
+import time
 from flask import Flask
 from flask_socketio import SocketIO
 
@@ -25,6 +26,10 @@ socketio = SocketIO(app)
 @socketio.on("echo")
 def echo(data):
     return data
+
+@socketio.on("slow")
+def slow(data):
+    time.sleep(0.02)
 '''
 
 
@@ -151,3 +156,17 @@ def test_polling_only_clients_wait_without_threads(port: int) -> None:
     finally:
         for client in clients:
             client.disconnect()
+
+
+def test_a_flood_of_events_in_parallel_posts_does_not_wedge_the_threads(port: int) -> None:
+    """12 POSTs of 16 events each, at once, for one session (more than the client's
+    bound of events in flight, on 8 threads): all are answered, and so is the next
+    client, where waiting for a free slot would have deadlocked every thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sid = polling_session(port)
+    body = "\x1e".join(f'42["slow",{n}]' for n in range(16)).encode()
+    with ThreadPoolExecutor(12) as posts:
+        answers = list(posts.map(lambda _: poll(port, sid, body), range(12)))
+    assert answers == [(200, b"OK")] * 12
+    assert polling_session(port)  # a new session is served

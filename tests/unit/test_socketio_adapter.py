@@ -25,6 +25,7 @@ from wssync.app import App
 from wssync.errors import ConnectionClosed, UnsupportedLibrary
 from wssync.http.request import Headers, Request
 from wssync.io.lanes import Lane, ThreadPool
+from wssync.socketio_polling import Outbox
 
 
 class FakeWebSocket:
@@ -53,11 +54,11 @@ def message(text: str) -> eio_packet.Packet:
     return eio_packet.Packet(eio_packet.MESSAGE, text)
 
 
-# -- _Outbox ------------------------------------------------------------------------------
+# -- Outbox -------------------------------------------------------------------------------
 
 
 def test_outbox_is_a_queue_until_bound() -> None:
-    box = adapter._Outbox()
+    box = Outbox()
     box.put(message("a"))
     box.put(message("b"))
     assert [box.get(timeout=1).data for _ in range(2)] == ["a", "b"]
@@ -66,7 +67,7 @@ def test_outbox_is_a_queue_until_bound() -> None:
 
 
 def test_bind_sends_what_was_queued_first_then_later_puts_go_straight_out() -> None:
-    box = adapter._Outbox()
+    box = Outbox()
     for text in ("1", "2", "3"):
         box.put(message(text))
     ws = FakeWebSocket()
@@ -77,7 +78,7 @@ def test_bind_sends_what_was_queued_first_then_later_puts_go_straight_out() -> N
 
 
 def test_puts_while_bind_flushes_wait_behind_the_flush() -> None:
-    box = adapter._Outbox()
+    box = Outbox()
     box.put(message("queued"))
     ws = FakeWebSocket()
     ws.hold = threading.Event()
@@ -97,7 +98,7 @@ def test_puts_while_bind_flushes_wait_behind_the_flush() -> None:
 def test_put_at_once_does_not_wait_behind_a_slow_send() -> None:
     """The reactor's ping: a thread blocked sending to a slow peer holds the
     outbox's order lock; the ping goes out without waiting for it."""
-    box = adapter._Outbox()
+    box = Outbox()
     ws = FakeWebSocket()
     box.bind(ws)  # type: ignore[arg-type]
     ws.hold = threading.Event()
@@ -114,13 +115,13 @@ def test_put_at_once_does_not_wait_behind_a_slow_send() -> None:
 
 
 def test_put_at_once_queues_before_bind() -> None:
-    box = adapter._Outbox()
+    box = Outbox()
     box.put_at_once(eio_packet.Packet(eio_packet.PING))
     assert box.get(timeout=1).packet_type == eio_packet.PING
 
 
 def test_none_closes_the_websocket_and_sends_after_it_are_dropped() -> None:
-    box = adapter._Outbox()
+    box = Outbox()
     ws = FakeWebSocket()
     box.bind(ws)  # type: ignore[arg-type]
     box.put(None)
@@ -130,7 +131,7 @@ def test_none_closes_the_websocket_and_sends_after_it_are_dropped() -> None:
 
 
 def test_join_does_not_hang_once_bound() -> None:
-    box = adapter._Outbox()
+    box = Outbox()
     box.put(message("never taken by a poll"))
     box.bind(FakeWebSocket())  # type: ignore[arg-type]
     done, _ = _in_thread(box.join)
@@ -176,7 +177,7 @@ def pool() -> Iterator[ThreadPool]:
 def test_a_ping_becomes_a_reactor_timer_not_a_thread() -> None:
     engine = engineio.Server(async_mode="threading", ping_interval=7)
     socket = engineio.socket.Socket(engine, "sid1")
-    socket.queue = adapter._Outbox()
+    socket.queue = Outbox()
     owner = Owner(engine)
     before = threading.active_count()
     adapter._Task(owner, socket._send_ping, (), {}).start()  # type: ignore[arg-type]
