@@ -12,7 +12,6 @@ the public methods); this module binds no socket and installs no signal handler.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import ssl
 import time
@@ -119,9 +118,9 @@ class Serving:
         if worker is not None:
             admission.balance = worker.balance
             link = worker.serve(reactor, config.max_message_size, self.counts, on_lost)
-            if app.keeps_sessions:
+            if app.keeps_sessions and worker.handover_dir is not None:
                 # Sessions live in one worker: requests for them are passed there.
-                self.handover = HandoverPort(reactor, os.getppid(),
+                self.handover = HandoverPort(reactor, worker.handover_dir,
                                              partial(self._adopt, self.listener, http))
                 bridge.hand_over = StickySessions(app, self.handover, self._pair)
         hub.start(handoff, broker, link)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
+import tempfile
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -189,6 +191,9 @@ class Server:
             f"thread-pool, {self.threads} threads each" if self.threads else "reactor")))
 
         report = BootReport()
+        # Where workers pass each other connections of the sessions they own.
+        handover_dir = tempfile.mkdtemp(prefix="wssync-")  # (mode 0700)
+        supervisor_pid = os.getpid()
         reactor = Reactor()
         endpoint: Optional[MetricsEndpoint] = None  # the supervisor's /metrics
 
@@ -201,6 +206,7 @@ class Server:
             self._stop_signals = WORKER_STOP_SIGNALS
             self.workers = 1
             self._worker = Worker(index, link, balance)
+            self._worker.handover_dir = handover_dir
             self._hub.worker = index
             self._socket_file = None  # the supervisor removes it, once all are gone
             try:  # anything raised before serving begins is a boot failure
@@ -231,6 +237,8 @@ class Server:
             self._drop_metrics_socket()
             report.close()
             self._cleanup()
+            if os.getpid() == supervisor_pid:  # (a worker that returns here keeps it)
+                shutil.rmtree(handover_dir, ignore_errors=True)
 
     def start(self) -> Server:
         """Serve on a background thread; returns once the port is listening."""

@@ -48,10 +48,12 @@ class StickySessions:
         data = parser.since_head()
         if data is None:
             return False
-        if transport.secure:
+        # Encrypted here: relayed.  (A connection relayed to us is secure but
+        # clear text on a local pair: passed on as it is, not relayed again.)
+        if transport._ops.secure:
             return self._relay(owner, transport, data)
         if not self.port.send(owner, transport.sock, transport.peername,
-                              transport.proxy_peername, data):
+                              transport.proxy_peername, data, secure=transport.secure):
             return False
         transport.abort()  # this process's descriptor only: the owner's lives on
         return True

@@ -330,3 +330,47 @@ def test_over_tls_a_request_for_another_worker_s_session_is_relayed_to_it(
         finally:
             sio.disconnect()
     assert "Invalid session" not in c.log
+
+
+def _open_files(supervisor: int) -> int:
+    """Descriptors open in the supervisor's workers."""
+    with open(f"/proc/{supervisor}/task/{supervisor}/children") as children:
+        pids = children.read().split()
+    return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in pids)
+
+
+def test_a_tls_connection_naming_both_workers_in_turn_is_not_relayed_in_a_chain(
+        sio_cluster: Any, tls_files: Any) -> None:
+    """Requests on one TLS connection that name each worker in turn: the
+    connection relayed to a worker is clear text there and moves on by
+    descriptor, so no relay is stacked on a relay (descriptors stay flat)."""
+    c = sio_cluster(None, "--certfile", str(tls_files.cert), "--keyfile", str(tls_files.key))
+    tls = ssl.create_default_context(cafile=str(tls_files.ca))
+    tokens: Set[str] = set()
+
+    def both() -> bool:
+        try:
+            tokens.add(_session(c.port, tls).split(".")[0])
+        except OSError:
+            return False
+        return len(tokens) == 2
+
+    assert wait_until(both, 30, 0.05)
+    first, second = sorted(tokens)
+    before = _open_files(c.proc.pid)
+    with socket.create_connection(("127.0.0.1", c.port), timeout=10) as raw, \
+            tls.wrap_socket(raw, server_hostname="localhost") as sock:
+        reader = sock.makefile("rb")
+        for n in range(60):
+            token = (first, second)[n % 2]
+            sock.sendall((f"GET /socket.io/?EIO=4&transport=polling&sid={token}.gone "
+                          f"HTTP/1.1\r\nHost: localhost\r\n\r\n").encode())
+            status = reader.readline()
+            assert status.startswith(b"HTTP/1.1 400"), status  # (no such session)
+            length = 0
+            while (line := reader.readline()) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            assert b"Invalid session" in reader.read(length)
+        during = _open_files(c.proc.pid)
+    assert during - before < 10, (before, during)

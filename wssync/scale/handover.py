@@ -2,9 +2,11 @@
 
 Some sessions live in one worker (a Socket.IO session polled over many HTTP
 requests), while the kernel gives each new connection to any worker.  Each
-worker therefore has a :class:`HandoverPort`: a Unix datagram socket in the
-abstract namespace, named after the supervisor and the worker's
-:func:`process_token`.  A worker that reads a request for a session another
+worker therefore has a :class:`HandoverPort`: a Unix datagram socket named by
+the worker's :func:`process_token`, in a directory the supervisor made for its
+workers (mode 0700: only this user can bind or reach a name there, so a
+connection is never passed to another user's process, even one that took the
+name of a worker gone).  A worker that reads a request for a session another
 worker owns sends that worker the connection's descriptor (``SCM_RIGHTS``) with
 the bytes it read from the request's head on and who the peer is; the owner
 serves the connection as if it had accepted it.  Only a process of the same
@@ -26,6 +28,7 @@ import socket
 import struct
 from typing import Any, Callable, List, Optional, Tuple
 
+from ..io.ratelog import RateLimitedLog
 from ..io.reactor import Reactor
 from ..io.transport import EVENT_READ
 
@@ -39,6 +42,7 @@ _CREDS = struct.Struct("iII")  # struct ucred: pid, uid, gid
 _ANCILLARY = socket.CMSG_SPACE(array.array("i", [0]).itemsize) + socket.CMSG_SPACE(_CREDS.size)
 
 _token: Tuple[int, str] = (0, "")
+_REFUSED = RateLimitedLog(log, logging.WARNING, "datagrams refused on the hand-over port")
 
 # (socket, peername, proxy_peername, secure, bytes) of a connection passed in.
 Adopt = Callable[[socket.socket, Any, Any, bool, bytes], None]
@@ -54,25 +58,35 @@ def process_token() -> str:
     return _token[1]
 
 
-def _address(group: int, token: str) -> str:
-    return f"\0wssync-handover-{group}-{token}"
+def _address(directory: str, token: str) -> str:
+    return os.path.join(directory, token)
+
+
+def _private(directory: str) -> None:
+    """Refuse a directory another user could reach (names in it are trusted)."""
+    info = os.stat(directory)
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(f"{directory} must belong to this user alone (mode 0700)")
 
 
 class HandoverPort:
     """One worker's port: ``adopt`` serves what comes in; :meth:`send` passes out.
 
-    ``group`` is the supervisor's pid: the workers of one server share it.
+    ``directory`` is the supervisor's, private to this user: the workers of one
+    server share it.
     """
 
-    def __init__(self, reactor: Reactor, group: int, adopt: Adopt) -> None:
+    def __init__(self, reactor: Reactor, directory: str, adopt: Adopt) -> None:
+        _private(directory)
         self.reactor = reactor
-        self.group = group
+        self.directory = directory
         self._adopt = adopt
         self.passed_in = self.passed_out = 0
+        self._path = _address(directory, process_token())
         sock = self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-            sock.bind(_address(group, process_token()))
+            sock.bind(self._path)
             sock.setblocking(False)
         except OSError:
             sock.close()
@@ -91,7 +105,7 @@ class HandoverPort:
         try:
             self._sock.sendmsg([_HEADER.pack(len(who)), who, data],
                                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)],
-                               socket.MSG_DONTWAIT, _address(self.group, token))
+                               socket.MSG_DONTWAIT, _address(self.directory, token))
         except OSError as exc:
             log.debug("passing a connection to worker %s failed: %s", token, exc)
             return False
@@ -125,15 +139,16 @@ class HandoverPort:
         if uid != os.getuid() or len(fds) != 1 or len(data) < _HEADER.size:
             for fd in fds:
                 os.close(fd)
-            log.warning("dropped a connection passed by another user's process (uid %s)", uid)
+            _REFUSED.event(self.reactor, uid, "dropped a datagram on the hand-over port that "
+                           "is not one connection from this user (uid %s)", uid)
             return
         (size,) = _HEADER.unpack_from(data)
         try:
             peername, proxy_peername, secure = json.loads(data[_HEADER.size:_HEADER.size + size])
-        except ValueError:
+            sock = socket.socket(fileno=fds[0])
+        except (ValueError, TypeError, OSError):  # (not three values; not a socket)
             os.close(fds[0])
             return
-        sock = socket.socket(fileno=fds[0])
         self.passed_in += 1
         self._adopt(sock, _address_of(peername), _address_of(proxy_peername), secure is True,
                     data[_HEADER.size + size:])
@@ -144,6 +159,10 @@ class HandoverPort:
         except (KeyError, ValueError):
             pass
         self._sock.close()
+        try:
+            os.unlink(self._path)
+        except OSError:
+            pass
 
 
 def _address_of(value: Any) -> Any:

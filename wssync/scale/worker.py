@@ -49,6 +49,9 @@ class Worker:
     def __init__(self, index: int, link: socket.socket, balance: AcceptBalance) -> None:
         self.index = index
         self.balance = balance
+        # The supervisor's private directory where workers pass connections
+        # to one another (wssync.scale.handover); None: no such passing.
+        self.handover_dir: Optional[str] = None
         self._sock = link
         self._link: Optional[WorkerLink] = None
         self._reactor: Optional[Reactor] = None

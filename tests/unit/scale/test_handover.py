@@ -7,6 +7,7 @@ import array
 import os
 import socket
 import threading
+from pathlib import Path
 from typing import Any, Iterator, List, Tuple
 
 import pytest
@@ -51,9 +52,9 @@ def test_the_token_is_per_process_and_names_the_port() -> None:
     os.close(write)
 
 
-def test_a_passed_socket_arrives_with_its_bytes_and_peer(reactor: Reactor) -> None:
+def test_a_passed_socket_arrives_with_its_bytes_and_peer(reactor: Reactor, tmp_path: Path) -> None:
     adopted: List[Tuple[socket.socket, Any, Any, bytes]] = []
-    port = HandoverPort(reactor, group=os.getpid(), adopt=lambda *a: adopted.append(a))
+    port = HandoverPort(reactor, directory=str(tmp_path), adopt=lambda *a: adopted.append(a))
     ours, theirs = socket.socketpair()
     try:
         assert port.send(process_token(), ours, ("10.0.0.1", 5555), None, b"GET / HTTP/1.1\r\n",
@@ -74,8 +75,8 @@ def test_a_passed_socket_arrives_with_its_bytes_and_peer(reactor: Reactor) -> No
         port.close()
 
 
-def test_nobody_there_or_too_much_is_served_here(reactor: Reactor) -> None:
-    port = HandoverPort(reactor, group=os.getpid(), adopt=lambda *a: None)
+def test_nobody_there_or_too_much_is_served_here(reactor: Reactor, tmp_path: Path) -> None:
+    port = HandoverPort(reactor, directory=str(tmp_path), adopt=lambda *a: None)
     a, b = socket.socketpair()
     try:
         assert not port.send("deadbeef", a, None, None, b"x")  # no such worker
@@ -88,14 +89,14 @@ def test_nobody_there_or_too_much_is_served_here(reactor: Reactor) -> None:
         port.close()
 
 
-def test_a_datagram_without_exactly_one_socket_is_dropped(reactor: Reactor) -> None:
+def test_a_datagram_without_exactly_one_socket_is_dropped(reactor: Reactor, tmp_path: Path) -> None:
     adopted: List[Any] = []
-    port = HandoverPort(reactor, group=os.getpid(), adopt=lambda *a: adopted.append(a))
+    port = HandoverPort(reactor, directory=str(tmp_path), adopt=lambda *a: adopted.append(a))
     sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     r1, w1 = os.pipe()
     r2, w2 = os.pipe()
     try:
-        address = _address(os.getpid(), process_token())
+        address = _address(str(tmp_path), process_token())
         sender.sendto(b"\x00\x13[null, null, false]GET", address)  # no descriptor
         rights = array.array("i", [r1, r2])
         sender.sendmsg([b"\x00\x13[null, null, false]GET"],
@@ -107,3 +108,12 @@ def test_a_datagram_without_exactly_one_socket_is_dropped(reactor: Reactor) -> N
         for fd in (r1, w1, r2, w2):
             os.close(fd)
         port.close()
+
+
+def test_a_directory_other_users_can_reach_is_refused(reactor: Reactor, tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o755)  # others could list it, and bind names where it is writable
+    with pytest.raises(PermissionError):
+        HandoverPort(reactor, directory=str(tmp_path), adopt=lambda *a: None)
+    os.chmod(tmp_path, 0o700)
+    HandoverPort(reactor, directory=str(tmp_path), adopt=lambda *a: None).close()
+    assert os.listdir(tmp_path) == []  # its name is gone with it
