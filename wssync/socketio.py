@@ -175,15 +175,6 @@ class _EngineServer:
             "websocket": _WebSocketDriver,
             "sleep": time.sleep,
         }
-        origins = engine.cors_allowed_origins
-        if origins == "*" or origins == []:  # [] turns engine.io's own check off
-            allowed: Any = "*"
-        elif origins is None:
-            allowed = None  # the server's own origin, as engine.io's default
-        elif callable(origins):
-            allowed = origins
-        else:
-            allowed = [origins] if isinstance(origins, str) else list(origins)
         # A session id names the worker that made it, so that with --workers its
         # requests can be passed there (wssync.sticky).
         if "generate_id" not in engine.__dict__:  # (not wrapped for an earlier App)
@@ -191,13 +182,23 @@ class _EngineServer:
             engine.generate_id = lambda: f"{process_token()}.{make_id()}"
         app._declare_sessions(self.owner_of)
         self.path = path
-        self.route = WebSocketRoute(path, self.message, self.connect, self.closed, (), allowed,
+        # Which pages may open the WebSocket is engine.io's decision (its
+        # cors_allowed_origins, asked in match_websocket): the routes only carry it.
+        self.route = WebSocketRoute(path, self.message, self.connect, self.closed, (), "*",
                                     pooled=True)
+        self.refused = WebSocketRoute(path, None, None, None, (), frozenset(), pooled=True)
         app._declare_websockets(self)
         app._declare_http(LongPolls(engine, path, self.call_later).match)
 
     def match_websocket(self, request: Request) -> Optional[WebSocketRoute]:
-        return self.route if request.path == self.path else None
+        if request.path != self.path:
+            return None
+        origin = request.headers.get("origin")
+        engine = self.engine
+        if origin is None or engine.cors_allowed_origins == []:
+            return self.route  # as engine.io: only an Origin given is checked
+        allowed = engine._cors_allowed_origins(request_environ(request))
+        return self.route if allowed is None or origin in allowed else self.refused
 
     def owner_of(self, request: Request) -> Optional[str]:
         """The worker named in the request's session id (``sid=<worker>.<id>``)."""
