@@ -75,8 +75,8 @@ class Outbox(queue.Queue):  # type: ignore[type-arg]
             _send(ws, item)
 
     def put_at_once(self, item: Any) -> None:
-        """``put`` for the reactor: never behind ``_order``, which a thread holds
-        while it waits for a slow peer.  A ping may pass packets being sent."""
+        """``put`` for the reactor: never behind ``_order`` (held by a thread that
+        hands packets over).  A ping may pass packets being sent."""
         with self.mutex:
             ws = self._ws
             if ws is None:
@@ -147,11 +147,14 @@ class Outbox(queue.Queue):  # type: ignore[type-arg]
 
 
 def _send(ws: WebSocket, item: Any) -> None:
+    """One packet out, never waiting for this client: engine.io's emit only
+    queues, so one slow reader cannot hold a broadcast loop.  Its output
+    buffers, and a client far behind is dropped by the slow-peer rules."""
     try:
         if item is None:
-            ws.close()
+            ws._close_unpaced()
         else:
-            ws.send(item.encode())
+            ws._send_unpaced(item.encode())
     except ConnectionClosed:
         pass  # the socket ends as the close reaches the transport
 

@@ -29,8 +29,8 @@ from wssync.socketio_polling import Outbox
 
 
 class FakeWebSocket:
-    """What the outbox uses of a WebSocket: ``send`` (which may be made to wait,
-    as a send to a slow peer does) and ``close``."""
+    """What the outbox uses of a WebSocket: its unpaced ``send`` (which may be
+    made to wait, as the hand-off to a busy reactor does) and ``close``."""
 
     def __init__(self) -> None:
         self.sent: List[Any] = []
@@ -48,6 +48,11 @@ class FakeWebSocket:
 
     def close(self, *args: Any) -> None:
         self.closed = True
+
+    # What the outbox calls: sends that wait for no peer (the hand-off to the
+    # reactor still may, which ``hold`` stands for).
+    _send_unpaced = send
+    _close_unpaced = close
 
 
 def message(text: str) -> eio_packet.Packet:

@@ -145,6 +145,23 @@ class WebSocket:
         deadline = None if timeout is None else time.monotonic() + timeout
         return self._gate.wait_writable(deadline)
 
+    def _send_unpaced(self, message: Union[str, bytes]) -> None:
+        """Send without waiting for *this* peer, as a broadcast does (for adapters
+        whose library promises that, Socket.IO's emit): the output buffers, and
+        the slow-peer rules drop a peer that falls far behind.  Only the hand-off
+        to the reactor, which all threads share, may make the caller wait."""
+        if self._closing or self.close_code is not None:
+            raise ConnectionClosed(self.close_code or CloseCode.NORMAL_CLOSURE,
+                                   self.close_reason)
+        self._handoff.call(len(message), self._conn.send, message)
+
+    def _close_unpaced(self) -> None:
+        """:meth:`close` (1000) without waiting for room in a slow peer's output."""
+        if self._closing or self.close_code is not None:
+            return
+        self._closing = True
+        self._handoff.call(0, self._conn.close, CloseCode.NORMAL_CLOSURE, "")
+
     def _hand(self, size: int, timeout: Optional[float], fn: Callable[..., None],
               *args: Any) -> None:
         """Run ``fn(*args)`` on the reactor, ``size`` bytes paced by the gate."""
