@@ -2,7 +2,7 @@
 
 Some sessions live in one worker (a Socket.IO session polled over many HTTP
 requests), while the kernel gives each new connection to any worker.  Each
-worker therefore has a :class:`HandoverPort`: a Unix datagram socket named by
+worker therefore has a :class:`HandoverPort`: a Unix ``SOCK_SEQPACKET`` socket named by
 the worker's :func:`process_token`, in a directory the supervisor made for its
 workers (mode 0700: only this user can bind or reach a name there, so a
 connection is never passed to another user's process, even one that took the
@@ -11,7 +11,7 @@ worker owns sends that worker the connection's descriptor (``SCM_RIGHTS``) with
 the bytes it read from the request's head on and who the peer is; the owner
 serves the connection as if it had accepted it.  Only a process of the same
 user may pass a connection in: the kernel vouches for the sender
-(``SCM_CREDENTIALS``).
+(``SO_PEERCRED``), both ways.
 
 This module moves descriptors and bytes; it knows nothing of HTTP or sessions,
 and it sends or receives on the reactor thread without ever waiting.
@@ -26,7 +26,7 @@ import os
 import secrets
 import socket
 import struct
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..io.ratelog import RateLimitedLog
 from ..io.reactor import Reactor
@@ -39,10 +39,20 @@ log = logging.getLogger("wssync.server")
 MAX_PASSED = 96 * 1024
 _HEADER = struct.Struct("!H")  # the length of the JSON that says who the peer is
 _CREDS = struct.Struct("iII")  # struct ucred: pid, uid, gid
-_ANCILLARY = socket.CMSG_SPACE(array.array("i", [0]).itemsize) + socket.CMSG_SPACE(_CREDS.size)
+_ANCILLARY = socket.CMSG_SPACE(array.array("i", [0]).itemsize)
+_BACKLOG = 256  # connections on their way in at once
+
+
+def _peer_uid(link: socket.socket) -> Optional[int]:
+    """The user of the process at the other end of ``link`` (the kernel's word)."""
+    try:
+        return int(_CREDS.unpack(link.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                 _CREDS.size))[1])
+    except OSError:
+        return None
 
 _token: Tuple[int, str] = (0, "")
-_REFUSED = RateLimitedLog(log, logging.WARNING, "datagrams refused on the hand-over port")
+_REFUSED = RateLimitedLog(log, logging.WARNING, "records refused on the hand-over port")
 
 # (socket, peername, proxy_peername, secure, bytes) of a connection passed in.
 Adopt = Callable[[socket.socket, Any, Any, bool, bytes], None]
@@ -82,64 +92,94 @@ class HandoverPort:
         self.directory = directory
         self._adopt = adopt
         self.passed_in = self.passed_out = 0
+        # Connections that came in and whose record has not arrived yet.
+        self._incoming: Dict[socket.socket, None] = {}
         self._path = _address(directory, process_token())
-        sock = self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock = self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
             sock.bind(self._path)
+            # A record per connection, and a listen backlog (a datagram queue
+            # holds 10: a burst while this reactor is busy would be refused).
+            sock.listen(_BACKLOG)
             sock.setblocking(False)
         except OSError:
             sock.close()
             raise
-        reactor.selector.register(sock, EVENT_READ, self._on_readable)
+        reactor.selector.register(sock, EVENT_READ, self._on_acceptable)
 
     def send(self, token: str, sock: socket.socket, peername: Any, proxy_peername: Any,
              data: bytes, secure: bool = False) -> bool:
         """Pass ``sock`` and ``data`` to the worker named ``token``; whether it
-        took them (False: not running, or its queue is full: serve it here).
+        took them (False: not running, or its backlog is full: serve it here).
         ``secure``: the client's connection is TLS (``sock`` carries its clear text)."""
         if len(data) > MAX_PASSED or not token.isalnum():
             return False
         who = json.dumps([peername, proxy_peername, secure]).encode()
         rights = array.array("i", [sock.fileno()])
-        try:
-            self._sock.sendmsg([_HEADER.pack(len(who)), who, data],
-                               [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)],
-                               socket.MSG_DONTWAIT, _address(self.directory, token))
-        except OSError as exc:
-            log.debug("passing a connection to worker %s failed: %s", token, exc)
-            return False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as link:
+            link.setblocking(False)  # (a Unix connect never waits: done, or EAGAIN)
+            try:
+                link.connect(_address(self.directory, token))
+                if _peer_uid(link) != os.getuid():
+                    return False  # (the directory is ours alone: cannot happen)
+                link.sendmsg([_HEADER.pack(len(who)), who, data],
+                             [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+            except OSError as exc:
+                log.debug("passing a connection to worker %s failed: %s", token, exc)
+                return False
         self.passed_out += 1
         return True
 
-    def _on_readable(self, _mask: int) -> None:
+    def _on_acceptable(self, _mask: int) -> None:
         for _ in range(64):  # a bounded batch per readable event
             try:
-                data, ancillary, _flags, _addr = self._sock.recvmsg(
-                    MAX_PASSED + 4096, _ANCILLARY)
+                link, _addr = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("receiving a passed connection failed: %s", exc)
+                log.warning("accepting a passed connection failed: %s", exc)
                 return
-            self._received(data, ancillary)
-
-    def _received(self, data: bytes, ancillary: List[Tuple[int, int, bytes]]) -> None:
-        fds: List[int] = []
-        uid: Optional[int] = None
-        for level, kind, payload in ancillary:
-            if level != socket.SOL_SOCKET:
+            if len(self._incoming) >= _BACKLOG:
+                link.close()
                 continue
-            if kind == socket.SCM_RIGHTS:
+            link.setblocking(False)
+            self._incoming[link] = None
+            self._read(link)
+            if link in self._incoming:  # its record is still on its way
+                self.reactor.selector.register(link, EVENT_READ,
+                                               lambda _mask, link=link: self._read(link))
+
+    def _read(self, link: socket.socket) -> None:
+        try:
+            data, ancillary, _flags, _addr = link.recvmsg(MAX_PASSED + 4096, _ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.warning("receiving a passed connection failed: %s", exc)
+            data, ancillary = b"", []
+        self._forget(link)
+        self._received(data, ancillary, _peer_uid(link))
+        link.close()
+
+    def _forget(self, link: socket.socket) -> None:
+        self._incoming.pop(link, None)
+        try:
+            self.reactor.selector.unregister(link)
+        except (KeyError, ValueError):
+            pass
+
+    def _received(self, data: bytes, ancillary: List[Tuple[int, int, bytes]],
+                  uid: Optional[int]) -> None:
+        fds: List[int] = []
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 rights = array.array("i")
                 rights.frombytes(payload[:len(payload) - len(payload) % rights.itemsize])
                 fds.extend(rights)
-            elif kind == socket.SCM_CREDENTIALS and len(payload) >= _CREDS.size:
-                uid = _CREDS.unpack_from(payload)[1]
         if uid != os.getuid() or len(fds) != 1 or len(data) < _HEADER.size:
             for fd in fds:
                 os.close(fd)
-            _REFUSED.event(self.reactor, uid, "dropped a datagram on the hand-over port that "
+            _REFUSED.event(self.reactor, uid, "dropped a record on the hand-over port that "
                            "is not one connection from this user (uid %s)", uid)
             return
         (size,) = _HEADER.unpack_from(data)
@@ -159,6 +199,9 @@ class HandoverPort:
         except (KeyError, ValueError):
             pass
         self._sock.close()
+        for link in list(self._incoming):
+            self._forget(link)
+            link.close()
         try:
             os.unlink(self._path)
         except OSError:

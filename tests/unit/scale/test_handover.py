@@ -89,24 +89,48 @@ def test_nobody_there_or_too_much_is_served_here(reactor: Reactor, tmp_path: Pat
         port.close()
 
 
-def test_a_datagram_without_exactly_one_socket_is_dropped(reactor: Reactor, tmp_path: Path) -> None:
+def test_a_record_without_exactly_one_socket_is_dropped(reactor: Reactor, tmp_path: Path) -> None:
     adopted: List[Any] = []
     port = HandoverPort(reactor, directory=str(tmp_path), adopt=lambda *a: adopted.append(a))
-    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = _address(str(tmp_path), process_token())
     r1, w1 = os.pipe()
     r2, w2 = os.pipe()
+    record = b"\x00\x13[null, null, false]GET"
+    senders = [socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(3)]
     try:
-        address = _address(str(tmp_path), process_token())
-        sender.sendto(b"\x00\x13[null, null, false]GET", address)  # no descriptor
-        rights = array.array("i", [r1, r2])
-        sender.sendmsg([b"\x00\x13[null, null, false]GET"],
-                       [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)], 0, address)
+        senders[0].connect(address)
+        senders[0].send(record)  # no descriptor
+        senders[1].connect(address)
+        senders[1].sendmsg([record], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                       array.array("i", [r1, r2]))])
+        senders[2].connect(address)  # and one that never says anything, then leaves
         run_until(reactor, lambda: False, timeout=0.3)
         assert adopted == [] and port.passed_in == 0
     finally:
-        sender.close()
+        for sender in senders:
+            sender.close()
         for fd in (r1, w1, r2, w2):
             os.close(fd)
+        port.close()
+
+
+def test_a_burst_larger_than_a_datagram_queue_is_all_taken(reactor: Reactor,
+                                                             tmp_path: Path) -> None:
+    """40 connections passed while the receiver's reactor does not run (a busy
+    worker): all wait in the listen backlog and all arrive."""
+    adopted: List[Any] = []
+    port = HandoverPort(reactor, directory=str(tmp_path), adopt=lambda *a: adopted.append(a))
+    pairs = [socket.socketpair() for _ in range(40)]
+    try:
+        assert all(port.send(process_token(), a, None, None, b"x") for a, _ in pairs)
+        run_until(reactor, lambda: len(adopted) == 40)
+        assert len(adopted) == 40
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+        for sock, *_ in adopted:
+            sock.close()
         port.close()
 
 
