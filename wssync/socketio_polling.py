@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 from urllib.parse import parse_qs
@@ -213,8 +214,13 @@ class LongPolls:
         if packets is not None:
             return self._response(request, socket, packets)
         engine = self.engine
-        self.call_later(engine.ping_interval + engine.ping_timeout, self._expired,
-                        socket, answer, later)
+        wait = engine.ping_interval + engine.ping_timeout
+        # One timer per session at a time, however often its polls park and
+        # are answered: it looks at the latest poll's deadline when it fires.
+        socket._wssync_poll = (answer, later, time.monotonic() + wait)
+        if not getattr(socket, "_wssync_timer", False):
+            socket._wssync_timer = True
+            self.call_later(wait, self._expired, socket)
         return later
 
     def _answer(self, later: Later, request: Request, socket: Any, packets: List[Any]) -> None:
@@ -240,9 +246,15 @@ class LongPolls:
         return Response(body, int(answer["status"].split()[0]),
                         headers + engine._cors_headers(environ))
 
-    def _expired(self, socket: Any, answer: Answer, later: Later) -> None:
+    def _expired(self, socket: Any) -> None:
         """On the reactor: nothing came for a whole ping cycle (not even a ping):
         the client is gone, as engine.io decides it, and the poll gets 400."""
+        answer, later, deadline = socket._wssync_poll
+        left = deadline - time.monotonic()
+        if left > 0:  # a later poll parked since
+            self.call_later(left, self._expired, socket)
+            return
+        socket._wssync_timer = False
         if socket.queue.unpark(answer):
             later.answer(self._bad_request())
             # (disconnect handlers are the application's code: not on the reactor)

@@ -5,6 +5,7 @@ moves it, and a WebSocket for an unknown session is closed with engine.io's word
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -16,12 +17,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 APP = '''
-import time
+import os, time
 from flask import Flask
 from flask_socketio import SocketIO
 
 app = Flask(__name__)
-socketio = SocketIO(app)
+socketio = SocketIO(app, ping_interval=float(os.environ.get("PING", "25")),
+                    ping_timeout=float(os.environ.get("PING", "20")),
+                    monitor_clients=not os.environ.get("PING"))
 
 @socketio.on("echo")
 def echo(data):
@@ -170,3 +173,26 @@ def test_a_flood_of_events_in_parallel_posts_does_not_wedge_the_threads(port: in
         answers = list(posts.map(lambda _: poll(port, sid, body), range(12)))
     assert answers == [(200, b"OK")] * 12
     assert polling_session(port)  # a new session is served
+
+
+def test_a_poll_that_gets_nothing_for_a_ping_cycle_is_refused_and_the_session_ends(
+        tmp_path: Path) -> None:
+    """Pings each second, and a client that never answers them: its parked poll
+    gets the ping, the next poll gets nothing more (no pong, no next ping) and is
+    answered 400 after a ping cycle, and the session is gone.  (engine.io's
+    service task, which would close the session first, is off here.)"""
+    (tmp_path / "sioapp.py").write_text(APP)
+    port = free_port()
+    proc = run_server(["--app", "sioapp:app", "--host", "127.0.0.1", "--port", str(port)],
+                      cwd=tmp_path, env={**os.environ, "PING": "1"})
+    try:
+        wait_listening(port, proc)
+        sid = polling_session(port)
+        assert poll(port, sid) == (200, b"2")  # parked, then answered by the ping
+        started = time.monotonic()
+        status, _ = poll(port, sid)
+        assert status == 400 and time.monotonic() - started >= 1.5
+        assert poll(port, sid)[0] == 400  # (the session is no more)
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -138,7 +138,7 @@ class Listener:
         # (Also once closed to new connections: a draining process still
         # serves the sessions it holds.)
         if self._max_connections and len(self._live) >= self._max_connections:
-            sock.close()
+            self._on_refused(sock)  # told, as a connection accepted here would be
             return
         try:
             transport = Transport(self.reactor, sock, peername, protocol, self._live,
