@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Set
 
 import pytest
 import requests
@@ -154,8 +154,17 @@ def test_a_worker_that_served_and_died_is_restarted(tmp_path: Path) -> None:
     proc = run_server(["dies:app", "--workers", "2", "--port", str(port)], cwd=tmp_path)
     try:
         wait_listening(port, proc)
+
+        def workers() -> Set[str]:
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as children:
+                return set(children.read().split())
+
+        assert wait_until(lambda: len(workers()) == 2, timeout=10)
+        before = workers()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/die", timeout=5)
+        # The supervisor has seen it die and started another (before the stop below).
+        assert wait_until(lambda: len(workers()) == 2 and workers() != before, timeout=10)
 
         def served() -> bool:
             try:
