@@ -270,14 +270,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             rec["round"] = rnd
             records.append(rec)
             print(f"r{rnd} " + one_line(rec), flush=True)
-            with open(base + ".json", "w") as f:
-                json.dump({"meta": meta, "records": records}, f, indent=1, default=str)
-    text = summary(records)
-    with open(base + ".txt", "w") as f:
-        f.write(text + "\n")
-    print()
-    print(text)
-    print(f"\nresults: {base}.json, {base}.txt")
+            sio.save(base, {"meta": meta, "records": records})
+    sio.save(base, {"meta": meta, "records": records}, summary(records))
     return 0
 
 

@@ -186,3 +186,16 @@ def lat_ms(values: List[float]) -> Optional[Dict[str, float]]:
         return None
     return {"p50_ms": round(common.percentile(values, 50) * 1000, 3),
             "p99_ms": round(common.percentile(values, 99) * 1000, 3)}
+
+
+def save(base: str, data: Dict[str, Any], text: Optional[str] = None) -> None:
+    """Write ``data`` to ``base``.json; with ``text``, also ``base``.txt, and show it."""
+    with open(base + ".json", "w") as f:
+        json.dump(data, f, indent=1, default=str)
+    if text is None:
+        return
+    with open(base + ".txt", "w") as f:
+        f.write(text + "\n")
+    print()
+    print(text)
+    print(f"\nresults: {base}.json, {base}.txt")

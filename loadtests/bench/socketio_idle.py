@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -186,13 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "rlimit_nofile": nofile, "server_cpu": common.SERVER_CPU,
             "load_cpu": common.LOAD_CPU, "ping_interval_s": PING_INTERVAL,
             "client": "websockets asyncio client, engine.io v4 WebSocket transport only"}
-    with open(base + ".json", "w") as f:
-        json.dump({"meta": meta, "results": results}, f, indent=1, default=str)
-    with open(base + ".txt", "w") as f:
-        f.write(text + "\n")
-    print()
-    print(text)
-    print(f"\nresults: {base}.json, {base}.txt")
+    sio.save(base, {"meta": meta, "results": results}, text)
     return 0
 
 

@@ -8,26 +8,13 @@ import socket
 from typing import Iterator, List, Tuple
 
 import pytest
+from test_io_metrics import Quiet  # (the protocol a client has before the splice)
 from test_transport import LIMITS, pattern, run_for, run_until
 
 from wssync.io.protocol import BaseProtocol
 from wssync.io.reactor import Reactor
 from wssync.io.splice import splice
 from wssync.io.transport import Transport
-
-
-class Idle:
-    """The protocol a client transport has before it is spliced."""
-
-    name = "idle"
-
-    def connection_made(self, transport: Transport) -> None: ...
-    def data_received(self, data: bytes) -> None: ...
-    def eof_received(self) -> None: ...
-    def connection_lost(self, exc: object) -> None: ...
-    def pause_writing(self) -> None: ...
-    def resume_writing(self) -> None: ...
-    def shutdown(self) -> None: ...
 
 
 @pytest.fixture
@@ -38,7 +25,7 @@ def joined() -> Iterator[Tuple[Reactor, socket.socket, socket.socket, List[Trans
     near, server_end = socket.socketpair()
     for sock in (client_end, ours, near, server_end):
         sock.setblocking(False)
-    client = Transport(reactor, ours, ("10.0.0.9", 4000), Idle(), None, LIMITS)  # type: ignore[arg-type]
+    client = Transport(reactor, ours, ("10.0.0.9", 4000), Quiet(), None, LIMITS)  # type: ignore[arg-type]
     client.start()
     made: List[Transport] = [client]
 
