@@ -251,6 +251,14 @@ class _EngineServer:
               kwargs: Optional[Dict[str, Any]] = None, **_: Any) -> _Task:
         return _Task(self, target, args, kwargs or {})
 
+    def far_behind(self) -> Optional[int]:
+        """Unsent bytes past which a thread's emit to a client waits: half the
+        soft limit of a peer's output, so that a client that reads, however
+        slowly, never reaches it (only one that takes nothing for send_timeout
+        is dropped)."""
+        server = self.app.server
+        return server.config.max_write_buffer // 2 if server is not None else None
+
     def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
         server = self.app.server
         if server is None:
@@ -363,7 +371,7 @@ class _Transport:
             self.state = _PROBE
         else:
             socket.connected = socket.upgraded = True
-            socket.queue.bind(self.ws)
+            socket.queue.bind(self.ws, self.owner.far_behind())
 
     def received(self, data: Union[str, bytes]) -> None:
         socket = self.socket
@@ -387,7 +395,7 @@ class _Transport:
                 return
             socket.upgraded = True
             socket.upgrading = False
-            socket.queue.bind(self.ws)
+            socket.queue.bind(self.ws, self.owner.far_behind())
             self.state = _OPEN
             return
         try:

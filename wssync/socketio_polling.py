@@ -48,8 +48,11 @@ class Outbox(queue.Queue):  # type: ignore[type-arg]
         self._ws: Optional[WebSocket] = None
         self._order = threading.Lock()  # keeps the queued packets before later ones
         self._parked: Optional[Answer] = None  # a poll waiting for the next packet
+        self._far_behind: Optional[int] = None
 
-    def bind(self, ws: WebSocket) -> None:
+    def bind(self, ws: WebSocket, far_behind: Optional[int] = None) -> None:
+        """Send on ``ws`` from now on; a thread's send waits while the client has
+        ``far_behind`` bytes or more unsent (None: never waits)."""
         with self._order:
             with self.mutex:
                 pending = list(self.queue)
@@ -57,8 +60,9 @@ class Outbox(queue.Queue):  # type: ignore[type-arg]
                 self.unfinished_tasks = 0
                 self.all_tasks_done.notify_all()
                 self._ws = ws
+                self._far_behind = far_behind
             for item in pending:
-                _send(ws, item)
+                self._send(ws, item)
 
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         # The check and the append under one lock: a bind() between them would
@@ -73,7 +77,7 @@ class Outbox(queue.Queue):  # type: ignore[type-arg]
             self._wake()
             return
         with self._order:
-            _send(ws, item)
+            self._send(ws, item)
 
     def put_at_once(self, item: Any) -> None:
         """``put`` for the reactor: never behind ``_order`` (held by a thread that
@@ -87,7 +91,7 @@ class Outbox(queue.Queue):  # type: ignore[type-arg]
         if ws is None:
             self._wake()
         else:
-            _send(ws, item)
+            self._send(ws, item)
 
     def join(self) -> None:
         if self._ws is None:
@@ -147,17 +151,21 @@ class Outbox(queue.Queue):  # type: ignore[type-arg]
         return packets
 
 
-def _send(ws: WebSocket, item: Any) -> None:
-    """One packet out, never waiting for this client: engine.io's emit only
-    queues, so one slow reader cannot hold a broadcast loop.  Its output
-    buffers, and a client far behind is dropped by the slow-peer rules."""
-    try:
-        if item is None:
-            ws._close_unpaced()
-        else:
-            ws._send_unpaced(item.encode())
-    except ConnectionClosed:
-        pass  # the socket ends as the close reaches the transport
+    def _send(self, ws: WebSocket, item: Any) -> None:
+        """One packet out.  engine.io's emit only queues, so a client a little
+        behind does not hold the emitting thread (one slow reader would hold a
+        broadcast loop); a client ``far_behind`` makes it wait, as a blocking
+        socket would, so a client that reads is never dropped for it.  One that
+        takes nothing is dropped after send_timeout, and the wait ends."""
+        try:
+            if item is None:
+                ws._close_unpaced()
+            elif self._far_behind is not None and ws.buffered_amount >= self._far_behind:
+                ws.send(item.encode())  # (on the reactor: at once)
+            else:
+                ws._send_unpaced(item.encode())
+        except ConnectionClosed:
+            pass  # the socket ends as the close reaches the transport
 
 
 class LongPolls:

@@ -52,6 +52,7 @@ class FakeWebSocket:
     # What the outbox calls: sends that wait for no peer (the hand-off to the
     # reactor still may, which ``hold`` stands for).
     _send_unpaced = send
+    buffered_amount = 0
     _close_unpaced = close
 
 

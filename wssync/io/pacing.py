@@ -116,6 +116,12 @@ class OutputGate:
 
     # -- the reactor -------------------------------------------------------------------
 
+    def count(self, size: int) -> None:
+        """``size`` bytes handed over without waiting (counted all the same, so
+        that ``in_flight`` says what is on its way)."""
+        with self._lock:
+            self._handed += size
+
     def written(self, size: int) -> None:
         """The reactor wrote ``size`` handed-over bytes to the transport."""
         self._done += size

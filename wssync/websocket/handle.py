@@ -153,7 +153,9 @@ class WebSocket:
         if self._closing or self.close_code is not None:
             raise ConnectionClosed(self.close_code or CloseCode.NORMAL_CLOSURE,
                                    self.close_reason)
-        self._handoff.call(len(message), self._conn.send, message)
+        size = len(message)
+        self._gate.count(size)  # (so buffered_amount counts it until it is written)
+        self._handoff.call(size, self._send_now, message, size)
 
     def _close_unpaced(self) -> None:
         """:meth:`close` (1000) without waiting for room in a slow peer's output."""
