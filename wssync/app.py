@@ -249,7 +249,7 @@ class App:
         self._ws_static: Dict[str, WebSocketRoute] = {}
         self._ws_dynamic: List[Tuple[Pattern[str], WebSocketRoute]] = []
         self.wsgi: Optional[WsgiHandler] = None
-        self._declared: List[WebSocketMatcher] = []
+        self._declared_websockets: List[WebSocketMatcher] = []
         self._sessions: List[Callable[[Request], Optional[str]]] = []
         self._declared_http: List[HttpMatcher] = []
         self._wsgi_route: Optional[HttpRoute] = None
@@ -364,7 +364,7 @@ class App:
         """WebSocket routes the mounted application declares (an adapter's:
         Socket.IO's path), after the app's own: a plain request there is the
         application's, not a 426."""
-        self._declared.append(matcher)
+        self._declared_websockets.append(matcher)
 
     # -- look-ups (used by the server) ----------------------------------------------
 
@@ -404,7 +404,7 @@ class App:
         declares (a Flask app's :class:`wssync.flask.Sock` routes)."""
         route = self._own_websocket(request)
         if route is None:
-            for matcher in self._declared:
+            for matcher in self._declared_websockets:
                 route = matcher.match_websocket(request)
                 if route is not None:
                     return route

@@ -41,6 +41,7 @@ from typing import (
     Tuple,
     Union,
 )
+from urllib.parse import parse_qs
 
 import engineio
 from engineio import packet as eio_packet
@@ -52,7 +53,7 @@ from .http.request import Request
 from .http.wsgi import request_environ
 from .io.lanes import Lane, current_pool
 from .scale.handover import process_token
-from .socketio_polling import LongPolls, Outbox
+from .socketio_polling import LongPolls, Outbox, forget, origin_allowed
 from .websocket.frames import CloseCode
 
 if TYPE_CHECKING:
@@ -129,10 +130,9 @@ def _engineio_apps(wsgi_app: Any) -> Iterator[engineio.WSGIApp]:
             yield obj
             obj = obj.wsgi_app
             continue
-        nxt = obj.__dict__.get("wsgi_app") if hasattr(obj, "__dict__") else None
-        if nxt is None and hasattr(obj, "__dict__"):
-            nxt = obj.__dict__.get("app")
-        obj = nxt
+        attributes = getattr(obj, "__dict__", {})
+        wrapped = attributes.get("wsgi_app")
+        obj = wrapped if wrapped is not None else attributes.get("app")
 
 
 def attach(app: App, wsgi_app: Any) -> int:
@@ -193,24 +193,16 @@ class _EngineServer:
     def match_websocket(self, request: Request) -> Optional[WebSocketRoute]:
         if request.path != self.path:
             return None
-        origin = request.headers.get("origin")
-        engine = self.engine
-        if origin is None or engine.cors_allowed_origins == []:
-            return self.route  # as engine.io: only an Origin given is checked
-        allowed = engine._cors_allowed_origins(request_environ(request))
-        return self.route if allowed is None or origin in allowed else self.refused
+        return self.route if origin_allowed(self.engine, request) else self.refused
 
     def owner_of(self, request: Request) -> Optional[str]:
         """The worker named in the request's session id (``sid=<worker>.<id>``)."""
         if request.path != self.path:
             return None
-        query = request.query_string
-        at = query.find("sid=")
-        while at > 0 and query[at - 1] != "&":
-            at = query.find("sid=", at + 1)
-        if at < 0:
+        sid = parse_qs(request.query_string).get("sid")
+        if sid is None:
             return None
-        owner, dot, _ = query[at + 4:].partition(".")
+        owner, dot, _ = sid[0].partition(".")
         return owner if dot and owner.isalnum() else None
 
     # -- the route's callbacks, on the connection's lane -------------------------------
@@ -430,8 +422,7 @@ class _Transport:
             return
         engine = self.owner.engine
         socket.close(wait=False, abort=True, reason=engine.reason.TRANSPORT_CLOSE)
-        if engine.sockets.get(socket.sid) is socket:
-            del engine.sockets[socket.sid]
+        forget(engine, socket)
 
 
 class _WebSocketDriver:

@@ -168,6 +168,22 @@ class Outbox(queue.Queue):  # type: ignore[type-arg]
             pass  # the socket ends as the close reaches the transport
 
 
+def origin_allowed(engine: Any, request: Request) -> bool:
+    """engine.io's own rule (``cors_allowed_origins``) for the request's
+    ``Origin``; a request without one is not checked, as in engine.io."""
+    origin = request.headers.get("origin")
+    if origin is None or engine.cors_allowed_origins == []:
+        return True
+    allowed = engine._cors_allowed_origins(request_environ(request))
+    return allowed is None or origin in allowed
+
+
+def forget(engine: Any, socket: Any) -> None:
+    """Drop a closed engine.io socket from its server's sessions (if still there)."""
+    if engine.sockets.get(socket.sid) is socket:
+        del engine.sockets[socket.sid]
+
+
 class LongPolls:
     """The polling GETs of one engine.io server on ``path``, answered without a
     waiting thread.  ``call_later(delay, fn, *args)`` runs ``fn`` on the reactor."""
@@ -187,11 +203,8 @@ class LongPolls:
         socket = self._socket(request)
         if socket is None or "upgrade" in request.headers:
             return None
-        environ_origin = request.headers.get("origin")
-        if environ_origin is not None and self.engine.cors_allowed_origins != []:
-            allowed = self.engine._cors_allowed_origins(request_environ(request))
-            if allowed is not None and environ_origin not in allowed:
-                return None  # engine.io refuses it, in its words
+        if not origin_allowed(self.engine, request):
+            return None  # engine.io refuses it, in its words
         return self.route
 
     def _socket(self, request: Request) -> Any:
@@ -249,8 +262,8 @@ class LongPolls:
                     body = getattr(engine, "_" + encoding)(body)
                     headers.append(("Content-Encoding", encoding))
                     break
-        if socket.closed and engine.sockets.get(socket.sid) is socket:
-            del engine.sockets[socket.sid]
+        if socket.closed:
+            forget(engine, socket)
         return Response(body, int(answer["status"].split()[0]),
                         headers + engine._cors_headers(environ))
 
@@ -272,8 +285,7 @@ class LongPolls:
     def _close(self, socket: Any) -> None:
         engine = self.engine
         socket.close(wait=False, reason=engine.reason.TRANSPORT_ERROR)
-        if engine.sockets.get(socket.sid) is socket:
-            del engine.sockets[socket.sid]
+        forget(engine, socket)
 
     def _bad_request(self) -> Response:
         answer = self.engine._bad_request()
