@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, List, NamedTuple, Optional
 
 import pytest
-from helpers import free_port
+from helpers import free_port, missing, required_program
 
 from wssync import App, Server
 
@@ -176,21 +175,11 @@ def redis_binary() -> str:
     """The redis-server to run; skips where it or the redis client library is
     missing, unless WSSYNC_REQUIRE_PROXIES is set (CI installs them: there the
     tests must run)."""
-    binary = shutil.which("redis-server") or \
-        ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
-    why = None
-    if binary is None:
-        why = "redis-server is not installed (apt-get install redis-server)"
-    else:
-        try:
-            import redis  # noqa: F401
-        except ImportError:
-            why = "the redis client library is not installed (pip install 'wssync[redis]')"
-    if why is not None:
-        if os.environ.get("WSSYNC_REQUIRE_PROXIES"):
-            pytest.fail(f"{why}, and WSSYNC_REQUIRE_PROXIES is set")
-        pytest.skip(why)
-    assert binary is not None
+    binary = required_program("redis-server")
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        missing("the redis client library is not installed (pip install 'wssync[redis]')")
     return binary
 
 

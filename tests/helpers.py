@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import http.client
 import os
+import shutil
 import socket
 import ssl
 import struct
@@ -15,7 +16,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
+
+import pytest
 
 from wssync.metrics import Metrics
 
@@ -53,6 +56,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def missing(why: str) -> NoReturn:
+    """A program or library a test needs is not here: the test skips, or fails
+    where WSSYNC_REQUIRE_PROXIES is set (CI installs them all: there they must run)."""
+    if os.environ.get("WSSYNC_REQUIRE_PROXIES"):
+        pytest.fail(f"{why}, and WSSYNC_REQUIRE_PROXIES is set")
+    pytest.skip(why)
+
+
+def required_program(name: str, package: Optional[str] = None) -> str:
+    """The installed program ``name`` (on PATH, else in /usr/sbin or /usr/bin); see
+    :func:`missing` for where it is not, ``package`` being what installs it."""
+    found = shutil.which(name) or next(
+        (path for path in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(path)),
+        None)
+    if found is None:
+        missing(f"{name} is not installed (apt-get install {package or name})")
+    return found
 
 
 def refused(port: int) -> bool:

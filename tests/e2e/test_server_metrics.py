@@ -10,7 +10,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -24,7 +23,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from conftest import TlsFiles
-from helpers import RawWS, free_port, handshake_bytes, read_head, wait_until
+from helpers import RawWS, free_port, handshake_bytes, read_head, required_program, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from wssync import App, Response, Server
@@ -413,12 +412,7 @@ def tls_websocket_load(port: int, context: ssl.SSLContext, messages: List[bytes]
 @pytest.mark.slow
 def test_a_prometheus_server_scrapes_us(start_server: Callable[..., Server],
                                         tmp_path: Path) -> None:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        why = "prometheus is not installed (apt-get install prometheus)"
-        if os.environ.get("WSSYNC_REQUIRE_PROXIES"):  # CI installs it: there it must run
-            pytest.fail(f"{why}, and WSSYNC_REQUIRE_PROXIES is set")
-        pytest.skip(why)
+    binary = required_program("prometheus")
     server = start_server(make_app(), metrics="127.0.0.1:0")
     http_load(server.address[1])
     target = f"127.0.0.1:{metrics_port(server)}"

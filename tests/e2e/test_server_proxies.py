@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from helpers import finish, free_port, read_until_closed, run_server, wait_until
+from helpers import finish, free_port, read_until_closed, required_program, run_server, wait_until
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect, unix_connect
 
@@ -38,20 +38,6 @@ from wssync import App, Server
 README = Path(__file__).resolve().parents[2] / "README.rst"
 CLIENT = "127.0.0.2"  # where test clients connect from
 BIG = 16 * 1024 * 1024  # the default max_message_size
-
-
-def _binary(name: str) -> str:
-    """The proxy's executable; skips the test where it is not installed, unless
-    WSSYNC_REQUIRE_PROXIES is set (CI installs both: there they must run)."""
-    found = shutil.which(name)
-    if found is None and os.path.exists(f"/usr/sbin/{name}"):
-        found = f"/usr/sbin/{name}"
-    if found is None:
-        why = f"{name} is not installed (apt-get install {name})"
-        if os.environ.get("WSSYNC_REQUIRE_PROXIES"):
-            pytest.fail(f"{why}, and WSSYNC_REQUIRE_PROXIES is set")
-        pytest.skip(why)
-    return found
 
 
 def _client_address_usable() -> bool:
@@ -171,7 +157,7 @@ ProxyStarter = Callable[..., RunningProxy]
 def nginx(tmp_path: Path) -> Iterator[ProxyStarter]:
     """``nginx(backend_port=..., idle=None, tls=None, socket_path=None)``: nginx in front
     of wssync with README.rst's configuration."""
-    binary = _binary("nginx")
+    binary = required_program("nginx")
     running: List[RunningProxy] = []
 
     def start(backend_port: int = 0, **options: Any) -> RunningProxy:
@@ -206,7 +192,7 @@ def nginx(tmp_path: Path) -> Iterator[ProxyStarter]:
 def haproxy(tmp_path: Path) -> Iterator[ProxyStarter]:
     """``haproxy(backend_port=..., idle=None, proxy_version=None)``: HAProxy in front of
     wssync with README.rst's configuration."""
-    binary = _binary("haproxy")
+    binary = required_program("haproxy")
     running: List[RunningProxy] = []
 
     def start(backend_port: int, **options: Any) -> RunningProxy:

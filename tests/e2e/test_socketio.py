@@ -25,7 +25,7 @@ pytest.importorskip("flask_socketio")
 import requests
 import socketio as sio
 import websocket as wsclient
-from helpers import RawWS, free_port, run_server, wait_listening, wait_until
+from helpers import RawWS, free_port, required_program, run_server, wait_listening, wait_until
 
 from wssync import App, Server
 
@@ -510,21 +510,11 @@ def test_an_unsupported_engineio_version_is_one_line_and_exit_2(tmp_path: Path) 
 # -- the npm socket.io-client, in Node and in Chromium --------------------------------------
 
 
-def _need(tool: str) -> str:
-    found = shutil.which(tool)
-    if found is None:
-        why = f"{tool} is not installed (apt-get install nodejs npm)"
-        if os.environ.get("WSSYNC_REQUIRE_PROXIES"):
-            pytest.fail(f"{why}, and WSSYNC_REQUIRE_PROXIES is set")
-        pytest.skip(why)
-    return found
-
-
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
     """``socket.io-client`` 4 installed with npm, once, into a cache directory."""
-    _need("node")
-    npm = _need("npm")
+    required_program("node", "nodejs npm")
+    npm = required_program("npm", "nodejs npm")
     home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     directory = home / "wssync-tests" / "socketio-client-4"
     modules = directory / "node_modules"
