@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -552,34 +551,23 @@ def test_node_socketio_client(serve, node_modules: Path, scenario: str) -> None:
     assert result["binary"] == {"length": 3, "reversed": [3, 2, 1]}
 
 
-def test_chromium_page_connects_acks_and_hears_a_broadcast(serve, node_modules: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no Chromium on this machine")
+def test_chromium_page_connects_acks_and_hears_a_broadcast(serve, node_modules: Path,
+                                                          browser) -> None:
     served = serve(client_js=str(node_modules / "socket.io-client" / "dist" / "socket.io.min.js"))
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            errors: List[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            sockets: List[str] = []
-            page.on("websocket", lambda ws: sockets.append(ws.url))
-            page.goto(served.url + "/page")
-            page.wait_for_function("window.ack !== undefined", timeout=10000)
-            assert page.evaluate("window.ack") == {"from": "page"}
-            page.wait_for_function("window.sock.io.engine.transport.name === 'websocket'",
-                                   timeout=10000)
-            served.get("/news?text=to+the+page")
-            page.wait_for_function("window.received.includes('to the page')", timeout=10000)
-            log = page.inner_text("#log")
-            assert "opened polling" in log and "upgraded websocket" in log, log
-            assert any("/socket.io/" in url and "transport=websocket" in url for url in sockets)
-            assert served.state["auth"] == ["page"]
-            assert errors == []
-        finally:
-            browser.close()
+    page = browser.new_page()
+    errors: List[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    sockets: List[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.goto(served.url + "/page")
+    page.wait_for_function("window.ack !== undefined", timeout=10000)
+    assert page.evaluate("window.ack") == {"from": "page"}
+    page.wait_for_function("window.sock.io.engine.transport.name === 'websocket'",
+                           timeout=10000)
+    served.get("/news?text=to+the+page")
+    page.wait_for_function("window.received.includes('to the page')", timeout=10000)
+    log = page.inner_text("#log")
+    assert "opened polling" in log and "upgraded websocket" in log, log
+    assert any("/socket.io/" in url and "transport=websocket" in url for url in sockets)
+    assert served.state["auth"] == ["page"]
+    assert errors == []
