@@ -65,8 +65,22 @@ class Outbox(queue.Queue):  # type: ignore[type-arg]
                 self._send(ws, item)
 
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
-        # The check and the append under one lock: a bind() between them would
-        # leave the packet in a queue that nobody reads any more.
+        ws = self._queued(item)
+        if ws is not None:
+            with self._order:
+                self._send(ws, item)
+
+    def put_at_once(self, item: Any) -> None:
+        """``put`` for the reactor: never behind ``_order`` (held by a thread that
+        hands packets over).  A ping may pass packets being sent."""
+        ws = self._queued(item)
+        if ws is not None:
+            self._send(ws, item)
+
+    def _queued(self, item: Any) -> Optional[WebSocket]:
+        """Queue ``item`` for the polls while there is no WebSocket (None), else
+        the WebSocket to send it on.  The check and the append under one lock:
+        a bind() between them would leave the packet in a queue nobody reads."""
         with self.mutex:
             ws = self._ws
             if ws is None:
@@ -75,23 +89,7 @@ class Outbox(queue.Queue):  # type: ignore[type-arg]
                 self.not_empty.notify()
         if ws is None:
             self._wake()
-            return
-        with self._order:
-            self._send(ws, item)
-
-    def put_at_once(self, item: Any) -> None:
-        """``put`` for the reactor: never behind ``_order`` (held by a thread that
-        hands packets over).  A ping may pass packets being sent."""
-        with self.mutex:
-            ws = self._ws
-            if ws is None:
-                self._put(item)
-                self.unfinished_tasks += 1
-                self.not_empty.notify()
-        if ws is None:
-            self._wake()
-        else:
-            self._send(ws, item)
+        return ws
 
     def join(self) -> None:
         if self._ws is None:
