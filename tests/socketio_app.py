@@ -95,6 +95,18 @@ def create(message_queue: Optional[str] = None, max_http_buffer_size: int = 1_00
     def kick() -> None:
         disconnect()
 
+    @socketio.on("ask_me")
+    def ask_me(text: str) -> Any:
+        # A handler that waits for its own client: the answer comes in on the
+        # very connection whose event this is.
+        return socketio.call("question", text, to=request.sid,  # type: ignore[attr-defined]
+                             timeout=10)
+
+    @socketio.on("slow")
+    def slow(seconds: float) -> str:
+        socketio.sleep(seconds)
+        return "slept"
+
     @socketio.on("bin")
     def binary(data: bytes) -> Dict[str, Any]:
         return {"reversed": bytes(reversed(data)), "length": len(data)}

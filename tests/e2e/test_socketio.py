@@ -263,6 +263,30 @@ def test_server_calls_a_client_from_a_background_task(serve, client) -> None:
     assert served.state["answers"] == ["6 * 7? 42"]
 
 
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_a_handler_may_wait_for_its_own_client(serve, client, transport: str) -> None:
+    """An event handler that calls the client that sent the event: the answer is
+    read from the connection while the handler waits on it."""
+    served = serve()
+    c = client(served.url, transports=[transport],
+               handlers={"question": lambda text: f"{text} 42"})
+    assert c.call("ask_me", "6 * 7?", timeout=15) == "6 * 7? 42"
+    assert c.call("echo", "after", timeout=10) == "after"
+
+
+def test_a_slow_handler_does_not_hold_its_clients_other_events(serve, client) -> None:
+    """As in threading mode, a client's events run side by side: an echo sent
+    after a slow event is answered before the slow one ends."""
+    served = serve()
+    c = client(served.url, transports=["websocket"])
+    done: List[Any] = []
+    c.emit("slow", 3.0, callback=done.append)
+    started = time.monotonic()
+    assert c.call("echo", "quick", timeout=10) == "quick"
+    assert time.monotonic() - started < 2.0 and not done
+    assert wait_until(lambda: done == ["slept"], timeout=10), done
+
+
 def test_many_acks_in_flight_keep_their_order(serve, client) -> None:
     served = serve()
     c = client(served.url, transports=["websocket"])
