@@ -142,6 +142,10 @@ SERVERS: List[ServerSpec] = [
                lambda host, port: ["websockets_sync_app.py", "--host", host, "--port",
                                    str(port)], has_http=False, idle_cap=2000,
                tls_args=_tls_flags("--certfile", "--keyfile")),
+    # The floor under any Python server: finds request heads and echoes frames, no more.
+    ServerSpec("ceiling", "pure-Python selectors loop: fixed answer, unmask and echo",
+               frozenset({HTTP, WS13}), [],
+               lambda host, port: ["ceiling_app.py", "--host", host, "--port", str(port)]),
     # -- several processes (MP_WORKLOADS, unpinned) --------------------------------------
     ServerSpec("wssync-w2", "wssync --workers 2, reactor mode",
                frozenset({HTTP_MP, BALANCE, BROADCAST_MP}), ["wssync"], _wssync(0, 2),
