@@ -173,6 +173,7 @@ from servers import (
     BALANCE,
     BROADCAST,
     BROADCAST_MP,
+    FLASK,
     FLASK_MP,
     HTTP,
     HTTP_MP,
@@ -180,13 +181,16 @@ from servers import (
     IDLE,
     IDLE_TLS,
     MP_WORKLOADS,
+    THREADED_WORKLOADS,
     WS13,
     WS16K,
+    WSGI,
     WSS13,
 )
 
 DEFAULT_VENV = os.path.join(common.BENCH_DIR, ".venv")
-BASELINES = ("wssync", "wssync-threads", "wssync-w2", "wssync-w2t4")
+BASELINES = ("wssync", "wssync-threads", "wssync-w2", "wssync-w2t4", "wssync-t8-flask",
+             "wssync-t8-wsgi")
 
 # workload -> (primary metric, unit, higher is better, secondary metric, unit, higher better)
 METRICS: Dict[str, Tuple[str, str, bool, str, str, bool]] = {
@@ -201,18 +205,21 @@ METRICS: Dict[str, Tuple[str, str, bool, str, str, bool]] = {
     IDLE_TLS: ("kib_per_conn", "KiB/conn", False, "http_p99_ms", "loaded HTTP p99 ms", False),
     HTTP_MP: ("rate", "req/s", True, "cpu_us", "server CPU us/req", False),
     FLASK_MP: ("rate", "req/s", True, "cpu_us", "server CPU us/req", False),
+    FLASK: ("rate", "req/s", True, "cpu_us", "server CPU us/req", False),
+    WSGI: ("rate", "req/s", True, "cpu_us", "server CPU us/req", False),
     BALANCE: ("burst_max_share", "busiest worker, burst", False, "seq_max_share",
               "busiest worker, one by one", False),
     BROADCAST_MP: ("deliver_ms", "ms to deliver", False, "cpu_us", "server CPU us/recipient",
                    False),
 }
-RATE_WORKLOADS = (HTTP, HTTPS, WS13, WSS13, WS16K, HTTP_MP, FLASK_MP)
+RATE_WORKLOADS = (HTTP, HTTPS, WS13, WSS13, WS16K, HTTP_MP, FLASK_MP, FLASK, WSGI)
 BROADCAST_WORKLOADS = (BROADCAST, BROADCAST_MP)
 IDLE_WORKLOADS = (IDLE, IDLE_TLS)
 # --only shorthands
 WORKLOAD_GROUPS = {"plain": servers.ALL_WORKLOADS, "tls": servers.TLS_WORKLOADS,
-                   "workers": MP_WORKLOADS,
-                   "all": servers.ALL_WORKLOADS + servers.TLS_WORKLOADS + MP_WORKLOADS}
+                   "workers": MP_WORKLOADS, "threads": THREADED_WORKLOADS,
+                   "all": servers.ALL_WORKLOADS + servers.TLS_WORKLOADS + MP_WORKLOADS
+                   + THREADED_WORKLOADS}
 
 
 # -- install / venv ---------------------------------------------------------------------------
@@ -618,7 +625,7 @@ def measure_broadcast(spec: servers.ServerSpec, args: argparse.Namespace,
 
 def measure(workload: str, spec: servers.ServerSpec, args: argparse.Namespace,
             log: str) -> Dict[str, Any]:
-    if workload == HTTP:
+    if workload in (HTTP, FLASK, WSGI):
         return measure_http(spec, args, log)
     if workload == WS13:
         return measure_ws(spec, args, log, 13, False, args.pipeline13)

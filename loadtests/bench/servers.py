@@ -38,6 +38,10 @@ TLS_WORKLOADS = (HTTPS, WSS13, IDLE_TLS)
 # set-ups users would deploy instead; every server unpinned (see above).
 HTTP_MP, FLASK_MP, BALANCE, BROADCAST_MP = "http-mp", "flask-mp", "balance", "broadcast-mp"
 MP_WORKLOADS = (HTTP_MP, FLASK_MP, BALANCE, BROADCAST_MP)
+# WSGI hello on a thread pool of 8 in one pinned process: the Flask app
+# (``apps/flask_app.py``) and the bare WSGI callable (``apps/wsgi_app.py``).
+FLASK, WSGI = "flask", "wsgi"
+THREADED_WORKLOADS = (FLASK, WSGI)
 WS_WORKLOADS = frozenset({WS13, WS16K, IDLE, BROADCAST, WSS13, IDLE_TLS, BALANCE,
                           BROADCAST_MP})
 TLS_WS_WORKLOADS = frozenset({WSS13, IDLE_TLS})
@@ -101,6 +105,32 @@ def _uvicorn(loop: str) -> Callable[[str, int], List[str]]:
                                str(port), "--http", "httptools", "--ws", _uvicorn_ws_impl(),
                                "--loop", loop, "--no-access-log", "--log-level", "warning",
                                "--lifespan", "off"]
+
+
+def _threaded(workload: str, app: str, requires: List[str]) -> List[ServerSpec]:
+    """The servers of one THREADED_WORKLOADS app, each with 8 threads in one process."""
+    what = "the Flask app" if workload == FLASK else "the WSGI callable"
+    return [
+        ServerSpec(f"wssync-t8-{workload}", f"wssync --threads 8, {what}",
+                   frozenset({workload}), ["wssync", *requires], _wssync(8, app=app)),
+        ServerSpec(f"gthread-t8-{workload}", f"gunicorn -k gthread -w 1 --threads 8, {what}",
+                   frozenset({workload}), ["gunicorn", *requires],
+                   _gunicorn("gthread", 1, app, "--threads", "8")),
+        ServerSpec(f"waitress-t8-{workload}", f"waitress, threads=8, {what}",
+                   frozenset({workload}), ["waitress", *requires],
+                   lambda host, port: ["-m", "waitress", "--threads=8",
+                                       f"--listen={host}:{port}", app],
+                   log_ignore=r"waitress.queue:Task queue depth"),
+        # A Rust HTTP server for Python apps: its event loop on one thread, the
+        # application on 8 blocking threads.
+        ServerSpec(f"granian-t8-{workload}",
+                   f"granian --interface wsgi, 1 runtime thread, 8 blocking threads, {what}",
+                   frozenset({workload}), ["granian", *requires],
+                   lambda host, port: ["-m", "granian", "--interface", "wsgi", "--host", host,
+                                       "--port", str(port), "--workers", "1",
+                                       "--runtime-threads", "1", "--blocking-threads", "8",
+                                       "--log-level", "warning", app]),
+    ]
 
 
 SERVERS: List[ServerSpec] = [
@@ -198,6 +228,7 @@ SERVERS: List[ServerSpec] = [
                frozenset({SIO_ACKS_MP}), ["wssync", "flask_socketio"],
                _wssync(0, 2, "socketio_app:app"), has_http=False),
 ]
+SERVERS += _threaded(FLASK, "flask_app:app", ["flask"]) + _threaded(WSGI, "wsgi_app:app", [])
 BY_NAME = {spec.name: spec for spec in SERVERS}
 
 # Directories put first on the servers' PYTHONPATH (run.py puts a snapshot of the wssync
