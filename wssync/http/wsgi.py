@@ -188,6 +188,15 @@ def request_environ(request: Request) -> Environ:
     return build_environ(request, name, port)
 
 
+def _declared_length(headers: List[Tuple[str, str]]) -> int:
+    """The application's Content-Length, or -1 when it gave none (or not a number)."""
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == "content-length":
+            value = value.strip()
+            return int(value) if value.isdigit() and value.isascii() else -1
+    return -1
+
+
 class WsgiHandler:
     """An HTTP handler that runs a WSGI application; it blocks, so it runs on a worker."""
 
@@ -232,7 +241,15 @@ class WsgiHandler:
             # iterates one) is joined and closed here, on the thread that ran the
             # application: close() ends the request there (Django's
             # request_finished closes that thread's database connections).
-            if done or isinstance(result, (list, tuple)) or type(chunks) in _IN_MEMORY:
+            in_memory = isinstance(result, (list, tuple)) or type(chunks) in _IN_MEMORY
+            if not (done or in_memory):
+                # The first chunk may be all the application said it would send
+                # (Flask's usual answer: its length declared, its body one chunk
+                # behind an iterator): then the answer is complete here, and
+                # asking the iterator for more (PEP 3333 says not to) would cost
+                # two more trips between this thread and the reactor.
+                done = len(prefix) == _declared_length(start.headers)
+            if done or in_memory:
                 body = prefix if done else prefix + b"".join(chunks)
                 _close(result)
                 if request.method == "HEAD" and not body:

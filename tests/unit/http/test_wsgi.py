@@ -294,6 +294,45 @@ def test_app_content_length_streams_without_chunking(start_server) -> None:
     assert body == b"0123456789"
 
 
+def test_a_body_complete_at_its_declared_length_is_not_iterated_further(
+        start_server, threads: int) -> None:
+    # PEP 3333: stop iterating once Content-Length bytes are in.  A Flask answer
+    # is one chunk behind an iterator: it ends there, closed on the app's thread.
+    ran: List[int] = []
+    closed: List[int] = []
+    asked_again: List[bool] = []
+
+    class OneChunkThenMore:
+        def __init__(self) -> None:
+            self.parts = [b"all of it", b"more than declared"]
+
+        def __iter__(self) -> OneChunkThenMore:
+            return self
+
+        def __next__(self) -> bytes:
+            if len(self.parts) == 1:
+                asked_again.append(True)
+            if not self.parts:
+                raise StopIteration
+            return self.parts.pop(0)
+
+        def close(self) -> None:
+            closed.append(threading.get_ident())
+
+    def app(environ: Environ, start_response: StartResponse) -> OneChunkThenMore:
+        ran.append(threading.get_ident())
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "9")])
+        return OneChunkThenMore()
+
+    port = start_server(combined_app(app), threads=threads).address[1]
+    with requests.Session() as session:
+        for _ in range(10):
+            answer = session.get(f"http://127.0.0.1:{port}/", timeout=5)
+            assert answer.text == "all of it" and answer.headers["Content-Length"] == "9"
+    assert not asked_again
+    assert len(closed) == 10 and closed == ran
+
+
 def test_cli_detects_a_wsgi_app(tmp_path: Path) -> None:
     (tmp_path / "legacy.py").write_text(
         "from flask import Flask\n"
