@@ -17,7 +17,7 @@ import threading
 import time
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import pytest
 
@@ -175,14 +175,31 @@ class Anonymous(WebSocketUser):
 ALL_USERS = ["Echo", "Flaky", "Pushed", "Matched", "Login", "FastLogin", "Anonymous"]
 
 
+def final_stats(out: Union[str, Path]) -> Dict[Tuple[str, str], Dict[str, str]]:
+    """A finished run's rows by (type, name), with the stats CSV's columns, read from
+    what ``--json-file <out>`` wrote at exit.  (The CSV is rewritten once a second
+    and not again at exit: the last second's requests can be missing from it.)"""
+    with open(f"{out}.json", encoding="utf-8") as f:
+        entries = json.load(f)
+    rows: Dict[Tuple[str, str], Dict[str, str]] = {}
+    for entry in entries:
+        count = entry["num_requests"]
+        average = entry["total_response_time"] / count if count else 0.0
+        rows[(entry["method"] or "", entry["name"])] = {
+            "Type": entry["method"] or "", "Name": entry["name"],
+            "Request Count": str(count), "Failure Count": str(entry["num_failures"]),
+            "Average Response Time": str(average)}
+    return rows
+
+
 class Run:
-    """What a finished Locust run left: exit status, output, and its CSV rows."""
+    """What a finished Locust run left: exit status, output, its final rows, and the
+    failures and exceptions CSV."""
 
     def __init__(self, out: Path, proc: subprocess.CompletedProcess[str]) -> None:
         self.returncode = proc.returncode
         self.output = proc.stdout + proc.stderr
-        with open(f"{out}_stats.csv", newline="") as f:
-            self.stats = {(r["Type"], r["Name"]): r for r in csv.DictReader(f)}
+        self.stats = final_stats(out)
         with open(f"{out}_failures.csv", newline="") as f:
             self.failures = list(csv.DictReader(f))
         with open(f"{out}_exceptions.csv", newline="") as f:
@@ -218,7 +235,8 @@ def run_locust(tmp_path: Path, host: str, users: List[str], seconds: int = 4,
     locustfile.write_text(LOCUSTFILE)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [*locust_command(locustfile, host, len(users), seconds), "--csv", str(out)],
+        [*locust_command(locustfile, host, len(users), seconds), "--csv", str(out),
+         "--json-file", str(out)],
         cwd=tmp_path, capture_output=True, text=True, timeout=seconds + 60,
         env={**_env(), "ONLY_USERS": ",".join(users), **(env or {})})
     return Run(out, proc)
@@ -425,7 +443,7 @@ def test_distributed_run(start_server: Callable[..., Any], tmp_path: Path) -> No
     master = subprocess.Popen(
         [*locust_command(locustfile, f"http://127.0.0.1:{server.port}", 2, 5), "--master",
          "--expect-workers", "1", "--master-bind-host", "127.0.0.1",
-         "--master-bind-port", str(port), "--csv", str(out)],
+         "--master-bind-port", str(port), "--csv", str(out), "--json-file", str(out)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     worker = subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", str(locustfile), "--worker",

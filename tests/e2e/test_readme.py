@@ -7,7 +7,6 @@ taken on this machine is the number replaced by a free port (and said so).
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import importlib.util
 import os
@@ -507,6 +506,7 @@ def run_file_example(code: str, tmp_path: Path, port: int) -> None:
 def run_locust_example(code: str, tmp_path: Path, port: int) -> None:
     if importlib.util.find_spec("locust") is None:  # (importing it would monkey-patch)
         pytest.skip("Locust is not installed (pip install 'wssync[load]')")
+    from test_locust import final_stats
     loadtests = README.parent / "loadtests"
     server = run_server(["--app", "target_app:app", "--host", "127.0.0.1", "--port", str(port),
                          "--no-access-log"], cwd=loadtests)
@@ -516,11 +516,10 @@ def run_locust_example(code: str, tmp_path: Path, port: int) -> None:
         done = subprocess.run(
             [sys.executable, "-m", "locust", "-f", "locustfile.py", "--host",
              f"http://127.0.0.1:{port}", "--headless", "-u", "4", "-r", "4", "-t", "4s",
-             "--only-summary", "--csv", "out"],
+             "--only-summary", "--csv", "out", "--json-file", "out"],
             cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr[-3000:]
-        with open(tmp_path / "out_stats.csv", newline="") as f:
-            rows = {(r["Type"], r["Name"]): r for r in csv.DictReader(f)}
+        rows = final_stats(tmp_path / "out")
         for row in (("GET", "/api/items"), ("WS", "/ws"), ("WS", "/chat"), ("WS", "echo"),
                     ("WS", "say"), ("WS", "broadcast")):
             assert row in rows, (row, sorted(rows))
