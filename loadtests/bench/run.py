@@ -7,6 +7,7 @@ e.g. ``apt-get install wrk util-linux``), from the repository root::
     python3 loadtests/bench/run.py                       # plain workloads, 5 rounds of 8 s
     python3 loadtests/bench/run.py --only tls            # the TLS workloads
     python3 loadtests/bench/run.py --only workers        # several processes (--workers 2)
+    python3 loadtests/bench/run.py --only threads        # WSGI on 8 threads: flask, wsgi
     python3 loadtests/bench/run.py --rounds 3 --seconds 5 --only http,ws13 \
         --servers wssync,uvicorn,tornado
     python3 loadtests/bench/run.py --report loadtests/bench/results/bench-<time>.json
@@ -78,6 +79,14 @@ Python clients check the certificate, wrk does not check it.
     the probes over HTTPS / WSS: KiB per connection includes the server's TLS
     state (asyncio's TLS layer alone keeps a 256 KiB buffer per connection, so
     19,000 would need gigabytes per anchor).  Same servers as ``wss13``.
+
+The WSGI thread-pool workloads (not run by default: ``--only threads``) serve one app
+from one pinned process with 8 threads, wrk as for ``http``: ``flask`` (``apps/flask_app.py``)
+and ``wsgi`` (the bare callable of ``apps/wsgi_app.py``), each under wssync
+``--threads 8``, gunicorn gthread ``-w 1 --threads 8``, waitress ``threads=8`` and granian
+(``--interface wsgi``, one runtime thread, 8 blocking threads).  The ``ceiling`` server
+(``apps/ceiling_app.py``, ``http`` and ``ws13``) is a floor, not an anchor: a pure-Python
+selectors loop that only finds request heads and echoes unmasked frames.
 
 The multi-process workloads (not run by default: ``--only workers`` selects all
 four) compare ``wssync --workers 2`` with the multi-process set-ups users deploy
