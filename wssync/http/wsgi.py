@@ -111,12 +111,10 @@ class FileWrapper:
         if close is not None:
             close()
 
-    def file_body(self, length: str) -> Optional[FileBody]:
+    def file_body(self, length: int) -> Optional[FileBody]:
         """The rest of the file, ``length`` bytes of it, as a body sent with
         ``sendfile``; None where that cannot apply (no descriptor, not a
-        regular file, a length that is not a number)."""
-        if not length.isdigit() or not length.isascii():
-            return None
+        regular file)."""
         try:
             fd = self.filelike.fileno()
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -126,7 +124,7 @@ class FileWrapper:
                 os.lseek(fd, 0, os.SEEK_CUR)
         except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation included
             return None
-        return FileBody(fd, offset, int(length), self.close)
+        return FileBody(fd, offset, length, self.close)
 
 
 def build_environ(request: Request, server_name: str, server_port: str) -> Environ:
@@ -218,8 +216,8 @@ class WsgiHandler:
         start = _StartResponse()
         result = self.wsgi_app(environ, start)
         if type(result) is FileWrapper and start.status is not None and not start.written:
-            length = next((v for k, v in start.headers if k.lower() == "content-length"), None)
-            file_body = result.file_body(length.strip()) if length is not None else None
+            length = _declared_length(start.headers)
+            file_body = result.file_body(length) if length >= 0 else None
             if file_body is not None:
                 start.headers_sent = True
                 return Response(file_body, start.status, start.headers)
