@@ -239,14 +239,13 @@ class WsgiHandler:
             # iterates one) is joined and closed here, on the thread that ran the
             # application: close() ends the request there (Django's
             # request_finished closes that thread's database connections).
-            in_memory = isinstance(result, (list, tuple)) or type(chunks) in _IN_MEMORY
-            if not (done or in_memory):
-                # The first chunk may be all the application said it would send
-                # (Flask's usual answer: its length declared, its body one chunk
-                # behind an iterator): then the answer is complete here, and
-                # asking the iterator for more (PEP 3333 says not to) would cost
-                # two more trips between this thread and the reactor.
-                done = len(prefix) == _declared_length(start.headers)
+            # So is an answer whose first chunk holds all the length it declared
+            # (Flask's usual answer: one chunk behind an iterator): the rest of
+            # the iterator is run here too, as any server would run it (the
+            # code after its last yield included), instead of in two more
+            # trips between this thread and the reactor.
+            in_memory = isinstance(result, (list, tuple)) or type(chunks) in _IN_MEMORY \
+                or len(prefix) == _declared_length(start.headers)
             if done or in_memory:
                 body = prefix if done else prefix + b"".join(chunks)
                 _close(result)
