@@ -113,10 +113,14 @@ class HttpBridge:
 
     def _run_handler(self, conn: HttpConnection, handler: Callable[[Request], Any],
                      request: Request) -> None:
-        """On the connection's lane: the handler's answer goes back to the reactor."""
+        """On the connection's lane: the handler's answer goes back to the reactor;
+        what the answer leaves for later (``_after``) runs here once it is on its way."""
         answer = self._respond(handler, request, conn)
         if answer is not None:
+            after = answer._after
             self.handoff.call(0, conn.send_response, answer)
+            if after is not None:
+                after()
 
     def _respond(self, handler: Callable[[Request], Any], request: Request,
                  conn: HttpConnection) -> Optional[Response]:

@@ -62,7 +62,9 @@ class Response:
     ``Content-Length`` is set from a ``bytes``/``str`` body automatically.
     """
 
-    __slots__ = ("body", "headers", "status")
+    # _after: what the handler's thread runs once the answer is handed over (the
+    # rest of a WSGI application's iterable, its close()); None for most answers.
+    __slots__ = ("_after", "body", "headers", "status")
 
     def __init__(
         self,
@@ -85,6 +87,7 @@ class Response:
         if content_type is not None:
             self.headers.append(("Content-Type", content_type))
         self.body = body
+        self._after: Optional[Callable[[], None]] = None
 
     @classmethod
     def json(cls, data: Any, status: int = 200,

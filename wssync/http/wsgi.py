@@ -19,6 +19,7 @@ import logging
 import os
 import stat
 import sys
+from functools import partial
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .request import Request
@@ -191,7 +192,9 @@ def _declared_length(headers: List[Tuple[str, str]]) -> int:
     for name, value in headers:
         if len(name) == 14 and name.lower() == "content-length":
             value = value.strip()
-            return int(value) if value.isdigit() and value.isascii() else -1
+            # (int() refuses thousands of digits: no body is that long anyway)
+            ok = value.isdigit() and value.isascii() and len(value) <= 18
+            return int(value) if ok else -1
     return -1
 
 
@@ -239,22 +242,23 @@ class WsgiHandler:
             # iterates one) is joined and closed here, on the thread that ran the
             # application: close() ends the request there (Django's
             # request_finished closes that thread's database connections).
-            # So is an answer whose first chunk holds all the length it declared
-            # (Flask's usual answer: one chunk behind an iterator): the rest of
-            # the iterator is run here too, as any server would run it (the
-            # code after its last yield included), instead of in two more
-            # trips between this thread and the reactor.
-            in_memory = isinstance(result, (list, tuple)) or type(chunks) in _IN_MEMORY \
-                or len(prefix) == _declared_length(start.headers)
+            in_memory = isinstance(result, (list, tuple)) or type(chunks) in _IN_MEMORY
             if done or in_memory:
                 body = prefix if done else prefix + b"".join(chunks)
                 _close(result)
                 if request.method == "HEAD" and not body:
                     # No body is sent: the application's length is the one GET would send.
                     return Response(iter(()), start.status, start.headers)
-                # We count the length ourselves: drop the application's copy.
-                headers = [(k, v) for k, v in start.headers if k.lower() != "content-length"]
-                return Response(body, start.status, headers)
+                return Response(body, start.status, _without_length(start.headers))
+            if len(prefix) == _declared_length(start.headers):
+                # All the body the application said it would send (Flask's usual
+                # answer: one chunk behind an iterator) goes out whole, without
+                # two more trips between this thread and the reactor to ask for
+                # nothing; the rest of the iterator (the code after its last
+                # yield) and its close() run here once the answer is on its way.
+                answer = Response(prefix, start.status, _without_length(start.headers))
+                answer._after = partial(_finish_sent, chunks, result)
+                return answer
             return Response(_Body(prefix, chunks, result), start.status, start.headers)
         except BaseException:
             _close(result)
@@ -293,6 +297,31 @@ class _Body:
         result, self._result = self._result, None
         if result is not None:
             _close(result)
+
+
+def _without_length(headers: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    """The application's headers for a body whose length wssync counts itself."""
+    return [(k, v) for k, v in headers if k.lower() != "content-length"]
+
+
+def _finish_sent(chunks: Iterator[bytes], result: Iterable[bytes]) -> None:
+    """After an answer complete at its declared length is handed over: the rest of
+    the application's iterator, of which nothing more is sent (a chunk past the
+    length stops it, as PEP 3333 asks), then its close().  Errors are logged:
+    the client has its answer."""
+    try:
+        for extra in chunks:
+            if extra:
+                log.warning("WSGI application sent more than its Content-Length; "
+                            "the rest was not sent")
+                break
+    except Exception:
+        log.exception("error in a WSGI response iterator after its whole declared body")
+    finally:
+        try:
+            _close(result)
+        except Exception:
+            log.exception("error closing a WSGI response")
 
 
 def _close(result: Iterable[bytes]) -> None:

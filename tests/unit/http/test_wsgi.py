@@ -14,7 +14,14 @@ import requests
 from flask import Flask, abort, jsonify
 from flask import Response as FlaskResponse
 from flask import request as flask_request
-from helpers import finish, free_port, read_until_closed, run_server, wait_listening
+from helpers import (
+    finish,
+    free_port,
+    read_until_closed,
+    run_server,
+    wait_listening,
+    wait_until,
+)
 
 from wssync import App, WebSocket
 from wssync.client import connect
@@ -327,7 +334,61 @@ def test_a_body_complete_at_its_declared_length_ends_on_the_apps_thread(
         for _ in range(20):  # on a pool, a later task would land on another thread
             answer = session.get(f"http://127.0.0.1:{port}/", timeout=5)
             assert answer.text == "all of it" and answer.headers["Content-Length"] == "9"
-    assert len(closed) == 20 and closed == ran and iterated == ran
+    assert wait_until(lambda: len(closed) == 20)
+    assert closed == ran and iterated == ran
+
+
+def test_what_follows_a_complete_body_runs_after_the_client_has_it(
+        start_server, threads: int, caplog: pytest.LogCaptureFixture) -> None:
+    # The code after the last yield, and a close() that takes its time (Flask's
+    # call_on_close), run once the answer is on its way; a chunk past the declared
+    # length is not sent (nor the iterator asked again), and an error after the
+    # whole body is logged, the answer already complete.
+    release = threading.Event()
+    events: List[str] = []
+
+    def body(kind: str) -> Iterator[bytes]:
+        yield b"0123456789"
+        if kind == "slow":
+            assert release.wait(10)
+        elif kind == "more":
+            yield b"x" * (1 << 20)
+            events.append("asked again")  # never: the first extra chunk stops it
+            yield b"y" * (1 << 20)
+        elif kind == "fails":
+            raise RuntimeError("after the body")
+        events.append(f"{kind} tail")
+
+    class Answer:
+        def __init__(self, kind: str) -> None:
+            self.kind = kind
+            self.chunks = body(kind)
+
+        def __iter__(self) -> Iterator[bytes]:
+            return self.chunks
+
+        def close(self) -> None:
+            events.append(f"{self.kind} closed")
+
+    def app(environ: Environ, start_response: StartResponse) -> Answer:
+        start_response("200 OK", [("Content-Length", "10")])
+        return Answer(environ["PATH_INFO"].strip("/"))
+
+    port = start_server(combined_app(app), threads=threads).address[1]
+    base = f"http://127.0.0.1:{port}"
+    answer = requests.get(base + "/slow", timeout=5)  # before the tail is let go
+    assert answer.status_code == 200 and answer.content == b"0123456789"
+    assert events == []
+    release.set()
+    assert wait_until(lambda: events == ["slow tail", "slow closed"]), events
+    for kind in ("more", "fails"):
+        answer = requests.get(f"{base}/{kind}", timeout=5)
+        assert answer.status_code == 200 and answer.content == b"0123456789"
+        assert answer.headers["Content-Length"] == "10"
+        assert wait_until(lambda kind=kind: events[-1] == f"{kind} closed"), events
+    assert "asked again" not in events and "fails tail" not in events
+    assert "WSGI application sent more than its Content-Length" in caplog.text
+    assert "RuntimeError: after the body" in caplog.text
 
 
 def test_cli_detects_a_wsgi_app(tmp_path: Path) -> None:
