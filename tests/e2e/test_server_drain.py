@@ -126,11 +126,11 @@ def test_rolling_restarts_under_keep_alive_load_lose_no_request(cluster: Any) ->
     connection of a retiring worker is kept for its next request, which is
     answered (with ``Connection: close``) before the worker goes."""
     c = cluster(2)
-    first = c.wait_ready(2)
+    c.wait_ready(2)
     with KeepAliveLoad(c.port) as load:
         assert wait_until(lambda: load.count() > 200, 20)
         for n in range(1, 6):
-            before = load.count()
+            before, seen = load.count(), load.pids()
             c.signal(signal.SIGHUP)
             assert wait_until(lambda n=n: c.log.count("rolling restart done") == n,
                               60, 0.05), c.log
@@ -138,9 +138,12 @@ def test_rolling_restarts_under_keep_alive_load_lose_no_request(cluster: Any) ->
             assert load.count() > before
             after = load.count()
             assert wait_until(lambda after=after: load.count() > after + 100, 20)
+            # The round's new workers serve the connections the old ones closed.
+            # (Not always both of them: the seven keep-alive clients reconnect
+            # only when told to, and may all land on the same new worker.)
+            assert load.pids() - seen, n
     assert load.failures == []
     assert load.count() > 1000
-    assert len(load.pids() - first) >= 10  # every round's new workers served too
 
 
 @pytest.mark.slow
