@@ -213,6 +213,12 @@ def frame_response(request: Request, status: int, headers: Fields,
     return head, b"", None, keep_alive, 0
 
 
+def without_length(headers: Fields) -> Fields:
+    """``headers`` less any ``Content-Length``, for a body whose length the writer
+    counts itself (an application's own copy would be sent beside it)."""
+    return [field for field in headers if field[0].lower() != "content-length"]
+
+
 def _connection_line(keep_alive: bool, version: str) -> bytes:
     """Say close when closing; echo keep-alive to HTTP/1.0 clients that asked for it."""
     if not keep_alive:
@@ -324,7 +330,7 @@ def frame_file(request: Request, status: int, headers: Fields, body: FileBody,
     header with a line break.
     """
     offset, count = body.offset, body.size
-    fields = [field for field in headers if field[0].lower() != "content-length"]
+    fields = without_length(headers)
     if body.ranged and status == 200:
         last_modified = formatdate(body.mtime, usegmt=True) if body.mtime is not None else None
         fields.append(("Accept-Ranges", "bytes"))

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from .request import Request
 from .response import FileBody, Response
+from .writer import without_length
 
 log = logging.getLogger("wssync.wsgi")
 
@@ -249,14 +250,14 @@ class WsgiHandler:
                 if request.method == "HEAD" and not body:
                     # No body is sent: the application's length is the one GET would send.
                     return Response(iter(()), start.status, start.headers)
-                return Response(body, start.status, _without_length(start.headers))
+                return Response(body, start.status, without_length(start.headers))
             if len(prefix) == _declared_length(start.headers):
                 # All the body the application said it would send (Flask's usual
                 # answer: one chunk behind an iterator) goes out whole, without
                 # two more trips between this thread and the reactor to ask for
                 # nothing; the rest of the iterator (the code after its last
                 # yield) and its close() run here once the answer is on its way.
-                answer = Response(prefix, start.status, _without_length(start.headers))
+                answer = Response(prefix, start.status, without_length(start.headers))
                 answer._after = partial(_finish_sent, chunks, result)
                 return answer
             return Response(_Body(prefix, chunks, result), start.status, start.headers)
@@ -297,11 +298,6 @@ class _Body:
         result, self._result = self._result, None
         if result is not None:
             _close(result)
-
-
-def _without_length(headers: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
-    """The application's headers for a body whose length wssync counts itself."""
-    return [(k, v) for k, v in headers if k.lower() != "content-length"]
 
 
 def _finish_sent(chunks: Iterator[bytes], result: Iterable[bytes]) -> None:
