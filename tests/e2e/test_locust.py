@@ -223,10 +223,13 @@ class Run:
         return [r["Error"] for r in self.failures if r["Name"] == name]
 
 
-def locust_command(locustfile: Path, host: str, users: int, seconds: int) -> List[str]:
+def locust_command(locustfile: Path, host: str, users: int, seconds: int,
+                   out: Union[str, Path]) -> List[str]:
+    """A headless run that leaves what :class:`Run` reads under the prefix ``out``."""
     return [sys.executable, "-m", "locust", "-f", str(locustfile), "--host", host,
             "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
-            "--stop-timeout", "2", "--only-summary", "--loglevel", "WARNING"]
+            "--stop-timeout", "2", "--only-summary", "--loglevel", "WARNING",
+            "--csv", str(out), "--json-file", str(out)]
 
 
 def run_locust(tmp_path: Path, host: str, users: List[str], seconds: int = 4,
@@ -235,8 +238,7 @@ def run_locust(tmp_path: Path, host: str, users: List[str], seconds: int = 4,
     locustfile.write_text(LOCUSTFILE)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [*locust_command(locustfile, host, len(users), seconds), "--csv", str(out),
-         "--json-file", str(out)],
+        locust_command(locustfile, host, len(users), seconds, out),
         cwd=tmp_path, capture_output=True, text=True, timeout=seconds + 60,
         env={**_env(), "ONLY_USERS": ",".join(users), **(env or {})})
     return Run(out, proc)
@@ -441,9 +443,9 @@ def test_distributed_run(start_server: Callable[..., Any], tmp_path: Path) -> No
     env = {**_env(), "ONLY_USERS": "Echo,Pushed"}
     out = tmp_path / "dist"
     master = subprocess.Popen(
-        [*locust_command(locustfile, f"http://127.0.0.1:{server.port}", 2, 5), "--master",
+        [*locust_command(locustfile, f"http://127.0.0.1:{server.port}", 2, 5, out), "--master",
          "--expect-workers", "1", "--master-bind-host", "127.0.0.1",
-         "--master-bind-port", str(port), "--csv", str(out), "--json-file", str(out)],
+         "--master-bind-port", str(port)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     worker = subprocess.Popen(
         [sys.executable, "-m", "locust", "-f", str(locustfile), "--worker",

@@ -258,8 +258,7 @@ def run_locust(app_dir: Path, host: str, users: List[str], seconds: int = 4) -> 
     locustfile.write_text(LOCUSTFILE)
     out = app_dir / f"out_{'_'.join(users)}"
     proc = subprocess.run(
-        [*locust_command(locustfile, host, len(users), seconds), "--csv", str(out),
-         "--json-file", str(out)],
+        locust_command(locustfile, host, len(users), seconds, out),
         cwd=app_dir, capture_output=True, text=True, timeout=seconds + 60,
         env={**_env(), "ONLY_USERS": ",".join(users)})
     return Run(out, proc)
@@ -314,8 +313,7 @@ def run_readme_example(code: str, tmp_path: Path, port: int) -> None:
     with serve("wssync", tmp_path, port=port) as host:
         (tmp_path / "locustfile.py").write_text(code)
         proc = subprocess.run(
-            [*locust_command(tmp_path / "locustfile.py", host, 2, 4), "--csv", "out",
-             "--json-file", "out"],
+            locust_command(tmp_path / "locustfile.py", host, 2, 4, "out"),
             cwd=tmp_path, capture_output=True, text=True, timeout=60, env=_env())
         run = Run(tmp_path / "out", proc)
     assert run.returncode == 0, run.output[-3000:]
